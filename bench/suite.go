@@ -214,9 +214,9 @@ func expand(suite string, defaults, e entry) ([]Scenario, error) {
 	var axes [5]axis
 	var err error
 	specs := []struct {
-		key       string
-		own, def  any
-		fallback  float64
+		key      string
+		own, def any
+		fallback float64
 	}{
 		{"rate_mbps", e.RateMbps, defaults.RateMbps, 0},
 		{"rtt_ms", e.RTTms, defaults.RTTms, 0},
