@@ -1,0 +1,380 @@
+// Package fecframe is the datagram framing of quictun's loss-recovery layer.
+//
+// The recovery layer sits between quic-go and the UDP socket. It numbers the datagrams
+// it carries, groups them for Reed-Solomon coding, adds parity datagrams and exchanges
+// small control datagrams with its peer. This package is only the byte format; the
+// coding and all policy live in package recovery.
+//
+// Every framed datagram starts with one byte 0b00vv_tttt: the two top bits are clear,
+// vv is the version and tttt the frame type. A QUIC packet always has the fixed bit
+// 0x40 set, so a receiver tells framed datagrams from plain QUIC packets by that byte
+// alone, and plain quic-go, which treats a datagram with both top bits clear as
+// "not QUIC", silently drops a framed datagram it does not understand. That is what
+// makes negotiation by first datagram safe against peers without this layer.
+//
+// All integers are big-endian.
+//
+//	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 len:u16 payload[len]
+//	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 shard[...]
+//	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 lost:u32 bursts:u32
+//	           congestionLost:u32 unrepaired:u32 nackCount:u8 nackCount*(group:u24 index:u8)
+//	Hello    = b0 nonce:u64
+//	HelloAck = b0 nonce:u64
+//
+// seq numbers every Data and Parity datagram of one direction, so the receiver can
+// count losses and bursts. group and index place a datagram in its coding group: a
+// data shard is index 0..k-1, parity shard j carries index j. ts is the sender's clock
+// in microseconds (wrapping), from which the receiver follows queueing delay and the
+// sender, through the echo in Feedback, the round-trip time.
+//
+// The coded shard of a data datagram is its len field plus payload (the bytes from
+// DataShardOffset on), zero-padded to the group's shard length, so the receiver can
+// hand a received datagram to the decoder without copying it. A parity datagram says
+// the group's coding size k, how many data shards it really holds (n <= k; the
+// shards n..k-1 are zero, which lets the sender close a group early without changing
+// its coder) and its parity count m.
+package fecframe
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Version is the framing version this package speaks.
+const Version = 1
+
+// Type is the kind of a framed datagram.
+type Type uint8
+
+// Frame types.
+const (
+	TypeData     Type = 1
+	TypeParity   Type = 2
+	TypeFeedback Type = 3
+	TypeHello    Type = 4
+	TypeHelloAck Type = 5
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeData:
+		return "data"
+	case TypeParity:
+		return "parity"
+	case TypeFeedback:
+		return "feedback"
+	case TypeHello:
+		return "hello"
+	case TypeHelloAck:
+		return "hello-ack"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Sizes and limits.
+const (
+	// DataHeaderLen is the number of bytes in front of a data payload.
+	DataHeaderLen = 15
+	// DataShardOffset is where the coded shard (len field + payload) of a data
+	// datagram starts.
+	DataShardOffset = 13
+	// ParityHeaderLen is the number of bytes in front of a parity shard.
+	ParityHeaderLen = 16
+	// HelloLen is the length of a Hello or HelloAck datagram.
+	HelloLen = 9
+	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
+	FeedbackBaseLen = 30
+	// MaxPayload bounds a data payload that takes part in coding. QUIC packets are
+	// far smaller (quic-go sends at most 1452 bytes).
+	MaxPayload = 1600
+	// MaxShardLen bounds a coded shard: the 2-byte length plus MaxPayload.
+	MaxShardLen = 2 + MaxPayload
+	// MaxShards bounds k+m: the Reed-Solomon code over GF(2^8) has at most 256 shards.
+	MaxShards = 256
+	// MaxNACKs bounds the NACK entries of one Feedback datagram.
+	MaxNACKs = 32
+	// MaxDatagramLen is the largest framed datagram this package produces.
+	MaxDatagramLen = ParityHeaderLen + MaxShardLen
+)
+
+// ErrMalformed wraps every decoding failure caused by the peer's bytes.
+var ErrMalformed = errors.New("malformed recovery frame")
+
+// IsFramed reports whether a datagram is a framed recovery datagram rather than a
+// QUIC packet: both top bits of the first byte clear.
+func IsFramed(b []byte) bool { return len(b) > 0 && b[0]&0xc0 == 0 }
+
+func firstByte(t Type) byte { return Version<<4 | byte(t) }
+
+// Data is the header of a data datagram.
+type Data struct {
+	Seq       uint32
+	Group     uint32 // 24 bits used
+	Index     uint8
+	Timestamp uint32
+}
+
+// Parity is the header of a parity datagram.
+type Parity struct {
+	Seq       uint32
+	Group     uint32 // 24 bits used
+	Index     uint8  // parity index j, 0 <= j < M
+	Timestamp uint32
+	K         uint8 // data shards the group was coded for
+	N         uint8 // data shards actually sent, N <= K; shards N..K-1 are zero
+	M         uint8 // parity shards of the group
+}
+
+// Feedback is what a receiver tells the sender about the direction it receives.
+// Counters are cumulative and wrap, so a lost Feedback datagram loses nothing but
+// timeliness.
+type Feedback struct {
+	EchoTimestamp  uint32 // ts of the latest datagram received
+	EchoDelay      uint32 // microseconds between receiving it and sending this
+	Received       uint32 // data and parity datagrams received
+	Lost           uint32 // datagrams seen missing, counted as random loss
+	Bursts         uint32 // runs of consecutive random losses
+	CongestionLost uint32 // datagrams seen missing while the path queue was full
+	Unrepaired     uint32 // data datagrams neither received nor rebuilt
+	NACKs          []NACK // data shards the receiver asks to be resent
+}
+
+// NACK names one data shard.
+type NACK struct {
+	Group uint32
+	Index uint8
+}
+
+// Frame is a decoded framed datagram. Payload aliases the decoded bytes.
+type Frame struct {
+	Type Type
+	// Data and Parity.
+	Seq       uint32
+	Group     uint32
+	Index     uint8
+	Timestamp uint32
+	// Parity only.
+	K, N, M uint8
+	// Payload is the data payload (Data) or the coded shard (Parity).
+	Payload []byte
+	// Feedback, with NACKs undecoded: use NACKs.
+	Feedback Feedback
+	nacks    []byte
+	// Hello and HelloAck.
+	Nonce uint64
+}
+
+// NACKCount is the number of NACK entries of a Feedback frame.
+func (f *Frame) NACKCount() int { return len(f.nacks) / 4 }
+
+// NACK returns NACK entry i of a Feedback frame, 0 <= i < NACKCount().
+func (f *Frame) NACK(i int) NACK {
+	e := f.nacks[4*i:]
+	return NACK{Group: get24(e), Index: e[3]}
+}
+
+// PutData writes the header of a data datagram carrying payloadLen bytes into
+// b[:DataHeaderLen]. The caller places the payload at b[DataHeaderLen:].
+func PutData(b []byte, h Data, payloadLen int) {
+	_ = b[DataHeaderLen-1]
+	b[0] = firstByte(TypeData)
+	binary.BigEndian.PutUint32(b[1:], h.Seq)
+	put24(b[5:], h.Group)
+	b[8] = h.Index
+	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
+	binary.BigEndian.PutUint16(b[13:], uint16(payloadLen))
+}
+
+// AppendData appends a data datagram to b.
+func AppendData(b []byte, h Data, payload []byte) ([]byte, error) {
+	if len(payload) > MaxPayload {
+		return b, fmt.Errorf("fecframe: payload of %d bytes exceeds the limit of %d", len(payload), MaxPayload)
+	}
+	if h.Group >= 1<<24 {
+		return b, fmt.Errorf("fecframe: group %d does not fit 24 bits", h.Group)
+	}
+	var hdr [DataHeaderLen]byte
+	PutData(hdr[:], h, len(payload))
+	b = append(b, hdr[:]...)
+	return append(b, payload...), nil
+}
+
+// PutParity writes the header of a parity datagram into b[:ParityHeaderLen]. The
+// caller places the shard at b[ParityHeaderLen:].
+func PutParity(b []byte, h Parity) {
+	_ = b[ParityHeaderLen-1]
+	b[0] = firstByte(TypeParity)
+	binary.BigEndian.PutUint32(b[1:], h.Seq)
+	put24(b[5:], h.Group)
+	b[8] = h.Index
+	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
+	b[13] = h.K
+	b[14] = h.N
+	b[15] = h.M
+}
+
+// CheckParity reports whether a parity header is one a decoder accepts.
+func CheckParity(h Parity) error {
+	switch {
+	case h.Group >= 1<<24:
+		return fmt.Errorf("group %d does not fit 24 bits", h.Group)
+	case h.K == 0:
+		return errors.New("k is 0")
+	case h.M == 0:
+		return errors.New("m is 0")
+	case h.N == 0 || h.N > h.K:
+		return fmt.Errorf("n %d is outside 1..k (k=%d)", h.N, h.K)
+	case int(h.K)+int(h.M) > MaxShards:
+		return fmt.Errorf("k+m = %d exceeds %d", int(h.K)+int(h.M), MaxShards)
+	case h.Index >= h.M:
+		return fmt.Errorf("parity index %d is outside 0..m-1 (m=%d)", h.Index, h.M)
+	}
+	return nil
+}
+
+// AppendParity appends a parity datagram to b.
+func AppendParity(b []byte, h Parity, shard []byte) ([]byte, error) {
+	if err := CheckParity(h); err != nil {
+		return b, fmt.Errorf("fecframe: %w", err)
+	}
+	if len(shard) < 2 || len(shard) > MaxShardLen {
+		return b, fmt.Errorf("fecframe: shard of %d bytes is outside 2..%d", len(shard), MaxShardLen)
+	}
+	var hdr [ParityHeaderLen]byte
+	PutParity(hdr[:], h)
+	b = append(b, hdr[:]...)
+	return append(b, shard...), nil
+}
+
+// AppendFeedback appends a feedback datagram to b.
+func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
+	if len(f.NACKs) > MaxNACKs {
+		return b, fmt.Errorf("fecframe: %d NACKs exceed the limit of %d", len(f.NACKs), MaxNACKs)
+	}
+	b = append(b, firstByte(TypeFeedback))
+	b = binary.BigEndian.AppendUint32(b, f.EchoTimestamp)
+	b = binary.BigEndian.AppendUint32(b, f.EchoDelay)
+	b = binary.BigEndian.AppendUint32(b, f.Received)
+	b = binary.BigEndian.AppendUint32(b, f.Lost)
+	b = binary.BigEndian.AppendUint32(b, f.Bursts)
+	b = binary.BigEndian.AppendUint32(b, f.CongestionLost)
+	b = binary.BigEndian.AppendUint32(b, f.Unrepaired)
+	b = append(b, byte(len(f.NACKs)))
+	for _, n := range f.NACKs {
+		if n.Group >= 1<<24 {
+			return b, fmt.Errorf("fecframe: NACK group %d does not fit 24 bits", n.Group)
+		}
+		b = append(b, byte(n.Group>>16), byte(n.Group>>8), byte(n.Group), n.Index)
+	}
+	return b, nil
+}
+
+// AppendHello appends a Hello datagram to b.
+func AppendHello(b []byte, nonce uint64) []byte {
+	b = append(b, firstByte(TypeHello))
+	return binary.BigEndian.AppendUint64(b, nonce)
+}
+
+// AppendHelloAck appends a HelloAck datagram to b.
+func AppendHelloAck(b []byte, nonce uint64) []byte {
+	b = append(b, firstByte(TypeHelloAck))
+	return binary.BigEndian.AppendUint64(b, nonce)
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// Decode parses one framed datagram. It never panics; every rejection wraps
+// ErrMalformed and names what was wrong. Payload aliases b.
+func Decode(b []byte) (Frame, error) {
+	var f Frame
+	if len(b) == 0 {
+		return f, malformed("empty datagram")
+	}
+	if !IsFramed(b) {
+		return f, malformed("first byte %#02x is a QUIC packet, not a frame", b[0])
+	}
+	if v := b[0] >> 4; v != Version {
+		return f, malformed("version %d, want %d", v, Version)
+	}
+	f.Type = Type(b[0] & 0x0f)
+	switch f.Type {
+	case TypeData:
+		if len(b) < DataHeaderLen {
+			return f, malformed("data frame of %d bytes is shorter than its header", len(b))
+		}
+		f.Seq = binary.BigEndian.Uint32(b[1:])
+		f.Group = get24(b[5:])
+		f.Index = b[8]
+		f.Timestamp = binary.BigEndian.Uint32(b[9:])
+		n := int(binary.BigEndian.Uint16(b[13:]))
+		if n > MaxPayload {
+			return f, malformed("data payload of %d bytes exceeds the limit of %d", n, MaxPayload)
+		}
+		if len(b) != DataHeaderLen+n {
+			return f, malformed("data frame says %d payload bytes but carries %d", n, len(b)-DataHeaderLen)
+		}
+		if f.Index == MaxShards-1 {
+			return f, malformed("data index %d leaves no room for parity", f.Index)
+		}
+		f.Payload = b[DataHeaderLen:]
+	case TypeParity:
+		if len(b) < ParityHeaderLen+2 {
+			return f, malformed("parity frame of %d bytes is shorter than its header and shard", len(b))
+		}
+		f.Seq = binary.BigEndian.Uint32(b[1:])
+		f.Group = get24(b[5:])
+		f.Index = b[8]
+		f.Timestamp = binary.BigEndian.Uint32(b[9:])
+		f.K, f.N, f.M = b[13], b[14], b[15]
+		if err := CheckParity(Parity{Group: f.Group, Index: f.Index, K: f.K, N: f.N, M: f.M}); err != nil {
+			return f, malformed("parity: %v", err)
+		}
+		if len(b)-ParityHeaderLen > MaxShardLen {
+			return f, malformed("parity shard of %d bytes exceeds the limit of %d", len(b)-ParityHeaderLen, MaxShardLen)
+		}
+		f.Payload = b[ParityHeaderLen:]
+	case TypeFeedback:
+		if len(b) < FeedbackBaseLen {
+			return f, malformed("feedback frame of %d bytes is shorter than %d", len(b), FeedbackBaseLen)
+		}
+		fb := &f.Feedback
+		fb.EchoTimestamp = binary.BigEndian.Uint32(b[1:])
+		fb.EchoDelay = binary.BigEndian.Uint32(b[5:])
+		fb.Received = binary.BigEndian.Uint32(b[9:])
+		fb.Lost = binary.BigEndian.Uint32(b[13:])
+		fb.Bursts = binary.BigEndian.Uint32(b[17:])
+		fb.CongestionLost = binary.BigEndian.Uint32(b[21:])
+		fb.Unrepaired = binary.BigEndian.Uint32(b[25:])
+		count := int(b[29])
+		if count > MaxNACKs {
+			return f, malformed("%d NACKs exceed the limit of %d", count, MaxNACKs)
+		}
+		if len(b) != FeedbackBaseLen+4*count {
+			return f, malformed("feedback frame says %d NACKs but is %d bytes long", count, len(b))
+		}
+		f.nacks = b[FeedbackBaseLen:]
+	case TypeHello, TypeHelloAck:
+		if len(b) != HelloLen {
+			return f, malformed("%s frame of %d bytes, want %d", f.Type, len(b), HelloLen)
+		}
+		f.Nonce = binary.BigEndian.Uint64(b[1:])
+	default:
+		return f, malformed("unknown frame type %d", uint8(f.Type))
+	}
+	return f, nil
+}
+
+func put24(b []byte, v uint32) {
+	_ = b[2]
+	b[0] = byte(v >> 16)
+	b[1] = byte(v >> 8)
+	b[2] = byte(v)
+}
+
+func get24(b []byte) uint32 {
+	_ = b[2]
+	return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2])
+}

@@ -1,0 +1,248 @@
+package fecframe
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDataRoundTrip(t *testing.T) {
+	payload := []byte("a QUIC packet, more or less")
+	h := Data{Seq: 0xfffffffe, Group: 0xabcdef, Index: 200, Timestamp: 123456789}
+	b, err := AppendData(nil, h, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != DataHeaderLen+len(payload) {
+		t.Fatalf("len %d, want %d", len(b), DataHeaderLen+len(payload))
+	}
+	if !IsFramed(b) {
+		t.Fatal("a data frame is not recognised as framed")
+	}
+	f, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != TypeData || f.Seq != h.Seq || f.Group != h.Group || f.Index != h.Index || f.Timestamp != h.Timestamp {
+		t.Fatalf("decoded %+v, want %+v", f, h)
+	}
+	if !bytes.Equal(f.Payload, payload) {
+		t.Fatalf("payload %q", f.Payload)
+	}
+	// The coded shard is the length field followed by the payload.
+	shard := b[DataShardOffset:]
+	if int(shard[0])<<8|int(shard[1]) != len(payload) || !bytes.Equal(shard[2:], payload) {
+		t.Fatalf("shard %x does not start with the payload length", shard)
+	}
+}
+
+func TestPutDataMatchesAppend(t *testing.T) {
+	payload := bytes.Repeat([]byte{7}, 1200)
+	h := Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}
+	want, err := AppendData(nil, h, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, DataHeaderLen+len(payload))
+	copy(got[DataHeaderLen:], payload)
+	PutData(got, h, len(payload))
+	if !bytes.Equal(got, want) {
+		t.Fatal("PutData and AppendData disagree")
+	}
+}
+
+func TestParityRoundTrip(t *testing.T) {
+	shard := bytes.Repeat([]byte{0x5a}, 1300)
+	h := Parity{Seq: 9, Group: 77, Index: 2, Timestamp: 5, K: 20, N: 13, M: 4}
+	b, err := AppendParity(nil, h, shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Parity{Seq: f.Seq, Group: f.Group, Index: f.Index, Timestamp: f.Timestamp, K: f.K, N: f.N, M: f.M}
+	if f.Type != TypeParity || got != h {
+		t.Fatalf("decoded %+v, want %+v", got, h)
+	}
+	if !bytes.Equal(f.Payload, shard) {
+		t.Fatal("shard differs")
+	}
+}
+
+func TestFeedbackRoundTrip(t *testing.T) {
+	fb := Feedback{
+		EchoTimestamp: 1, EchoDelay: 2, Received: 3, Lost: 4, Bursts: 5, CongestionLost: 6, Unrepaired: 7,
+		NACKs: []NACK{{Group: 0xffffff, Index: 0}, {Group: 12, Index: 254}},
+	}
+	b, err := AppendFeedback(nil, fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != TypeFeedback {
+		t.Fatalf("type %v", f.Type)
+	}
+	got := f.Feedback
+	if f.NACKCount() != len(fb.NACKs) {
+		t.Fatalf("%d NACKs, want %d", f.NACKCount(), len(fb.NACKs))
+	}
+	for i := range f.NACKCount() {
+		got.NACKs = append(got.NACKs, f.NACK(i))
+	}
+	if got.EchoTimestamp != 1 || got.EchoDelay != 2 || got.Received != 3 || got.Lost != 4 ||
+		got.Bursts != 5 || got.CongestionLost != 6 || got.Unrepaired != 7 {
+		t.Fatalf("counters %+v", got)
+	}
+	for i := range fb.NACKs {
+		if got.NACKs[i] != fb.NACKs[i] {
+			t.Fatalf("NACK %d = %+v, want %+v", i, got.NACKs[i], fb.NACKs[i])
+		}
+	}
+}
+
+func TestHelloRoundTrip(t *testing.T) {
+	for _, typ := range []Type{TypeHello, TypeHelloAck} {
+		var b []byte
+		if typ == TypeHello {
+			b = AppendHello(nil, 0x0102030405060708)
+		} else {
+			b = AppendHelloAck(nil, 0x0102030405060708)
+		}
+		f, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Type != typ || f.Nonce != 0x0102030405060708 {
+			t.Fatalf("%v: decoded %+v", typ, f)
+		}
+	}
+}
+
+// QUIC packets always have the fixed bit set and must never be taken for frames;
+// frames must never look like QUIC long or short header packets.
+func TestFramedIsDisjointFromQUIC(t *testing.T) {
+	for b0 := range 256 {
+		framed := IsFramed([]byte{byte(b0)})
+		quic := b0&0x40 != 0
+		if framed && quic {
+			t.Fatalf("first byte %#02x is both framed and QUIC", b0)
+		}
+	}
+	for _, typ := range []Type{TypeData, TypeParity, TypeFeedback, TypeHello, TypeHelloAck} {
+		if b := firstByte(typ); b&0xc0 != 0 {
+			t.Fatalf("%v frames start with %#02x, which quic-go would not drop", typ, b)
+		}
+	}
+	if IsFramed(nil) {
+		t.Fatal("an empty datagram is not framed")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	data, _ := AppendData(nil, Data{Seq: 1}, []byte("xyz"))
+	parity := func(h Parity) []byte {
+		b := make([]byte, ParityHeaderLen+10)
+		PutParity(b, h)
+		return b
+	}
+	fb, _ := AppendFeedback(nil, Feedback{NACKs: []NACK{{1, 1}}})
+	tooManyNACKs := append([]byte(nil), fb[:FeedbackBaseLen]...)
+	tooManyNACKs[29] = MaxNACKs + 1
+	badIndex := append([]byte(nil), data...)
+	badIndex[8] = 255
+	bigData := make([]byte, DataHeaderLen+MaxPayload+1)
+	PutData(bigData, Data{}, MaxPayload+1)
+	tests := []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"empty", nil, "empty"},
+		{"quic short header", []byte{0x40, 1, 2}, "QUIC packet"},
+		{"quic long header", []byte{0xc0, 1, 2}, "QUIC packet"},
+		{"version", []byte{0x21}, "version 2"},
+		{"version 0", []byte{0x01}, "version 0"},
+		{"unknown type", []byte{0x1f}, "unknown frame type"},
+		{"data short", data[:10], "shorter than its header"},
+		{"data truncated", data[:len(data)-1], "says 3 payload bytes but carries 2"},
+		{"data trailing", append(append([]byte(nil), data...), 0), "says 3 payload bytes but carries 4"},
+		{"data too big", bigData, "exceeds the limit"},
+		{"data index", badIndex, "no room for parity"},
+		{"parity short", parity(Parity{K: 1, N: 1, M: 1})[:ParityHeaderLen+1], "shorter than its header"},
+		{"parity k 0", parity(Parity{K: 0, N: 0, M: 1}), "k is 0"},
+		{"parity m 0", parity(Parity{K: 4, N: 4, M: 0}), "m is 0"},
+		{"parity n 0", parity(Parity{K: 4, N: 0, M: 1}), "n 0 is outside"},
+		{"parity n > k", parity(Parity{K: 4, N: 5, M: 1}), "n 5 is outside"},
+		{"parity k+m", parity(Parity{K: 200, N: 200, M: 57}), "exceeds 256"},
+		{"parity index", parity(Parity{K: 4, N: 4, M: 2, Index: 2}), "parity index 2"},
+		{"parity too big", append(parity(Parity{K: 4, N: 4, M: 2}), make([]byte, MaxShardLen)...), "exceeds the limit"},
+		{"feedback short", fb[:FeedbackBaseLen-1], "shorter than"},
+		{"feedback truncated NACK", fb[:len(fb)-1], "says 1 NACKs"},
+		{"feedback too many NACKs", tooManyNACKs, "exceed the limit"},
+		{"hello short", AppendHello(nil, 1)[:HelloLen-1], "want 9"},
+		{"hello-ack long", append(AppendHelloAck(nil, 1), 0), "want 9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode(tt.b)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestEncodeRejects(t *testing.T) {
+	if _, err := AppendData(nil, Data{}, make([]byte, MaxPayload+1)); err == nil {
+		t.Fatal("oversized payload accepted")
+	}
+	if _, err := AppendData(nil, Data{Group: 1 << 24}, nil); err == nil {
+		t.Fatal("25-bit group accepted")
+	}
+	if _, err := AppendParity(nil, Parity{K: 1, N: 1, M: 1}, []byte{0}); err == nil {
+		t.Fatal("1-byte shard accepted")
+	}
+	if _, err := AppendParity(nil, Parity{K: 0, N: 1, M: 1}, []byte{0, 0}); err == nil {
+		t.Fatal("k=0 accepted")
+	}
+	if _, err := AppendFeedback(nil, Feedback{NACKs: make([]NACK, MaxNACKs+1)}); err == nil {
+		t.Fatal("too many NACKs accepted")
+	}
+	if _, err := AppendFeedback(nil, Feedback{NACKs: []NACK{{Group: 1 << 24}}}); err == nil {
+		t.Fatal("25-bit NACK group accepted")
+	}
+}
+
+func TestDecodeAllocatesNothing(t *testing.T) {
+	b, _ := AppendData(nil, Data{Seq: 1}, make([]byte, 1200))
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := Decode(b); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Decode allocates %v times per datagram", allocs)
+	}
+}
+
+func BenchmarkDecodeData(b *testing.B) {
+	d, _ := AppendData(nil, Data{Seq: 1}, make([]byte, 1280))
+	b.SetBytes(int64(len(d)))
+	for b.Loop() {
+		if _, err := Decode(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

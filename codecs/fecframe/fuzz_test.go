@@ -1,0 +1,53 @@
+package fecframe
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// FuzzDecode feeds arbitrary datagrams to the decoder: it must never panic, every
+// rejection must wrap ErrMalformed, and whatever it accepts must encode back to the
+// same bytes.
+func FuzzDecode(f *testing.F) {
+	data, _ := AppendData(nil, Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}, []byte("payload"))
+	parity, _ := AppendParity(nil, Parity{Seq: 5, Group: 6, Index: 1, Timestamp: 7, K: 10, N: 8, M: 3}, []byte{0, 3, 1, 2, 3})
+	fb, _ := AppendFeedback(nil, Feedback{Received: 10, Lost: 1, NACKs: []NACK{{Group: 6, Index: 2}}})
+	for _, seed := range [][]byte{data, parity, fb, AppendHello(nil, 42), AppendHelloAck(nil, 42), {0x40}, {}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := Decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		var again []byte
+		switch fr.Type {
+		case TypeData:
+			again, err = AppendData(nil, Data{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp}, fr.Payload)
+		case TypeParity:
+			again, err = AppendParity(nil, Parity{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp, K: fr.K, N: fr.N, M: fr.M}, fr.Payload)
+		case TypeFeedback:
+			fb := fr.Feedback
+			for i := range fr.NACKCount() {
+				fb.NACKs = append(fb.NACKs, fr.NACK(i))
+			}
+			again, err = AppendFeedback(nil, fb)
+		case TypeHello:
+			again = AppendHello(nil, fr.Nonce)
+		case TypeHelloAck:
+			again = AppendHelloAck(nil, fr.Nonce)
+		default:
+			t.Fatalf("accepted unknown type %v", fr.Type)
+		}
+		if err != nil {
+			t.Fatalf("decoded %+v but cannot encode it: %v", fr, err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs:\n in  %x\n out %x", b, again)
+		}
+	})
+}
