@@ -1,0 +1,194 @@
+package loadgen
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startEcho runs an EchoServer on loopback for the test's lifetime.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- NewEchoServer(ln).Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("echo server: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestLatencyThroughEcho(t *testing.T) {
+	addr := startEcho(t)
+	res, err := Latency(context.Background(), LatencyConfig{Target: addr, Requests: 50, MessageBytes: 100, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RoundTrips != 50 || res.FirstEchoMs <= 0 || res.TotalMs < res.FirstEchoMs || res.P99Ms < res.P50Ms {
+		t.Fatalf("implausible result %+v", res)
+	}
+}
+
+func TestLatencyRejectsBadConfig(t *testing.T) {
+	if _, err := Latency(context.Background(), LatencyConfig{Target: "127.0.0.1:1", Requests: 0, MessageBytes: 1, Timeout: time.Second}); err == nil {
+		t.Fatal("zero requests accepted")
+	}
+}
+
+func TestScaleVerifiesEveryTunnel(t *testing.T) {
+	addr := startEcho(t)
+	// An odd total so the last chunk of each tunnel is not a multiple of 8 bytes.
+	res, err := Scale(context.Background(), ScaleConfig{Target: addr, Tunnels: 64, TotalBytes: 64*100_003 + 5, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified != 64 || res.Failed != 0 || res.BytesVerified != 64*100_003 || res.GoodputMbps <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// corruptingEcho is a faulty peer: it echoes, but flips one byte at the given offset
+// of every connection.
+func corruptingEcho(t *testing.T, at int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 4096)
+				off := 0
+				for {
+					n, err := c.Read(buf)
+					for i := range n {
+						if off+i == at {
+							buf[i] ^= 0x40
+						}
+					}
+					off += n
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						c.(*net.TCPConn).CloseWrite()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+func TestScaleDetectsCorruption(t *testing.T) {
+	addr := corruptingEcho(t, 70_000)
+	res, err := Scale(context.Background(), ScaleConfig{Target: addr, Tunnels: 3, TotalBytes: 3 * 100_000, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified != 0 || res.Failed != 3 || !strings.Contains(res.FirstError, "byte 70000 differs") {
+		t.Fatalf("corruption not caught: %+v", res)
+	}
+}
+
+func TestLatencyDetectsCorruption(t *testing.T) {
+	addr := corruptingEcho(t, 10)
+	_, err := Latency(context.Background(), LatencyConfig{Target: addr, Requests: 3, MessageBytes: 8, Timeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "request 2: echo differs") {
+		t.Fatalf("err = %v, want the second echo to differ", err)
+	}
+}
+
+func TestScaleCountsUnreachableTunnels(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	res, err := Scale(context.Background(), ScaleConfig{Target: addr, Tunnels: 4, TotalBytes: 400, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 4 || !strings.Contains(res.FirstError, "dial") {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestScaleTimesOutOnSilentPeer(t *testing.T) {
+	// A listener that accepts (the kernel does) but never reads or echoes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := time.Now()
+	res, err := Scale(context.Background(), ScaleConfig{Target: ln.Addr().String(), Tunnels: 2, TotalBytes: 2 << 20, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Failed != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("timeout of 500ms took %s", time.Since(start))
+	}
+}
+
+func TestListening(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := WaitListening(context.Background(), "tcp", port, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if ok, _ := Listening("tcp", port); ok {
+		t.Fatalf("port %d still reported listening after close", port)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if ok, err := Listening("udp", pc.LocalAddr().(*net.UDPAddr).Port); !ok || err != nil {
+		t.Fatalf("udp port not found: %v %v", ok, err)
+	}
+	if err := WaitListening(context.Background(), "tcp", port, 50*time.Millisecond); err == nil {
+		t.Fatal("WaitListening on a closed port succeeded")
+	}
+	if _, err := Listening("sctp", 1); err == nil {
+		t.Fatal("unknown protocol accepted")
+	}
+}
