@@ -1,0 +1,148 @@
+// Package address parses and uses the application addresses of quictun:
+// "tcp:HOST:PORT", "unix:PATH", or a bare "HOST:PORT" meaning tcp.
+package address
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Networks an Address can name.
+const (
+	TCP  = "tcp"
+	Unix = "unix"
+)
+
+// maxUnixPath is the size of sun_path on Linux minus the terminating NUL.
+const maxUnixPath = 107
+
+// Address is an application endpoint: a TCP host and port or a UNIX socket path.
+type Address struct {
+	Network string // TCP or Unix
+	Addr    string // "host:port" for TCP, the path for Unix
+}
+
+// Parse reads "tcp:HOST:PORT", "unix:PATH" or "HOST:PORT". IPv6 literals take
+// brackets ("tcp:[::1]:22"). The host may be empty only for a listen address
+// (":6500"), which ParseListen allows.
+func Parse(s string) (Address, error) {
+	a, err := parse(s)
+	if err != nil {
+		return Address{}, err
+	}
+	if a.Network == TCP {
+		host, _, _ := net.SplitHostPort(a.Addr)
+		if host == "" {
+			return Address{}, fmt.Errorf("address %q: missing host", s)
+		}
+	}
+	return a, nil
+}
+
+// ParseListen is Parse for an address to listen on, where an empty host means
+// every interface.
+func ParseListen(s string) (Address, error) { return parse(s) }
+
+func parse(s string) (Address, error) {
+	switch {
+	case strings.HasPrefix(s, "unix:"):
+		path := strings.TrimPrefix(s, "unix:")
+		if path == "" {
+			return Address{}, fmt.Errorf("address %q: empty socket path", s)
+		}
+		if len(path) > maxUnixPath {
+			return Address{}, fmt.Errorf("address %q: socket path longer than %d bytes", s, maxUnixPath)
+		}
+		if strings.ContainsRune(path, 0) {
+			return Address{}, fmt.Errorf("address %q: NUL in socket path", s)
+		}
+		return Address{Network: Unix, Addr: path}, nil
+	case strings.HasPrefix(s, "tcp:"):
+		s = strings.TrimPrefix(s, "tcp:")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return Address{}, fmt.Errorf("address %q: want tcp:HOST:PORT, unix:PATH or HOST:PORT: %w", s, err)
+	}
+	if err := checkPort(port); err != nil {
+		return Address{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	if strings.ContainsAny(host, " /\\\x00") {
+		return Address{}, fmt.Errorf("address %q: bad host %q", s, host)
+	}
+	return Address{Network: TCP, Addr: net.JoinHostPort(host, port)}, nil
+}
+
+// ParseHostPort checks a UDP endpoint address ("HOST:PORT", IPv6 in brackets).
+func ParseHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("endpoint %q: want HOST:PORT: %w", s, err)
+	}
+	if strings.ContainsAny(host, " /\\\x00") {
+		return fmt.Errorf("endpoint %q: bad host %q", s, host)
+	}
+	if err := checkPort(port); err != nil {
+		return fmt.Errorf("endpoint %q: %w", s, err)
+	}
+	return nil
+}
+
+func checkPort(port string) error {
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+func (a Address) String() string { return a.Network + ":" + a.Addr }
+
+// Dial connects to the address within timeout (and ctx).
+func (a Address) Dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, a.Network, a.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", a, err)
+	}
+	return c, nil
+}
+
+// Listen opens a listener on the address. For a UNIX socket, a stale socket
+// file left by a crashed process is removed first, but only when nothing
+// answers on it: a live socket is never stolen.
+func (a Address) Listen() (net.Listener, error) {
+	if a.Network == Unix && !strings.HasPrefix(a.Addr, "@") {
+		if err := removeStaleSocket(a.Addr); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", a, err)
+		}
+	}
+	ln, err := net.Listen(a.Network, a.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a, err)
+	}
+	return ln, nil
+}
+
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout(Unix, path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("%s is in use by another process", path)
+	}
+	return os.Remove(path)
+}

@@ -1,0 +1,68 @@
+package address
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestParse(t *testing.T) {
+	good := map[string]Address{
+		"tcp:127.0.0.1:22":       {TCP, "127.0.0.1:22"},
+		"127.0.0.1:22":           {TCP, "127.0.0.1:22"},
+		"tcp:[::1]:22":           {TCP, "[::1]:22"},
+		"[::1]:6500":             {TCP, "[::1]:6500"},
+		"tcp:localhost:80":       {TCP, "localhost:80"},
+		"unix:/run/app.sock":     {Unix, "/run/app.sock"},
+		"unix:@abstract":         {Unix, "@abstract"},
+		"unix:relative/app.sock": {Unix, "relative/app.sock"},
+	}
+	for in, want := range good {
+		got, err := Parse(in)
+		if err != nil || got != want {
+			t.Errorf("Parse(%q) = %v, %v; want %v", in, got, err, want)
+		}
+		if again, err := Parse(got.String()); err != nil || again != got {
+			t.Errorf("Parse(%q.String()) = %v, %v", in, again, err)
+		}
+	}
+	for _, in := range []string{"", "tcp:", "unix:", "tcp:host", "host:99999", "tcp::22",
+		"host:port", "::1:22", "tcp:a b:1", "unix:" + string(make([]byte, 200))} {
+		if a, err := Parse(in); err == nil {
+			t.Errorf("Parse(%q) = %v, want an error", in, a)
+		}
+	}
+	if a, err := ParseListen(":6500"); err != nil || a.Addr != ":6500" {
+		t.Errorf("ParseListen(:6500) = %v, %v", a, err)
+	}
+}
+
+func TestListenRemovesOnlyStaleSockets(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	path := filepath.Join(t.TempDir(), "app.sock")
+	a := Address{Unix, path}
+	ln, err := a.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Listen(); err == nil {
+		t.Fatal("second listener stole a live socket")
+	}
+	// Leave the file behind the way a crashed process does.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	ln, err = a.Listen()
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	defer ln.Close()
+	c, err := a.Dial(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}

@@ -1,0 +1,75 @@
+package token
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// httpSource asks a web service: GET URL?addr=CLIENT-ADDR, answered with
+// {"token": "..."}. The request is bounded in time and the answer in size.
+type httpSource struct {
+	base   *url.URL
+	client *http.Client
+}
+
+const (
+	httpTokenTimeout = 5 * time.Second
+	maxHTTPTokenBody = 64 << 10
+)
+
+func newHTTP(raw string) (Source, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("token source Http: bad URL %q: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("token source Http: URL %q must be http:// or https:// with a host", raw)
+	}
+	return &httpSource{base: u, client: &http.Client{Timeout: httpTokenTimeout}}, nil
+}
+
+func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, error) {
+	u := *h.base
+	q := u.Query()
+	addr := ""
+	if clientAddr != nil {
+		addr = clientAddr.String()
+	}
+	q.Set("addr", addr)
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return "", fmt.Errorf("token source Http: %w", err)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("token source Http: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPTokenBody+1))
+	if err != nil {
+		return "", fmt.Errorf("token source Http: read answer from %s: %w", h.base.Redacted(), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("token source Http: %s answered %s", h.base.Redacted(), resp.Status)
+	}
+	if len(body) > maxHTTPTokenBody {
+		return "", fmt.Errorf("token source Http: answer from %s exceeds %d bytes", h.base.Redacted(), maxHTTPTokenBody)
+	}
+	var answer struct {
+		Token *string `json:"token"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil {
+		return "", fmt.Errorf("token source Http: answer from %s is not {\"token\": \"...\"}: %w", h.base.Redacted(), err)
+	}
+	if answer.Token == nil || *answer.Token == "" {
+		return "", fmt.Errorf("token source Http: answer from %s has no token", h.base.Redacted())
+	}
+	return *answer.Token, nil
+}
