@@ -1,0 +1,195 @@
+package netem
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// arrivalLog records what a Pipe delivers, with the time it arrived.
+type arrivalLog struct {
+	mu   sync.Mutex
+	seqs []byte
+	at   []time.Time
+}
+
+func (l *arrivalLog) deliver(b []byte, _ net.Addr) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seqs = append(l.seqs, b[0])
+	l.at = append(l.at, time.Now())
+	return nil
+}
+
+func (l *arrivalLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.seqs)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPipeDelaysInOrder(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const delay = 30 * time.Millisecond
+	var log arrivalLog
+	p, err := NewPipe(Model{Delay: delay, Jitter: 10 * time.Millisecond}, 1, log.deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 100
+	sentAt := make([]time.Time, n)
+	for i := range n {
+		sentAt[i] = time.Now()
+		if err := p.Send([]byte{byte(i), 0, 0}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor(t, "all packets", func() bool { return log.count() == n })
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for i, seq := range log.seqs {
+		if int(seq) != i {
+			t.Fatalf("arrival %d is packet %d: jitter reordered a FIFO link", i, seq)
+		}
+		// Timers fire late on a busy machine, never early: only the lower bound is exact.
+		if early := sentAt[i].Add(delay - 10*time.Millisecond).Sub(log.at[i]); early > 0 {
+			t.Errorf("packet %d arrived %v before its minimum delay", i, early)
+		}
+	}
+	if s := p.Stats(); s.Sent != n || s.Delivered != n || s.DeliveredBytes != 3*n {
+		t.Errorf("stats %+v, want %d sent and delivered", s, n)
+	}
+}
+
+func TestPipeCountsEveryFate(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var log arrivalLog
+	// 8 Mbit/s with a 10-packet queue and 20% loss; a burst of 200 packets.
+	p, err := NewPipe(Model{RateBps: 8e6, QueueBytes: 10 * 1000, Loss: 0.2}, 5, log.deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	buf := make([]byte, 1000)
+	for range 200 {
+		if err := p.Send(buf, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s Stats
+	waitFor(t, "the queue to drain", func() bool {
+		s = p.Stats()
+		return s.Delivered+s.DroppedLoss+s.DroppedQueue == s.Sent
+	})
+	if s.Sent != 200 || s.DroppedQueue < 180 || s.DroppedLoss == 0 || s.Delivered == 0 {
+		t.Errorf("stats %+v: want 200 sent, most dropped at the queue, some lost, some delivered", s)
+	}
+}
+
+func TestPipeBypassAndModelChange(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var log arrivalLog
+	p, err := NewPipe(Model{}, 1, log.deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Send([]byte{0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if log.count() != 1 {
+		t.Fatal("the perfect link did not deliver inline")
+	}
+	if err := p.SetModel(Model{Loss: 2}); err == nil {
+		t.Error("SetModel accepted loss 2")
+	}
+	if err := p.SetModel(Model{Delay: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send([]byte{1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if log.count() != 1 {
+		t.Fatal("a delayed packet was delivered inline")
+	}
+	// Back to perfect while one is in flight: the next must queue behind it, not pass.
+	if err := p.SetModel(Model{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Send([]byte{2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both packets", func() bool { return log.count() == 3 })
+	if log.seqs[1] != 1 || log.seqs[2] != 2 {
+		t.Errorf("order %v, want [0 1 2]", log.seqs)
+	}
+}
+
+func TestPipeClose(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var log arrivalLog
+	p, err := NewPipe(Model{Delay: 50 * time.Second}, 1, log.deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		_ = p.Send(make([]byte, 100), nil)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := p.Send([]byte{1}, nil); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Send after Close = %v, want net.ErrClosed", err)
+	}
+	if log.count() != 0 {
+		t.Error("packets delivered after Close")
+	}
+}
+
+func TestNewPipeRejectsBadInput(t *testing.T) {
+	if _, err := NewPipe(Model{Loss: -1}, 1, func([]byte, net.Addr) error { return nil }); err == nil {
+		t.Error("NewPipe accepted loss -1")
+	}
+	if _, err := NewPipe(Model{}, 1, nil); err == nil {
+		t.Error("NewPipe accepted a nil DeliverFunc")
+	}
+}
+
+func TestArrivalQueueOrder(t *testing.T) {
+	var q arrivalQueue
+	ats := []time.Duration{5, 3, 9, 3, 1, 7, 3, 0, 8}
+	for i, at := range ats {
+		q.push(arrivalEntry{at: at, seq: uint64(i)})
+	}
+	var prev arrivalEntry
+	for i := 0; q.len() > 0; i++ {
+		e := q.pop()
+		if i > 0 && (e.at < prev.at || (e.at == prev.at && e.seq < prev.seq)) {
+			t.Fatalf("popped (%v,%d) after (%v,%d)", e.at, e.seq, prev.at, prev.seq)
+		}
+		prev = e
+	}
+}
