@@ -1,0 +1,226 @@
+package trust
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/quictun/quictun/codecs/preamble"
+)
+
+// ClientOptions says how the client verifies the server and who it is.
+type ClientOptions struct {
+	// Endpoint is the server's "host:port" as the user wrote it: the key in the
+	// known-hosts file and, unless ServerName is set, the name checked against
+	// a CA-signed certificate.
+	Endpoint   string
+	ServerName string
+	// CAFile verifies the server's chain. Fingerprint pins the server's
+	// certificate. With neither, KnownHosts is used: trust on first use.
+	CAFile      string
+	Fingerprint string
+	KnownHosts  string
+	// InsecureSkipVerify accepts any server. For tests only.
+	InsecureSkipVerify bool
+	// CertFile and KeyFile are the client's own pair for mutual TLS.
+	CertFile, KeyFile string
+}
+
+// Mode names how the server is verified, for the start-up log.
+func (o ClientOptions) Mode() string {
+	switch {
+	case o.InsecureSkipVerify:
+		return "none (insecure)"
+	case o.Fingerprint != "" && o.CAFile != "":
+		return "ca+pinned-fingerprint"
+	case o.Fingerprint != "":
+		return "pinned-fingerprint"
+	case o.CAFile != "":
+		return "ca"
+	default:
+		return "trust-on-first-use"
+	}
+}
+
+// LoadClient builds the client's TLS config.
+func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(o.Endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("server endpoint %q: %w", o.Endpoint, err)
+	}
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{preamble.ALPN},
+		ServerName: o.ServerName,
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("--cert-file and --key-file go together: give both or neither")
+	}
+	if o.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client key pair: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if o.InsecureSkipVerify {
+		if o.CAFile != "" || o.Fingerprint != "" {
+			return nil, errors.New("--insecure-skip-verify contradicts --ca-file and --server-fingerprint: choose one")
+		}
+		log.Warn("INSECURE: --insecure-skip-verify accepts any server; anyone on the path can read and change the tunnels")
+		cfg.InsecureSkipVerify = true
+		return cfg, nil
+	}
+	var pin string
+	if o.Fingerprint != "" {
+		if pin, err = ParseFingerprint(o.Fingerprint); err != nil {
+			return nil, err
+		}
+	}
+	if o.CAFile != "" {
+		if cfg.RootCAs, err = loadCAs(o.CAFile); err != nil {
+			return nil, err
+		}
+		if pin != "" {
+			cfg.VerifyConnection = verifyPin(pin)
+		}
+		return cfg, nil
+	}
+	// No CA: the chain is not what is trusted, the key is. Go's verification is
+	// off and VerifyConnection does all of it.
+	cfg.InsecureSkipVerify = true
+	if pin != "" {
+		cfg.VerifyConnection = verifyPin(pin)
+		return cfg, nil
+	}
+	if o.KnownHosts == "" {
+		return nil, errors.New("no way to verify the server: give --ca-file, --server-fingerprint or --known-hosts")
+	}
+	kh := &knownHosts{path: o.KnownHosts, endpoint: o.Endpoint, log: log}
+	cfg.VerifyConnection = kh.verify
+	return cfg, nil
+}
+
+func leafFingerprint(cs tls.ConnectionState) (string, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return "", errors.New("server sent no certificate")
+	}
+	return Fingerprint(cs.PeerCertificates[0]), nil
+}
+
+func verifyPin(pin string) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		got, err := leafFingerprint(cs)
+		if err != nil {
+			return err
+		}
+		if got != pin {
+			return fmt.Errorf("server certificate %s does not match the pinned fingerprint %s", got, pin)
+		}
+		return nil
+	}
+}
+
+// knownHosts is trust on first use: the first fingerprint seen for an endpoint
+// is written down and every later one must match it.
+type knownHosts struct {
+	path     string
+	endpoint string
+	log      *slog.Logger
+	mu       sync.Mutex
+}
+
+func (k *knownHosts) verify(cs tls.ConnectionState) error {
+	got, err := leafFingerprint(cs)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	want, line, err := k.lookup()
+	if err != nil {
+		return err
+	}
+	switch {
+	case want == got:
+		return nil
+	case want != "":
+		return fmt.Errorf("SERVER KEY CHANGED for %s: known as %s (%s line %d), now %s; "+
+			"this may be an attack; if the server's key was really replaced, delete that line",
+			k.endpoint, want, k.path, line, got)
+	}
+	if err := k.add(got); err != nil {
+		return err
+	}
+	k.log.Warn("trusting the server on first use; its fingerprint is recorded, compare it with the server's log",
+		"endpoint", k.endpoint, "fingerprint", got, "known_hosts", k.path)
+	return nil
+}
+
+func (k *knownHosts) lookup() (fingerprint string, line int, err error) {
+	f, err := os.Open(k.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("known hosts: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		if len(fields) != 2 {
+			return "", 0, fmt.Errorf("known hosts %s line %d: want \"HOST:PORT sha256:HEX\"", k.path, n)
+		}
+		if fields[0] != k.endpoint {
+			continue
+		}
+		fp, err := ParseFingerprint(fields[1])
+		if err != nil {
+			return "", 0, fmt.Errorf("known hosts %s line %d: %w", k.path, n, err)
+		}
+		return fp, n, nil
+	}
+	return "", 0, sc.Err()
+}
+
+func (k *knownHosts) add(fp string) error {
+	if err := os.MkdirAll(filepath.Dir(k.path), 0o700); err != nil {
+		return fmt.Errorf("known hosts: %w", err)
+	}
+	f, err := os.OpenFile(k.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("known hosts: %w", err)
+	}
+	if _, err := fmt.Fprintf(f, "%s %s\n", k.endpoint, fp); err != nil {
+		f.Close()
+		return fmt.Errorf("known hosts: %w", err)
+	}
+	return f.Close()
+}
+
+// PeerIdentity names the client of a mutual-TLS session for logs: the subject
+// of its certificate, or "" without one.
+func PeerIdentity(cs tls.ConnectionState) string {
+	if len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	c := cs.PeerCertificates[0]
+	if c.Subject.CommonName != "" {
+		return c.Subject.CommonName
+	}
+	return c.Subject.String()
+}
