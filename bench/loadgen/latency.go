@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"time"
 )
@@ -16,6 +15,7 @@ type LatencyConfig struct {
 	Requests     int           // request/response round trips, the first included
 	MessageBytes int           // size of each request
 	Timeout      time.Duration // bound on the whole measurement
+	Congestion   string        // TCP congestion control for the connection; "" = host default
 }
 
 // LatencyResult is what Latency measured, in milliseconds.
@@ -40,8 +40,7 @@ func Latency(ctx context.Context, cfg LatencyConfig) (LatencyResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", cfg.Target)
+	conn, err := dialer(cfg.Congestion).DialContext(ctx, "tcp", cfg.Target)
 	if err != nil {
 		return LatencyResult{}, fmt.Errorf("latency: dial %s: %w", cfg.Target, err)
 	}

@@ -192,3 +192,18 @@ func TestListening(t *testing.T) {
 		t.Fatal("unknown protocol accepted")
 	}
 }
+
+func TestCongestionIsSetPerConnection(t *testing.T) {
+	addr := startEcho(t)
+	res, err := Latency(context.Background(), LatencyConfig{Target: addr, Requests: 2, MessageBytes: 8, Timeout: 5 * time.Second, Congestion: "reno"})
+	if err != nil {
+		t.Fatalf("reno (always built in): %v", err)
+	}
+	if res.RoundTrips != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	_, err = Latency(context.Background(), LatencyConfig{Target: addr, Requests: 1, MessageBytes: 8, Timeout: 5 * time.Second, Congestion: "no-such-cc"})
+	if err == nil || !strings.Contains(err.Error(), `set TCP congestion control "no-such-cc"`) {
+		t.Fatalf("unknown algorithm: err = %v", err)
+	}
+}

@@ -20,6 +20,7 @@ type ScaleConfig struct {
 	Tunnels    int
 	TotalBytes int64
 	Timeout    time.Duration
+	Congestion string // TCP congestion control for every connection; "" = host default
 }
 
 // ScaleResult is what Scale measured.
@@ -57,7 +58,7 @@ func Scale(ctx context.Context, cfg ScaleConfig) (ScaleResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := echoAndVerify(ctx, cfg.Target, uint64(i), per); err != nil {
+			if err := echoAndVerify(ctx, dialer(cfg.Congestion), cfg.Target, uint64(i), per); err != nil {
 				errOnce.Do(func() { firstErr = fmt.Sprintf("tunnel %d: %v", i, err) })
 				return
 			}
@@ -81,8 +82,7 @@ func Scale(ctx context.Context, cfg ScaleConfig) (ScaleResult, error) {
 
 // echoAndVerify sends n bytes of the tunnel's own pseudo-random stream and reads the
 // echo back, comparing as it goes; the writer is a goroutine owned and waited for here.
-func echoAndVerify(ctx context.Context, target string, tunnel uint64, n int64) error {
-	var d net.Dialer
+func echoAndVerify(ctx context.Context, d *net.Dialer, target string, tunnel uint64, n int64) error {
 	conn, err := d.DialContext(ctx, "tcp", target)
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
