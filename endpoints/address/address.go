@@ -68,7 +68,7 @@ func parse(s string) (Address, error) {
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return Address{}, fmt.Errorf("address %q: want tcp:HOST:PORT, unix:PATH or HOST:PORT: %w", s, err)
+		return Address{}, fmt.Errorf("address %q: want tcp:HOST:PORT, unix:PATH or HOST:PORT (%s)", s, addrErrText(err))
 	}
 	if err := checkPort(port); err != nil {
 		return Address{}, fmt.Errorf("address %q: %w", s, err)
@@ -83,7 +83,7 @@ func parse(s string) (Address, error) {
 func ParseHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("endpoint %q: want HOST:PORT: %w", s, err)
+		return fmt.Errorf("endpoint %q: want HOST:PORT (%s)", s, addrErrText(err))
 	}
 	if strings.ContainsAny(host, " /\\\x00") {
 		return fmt.Errorf("endpoint %q: bad host %q", s, host)
@@ -92,6 +92,16 @@ func ParseHostPort(s string) error {
 		return fmt.Errorf("endpoint %q: %w", s, err)
 	}
 	return nil
+}
+
+// addrErrText is the reason inside a net.AddrError, without the address that
+// the caller's message already shows.
+func addrErrText(err error) string {
+	var ae *net.AddrError
+	if errors.As(err, &ae) {
+		return ae.Err
+	}
+	return err.Error()
 }
 
 func checkPort(port string) error {
@@ -106,11 +116,8 @@ func (a Address) String() string { return a.Network + ":" + a.Addr }
 // Dial connects to the address within timeout (and ctx).
 func (a Address) Dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
-	c, err := d.DialContext(ctx, a.Network, a.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", a, err)
-	}
-	return c, nil
+	// net's error already names the network and address.
+	return d.DialContext(ctx, a.Network, a.Addr)
 }
 
 // Listen opens a listener on the address. For a UNIX socket, a stale socket

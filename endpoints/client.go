@@ -1,0 +1,235 @@
+package endpoints
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/endpoints/token"
+	"github.com/quictun/quictun/engine"
+)
+
+// ClientConfig is what a client endpoint needs; cmd/quictun-client fills it.
+type ClientConfig struct {
+	// ListenOn is where applications connect (TCP or UNIX socket).
+	ListenOn address.Address
+	// ServerEndpoint is the server endpoint's UDP "host:port".
+	ServerEndpoint string
+	Tokens         token.Source
+	TLS            *tls.Config
+	// Secret is the shared secret sent in each header; empty sends none.
+	Secret []byte
+	Engine engine.Config
+	// SessionWait is how long a new application connection waits for a session
+	// while the server is unreachable, before it is closed (default 10 s).
+	SessionWait time.Duration
+	// DrainTimeout is how long shutdown lets live tunnels finish (default 10 s).
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+func (c *ClientConfig) setDefaults() {
+	if c.SessionWait <= 0 {
+		c.SessionWait = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Client is a client endpoint: it accepts application connections and carries
+// each over its own stream of one warm QUIC session to the server endpoint.
+type Client struct {
+	cfg      ClientConfig
+	log      *slog.Logger
+	reg      *engine.Registry
+	ln       net.Listener
+	udp      *net.UDPConn
+	tr       *quic.Transport
+	sessions *sessionKeeper
+}
+
+// NewClient validates cfg and binds both the application listener and the UDP
+// socket, so that errors show at start and Addr is known before Run.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	cfg.setDefaults()
+	if cfg.Tokens == nil || cfg.TLS == nil {
+		return nil, errors.New("client: token source and TLS config are required")
+	}
+	if err := address.ParseHostPort(cfg.ServerEndpoint); err != nil {
+		return nil, err
+	}
+	ln, err := cfg.ListenOn.Listen()
+	if err != nil {
+		return nil, err
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("open UDP socket: %w", err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	return &Client{
+		cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine),
+		ln: ln, udp: udp, tr: tr,
+		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, cfg.Logger),
+	}, nil
+}
+
+// Addr is where applications connect.
+func (c *Client) Addr() net.Addr { return c.ln.Addr() }
+
+// Registry is the client's tunnel table.
+func (c *Client) Registry() *engine.Registry { return c.reg }
+
+// Run serves until ctx ends, then stops accepting, lets live tunnels drain for
+// DrainTimeout, closes the rest and the session, and returns nil once every
+// goroutine it started has ended.
+func (c *Client) Run(ctx context.Context) error {
+	keeperCtx, stopKeeper := context.WithCancel(context.WithoutCancel(ctx))
+	tunnelsCtx, stopTunnels := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopTunnels(nil)
+	var keeper, handlers sync.WaitGroup
+	keeper.Go(func() { c.sessions.run(keeperCtx) })
+
+	stopAccept := context.AfterFunc(ctx, func() { c.ln.Close() })
+	defer stopAccept()
+	var backoff time.Duration
+	for {
+		app, err := c.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			// Out of file descriptors and the like: back off rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			c.log.Error("accept application connection", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ctx.Done():
+			}
+			break
+		}
+		backoff = 0
+		handlers.Go(func() { c.serveApp(ctx, tunnelsCtx, app) })
+	}
+
+	c.log.Info("shutting down: draining tunnels", "tunnels", c.reg.Len(), "for", c.cfg.DrainTimeout)
+	drain(c.reg, c.cfg.DrainTimeout)
+	stopTunnels(engine.ErrShutdown)
+	handlers.Wait()
+	stopKeeper()
+	keeper.Wait()
+	c.tr.Close()
+	c.udp.Close()
+	c.log.Info("stopped")
+	return nil
+}
+
+// serveApp carries one application connection. acceptCtx bounds the set-up
+// (an application that connects while the endpoint stops is refused);
+// tunnelsCtx bounds the tunnel itself.
+func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
+	log := c.log.With("app", app.RemoteAddr().String())
+	setup, cancel := context.WithTimeout(acceptCtx, c.cfg.SessionWait)
+	defer cancel()
+	tok, err := c.cfg.Tokens.Token(setup, app.RemoteAddr())
+	if err != nil {
+		log.Warn("application connection closed: no token", "err", err)
+		app.Close()
+		return
+	}
+	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok), Secret: c.cfg.Secret})
+	if err != nil {
+		log.Warn("application connection closed: bad token", "err", err)
+		app.Close()
+		return
+	}
+	stream, conn, err := c.sessions.openStream(setup)
+	if err != nil {
+		log.Warn("application connection closed: no tunnel", "err", err)
+		app.Close()
+		return
+	}
+	// The header goes out now and the application's bytes right behind it,
+	// without waiting for the server's answer: no extra round trip.
+	if _, err := stream.Write(hdr); err != nil {
+		log.Warn("application connection closed: session broke", "err", err)
+		stream.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
+		app.Close()
+		return
+	}
+	t := c.reg.Open(tunnelsCtx, engine.Info{
+		Endpoint:           engine.ClientEndpoint,
+		StreamID:           int64(stream.StreamID()),
+		ClientAppAddr:      app.RemoteAddr().String(),
+		ServerAppAddr:      displayTarget(tok),
+		RemoteEndpointAddr: conn.RemoteAddr().String(),
+		Session:            conn.RemoteAddr().String(),
+	})
+	log = log.With("tunnel", t.ID, "stream", int64(stream.StreamID()))
+	log.Debug("tunnel opened")
+	err = t.Run(engine.ConnSide(app), &statusSide{Side: engine.StreamSide(stream)})
+	logTunnelEnd(log, t, err)
+}
+
+// displayTarget shows the token as the server application's address when it
+// is one (the Fixed source's usual case), and nothing otherwise: a token may be
+// a credential and must not leak into the API.
+func displayTarget(tok string) string {
+	if a, err := address.Parse(tok); err == nil {
+		return a.String()
+	}
+	return ""
+}
+
+// statusSide is the client's view of the stream: the first read consumes the
+// server's status frame, and a refusal becomes the read error, which the
+// supervisor turns into closing the application connection. A reset from the
+// server is translated to the status it carries.
+type statusSide struct {
+	engine.Side
+	checked bool // touched only by the downstream pump
+}
+
+func (s *statusSide) Read(p []byte) (int, error) {
+	if !s.checked {
+		s.checked = true
+		st, err := preamble.ReadStatus(s.Side)
+		if err != nil {
+			return 0, refusal(err)
+		}
+		if err := st.Err(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := s.Side.Read(p)
+	return n, refusal(err)
+}
+
+func (s *statusSide) Write(p []byte) (int, error) {
+	n, err := s.Side.Write(p)
+	return n, refusal(err)
+}
+
+// refusal turns a stream reset by the server into the status it stands for.
+func refusal(err error) error {
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		return &preamble.StatusError{Status: preamble.Status{Code: preamble.Code(se.ErrorCode)}}
+	}
+	return err
+}

@@ -1,0 +1,272 @@
+package endpoints
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/token"
+	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/engine"
+)
+
+// ServerConfig is what a server endpoint needs; cmd/quictun-server fills it.
+type ServerConfig struct {
+	// ListenOn is the UDP address to listen on ("0.0.0.0:7500").
+	ListenOn string
+	Parser   token.Parser
+	TLS      *tls.Config
+	// ResetKey, when set, lets a restarted server reset its old sessions at once.
+	ResetKey *[32]byte
+	Engine   engine.Config
+	// DialTimeout bounds connecting to a server application (default 5 s).
+	DialTimeout time.Duration
+	// PreambleTimeout bounds how long a new stream may take to send its header
+	// (default 10 s).
+	PreambleTimeout time.Duration
+	// DrainTimeout is how long shutdown lets live tunnels finish (default 10 s).
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+func (c *ServerConfig) setDefaults() {
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.PreambleTimeout <= 0 {
+		c.PreambleTimeout = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server is a server endpoint: it accepts QUIC sessions from client endpoints
+// and connects each of their streams to the server application its token names.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+	reg *engine.Registry
+
+	udp *net.UDPConn
+	tr  *quic.Transport
+	ln  *quic.Listener
+
+	draining atomic.Bool
+	sessions struct {
+		sync.Mutex
+		live map[*quic.Conn]struct{}
+	}
+}
+
+// NewServer validates cfg and binds the UDP socket, so that a bad address fails
+// at start and Addr is known before Run.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Parser == nil || cfg.TLS == nil {
+		return nil, errors.New("server: token parser and TLS config are required")
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", cfg.ListenOn)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %q: %w", cfg.ListenOn, err)
+	}
+	udp, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	if cfg.ResetKey != nil {
+		k := quic.StatelessResetKey(*cfg.ResetKey)
+		tr.StatelessResetKey = &k
+	}
+	ln, err := tr.Listen(cfg.TLS, quicConfig())
+	if err != nil {
+		tr.Close()
+		udp.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udp: udp, tr: tr, ln: ln}
+	s.sessions.live = make(map[*quic.Conn]struct{})
+	return s, nil
+}
+
+// Addr is the UDP address the server listens on.
+func (s *Server) Addr() net.Addr { return s.udp.LocalAddr() }
+
+// Registry is the server's tunnel table.
+func (s *Server) Registry() *engine.Registry { return s.reg }
+
+// Run serves until ctx ends, then shuts down gracefully: it refuses new
+// tunnels, lets live ones drain for DrainTimeout, closes the rest, closes every
+// session and returns nil. Every goroutine it started has ended when it returns.
+func (s *Server) Run(ctx context.Context) error {
+	tunnelsCtx, stopTunnels := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopTunnels(nil)
+	var handlers sync.WaitGroup
+	for {
+		conn, err := s.ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("accept session", "err", err)
+			}
+			break
+		}
+		s.trackSession(conn, true)
+		handlers.Go(func() { s.serveSession(tunnelsCtx, conn, &handlers) })
+	}
+
+	s.draining.Store(true)
+	s.log.Info("shutting down: draining tunnels", "tunnels", s.reg.Len(), "for", s.cfg.DrainTimeout)
+	drain(s.reg, s.cfg.DrainTimeout)
+	stopTunnels(engine.ErrShutdown)
+	s.closeSessions("server shutting down")
+	handlers.Wait()
+	s.ln.Close()
+	s.tr.Close()
+	s.udp.Close()
+	s.log.Info("stopped")
+	return nil
+}
+
+// drain waits until reg has no live tunnel or the bound passes.
+func drain(reg *engine.Registry, bound time.Duration) {
+	deadline := time.Now().Add(bound)
+	for reg.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *Server) trackSession(conn *quic.Conn, live bool) {
+	s.sessions.Lock()
+	defer s.sessions.Unlock()
+	if live {
+		s.sessions.live[conn] = struct{}{}
+	} else {
+		delete(s.sessions.live, conn)
+	}
+}
+
+func (s *Server) closeSessions(why string) {
+	s.sessions.Lock()
+	defer s.sessions.Unlock()
+	for conn := range s.sessions.live {
+		conn.CloseWithError(0, why)
+	}
+}
+
+// serveSession accepts the streams of one session until it ends.
+func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, handlers *sync.WaitGroup) {
+	defer s.trackSession(conn, false)
+	peer := sessionPeer(conn)
+	log := s.log.With("session", peer)
+	log.Info("session opened")
+	for {
+		stream, err := conn.AcceptStream(ctx)
+		if err != nil {
+			log.Info("session closed", "reason", sessionEndReason(conn, err))
+			return
+		}
+		handlers.Go(func() { s.serveStream(ctx, conn, peer, stream) })
+	}
+}
+
+// sessionPeer names the client endpoint of a session: its address, and its
+// certificate's subject under mutual TLS.
+func sessionPeer(conn *quic.Conn) string {
+	if id := trust.PeerIdentity(conn.ConnectionState().TLS); id != "" {
+		return id + "@" + conn.RemoteAddr().String()
+	}
+	return conn.RemoteAddr().String()
+}
+
+func sessionEndReason(conn *quic.Conn, err error) string {
+	if cause := context.Cause(conn.Context()); cause != nil {
+		return cause.Error()
+	}
+	return err.Error()
+}
+
+// serveStream reads a stream's header, connects to the target it names and runs
+// the tunnel. A refusal is answered with a status frame and logged with the
+// client's identity.
+func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, stream *quic.Stream) {
+	log := s.log.With("session", peer, "stream", int64(stream.StreamID()))
+	if s.draining.Load() {
+		refuse(stream, preamble.CodeShutdown, "server is shutting down")
+		return
+	}
+	_ = stream.SetReadDeadline(time.Now().Add(s.cfg.PreambleTimeout))
+	hdr, err := preamble.ReadHeader(stream)
+	if err != nil {
+		if errors.Is(err, preamble.ErrMalformed) {
+			log.Warn("tunnel refused", "status", preamble.CodeBadPreamble, "err", err)
+			refuse(stream, preamble.CodeBadPreamble, err.Error())
+		} else {
+			log.Warn("tunnel abandoned before its header", "err", err)
+			stream.CancelRead(quic.StreamErrorCode(preamble.CodeBadPreamble))
+			stream.CancelWrite(quic.StreamErrorCode(preamble.CodeBadPreamble))
+		}
+		return
+	}
+	_ = stream.SetReadDeadline(time.Time{})
+	target, err := s.cfg.Parser.Parse(hdr.Token)
+	if err != nil {
+		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "err", err)
+		refuse(stream, preamble.CodeBadToken, err.Error())
+		return
+	}
+	log = log.With("target", target.String())
+	app, err := target.Dial(ctx, s.cfg.DialTimeout)
+	if err != nil {
+		log.Warn("tunnel refused", "status", preamble.CodeUnreachable, "err", err)
+		refuse(stream, preamble.CodeUnreachable, err.Error())
+		return
+	}
+	if _, err := stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {
+		log.Warn("tunnel lost before it started", "err", err)
+		app.Close()
+		stream.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
+		return
+	}
+	t := s.reg.Open(ctx, engine.Info{
+		Endpoint:           engine.ServerEndpoint,
+		StreamID:           int64(stream.StreamID()),
+		ServerAppAddr:      target.String(),
+		RemoteEndpointAddr: conn.RemoteAddr().String(),
+		Session:            peer,
+	})
+	log = log.With("tunnel", t.ID)
+	log.Debug("tunnel opened")
+	err = t.Run(engine.StreamSide(stream), engine.ConnSide(app))
+	logTunnelEnd(log, t, err)
+}
+
+// refuse answers a stream with a failure status, then stops it: the status is
+// sent before FIN, and STOP_SENDING with the same code tells the client to stop
+// sending application bytes that nobody will read.
+func refuse(stream *quic.Stream, code preamble.Code, msg string) {
+	_, _ = stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: code, Message: msg}))
+	_ = stream.Close()
+	stream.CancelRead(quic.StreamErrorCode(code))
+}
+
+func logTunnelEnd(log *slog.Logger, t *engine.Tunnel, err error) {
+	attrs := []any{"up", t.BytesUp(), "down", t.BytesDown(), "duration", time.Since(t.CreatedAt).Round(time.Millisecond)}
+	if err != nil {
+		log.Info("tunnel closed", append(attrs, "reason", err)...)
+		return
+	}
+	log.Info("tunnel closed", attrs...)
+}

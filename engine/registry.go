@@ -1,0 +1,151 @@
+package engine
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/quictun/quictun/codecs/sniff"
+)
+
+// Config is how an endpoint wants its tunnels run.
+type Config struct {
+	// Sniffers classify the protocol inside each tunnel; nil runs none.
+	Sniffers []sniff.Sniffer
+	// SniffBytes bounds how much of each direction the sniffer sees (default 64 KiB).
+	SniffBytes int
+	// SniffWindow bounds how long after a tunnel opens the sniffer keeps looking
+	// (default 30 s).
+	SniffWindow time.Duration
+	// IdleTimeout closes a tunnel that carried no byte either way for this long;
+	// zero keeps idle tunnels open forever.
+	IdleTimeout time.Duration
+	// TeardownBound is how long teardown waits for the pumps after it aborted both
+	// sides (default 5 s).
+	TeardownBound time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.SniffBytes <= 0 {
+		c.SniffBytes = 64 << 10
+	}
+	if c.SniffWindow <= 0 {
+		c.SniffWindow = 30 * time.Second
+	}
+	if c.TeardownBound <= 0 {
+		c.TeardownBound = 5 * time.Second
+	}
+}
+
+// Registry owns the tunnel table of one endpoint. Tunnels register when they
+// open and deregister when Run returns; the API reads snapshots without ever
+// blocking a pump (pumps do not take the registry lock).
+type Registry struct {
+	cfg Config
+
+	mu      sync.RWMutex
+	tunnels map[uuid.UUID]*Tunnel
+
+	opened atomic.Uint64
+	bytes  struct{ up, down atomic.Uint64 } // of tunnels that have closed
+}
+
+// NewRegistry makes an empty registry that runs tunnels with cfg.
+func NewRegistry(cfg Config) *Registry {
+	cfg.setDefaults()
+	return &Registry{cfg: cfg, tunnels: make(map[uuid.UUID]*Tunnel)}
+}
+
+// Open registers a new tunnel whose life is bounded by ctx. The caller must call
+// Run on it; Run deregisters it when it ends.
+func (r *Registry) Open(ctx context.Context, info Info) *Tunnel {
+	t := &Tunnel{ID: uuid.New(), Info: info, CreatedAt: time.Now(), reg: r}
+	t.ctx, t.kill = context.WithCancelCause(ctx)
+	r.mu.Lock()
+	r.tunnels[t.ID] = t
+	r.mu.Unlock()
+	r.opened.Add(1)
+	return t
+}
+
+func (r *Registry) remove(t *Tunnel) {
+	// Under the lock, so that Bytes never sees a tunnel both live and closed.
+	r.mu.Lock()
+	delete(r.tunnels, t.ID)
+	r.bytes.up.Add(t.bytesUp.Load())
+	r.bytes.down.Add(t.bytesDown.Load())
+	r.mu.Unlock()
+}
+
+// Get finds a live tunnel.
+func (r *Registry) Get(id uuid.UUID) (*Tunnel, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t, ok := r.tunnels[id]
+	return t, ok
+}
+
+// Kill closes a live tunnel; it reports whether the tunnel was found.
+func (r *Registry) Kill(id uuid.UUID) bool {
+	t, ok := r.Get(id)
+	if ok {
+		t.Kill()
+	}
+	return ok
+}
+
+// Len is the number of live tunnels.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.tunnels)
+}
+
+// CountWhere is the number of live tunnels whose Info satisfies match.
+func (r *Registry) CountWhere(match func(Info) bool) int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := 0
+	for _, t := range r.tunnels {
+		if match(t.Info) {
+			n++
+		}
+	}
+	return n
+}
+
+// Opened is the number of tunnels opened since the registry was made.
+func (r *Registry) Opened() uint64 { return r.opened.Load() }
+
+// Bytes is the total carried up and down by all tunnels, live and closed.
+func (r *Registry) Bytes() (up, down uint64) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	up, down = r.bytes.up.Load(), r.bytes.down.Load()
+	for _, t := range r.tunnels {
+		up += t.bytesUp.Load()
+		down += t.bytesDown.Load()
+	}
+	return up, down
+}
+
+// Snapshots copies every live tunnel, oldest first.
+func (r *Registry) Snapshots() []Snapshot {
+	r.mu.RLock()
+	ts := make([]*Tunnel, 0, len(r.tunnels))
+	for _, t := range r.tunnels {
+		ts = append(ts, t)
+	}
+	r.mu.RUnlock()
+	now := time.Now()
+	out := make([]Snapshot, len(ts))
+	for i, t := range ts {
+		out[i] = t.Snapshot(now)
+	}
+	slices.SortFunc(out, func(a, b Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}

@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quictun/quictun/codecs/preamble"
+)
+
+// ErrIdle is the cause of a tunnel closed by the idle timeout.
+var ErrIdle = errors.New("idle timeout")
+
+// errStuck means a pump did not return after both sides were aborted: a bug in
+// a Side, reported rather than hung on.
+var errStuck = errors.New("pumps did not stop after abort")
+
+// Run is the tunnel's supervisor. It carries bytes between client (the side
+// facing the client application) and server (the side facing the server
+// application) until both directions end, then deregisters the tunnel.
+//
+// A clean end of one direction (EOF) is passed on as a half-close and the other
+// direction keeps flowing. The first error, the tunnel's context ending (kill,
+// shutdown) or the idle timeout aborts both sides at once; Run then waits for
+// both pumps, at most TeardownBound. Run returns nil after a clean close and
+// otherwise the reasons, each tagged with its direction.
+func (t *Tunnel) Run(client, server Side) error {
+	defer t.reg.remove(t)
+	defer t.kill(nil)
+	cfg := &t.reg.cfg
+
+	var abortOnce sync.Once
+	abort := func() {
+		abortOnce.Do(func() {
+			t.closing.Store(true)
+			code := uint64(resetCode(context.Cause(t.ctx)))
+			client.Abort(code)
+			server.Abort(code)
+		})
+	}
+	stopAbort := context.AfterFunc(t.ctx, abort)
+	defer stopAbort()
+
+	var sniffing sync.WaitGroup
+	var tp *tap
+	if len(cfg.Sniffers) > 0 {
+		tp = newTap(cfg.SniffBytes)
+		sniffCtx, stopSniffer := context.WithCancel(t.ctx)
+		defer func() { stopSniffer(); sniffing.Wait() }()
+		sniffing.Go(func() { t.runSniffer(sniffCtx, tp, cfg.Sniffers, cfg.SniffWindow) })
+	}
+
+	t.lastActivity.Store(time.Now().UnixNano())
+	// Sized to its two senders, so neither blocks if Run stops listening early.
+	errc := make(chan error, 2)
+	go func() {
+		errc <- (&pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp}).run()
+	}()
+	go func() {
+		errc <- (&pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp}).run()
+	}()
+
+	var idle <-chan time.Time
+	if cfg.IdleTimeout > 0 {
+		ticker := time.NewTicker(cfg.IdleTimeout / 4)
+		defer ticker.Stop()
+		idle = ticker.C
+	}
+	var errs []error
+	var stuck <-chan time.Time
+	done := t.ctx.Done()
+	for pending := 2; pending > 0; {
+		select {
+		case err := <-errc:
+			pending--
+			if err != nil {
+				errs = append(errs, err)
+				t.kill(err)
+			} else {
+				t.halfClosed.Store(true)
+			}
+		case <-done:
+			done = nil
+			stuck = time.After(cfg.TeardownBound)
+		case now := <-idle:
+			if now.Sub(time.Unix(0, t.lastActivity.Load())) >= cfg.IdleTimeout {
+				t.kill(ErrIdle)
+			}
+		case <-stuck:
+			return errors.Join(append(errs, errStuck)...)
+		}
+	}
+	cause := context.Cause(t.ctx)
+	if cause == nil {
+		return errors.Join(client.Close(), server.Close())
+	}
+	abort()
+	if isPumpError(cause) {
+		return errors.Join(errs...)
+	}
+	// Killed, idle or shut down: the pumps' errors are the consequence, the
+	// cause is the reason.
+	return cause
+}
+
+func isPumpError(err error) bool {
+	var pe *pumpError
+	return errors.As(err, &pe)
+}
+
+// resetCode is the application error code a stream is reset with, so that the
+// peer can tell an operator's kill from a failure.
+func resetCode(cause error) preamble.Code {
+	switch {
+	case errors.Is(cause, ErrKilled):
+		return preamble.CodeKilled
+	case errors.Is(cause, ErrShutdown):
+		return preamble.CodeShutdown
+	default:
+		return preamble.CodeInternal
+	}
+}
+
+// ErrShutdown is the cause of tunnels closed because their endpoint stops.
+var ErrShutdown = errors.New("endpoint shutting down")
+
+type direction int
+
+const (
+	upstream   direction = iota // client application -> server application
+	downstream                  // server application -> client application
+)
+
+func (d direction) String() string {
+	if d == upstream {
+		return "upstream"
+	}
+	return "downstream"
+}
+
+// pumpError tags a data-path failure with its direction and operation.
+type pumpError struct {
+	dir direction
+	op  string
+	err error
+}
+
+func (e *pumpError) Error() string { return fmt.Sprintf("%s %s: %v", e.dir, e.op, e.err) }
+func (e *pumpError) Unwrap() error { return e.err }
+
+// pump copies one direction of a tunnel through one pooled buffer. It is the
+// only writer of its counter. The loop is written out rather than io.CopyBuffer,
+// which ignores the buffer when the source is a *net.TCPConn (WriterTo).
+type pump struct {
+	dir      direction
+	src, dst Side
+	count    *atomic.Uint64
+	t        *Tunnel
+	tap      *tap
+}
+
+func (p *pump) run() error {
+	bp := getBuffer()
+	defer putBuffer(bp)
+	buf := *bp
+	for {
+		n, rerr := p.src.Read(buf)
+		if n > 0 {
+			p.tap.offer(p.dir, buf[:n])
+			if _, err := p.dst.Write(buf[:n]); err != nil {
+				return &pumpError{p.dir, "write", err}
+			}
+			p.count.Add(uint64(n))
+			p.t.lastActivity.Store(time.Now().UnixNano())
+		}
+		if rerr == io.EOF {
+			if err := p.dst.CloseWrite(); err != nil {
+				return &pumpError{p.dir, "close write", err}
+			}
+			return nil
+		}
+		if rerr != nil {
+			return &pumpError{p.dir, "read", rerr}
+		}
+	}
+}

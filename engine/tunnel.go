@@ -1,0 +1,164 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Endpoint says on which side of the QUIC session a tunnel is seen.
+type Endpoint string
+
+const (
+	ClientEndpoint Endpoint = "client"
+	ServerEndpoint Endpoint = "server"
+)
+
+// Info is what is known about a tunnel when it opens; it never changes after.
+type Info struct {
+	Endpoint           Endpoint
+	StreamID           int64
+	ClientAppAddr      string // the application connection on the client endpoint ("" on the server)
+	ServerAppAddr      string // the server application (target) address
+	RemoteEndpointAddr string // the UDP address of the other endpoint
+	// Session identifies the QUIC session the tunnel rides on, so tunnels can be
+	// grouped and limited per session.
+	Session string
+}
+
+// State is where a tunnel is in its life.
+type State string
+
+const (
+	StateOpen      State = "open"        // both directions flowing
+	StateHalfClose State = "half-closed" // one direction ended cleanly, the other flows
+	StateClosing   State = "closing"     // torn down, waiting for the pumps
+)
+
+// Tunnel is one application connection carried on one QUIC stream. Its
+// counters are atomics written by the pumps and read by the API without locks.
+type Tunnel struct {
+	ID        uuid.UUID
+	Info      Info
+	CreatedAt time.Time
+
+	bytesUp      atomic.Uint64 // client application -> server application
+	bytesDown    atomic.Uint64 // server application -> client application
+	lastActivity atomic.Int64  // unix nanoseconds of the last chunk either way
+	halfClosed   atomic.Bool
+	closing      atomic.Bool
+
+	sniffed struct {
+		sync.Mutex
+		protocol string
+		props    map[string]string
+	}
+
+	rate struct { // derived on read, see Snapshot
+		sync.Mutex
+		at       time.Time
+		up, down uint64
+		upBps    float64
+		downBps  float64
+	}
+
+	// ctx bounds the tunnel's life; kill cancels it with a cause (an operator's
+	// kill, the endpoint's shutdown, the first pump error).
+	ctx  context.Context
+	kill context.CancelCauseFunc
+	reg  *Registry
+}
+
+// ErrKilled is the cause of a tunnel closed by an operator.
+var ErrKilled = errors.New("closed by operator")
+
+// Kill closes the tunnel: both the application and the stream are aborted.
+func (t *Tunnel) Kill() { t.kill(ErrKilled) }
+
+// SetProtocol records what the sniffer found.
+func (t *Tunnel) SetProtocol(name string, props map[string]string) {
+	t.sniffed.Lock()
+	t.sniffed.protocol = name
+	t.sniffed.props = maps.Clone(props)
+	t.sniffed.Unlock()
+}
+
+// Protocol returns the sniffed protocol name ("" until known) and a copy of its
+// properties.
+func (t *Tunnel) Protocol() (string, map[string]string) {
+	t.sniffed.Lock()
+	defer t.sniffed.Unlock()
+	return t.sniffed.protocol, maps.Clone(t.sniffed.props)
+}
+
+// BytesUp is the count of bytes carried from the client application to the
+// server application so far.
+func (t *Tunnel) BytesUp() uint64 { return t.bytesUp.Load() }
+
+// BytesDown is the count of bytes carried from the server application to the
+// client application so far.
+func (t *Tunnel) BytesDown() uint64 { return t.bytesDown.Load() }
+
+// State is the tunnel's current state.
+func (t *Tunnel) State() State {
+	switch {
+	case t.closing.Load():
+		return StateClosing
+	case t.halfClosed.Load():
+		return StateHalfClose
+	default:
+		return StateOpen
+	}
+}
+
+// Snapshot is a point-in-time copy of a tunnel for the API.
+type Snapshot struct {
+	ID           uuid.UUID
+	Info         Info
+	CreatedAt    time.Time
+	State        State
+	Protocol     string
+	Props        map[string]string
+	BytesUp      uint64
+	BytesDown    uint64
+	UpBps        float64 // bytes per second, averaged since the previous sample (>= 1 s)
+	DownBps      float64
+	LastActivity time.Time
+}
+
+// minRateWindow is the shortest window over which a rate is averaged, so that
+// rapid polling does not turn the rate into noise.
+const minRateWindow = time.Second
+
+// Snapshot copies the tunnel's state. Rates are derived here, from the counters,
+// so that nothing on the data path does work for an API that may never ask.
+func (t *Tunnel) Snapshot(now time.Time) Snapshot {
+	up, down := t.bytesUp.Load(), t.bytesDown.Load()
+	t.rate.Lock()
+	if t.rate.at.IsZero() {
+		t.rate.at, t.rate.up, t.rate.down = t.CreatedAt, 0, 0
+	}
+	if dt := now.Sub(t.rate.at); dt >= minRateWindow {
+		t.rate.upBps = float64(up-t.rate.up) / dt.Seconds()
+		t.rate.downBps = float64(down-t.rate.down) / dt.Seconds()
+		t.rate.at, t.rate.up, t.rate.down = now, up, down
+	}
+	upBps, downBps := t.rate.upBps, t.rate.downBps
+	t.rate.Unlock()
+	proto, props := t.Protocol()
+	var last time.Time
+	if ns := t.lastActivity.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	return Snapshot{
+		ID: t.ID, Info: t.Info, CreatedAt: t.CreatedAt, State: t.State(),
+		Protocol: proto, Props: props,
+		BytesUp: up, BytesDown: down, UpBps: upBps, DownBps: downBps,
+		LastActivity: last,
+	}
+}
