@@ -166,14 +166,17 @@ func (s *Server) closeSessions(why string) {
 	}
 }
 
-// serveSession accepts the streams of one session until it ends.
+// serveSession accepts the streams of one session until the session ends; it
+// stays tracked until then, so that shutdown can close it with a
+// CONNECTION_CLOSE the client hears (a transport closed under a live session
+// leaves the client to find out by timeout).
 func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, handlers *sync.WaitGroup) {
 	defer s.trackSession(conn, false)
 	peer := sessionPeer(conn)
 	log := s.log.With("session", peer)
 	log.Info("session opened")
 	for {
-		stream, err := conn.AcceptStream(ctx)
+		stream, err := conn.AcceptStream(conn.Context())
 		if err != nil {
 			log.Info("session closed", "reason", sessionEndReason(conn, err))
 			return
