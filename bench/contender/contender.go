@@ -139,8 +139,10 @@ func New(name string, cfg Config) (Contender, error) {
 // control on its own sockets (TCP_CONGESTION), never the host default.
 type direct struct{ name, congestion string }
 
-func (d direct) Name() string   { return d.name }
-func (d direct) Tuning() string { return "kernel TCP, TCP_CONGESTION=" + d.congestion + " per connection" }
+func (d direct) Name() string { return d.name }
+func (d direct) Tuning() string {
+	return "kernel TCP, TCP_CONGESTION=" + d.congestion + " per connection"
+}
 func (d direct) Start(_ context.Context, _ Hosts, target netip.AddrPort) (*Path, error) {
 	return &Path{Dial: target, Congestion: d.congestion}, nil
 }

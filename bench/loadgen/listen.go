@@ -11,17 +11,18 @@ import (
 )
 
 // Listening reports whether a socket of the given protocol ("tcp" or "udp") is bound
-// to port in the calling process's network namespace. It reads /proc/net, so it
-// checks readiness without connecting: a probe connection through a tunnel would reach
-// the application behind it (and iperf3 counts every connection it accepts).
+// to port in the calling thread's network namespace (/proc/thread-self/net, so it also
+// answers for a thread moved into another namespace). It checks readiness without
+// connecting: a probe connection through a tunnel would reach the application behind
+// it (and iperf3 counts every connection it accepts).
 func Listening(protocol string, port int) (bool, error) {
 	var files []string
 	var state string
 	switch protocol {
 	case "tcp":
-		files, state = []string{"/proc/net/tcp", "/proc/net/tcp6"}, "0A" // TCP_LISTEN
+		files, state = []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"}, "0A" // TCP_LISTEN
 	case "udp":
-		files, state = []string{"/proc/net/udp", "/proc/net/udp6"}, "07" // unconnected, bound
+		files, state = []string{"/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"}, "07" // unconnected, bound
 	default:
 		return false, fmt.Errorf("protocol %q is not tcp or udp", protocol)
 	}

@@ -1,0 +1,258 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/quictun/quictun/bench"
+	"github.com/quictun/quictun/bench/contender"
+	"github.com/quictun/quictun/bench/loadgen"
+)
+
+// measurement is one repetition of one contender; it fills sample or returns an error.
+type measurement struct {
+	bed       Bed
+	scenario  bench.Scenario
+	contender contender.Contender
+	self      string // the bench binary, for the load generator subcommands
+}
+
+func (m measurement) run(ctx context.Context, sample *bench.Sample) error {
+	switch m.scenario.Kind {
+	case bench.Goodput:
+		return m.goodput(ctx, sample)
+	case bench.Fairness:
+		return m.fairness(ctx, sample)
+	case bench.Latency:
+		return m.latency(ctx, sample)
+	case bench.Scale:
+		return m.scale(ctx, sample)
+	}
+	return fmt.Errorf("unknown kind %q", m.scenario.Kind)
+}
+
+// flowTimeout bounds a bulk flow: its duration plus time to drain what the tunnels
+// buffered and to start and stop.
+func (m measurement) flowTimeout() time.Duration { return m.scenario.Duration + 60*time.Second }
+
+func (m measurement) goodput(ctx context.Context, sample *bench.Sample) error {
+	server, target, err := iperfServer(ctx, m.bed)
+	if err != nil {
+		return err
+	}
+	defer server.Stop()
+	path, err := m.contender.Start(ctx, m.bed, target)
+	if err != nil {
+		return err
+	}
+	defer path.Stop()
+	cpu := startCPU(path)
+	client, err := startIperfClient(ctx, m.bed, path.Dial, path.Congestion, m.scenario.Duration)
+	if err != nil {
+		return err
+	}
+	mbps, n, err := client.finish(m.flowTimeout())
+	if err != nil {
+		return withEndpointFailure(err, path)
+	}
+	if err := path.Failure(); err != nil {
+		return err
+	}
+	sample.GoodputMbps, sample.Bytes = mbps, n
+	sample.CPUClientS, sample.CPUServerS = cpu.used()
+	return nil
+}
+
+// fairness runs the contender's flow and a direct TCP cubic flow at the same time over
+// the same link.
+func (m measurement) fairness(ctx context.Context, sample *bench.Sample) error {
+	server, target, err := iperfServer(ctx, m.bed)
+	if err != nil {
+		return err
+	}
+	defer server.Stop()
+	rivalServer, rivalTarget, err := iperfServer(ctx, m.bed)
+	if err != nil {
+		return err
+	}
+	defer rivalServer.Stop()
+	path, err := m.contender.Start(ctx, m.bed, target)
+	if err != nil {
+		return err
+	}
+	defer path.Stop()
+	cpu := startCPU(path)
+	client, err := startIperfClient(ctx, m.bed, path.Dial, path.Congestion, m.scenario.Duration)
+	if err != nil {
+		return err
+	}
+	rival, err := startIperfClient(ctx, m.bed, rivalTarget, "cubic", m.scenario.Duration)
+	if err != nil {
+		client.proc.Stop()
+		return err
+	}
+	mbps, n, err := client.finish(m.flowTimeout())
+	rivalMbps, _, rivalErr := rival.finish(m.flowTimeout())
+	if err != nil {
+		return withEndpointFailure(err, path)
+	}
+	if rivalErr != nil {
+		return fmt.Errorf("competing tcp-cubic flow: %w", rivalErr)
+	}
+	sample.GoodputMbps, sample.Bytes, sample.CompetitorMbps = mbps, n, rivalMbps
+	sample.CPUClientS, sample.CPUServerS = cpu.used()
+	return nil
+}
+
+func (m measurement) latency(ctx context.Context, sample *bench.Sample) error {
+	echo, target, err := m.echoServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer echo.Stop()
+	path, err := m.contender.Start(ctx, m.bed, target)
+	if err != nil {
+		return err
+	}
+	defer path.Stop()
+	s := m.scenario
+	// Every round trip may cost a retransmission timeout on a lossy link.
+	timeout := 60*time.Second + time.Duration(s.Requests)*(2*s.RTT+10*time.Millisecond)
+	var res loadgen.LatencyResult
+	err = m.loadgen(ctx, timeout, &res, "latency",
+		"--target", path.Dial.String(),
+		"--requests", strconv.Itoa(s.Requests),
+		"--message-bytes", strconv.Itoa(s.MessageBytes),
+		"--timeout", timeout.String(),
+		"--congestion", path.Congestion)
+	if err != nil {
+		return withEndpointFailure(err, path)
+	}
+	sample.FirstEchoMs, sample.TotalMs, sample.P50Ms, sample.P99Ms = res.FirstEchoMs, res.TotalMs, res.P50Ms, res.P99Ms
+	sample.RoundTrips = res.RoundTrips
+	sample.CPUClientS, sample.CPUServerS = -1, -1
+	return nil
+}
+
+func (m measurement) scale(ctx context.Context, sample *bench.Sample) error {
+	echo, target, err := m.echoServer(ctx)
+	if err != nil {
+		return err
+	}
+	defer echo.Stop()
+	path, err := m.contender.Start(ctx, m.bed, target)
+	if err != nil {
+		return err
+	}
+	defer path.Stop()
+	s := m.scenario
+	rate := s.RateMbps
+	if rate <= 0 {
+		rate = 1000
+	}
+	expected := time.Duration(float64(s.TotalBytes) * 8 / (rate * 1e6) * float64(time.Second))
+	timeout := 60*time.Second + 5*expected
+	cpu := startCPU(path)
+	var res loadgen.ScaleResult
+	err = m.loadgen(ctx, timeout+10*time.Second, &res, "scale",
+		"--target", path.Dial.String(),
+		"--tunnels", strconv.Itoa(s.Tunnels),
+		"--total-bytes", strconv.FormatInt(s.TotalBytes, 10),
+		"--timeout", timeout.String(),
+		"--congestion", path.Congestion)
+	if err != nil {
+		return withEndpointFailure(err, path)
+	}
+	sample.GoodputMbps, sample.Bytes = res.GoodputMbps, res.BytesVerified
+	sample.Tunnels, sample.Verified = res.Tunnels, res.Verified
+	sample.CPUClientS, sample.CPUServerS = cpu.used()
+	if res.Failed > 0 {
+		// Keep the numbers, but the run does not count as a success.
+		return fmt.Errorf("%d of %d tunnels failed verification; first: %s", res.Failed, res.Tunnels, res.FirstError)
+	}
+	return path.Failure()
+}
+
+// echoServer starts the load generator's echo server on the server host.
+func (m measurement) echoServer(ctx context.Context) (*contender.Process, netip.AddrPort, error) {
+	port, err := m.bed.FreePort(contender.ServerSide, "tcp")
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	target := netip.AddrPortFrom(m.bed.Addr(contender.ServerSide), uint16(port))
+	p, err := contender.StartProcess("echo-server", m.bed.Command(ctx, contender.ServerSide, m.self, "loadgen", "echo", "--listen", target.String()))
+	if err != nil {
+		return nil, target, err
+	}
+	if err := m.bed.WaitListening(ctx, contender.ServerSide, "tcp", port, 10*time.Second); err != nil {
+		p.Stop()
+		return nil, target, fmt.Errorf("echo server: %w: %s", err, p.Output())
+	}
+	return p, target, nil
+}
+
+// loadgen runs a load generator subcommand on the client host and decodes its JSON.
+func (m measurement) loadgen(ctx context.Context, timeout time.Duration, result any, args ...string) error {
+	cmd := m.bed.Command(ctx, contender.ClientSide, m.self, append([]string{"loadgen"}, args...)...)
+	out := &bytes.Buffer{}
+	cmd.Stdout = out
+	p, err := contender.StartProcess("loadgen-"+args[0], cmd)
+	if err != nil {
+		return err
+	}
+	if err := p.Wait(timeout); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(out.Bytes(), result); err != nil {
+		return fmt.Errorf("loadgen %s: output is not JSON: %w: %.200q", args[0], err, out.Bytes())
+	}
+	return nil
+}
+
+// withEndpointFailure prefers the story of a dead endpoint over the symptom the
+// application saw.
+func withEndpointFailure(err error, path *contender.Path) error {
+	if f := path.Failure(); f != nil {
+		return errors.Join(f, err)
+	}
+	return err
+}
+
+// cpuMeter reads the endpoints' CPU time at the start of a measurement.
+type cpuMeter struct {
+	path   *contender.Path
+	before []float64
+}
+
+func startCPU(path *contender.Path) cpuMeter {
+	m := cpuMeter{path: path}
+	for _, e := range path.Endpoints {
+		v, err := e.CPUSeconds()
+		if err != nil {
+			v = -1
+		}
+		m.before = append(m.before, v)
+	}
+	return m
+}
+
+// used returns the CPU seconds the client and server endpoints spent since start, or -1
+// where there is no such process or it could not be read.
+func (m cpuMeter) used() (client, server float64) {
+	out := []float64{-1, -1}
+	for i, e := range m.path.Endpoints {
+		if i >= 2 || m.before[i] < 0 {
+			continue
+		}
+		if v, err := e.CPUSeconds(); err == nil {
+			out[i] = v - m.before[i]
+		}
+	}
+	return out[0], out[1]
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"time"
+
+	"github.com/quictun/quictun/bench/loadgen"
+)
+
+type loadgenCmd struct {
+	Echo    echoCmd    `cmd:"" help:"Echo every byte back until SIGTERM."`
+	Latency latencyCmd `cmd:"" help:"Time request/response round trips; print JSON."`
+	Scale   scaleCmd   `cmd:"" help:"Echo and verify bytes over many tunnels at once; print JSON."`
+	Wait    waitCmd    `cmd:"" help:"Wait until something listens on a port of this namespace."`
+}
+
+type echoCmd struct {
+	Listen string `required:"" help:"HOST:PORT to listen on."`
+}
+
+func (c echoCmd) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return err
+	}
+	return loadgen.NewEchoServer(ln).Serve(ctx)
+}
+
+type latencyCmd struct {
+	Target       string        `required:"" help:"HOST:PORT of the echo server or the tunnel to it."`
+	Requests     int           `default:"100" help:"Round trips."`
+	MessageBytes int           `default:"64" help:"Bytes per request."`
+	Timeout      time.Duration `default:"60s" help:"Bound on the whole measurement."`
+	Congestion   string        `help:"TCP congestion control for the connection (empty: host default)."`
+}
+
+func (c latencyCmd) Run(ctx context.Context) error {
+	res, err := loadgen.Latency(ctx, loadgen.LatencyConfig{Target: c.Target, Requests: c.Requests, MessageBytes: c.MessageBytes, Timeout: c.Timeout, Congestion: c.Congestion})
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+type scaleCmd struct {
+	Target     string        `required:"" help:"HOST:PORT of the echo server or the tunnel to it."`
+	Tunnels    int           `default:"10" help:"Concurrent connections."`
+	TotalBytes int64         `default:"104857600" help:"Bytes over all tunnels, split evenly."`
+	Timeout    time.Duration `default:"120s" help:"Bound on the whole run."`
+	Congestion string        `help:"TCP congestion control for every connection (empty: host default)."`
+}
+
+func (c scaleCmd) Run(ctx context.Context) error {
+	res, err := loadgen.Scale(ctx, loadgen.ScaleConfig{Target: c.Target, Tunnels: c.Tunnels, TotalBytes: c.TotalBytes, Timeout: c.Timeout, Congestion: c.Congestion})
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+type waitCmd struct {
+	Protocol string        `enum:"tcp,udp" default:"tcp" help:"tcp or udp."`
+	Port     int           `required:"" help:"Port to wait for."`
+	Timeout  time.Duration `default:"10s" help:"Give up after this long."`
+}
+
+func (c waitCmd) Run(ctx context.Context) error {
+	return loadgen.WaitListening(ctx, c.Protocol, c.Port, c.Timeout)
+}
