@@ -1,0 +1,96 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// Logging is the flags every command has for its logs.
+type Logging struct {
+	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Least severe level logged (${enum})."`
+	LogFormat string `enum:"text,json" default:"text" help:"Log format: text for people, json for log collectors (${enum})."`
+}
+
+// Logger builds the structured logger the flags ask for.
+func (l Logging) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if l.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// version is set at build time with -ldflags "-X .../cli.version=v1.2.3".
+var version = ""
+
+// Version is the program's version: the one set at build time, else what the
+// Go toolchain recorded (module version or VCS revision).
+func Version() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "-dirty"
+			}
+		}
+	}
+	if (v == "" || v == "(devel)") && rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		return "devel-" + rev + modified
+	}
+	if v == "" || v == "(devel)" {
+		return "devel"
+	}
+	return v
+}
+
+// SignalContext ends on the first SIGINT or SIGTERM; a second one kills the
+// process the default way, for an operator who does not want to wait for the
+// drain.
+func SignalContext(log *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case sig := <-ch:
+			log.Info("signal received: shutting down (send it again to quit at once)", "signal", sig.String())
+			signal.Stop(ch)
+			cancel()
+		case <-ctx.Done():
+			signal.Stop(ch)
+		}
+	}()
+	return ctx, cancel
+}
+
+// Fatal prints err the way a user should see it and exits with status 1.
+func Fatal(log *slog.Logger, msg string, err error) {
+	if log != nil {
+		log.Error(msg, "err", err)
+	} else {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", msg, err)
+	}
+	os.Exit(1)
+}

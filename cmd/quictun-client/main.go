@@ -1,0 +1,100 @@
+// Command quictun-client is the client endpoint of quictun: it accepts
+// application connections on a TCP port or UNIX socket and carries each over
+// QUIC to quictun-server.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/quictun/quictun/cmd/internal/cli"
+	"github.com/quictun/quictun/codecs/sniff"
+	"github.com/quictun/quictun/endpoints"
+	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/endpoints/token"
+	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/engine"
+)
+
+type flags struct {
+	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (server-endpoint = \"...\"); flags override it." placeholder:"FILE"`
+	Version kong.VersionFlag `help:"Print the version and exit."`
+
+	ListenOn          string `default:"tcp:127.0.0.1:6500" help:"Where applications connect: tcp:HOST:PORT or unix:PATH." placeholder:"ADDRESS"`
+	ServerEndpoint    string `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
+	TokenSourcePlugin string `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
+	TokenSource       string `required:"" help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock." placeholder:"VALUE"`
+
+	CertFile           string `help:"Client certificate (PEM) for mutual TLS." type:"path" placeholder:"FILE"`
+	KeyFile            string `help:"Private key of --cert-file (PEM)." type:"path" placeholder:"FILE"`
+	CaFile             string `help:"Verify the server's certificate against this CA." type:"path" placeholder:"FILE"`
+	ServerFingerprint  string `help:"Pin the server's certificate: sha256:HEX, as the server logs it at start." placeholder:"sha256:HEX"`
+	KnownHosts         string `default:"${known_hosts}" help:"Without --ca-file or --server-fingerprint, trust the server on first use and remember it here, like SSH." type:"path" placeholder:"FILE"`
+	ServerName         string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
+	InsecureSkipVerify bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
+
+	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	SessionWait   time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable."`
+	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
+
+	cli.Logging
+}
+
+func main() {
+	var f flags
+	loader, file := cli.Loader()
+	kong.Parse(&f,
+		kong.Name("quictun-client"),
+		kong.Description("The client endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
+			"Applications connect here; each connection becomes a tunnel to the server application the token names.\n"+
+			"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:127.0.0.1:22"),
+		kong.UsageOnError(),
+		kong.Configuration(loader),
+		kong.Vars{"version": cli.Version(), "known_hosts": filepath.Join(cli.StateDir(), "known_hosts")},
+	)
+	log := f.Logger(os.Stderr)
+	if err := run(f, file); err != nil {
+		cli.Fatal(log, "quictun-client", err)
+	}
+}
+
+func run(f flags, file *cli.Config) error {
+	log := f.Logger(os.Stderr)
+	listen, err := address.ParseListen(f.ListenOn)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("listen-on"), err)
+	}
+	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)
+	}
+	src, err := token.NewSource(f.TokenSourcePlugin, f.TokenSource)
+	if err != nil {
+		return fmt.Errorf("%s / %s: %w", file.Origin("token-source-plugin"), file.Origin("token-source"), err)
+	}
+	opts := trust.ClientOptions{
+		Endpoint: f.ServerEndpoint, ServerName: f.ServerName,
+		CAFile: f.CaFile, Fingerprint: f.ServerFingerprint, KnownHosts: f.KnownHosts,
+		InsecureSkipVerify: f.InsecureSkipVerify, CertFile: f.CertFile, KeyFile: f.KeyFile,
+	}
+	tlsConf, err := trust.LoadClient(opts, log)
+	if err != nil {
+		return err
+	}
+	client, err := endpoints.NewClient(endpoints.ClientConfig{
+		ListenOn: listen, ServerEndpoint: f.ServerEndpoint, Tokens: src, TLS: tlsConf,
+		Engine:      engine.Config{Sniffers: sniff.Default()},
+		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("quictun-client listening", "version", cli.Version(), "listen", listen.Network+":"+client.Addr().String(),
+		"server", f.ServerEndpoint, "verify", opts.Mode())
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	return cli.RunWithAPI(ctx, f.HttpdListenOn, client.Registry(), log, client.Run)
+}

@@ -1,0 +1,91 @@
+// Command quictun-server is the server endpoint of quictun: it listens on UDP
+// for client endpoints and connects each of their tunnels to the server
+// application its token names.
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/quictun/quictun/cmd/internal/cli"
+	"github.com/quictun/quictun/codecs/sniff"
+	"github.com/quictun/quictun/endpoints"
+	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/endpoints/token"
+	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/engine"
+)
+
+type flags struct {
+	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (listen-on = \"...\"); flags override it." placeholder:"FILE"`
+	Version kong.VersionFlag `help:"Print the version and exit."`
+
+	ListenOn          string `default:"0.0.0.0:7500" help:"UDP address to listen on for client endpoints." placeholder:"HOST:PORT"`
+	TokenParserPlugin string `default:"Cleartext" help:"How tokens name server applications (Cleartext)."`
+	TokenParserKey    string `default:"" help:"Key of the token parser: \"\" (token is the address) or \"base64\" (token is its base64)."`
+
+	CertFile             string `help:"Server certificate (PEM). Without it a self-signed pair is generated once and kept in --state-dir." type:"path" placeholder:"FILE"`
+	KeyFile              string `help:"Private key of --cert-file (PEM)." type:"path" placeholder:"FILE"`
+	CaFile               string `help:"CA certificate(s) that sign client certificates, for --verify-remote-endpoint." type:"path" placeholder:"FILE"`
+	VerifyRemoteEndpoint bool   `help:"Require every client endpoint to present a certificate signed by --ca-file (mutual TLS)."`
+	StateDir             string `default:"${state_dir}" help:"Where the generated key pair is kept, so the fingerprint stays stable." type:"path" placeholder:"DIR"`
+
+	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	DialTimeout   time.Duration `default:"5s" help:"How long to try to connect to a server application."`
+	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
+
+	cli.Logging
+}
+
+func main() {
+	var f flags
+	loader, file := cli.Loader()
+	kong.Parse(&f,
+		kong.Name("quictun-server"),
+		kong.Description("The server endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
+			"Clients reach every application behind this one UDP port; each tunnel's token names its target.\n"+
+			"Example: quictun-server --listen-on 0.0.0.0:7500"),
+		kong.UsageOnError(),
+		kong.Configuration(loader),
+		kong.Vars{"version": cli.Version(), "state_dir": cli.StateDir()},
+	)
+	log := f.Logger(os.Stderr)
+	if err := run(f, file); err != nil {
+		cli.Fatal(log, "quictun-server", err)
+	}
+}
+
+func run(f flags, file *cli.Config) error {
+	log := f.Logger(os.Stderr)
+	if err := address.ParseHostPort(f.ListenOn); err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("listen-on"), err)
+	}
+	parser, err := token.NewParser(f.TokenParserPlugin, f.TokenParserKey)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("token-parser-plugin"), err)
+	}
+	id, err := trust.LoadServer(trust.ServerOptions{
+		CertFile: f.CertFile, KeyFile: f.KeyFile, StateDir: f.StateDir,
+		VerifyClient: f.VerifyRemoteEndpoint, CAFile: f.CaFile,
+	}, log)
+	if err != nil {
+		return err
+	}
+	srv, err := endpoints.NewServer(endpoints.ServerConfig{
+		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
+		Engine:      engine.Config{Sniffers: sniff.Default()},
+		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
+		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint)
+
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	return cli.RunWithAPI(ctx, f.HttpdListenOn, srv.Registry(), log, srv.Run)
+}

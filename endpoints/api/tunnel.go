@@ -1,0 +1,45 @@
+package api
+
+import (
+	"time"
+
+	"github.com/quictun/quictun/engine"
+)
+
+// tunnelJSON is one tunnel as the API shows it. The first fields are those of
+// the original quic-tun, with the same names, so existing tooling keeps
+// working; the rest are what operators asked for since.
+type tunnelJSON struct {
+	UUID               string            `json:"uuid"`
+	StreamID           int64             `json:"streamId"`
+	Endpoint           string            `json:"endpoint"`
+	ClientAppAddr      string            `json:"clientAppAddr,omitempty"`
+	ServerAppAddr      string            `json:"serverAppAddr"`
+	RemoteEndpointAddr string            `json:"remoteEndpointAddr"`
+	CreatedAt          string            `json:"createdAt"`
+	Protocol           string            `json:"protocol"`
+	ProtocolProperties map[string]string `json:"protocolProperties"`
+
+	State          string  `json:"state"`
+	BytesUp        uint64  `json:"bytesUp"`
+	BytesDown      uint64  `json:"bytesDown"`
+	RateUpBps      float64 `json:"rateUpBytesPerSecond"`
+	RateDownBps    float64 `json:"rateDownBytesPerSecond"`
+	LastActivityAt string  `json:"lastActivityAt"`
+}
+
+func toJSON(s engine.Snapshot) tunnelJSON {
+	j := tunnelJSON{
+		UUID: s.ID.String(), StreamID: s.Info.StreamID, Endpoint: string(s.Info.Endpoint),
+		ClientAppAddr: s.Info.ClientAppAddr, ServerAppAddr: s.Info.ServerAppAddr,
+		RemoteEndpointAddr: s.Info.RemoteEndpointAddr,
+		CreatedAt:          s.CreatedAt.Format(time.RFC3339Nano),
+		Protocol:           s.Protocol, ProtocolProperties: s.Props,
+		State: string(s.State), BytesUp: s.BytesUp, BytesDown: s.BytesDown,
+		RateUpBps: s.UpBps, RateDownBps: s.DownBps,
+	}
+	if !s.LastActivity.IsZero() {
+		j.LastActivityAt = s.LastActivity.Format(time.RFC3339Nano)
+	}
+	return j
+}
