@@ -81,6 +81,9 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 		RateMbps: s.RateMbps, RTTms: float64(s.RTT) / float64(time.Millisecond),
 		Loss: s.Loss, Burst: s.Burst, CeilingMbps: s.CeilingMbps(),
 	}
+	if s.Kind == Scale {
+		r.Tunnels = s.Tunnels
+	}
 	var goodput, cpuC, cpuS, competitor, share, first, total, p50, p99 []float64
 	allVerified := s.Kind == Scale
 	for _, x := range samples {
@@ -113,7 +116,6 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 			p99 = append(p99, x.P99Ms)
 			r.RoundTrips = x.RoundTrips
 		case Scale:
-			r.Tunnels = x.Tunnels
 			if x.Verified != x.Tunnels {
 				allVerified = false
 			}

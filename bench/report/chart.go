@@ -154,7 +154,7 @@ func (c Chart) Plot() (*plot.Plot, error) {
 		p.Legend.Add("ceiling", l)
 		maxY = math.Max(maxY, c.RateMbps)
 	}
-	p.Y.Max = maxY * 1.15 // room for the legend
+	p.Y.Max = maxY * 1.4 // room for the legend above the ceiling
 	p.Add(plotter.NewGrid())
 	return p, nil
 }

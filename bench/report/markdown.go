@@ -89,7 +89,7 @@ func writeEnvironment(b *strings.Builder, env bench.Environment) {
 		fmt.Fprintf(b, "- `%s`: %s\n", name, env.Tuning[name])
 	}
 	for _, n := range env.Notes {
-		fmt.Fprintf(b, "- note: %s\n", n)
+		fmt.Fprintf(b, "- note: %s\n", escape(n))
 	}
 	b.WriteString("\n")
 }
