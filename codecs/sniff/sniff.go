@@ -97,8 +97,13 @@ func (p *props) setString(key, value string) {
 	p.m[key] = value
 }
 
+// result makes the answer. Only a Match carries properties: what a sniffer read before it
+// found the stream is not its protocol describes nothing.
 func (p *props) result(v Verdict, done bool) Result {
-	return Result{Verdict: v, Props: p.m, Done: done && v == Match}
+	if v != Match {
+		return Result{Verdict: v}
+	}
+	return Result{Verdict: v, Props: p.m, Done: done}
 }
 
 // cleanValue turns bytes from the wire into a value safe to show in JSON, logs and

@@ -17,6 +17,9 @@ type replayOutcome struct {
 	name   string // the matching sniffer, "" if none matched
 	result Result // its last answer
 	calls  int    // Sniff calls made
+	// clientLen and serverLen are how much of each stream had been fed when the replay
+	// stopped: what the engine would have copied to the sniffer actor.
+	clientLen, serverLen int
 }
 
 // replay feeds a capture to the sniffers chunk by chunk, the way the engine's sniffer
@@ -38,6 +41,7 @@ func replay(t *testing.T, sniffers []Sniffer, c capture) replayOutcome {
 		} else {
 			fromClient = append(fromClient, ch.data[:min(len(ch.data), captureLimit-len(fromClient))]...)
 		}
+		out.clientLen, out.serverLen = len(fromClient), len(fromServer)
 		if matched != nil {
 			r := matched.Sniff(fromClient, fromServer)
 			out.calls++

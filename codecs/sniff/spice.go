@@ -88,9 +88,10 @@ func (SPICE) Sniff(fromClient, fromServer []byte) Result {
 	if size < spiceLinkMessLen {
 		return p.result(NotMine, false)
 	}
-	p.setString("version", strconv.FormatUint(uint64(major), 10)+"."+strconv.FormatUint(uint64(minor), 10))
+	// Decide only on a whole fixed part of the SpiceLinkMess (clients send it with the
+	// header in one write): the capability counts must fit the size the header gave.
 	if len(c) < spiceLinkHeaderLen+spiceLinkMessLen {
-		return p.result(Match, false)
+		return p.result(Undecided, false)
 	}
 	mess := c[spiceLinkHeaderLen:]
 	connectionID := binary.LittleEndian.Uint32(mess[0:])
@@ -100,6 +101,7 @@ func (SPICE) Sniff(fromClient, fromServer []byte) Result {
 	if !ok {
 		return p.result(NotMine, false)
 	}
+	p.setString("version", strconv.FormatUint(uint64(major), 10)+"."+strconv.FormatUint(uint64(minor), 10))
 	p.setString("channelType", spiceChannelName(channelType))
 	p.setString("channelId", strconv.Itoa(int(channelID)))
 	if channelType != spiceChannelMain {

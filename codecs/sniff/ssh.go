@@ -43,10 +43,12 @@ func (SSH) Sniff(fromClient, fromServer []byte) Result {
 		return p.result(NotMine, false)
 	}
 	server, serverSoftware, serverDone := scanSSHBanner(fromServer, true)
-	if client != sshBanner && server != sshBanner {
-		if server == sshNot {
-			return p.result(NotMine, false)
-		}
+	// Each side's state only moves forward as bytes arrive, so NotMine taking precedence
+	// keeps NotMine final, as the engine expects once it stops asking.
+	switch {
+	case server == sshNot:
+		return p.result(NotMine, false)
+	case client != sshBanner && server != sshBanner:
 		return p.result(Undecided, false)
 	}
 	if clientDone {
