@@ -124,7 +124,7 @@ func (c *Config) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, e
 	if !ok {
 		return nil, nil
 	}
-	if enum := flag.EnumSlice(); len(enum) > 0 {
+	if enum := flag.EnumSlice(); flag.Enum != "" {
 		if s, ok := v.(string); !ok || !slices.Contains(enum, s) {
 			return nil, fmt.Errorf("%s: %s = %v: must be one of %s", c.where(flag.Name), flag.Name, v, strings.Join(enum, ", "))
 		}

@@ -1,0 +1,249 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "quictun-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	build := exec.Command("go", "build", "-o", dir, "github.com/quictun/quictun/cmd/quictun-server", "github.com/quictun/quictun/cmd/quictun-client")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// proc is a running quictun binary whose log is captured.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	done chan struct{}
+}
+
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(filepath.Join(binDir, name), args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir())
+	stderr, _ := p.cmd.StderrPipe()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s log:\n%s", name, p.logText())
+		}
+	})
+	return p
+}
+
+func (p *proc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// waitLog waits for a log line matching re and returns its submatches.
+func (p *proc) waitLog(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := rx.FindStringSubmatch(p.logText()); m != nil {
+			return m
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("exited before logging %q", re)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no log line matching %q", re)
+	return nil
+}
+
+func freePort(t *testing.T, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer c.Close(); io.Copy(c, c) })
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	for _, bin := range []string{"quictun-server", "quictun-client"} {
+		out, err := exec.Command(filepath.Join(binDir, bin), "--version").CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) == 0 {
+			t.Errorf("%s --version: %q, %v", bin, out, err)
+		}
+		out, err = exec.Command(filepath.Join(binDir, bin), "--help").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--listen-on") || !strings.Contains(string(out), "--log-format") {
+			t.Errorf("%s --help: %v\n%s", bin, err, out)
+		}
+	}
+}
+
+func TestBadConfigFailsWithLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.toml")
+	os.WriteFile(path, []byte("listen-on = \"127.0.0.1:0\"\ntoken-parser-plugn = \"Cleartext\"\n"), 0o600)
+	out, err := exec.Command(filepath.Join(binDir, "quictun-server"), "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 2") || !strings.Contains(string(out), "token-parser-plugn") {
+		t.Fatalf("got %v:\n%s", err, out)
+	}
+	os.WriteFile(path, []byte("\n\nlisten-on = \"no-port\"\n"), 0o600)
+	out, err = exec.Command(filepath.Join(binDir, "quictun-server"), "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 3: listen-on") {
+		t.Fatalf("got %v:\n%s", err, out)
+	}
+	out, err = exec.Command(filepath.Join(binDir, "quictun-client"), "--server-endpoint", "127.0.0.1:1", "--token-source", "x", "--token-source-plugin", "pigeon").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "pigeon") {
+		t.Fatalf("unknown plugin: %v:\n%s", err, out)
+	}
+}
+
+// The README's commands, with a config file for the server, then the API and a
+// graceful stop.
+func TestCommandsAsAUserRunsThem(t *testing.T) {
+	target := echoServer(t)
+	udp := freePort(t, "udp")
+	apiAddr := freePort(t, "tcp")
+	listen := freePort(t, "tcp")
+	cfg := filepath.Join(t.TempDir(), "server.toml")
+	// The flag overrides the file's listen-on.
+	os.WriteFile(cfg, []byte(fmt.Sprintf("listen-on = \"127.0.0.1:1\"\nhttpd-listen-on = %q\nlog-level = \"debug\"\n", apiAddr)), 0o600)
+	srv := start(t, "quictun-server", "--config", cfg, "--listen-on", udp)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	srv.waitLog(t, `udp=`+regexp.QuoteMeta(udp))
+
+	cli := start(t, "quictun-client", "--listen-on", "tcp:"+listen, "--server-endpoint", udp,
+		"--token-source", "tcp:"+target, "--server-fingerprint", fp)
+	cli.waitLog(t, "quictun-client listening")
+
+	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+
+	var tunnels []map[string]any
+	getJSON(t, "http://"+apiAddr+"/tunnels", &tunnels)
+	if len(tunnels) != 1 || tunnels[0]["endpoint"] != "server" || tunnels[0]["serverAppAddr"] != "tcp:"+target {
+		t.Fatalf("tunnels: %v", tunnels)
+	}
+	id := tunnels[0]["uuid"].(string)
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+apiAddr+"/tunnels/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if n, err := c.Read(buf); err == nil {
+		t.Fatalf("killed tunnel still delivers: %d bytes", n)
+	}
+	http.DefaultClient.CloseIdleConnections()
+
+	for _, p := range []*proc{cli, srv} {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			t.Fatal("no exit after SIGTERM")
+		}
+		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("exit code %d after SIGTERM", code)
+		}
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,215 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/quictun/quictun/codecs/sniff"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns the two ends of a real loopback TCP connection.
+func tcpPair(t testing.TB) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); acc <- c }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.(*net.TCPConn), (<-acc).(*net.TCPConn)
+}
+
+// tunnelHarness is a tunnel between two applications: clientApp talks to the
+// tunnel's client side, serverApp to its server side.
+type tunnelHarness struct {
+	clientApp, serverApp *net.TCPConn
+	tunnel               *Tunnel
+	done                 chan error
+}
+
+func startTunnel(t testing.TB, reg *Registry) *tunnelHarness {
+	t.Helper()
+	clientApp, clientSide := tcpPair(t)
+	serverSide, serverApp := tcpPair(t)
+	h := &tunnelHarness{clientApp: clientApp, serverApp: serverApp, done: make(chan error, 1)}
+	h.tunnel = reg.Open(t.Context(), Info{Endpoint: ClientEndpoint})
+	go func() { h.done <- h.tunnel.Run(ConnSide(clientSide), ConnSide(serverSide)) }()
+	t.Cleanup(func() { clientApp.Close(); serverApp.Close() })
+	return h
+}
+
+func (h *tunnelHarness) wait(t testing.TB) error {
+	t.Helper()
+	select {
+	case err := <-h.done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("tunnel did not end")
+		return nil
+	}
+}
+
+func TestHalfCloseThenCleanEnd(t *testing.T) {
+	reg := NewRegistry(Config{})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("request"))
+	h.clientApp.CloseWrite()
+	req, _ := io.ReadAll(h.serverApp) // EOF arrives through the tunnel
+	if string(req) != "request" {
+		t.Fatalf("server app got %q", req)
+	}
+	// The other direction still flows after the client's EOF.
+	waitFor(t, func() bool { return h.tunnel.State() == StateHalfClose })
+	h.serverApp.Write(bytes.Repeat([]byte("r"), 1<<20))
+	h.serverApp.CloseWrite()
+	resp, _ := io.ReadAll(h.clientApp)
+	if len(resp) != 1<<20 {
+		t.Fatalf("client app got %d bytes after its half-close", len(resp))
+	}
+	if err := h.wait(t); err != nil {
+		t.Fatalf("clean close returned %v", err)
+	}
+	if reg.Len() != 0 {
+		t.Fatal("tunnel still registered")
+	}
+	if up, down := reg.Bytes(); up != 7 || down != 1<<20 {
+		t.Fatalf("counted %d up, %d down", up, down)
+	}
+}
+
+func TestKillAbortsBothSides(t *testing.T) {
+	reg := NewRegistry(Config{})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	if !reg.Kill(h.tunnel.ID) {
+		t.Fatal("registry does not know the tunnel")
+	}
+	if err := h.wait(t); !errors.Is(err, ErrKilled) {
+		t.Fatalf("got %v, want ErrKilled", err)
+	}
+	// A reset, not a clean EOF: each application must know the tunnel broke.
+	for _, c := range []net.Conn{h.clientApp, h.serverApp} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("application saw %v, want a reset", err)
+		}
+	}
+	if reg.Kill(h.tunnel.ID) {
+		t.Fatal("a closed tunnel can still be killed")
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	reg := NewRegistry(Config{IdleTimeout: 200 * time.Millisecond})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	if err := h.wait(t); !errors.Is(err, ErrIdle) {
+		t.Fatalf("got %v, want ErrIdle", err)
+	}
+}
+
+func TestResetOnOneSideAbortsTheOther(t *testing.T) {
+	reg := NewRegistry(Config{})
+	h := startTunnel(t, reg)
+	h.serverApp.SetLinger(0)
+	h.serverApp.Close() // RST towards the tunnel's server side
+	// Either direction may notice first; it must be an error tagged with it.
+	err := h.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "stream ") {
+		t.Fatalf("got %v, want a tagged pump error", err)
+	}
+	h.clientApp.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := h.clientApp.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client app still connected")
+	}
+}
+
+// stuckSniffer blocks until released: the sniffer actor is stuck, the pumps
+// must not be.
+type stuckSniffer struct{ release chan struct{} }
+
+func (s stuckSniffer) Name() string { return "stuck" }
+func (s stuckSniffer) Sniff(c, _ []byte) sniff.Result {
+	<-s.release
+	return sniff.Result{Verdict: sniff.NotMine}
+}
+
+func TestStuckSnifferDoesNotBlockData(t *testing.T) {
+	release := make(chan struct{})
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{stuckSniffer{release}}})
+	h := startTunnel(t, reg)
+	const size = 8 << 20
+	go func() { h.clientApp.Write(make([]byte, size)); h.clientApp.CloseWrite() }()
+	h.serverApp.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, h.serverApp)
+	if err != nil || n != size {
+		t.Fatalf("moved %d bytes, %v, with the sniffer stuck", n, err)
+	}
+	close(release)
+	h.serverApp.CloseWrite()
+	if err := h.wait(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSnifferReportsProtocol(t *testing.T) {
+	reg := NewRegistry(Config{Sniffers: sniff.Default()})
+	h := startTunnel(t, reg)
+	h.serverApp.Write([]byte("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"))
+	h.clientApp.Write([]byte("SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"))
+	waitFor(t, func() bool { p, _ := h.tunnel.Protocol(); return p == "ssh" })
+	h.clientApp.CloseWrite()
+	h.serverApp.CloseWrite()
+	io.Copy(io.Discard, h.clientApp)
+	io.Copy(io.Discard, h.serverApp)
+	h.wait(t)
+}
+
+func TestSnapshotsAndRates(t *testing.T) {
+	reg := NewRegistry(Config{})
+	var hs []*tunnelHarness
+	for range 3 {
+		hs = append(hs, startTunnel(t, reg))
+	}
+	hs[0].clientApp.Write(make([]byte, 1000))
+	io.ReadFull(hs[0].serverApp, make([]byte, 1000))
+	snaps := reg.Snapshots()
+	if len(snaps) != 3 || snaps[0].ID != hs[0].tunnel.ID {
+		t.Fatalf("snapshots: %d, oldest first: %v", len(snaps), snaps[0].ID == hs[0].tunnel.ID)
+	}
+	later := hs[0].tunnel.Snapshot(hs[0].tunnel.CreatedAt.Add(2 * time.Second))
+	if later.BytesUp != 1000 || later.UpBps < 400 || later.UpBps > 600 {
+		t.Fatalf("bytes %d, rate %.0f B/s over 2 s", later.BytesUp, later.UpBps)
+	}
+	for _, h := range hs {
+		h.tunnel.Kill()
+		h.wait(t)
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not reached")
+}
+
