@@ -148,4 +148,3 @@ func (k *sessionKeeper) openStream(ctx context.Context) (*quic.Stream, *quic.Con
 		}
 	}
 }
-
