@@ -116,6 +116,11 @@ func New(name string, cfg Config) (Contender, error) {
 				return nil, fmt.Errorf("%s: %w: %v", name, ErrUnavailable, err)
 			}
 		}
+		if name == bench.QuictunNoFEC && !hasFlag(q.client, "--fec") {
+			// Without the loss-recovery layer, quictun already is plain quic-go: the
+			// variant would only repeat the quictun runs.
+			return nil, fmt.Errorf("%s: %w: quictun-client has no --fec flag (no loss-recovery layer yet), so quictun itself is plain quic-go", name, ErrUnavailable)
+		}
 		return q, nil
 	case bench.Kcptun:
 		k := kcptun{server: cfg.KcptunServer, client: cfg.KcptunClient}
@@ -187,3 +192,11 @@ func waitOrDie(ctx context.Context, hosts Hosts, p *Process, side Side, protocol
 }
 
 func hostPort(a netip.Addr, port int) string { return netip.AddrPortFrom(a, uint16(port)).String() }
+
+// hasFlag reports whether a program's --help mentions flag.
+func hasFlag(program, flag string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, program, "--help").CombinedOutput()
+	return strings.Contains(string(out), flag+"=") || strings.Contains(string(out), flag+" ")
+}

@@ -3,6 +3,7 @@ package contender
 import (
 	"context"
 	"net/netip"
+	"path/filepath"
 	"strings"
 )
 
@@ -35,8 +36,13 @@ func (q quictun) Start(ctx context.Context, hosts Hosts, target netip.AddrPort) 
 	}
 	serverAddr := hostPort(hosts.Addr(ServerSide), udpPort)
 	listen := hostPort(hosts.Addr(ClientSide), tcpPort)
+	// The server's self-signed key pair is made once and kept in the state dir; the
+	// client skips verification because both ends are the harness's own, on a link
+	// inside this machine. A short drain lets a stopped endpoint exit at once.
 	server := hosts.Command(ctx, ServerSide, q.server,
 		"--listen-on", serverAddr,
+		"--state-dir", filepath.Join(q.stateDir, "quictun-server"),
+		"--drain-timeout", "1s",
 		"--log-level", "warn",
 	)
 	clientArgs := append([]string{
@@ -44,7 +50,8 @@ func (q quictun) Start(ctx context.Context, hosts Hosts, target netip.AddrPort) 
 		"--server-endpoint", serverAddr,
 		"--token-source", "tcp:" + target.String(),
 		"--insecure-skip-verify",
-		"--log-level", "warn",
+		"--drain-timeout", "1s",
+		"--log-level", "error",
 	}, q.clientFlags...)
 	client := hosts.Command(ctx, ClientSide, q.client, clientArgs...)
 	endpoints, err := startPair(ctx, hosts, q.name, server, client, udpPort, tcpPort)
