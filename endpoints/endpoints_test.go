@@ -426,3 +426,65 @@ func TestServerRestartClientRedials(t *testing.T) {
 		t.Fatalf("after restart: %v", err)
 	}
 }
+
+// Each token source picks the tunnel's target end to end: File by the
+// application's address, Http by asking a web service.
+func TestTokenSourcesEndToEnd(t *testing.T) {
+	hello := func(tag string) func(net.Conn) {
+		return func(c net.Conn) { c.Write([]byte(tag)) }
+	}
+	appA := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, hello("A"))
+	defer appA.close()
+	appB := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, hello("B"))
+	defer appB.close()
+
+	readTag := func(a net.Addr) string {
+		c := dialApp(t, a)
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+
+	path := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(path, []byte("127.0.0.1/32 "+appA.addr.String()+"\n* "+appB.addr.String()+"\n"), 0o600)
+	fileSrc, err := token.NewSource("File", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPair(t, pairOptions{tokenSrc: fileSrc})
+	if got := readTag(p.client.Addr()); got != "A" {
+		t.Errorf("File source: reached %q, want A", got)
+	}
+	p.stop()
+
+	var asked sync.Map
+	web := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, func(c net.Conn) {
+		req := make([]byte, 4096)
+		n, _ := c.Read(req)
+		asked.Store(strings.Fields(string(req[:n]))[1], true)
+		body := `{"token": "` + appB.addr.String() + `"}`
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	})
+	defer web.close()
+	httpSrc, err := token.NewSource("Http", "http://"+web.addr.Addr+"/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = startPair(t, pairOptions{tokenSrc: httpSrc})
+	defer p.stop()
+	if got := readTag(p.client.Addr()); got != "B" {
+		t.Errorf("Http source: reached %q, want B", got)
+	}
+	n := 0
+	asked.Range(func(k, _ any) bool {
+		if !strings.HasPrefix(k.(string), "/token?addr=127.0.0.1%3A") {
+			t.Errorf("asked %s", k)
+		}
+		n++
+		return true
+	})
+	if n != 1 {
+		t.Errorf("web service asked %d times, want 1", n)
+	}
+}
