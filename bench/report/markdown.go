@@ -42,7 +42,8 @@ func Markdown(env bench.Environment, records []bench.Record, charts []Chart, cha
 		for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale} {
 			var rows []bench.Record
 			for _, r := range mine {
-				if r.Kind == kind {
+				// Contenders that could not run at all are explained once, in the notes.
+				if r.Kind == kind && r.Note == "" {
 					rows = append(rows, r)
 				}
 			}
