@@ -20,7 +20,10 @@ func (HTTP) Name() string { return "http" }
 const (
 	httpMaxMethod      = 24
 	httpMaxRequestLine = 16 << 10 // past this servers answer 414 anyway
-	httpVersionPrefix  = "HTTP/"
+	// httpMaxHead bounds how far into the request we look for Host: the request line and
+	// the header lines that end within it.
+	httpMaxHead       = 16 << 10
+	httpVersionPrefix = "HTTP/"
 )
 
 // Sniff implements Sniffer.
@@ -78,6 +81,9 @@ func (HTTP) Sniff(fromClient, fromServer []byte) Result {
 	p.set("version", v[len(httpVersionPrefix):versionLen])
 
 	headers := eol[bytes.IndexByte(eol, '\n')+1:]
+	headEnd := len(c) - len(headers) // where the header lines start in c
+	truncated := len(c) >= httpMaxHead
+	headers = headers[:max(0, min(len(headers), httpMaxHead-headEnd))]
 	switch {
 	case string(method) == "CONNECT":
 		p.set("host", target)
@@ -94,7 +100,7 @@ func (HTTP) Sniff(fromClient, fromServer []byte) Result {
 	}
 	host, done := findHostHeader(headers)
 	p.set("host", host)
-	return p.result(Match, done)
+	return p.result(Match, done || truncated)
 }
 
 func isMethodByte(b byte) bool { return b >= 'A' && b <= 'Z' || b == '-' || b == '_' }

@@ -50,3 +50,17 @@ func httpCases() []sniffCase {
 }
 
 func TestHTTPCases(t *testing.T) { runSniffCases(t, HTTP{}, httpCases()) }
+
+// TestHTTPWorkBounded checks that header lines past httpMaxHead are not searched for Host,
+// and that the sniffer is done there instead of being asked again up to the capture limit.
+func TestHTTPWorkBounded(t *testing.T) {
+	head := cat([]byte("GET / HTTP/1.1\r\n"), bytes.Repeat([]byte("X-Pad: 0123456789\r\n"), httpMaxHead/19))
+	r := HTTP{}.Sniff(cat(head, []byte("Host: late.example\r\n\r\n")), nil)
+	if !r.Done || r.Props["host"] != "" {
+		t.Fatalf("done=%v props=%v, want done without a host", r.Done, r.Props)
+	}
+	r = HTTP{}.Sniff(head[:httpMaxHead-100], nil)
+	if r.Done {
+		t.Fatalf("done before the bound")
+	}
+}

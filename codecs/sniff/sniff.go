@@ -4,8 +4,16 @@
 //
 // The engine's sniffer actor owns the captured prefixes and calls the sniffers after each
 // new chunk; the sniffers here keep no state and never run on the data path. Every sniffer
-// is bounded: it reads only the prefixes it is given, in one pass, allocates at most
+// is bounded: one call reads at most about 16 KiB of each stream in one pass (SPICE, SSH
+// and RFB far less), whatever the capture limit, so the engine's repeated calls on growing
+// prefixes stay cheap even when a peer trickles bytes one at a time; it allocates at most
 // MaxProps values of at most MaxValueLen bytes, and never panics on any input.
+//
+// The verdicts are stable as prefixes grow, which is what lets the engine stop asking: a
+// NotMine stays NotMine, Done stays Done with the same properties, a Match never goes back
+// to Undecided, and a property once reported keeps its value. (SSH and RFB, which read
+// both sides, may turn a Match into NotMine if the other side later proves not to speak
+// the protocol; real peers never do.)
 package sniff
 
 import (

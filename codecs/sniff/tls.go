@@ -9,7 +9,9 @@ import (
 // TLS recognises a TLS connection by the client's first record, a handshake record that
 // starts a ClientHello (RFC 8446 sections 4.1.2 and 5.1), and reads the cleartext
 // extensions an operator cares about. The ClientHello may span several records (large key
-// shares, or a client that fragments on purpose); they are joined, up to tlsMaxHello.
+// shares, or a client that fragments on purpose); they are joined, within the first
+// tlsMaxHello bytes of the stream. A hello that does not fit there is given up on, Done
+// without properties, which bounds the work of every call.
 //
 // Properties: sni (server_name), alpn (the offered protocols, comma-joined, in the client's
 // order), tlsVersion (the highest version offered: from supported_versions when present,
@@ -25,7 +27,7 @@ const (
 	tlsMaxRecordLen     = 1<<14 + 2048 // TLSCiphertext bound; plaintext records are smaller
 	tlsHandshakeHello   = 1
 	tlsHandshakeHdrLen  = 4
-	tlsMaxHello         = 64 << 10 // more than the engine ever captures
+	tlsMaxHello         = 16 << 10 // real ones, post-quantum key shares included, are < 3 KiB
 	tlsExtServerName    = 0
 	tlsExtALPN          = 16
 	tlsExtSupportedVers = 43
@@ -49,7 +51,10 @@ func (TLS) Sniff(fromClient, fromServer []byte) Result {
 	if n := tlsRecordLen(c); n == 0 || n > tlsMaxRecordLen || c[5] != tlsHandshakeHello {
 		return p.result(NotMine, false)
 	}
-	hello, complete := tlsHandshakeMessage(c)
+	hello, complete := tlsHandshakeMessage(c[:min(len(c), tlsMaxHello)])
+	if !complete && len(c) >= tlsMaxHello {
+		return p.result(Match, true) // too big or too fragmented to be worth reading
+	}
 	if !complete {
 		return p.result(Match, false)
 	}

@@ -150,3 +150,20 @@ func TestTLSRealHelloFragmented(t *testing.T) {
 		checkProps(t, "fragmented hello", r.Props, want)
 	}
 }
+
+// TestTLSWorkBounded checks that a ClientHello split into records so small that it does
+// not fit the first tlsMaxHello bytes is given up on (Done) rather than re-joined on every
+// call up to the capture limit.
+func TestTLSWorkBounded(t *testing.T) {
+	hello := helloFromCapture(t, "tls-curl.cap")
+	hello = cat(hello[:1], []byte{0, 0x30, 0}, hello[4:], make([]byte, 0x3000-len(hello)+4)) // 12 KiB body
+	stream := tlsRecords(hello, 1)
+	r := TLS{}.Sniff(stream[:tlsMaxHello-1], nil)
+	if r.Verdict != Match || r.Done {
+		t.Fatalf("short of the bound: %v done=%v", r.Verdict, r.Done)
+	}
+	r = TLS{}.Sniff(stream, nil)
+	if r.Verdict != Match || !r.Done || r.Props != nil {
+		t.Fatalf("past the bound: %v done=%v %v", r.Verdict, r.Done, r.Props)
+	}
+}
