@@ -3,6 +3,7 @@ package netem
 import (
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +31,21 @@ type Stats struct {
 	Delivered      uint64 // handed to the DeliverFunc without error
 	DeliveredBytes uint64
 	DeliverErrors  uint64 // the DeliverFunc returned an error
+	// Late counts packets delivered more than LateThreshold after their arrival time,
+	// and MaxLate is the worst lateness seen: the emulator's own scheduling error.
+	// On a busy machine they grow; a measurement that relies on exact delay and rate
+	// should check them.
+	Late    uint64
+	MaxLate time.Duration
 }
+
+// LateThreshold is the lateness above which a delivery counts as Late.
+const LateThreshold = time.Millisecond
 
 // Pipe applies a Model to packets offered with Send and hands the survivors to a
 // DeliverFunc at their arrival times. It owns one scheduler goroutine (deliverRoutine)
-// that sleeps on a single timer until the earliest arrival in a time-ordered queue and
+// that sleeps on a single timer (a Go timer, or ppoll on a real-time thread: see
+// RealtimeScheduler) until the earliest arrival in a time-ordered queue and
 // then delivers every packet that is due, in a batch outside the lock; a timer per
 // packet would cost far more at 100 Mbit/s. Close stops and waits for it.
 //
@@ -55,36 +66,70 @@ type Pipe struct {
 		closed    bool
 		nextTimer time.Duration // earliest arrival the scheduler is sleeping for; -1 none
 	}
-	wake    chan struct{} // cap 1: an earlier arrival was queued
-	done    chan struct{} // closed by Close
+	sleeper sleeper // how deliverRoutine waits: Go timer, or a real-time OS thread
 	stopped sync.WaitGroup
+	opts    pipeOptions
 
 	sent, sentBytes, droppedLoss, droppedQueue atomic.Uint64
 	delivered, deliveredBytes, deliverErrors   atomic.Uint64
+	late                                       atomic.Uint64
+	maxLate                                    atomic.Int64
+	realtime                                   atomic.Bool
+}
+
+// PipeOption tunes how a Pipe runs.
+type PipeOption func(*pipeOptions)
+
+type pipeOptions struct {
+	realtimePriority int // 0: an ordinary goroutine with a Go timer
+}
+
+// RealtimeScheduler runs the Pipe's scheduler on a dedicated OS thread at SCHED_FIFO
+// priority prio (1..99), sleeping in ppoll(2) with nanosecond timeouts instead of on a
+// Go timer. On a machine busy with other work (the endpoints being measured, compilers)
+// an ordinary goroutine is woken tens of milliseconds late, which turns into delay
+// spikes and bursts the emulated link does not have; a real-time thread is woken on
+// time. It needs Linux and root (or RLIMIT_RTPRIO); without them the scheduler still
+// runs on its own thread at normal priority and Realtime reports false.
+func RealtimeScheduler(prio int) PipeOption {
+	return func(o *pipeOptions) { o.realtimePriority = min(max(prio, 1), 99) }
 }
 
 // NewPipe starts a Pipe. The loss and jitter draws are deterministic given seed and the
 // sequence of packets.
-func NewPipe(m Model, seed int64, deliver DeliverFunc) (*Pipe, error) {
+func NewPipe(m Model, seed int64, deliver DeliverFunc, opts ...PipeOption) (*Pipe, error) {
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("netem pipe: %w", err)
 	}
 	if deliver == nil {
 		return nil, fmt.Errorf("netem pipe: nil DeliverFunc")
 	}
-	p := &Pipe{
-		deliver: deliver,
-		epoch:   time.Now(),
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+	p := &Pipe{deliver: deliver, epoch: time.Now()}
+	for _, o := range opts {
+		o(&p.opts)
+	}
+	if p.opts.realtimePriority > 0 {
+		s, err := newThreadSleeper()
+		if err != nil {
+			return nil, fmt.Errorf("netem pipe: %w", err)
+		}
+		p.sleeper = s
+	} else {
+		p.sleeper = newTimerSleeper()
 	}
 	p.mu.state = newLinkState(m, seed)
 	p.mu.bypass = m.IsZero()
 	p.mu.nextTimer = -1
 	p.stopped.Add(1)
-	go p.deliverRoutine()
+	started := make(chan struct{})
+	go p.deliverRoutine(started)
+	<-started
 	return p, nil
 }
+
+// Realtime reports whether the scheduler runs at real-time priority (see
+// RealtimeScheduler).
+func (p *Pipe) Realtime() bool { return p.realtime.Load() }
 
 // SetModel changes the impairment for packets sent from now on.
 func (p *Pipe) SetModel(m Model) error {
@@ -115,6 +160,8 @@ func (p *Pipe) Stats() Stats {
 		Delivered:      p.delivered.Load(),
 		DeliveredBytes: p.deliveredBytes.Load(),
 		DeliverErrors:  p.deliverErrors.Load(),
+		Late:           p.late.Load(),
+		MaxLate:        time.Duration(p.maxLate.Load()),
 	}
 }
 
@@ -161,10 +208,7 @@ func (p *Pipe) Send(b []byte, addr net.Addr) error {
 	}
 	p.mu.Unlock()
 	if needWake {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		p.sleeper.wake()
 	}
 	return nil
 }
@@ -188,8 +232,9 @@ func (p *Pipe) Close() error {
 	}
 	p.mu.closed = true
 	p.mu.Unlock()
-	close(p.done)
+	p.sleeper.stop()
 	p.stopped.Wait()
+	p.sleeper.release()
 	p.mu.Lock()
 	for p.mu.queue.len() > 0 {
 		putBuffer(p.mu.queue.pop().buf)
@@ -200,17 +245,25 @@ func (p *Pipe) Close() error {
 }
 
 // deliverRoutine is the Pipe's scheduler: owned by the Pipe, stopped by Close.
-func (p *Pipe) deliverRoutine() {
+// It closes started once its thread is set up.
+func (p *Pipe) deliverRoutine(started chan<- struct{}) {
 	defer p.stopped.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
+	if prio := p.opts.realtimePriority; prio > 0 {
+		// The thread stays locked to this goroutine until it exits, so the runtime
+		// retires it then instead of reusing a real-time thread for other goroutines.
+		runtime.LockOSThread()
+		p.realtime.Store(setRealtimePriority(prio) == nil)
+	}
+	close(started)
 	var batch []arrivalEntry
 	for {
 		now := time.Since(p.epoch)
 		var next time.Duration
 		batch, next = p.takeDue(batch[:0], now)
 		if len(batch) > 0 {
+			// The head of the batch is the most overdue, so the on-time case costs one
+			// comparison per wake-up, not one per packet.
+			p.noteLateness(now-batch[0].at, now, batch)
 			for i := range batch {
 				e := &batch[i]
 				p.deliverOne(*e.buf, e.addr)
@@ -223,16 +276,81 @@ func (p *Pipe) deliverRoutine() {
 			// Delivering took time; look again before sleeping.
 			continue
 		}
-		var fire <-chan time.Time
+		wait := time.Duration(-1)
 		if next >= 0 {
-			timer.Reset(next - now)
-			fire = timer.C
+			wait = next - now
 		}
-		select {
-		case <-p.done:
+		if !p.sleeper.wait(wait) {
 			return
-		case <-p.wake:
-		case <-fire:
+		}
+	}
+}
+
+// sleeper is how the scheduler waits for the next arrival or an earlier one.
+type sleeper interface {
+	// wait blocks until wake, until d has passed (d < 0: no limit), or until stop; it
+	// reports false once stop was called.
+	wait(d time.Duration) bool
+	wake()    // from Send, any goroutine; never blocks
+	stop()    // from Close
+	release() // after the scheduler has exited
+}
+
+// timerSleeper is the portable sleeper: a Go timer and a wake channel.
+type timerSleeper struct {
+	timer  *time.Timer
+	wakeCh chan struct{} // cap 1
+	done   chan struct{}
+}
+
+func newTimerSleeper() *timerSleeper {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &timerSleeper{timer: t, wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (s *timerSleeper) wait(d time.Duration) bool {
+	var fire <-chan time.Time
+	if d >= 0 {
+		s.timer.Reset(d)
+		fire = s.timer.C
+	}
+	select {
+	case <-s.done:
+		return false
+	case <-s.wakeCh:
+	case <-fire:
+	}
+	return true
+}
+
+func (s *timerSleeper) wake() {
+	select {
+	case s.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (s *timerSleeper) stop()    { close(s.done) }
+func (s *timerSleeper) release() { s.timer.Stop() }
+
+// noteLateness counts the packets of batch that are due more than LateThreshold before
+// now, and records the worst lateness.
+func (p *Pipe) noteLateness(worst, now time.Duration, batch []arrivalEntry) {
+	if worst <= LateThreshold {
+		return
+	}
+	var n uint64
+	for i := range batch {
+		if now-batch[i].at > LateThreshold {
+			n++
+		}
+	}
+	p.late.Add(n)
+	for {
+		cur := p.maxLate.Load()
+		if int64(worst) <= cur || p.maxLate.CompareAndSwap(cur, int64(worst)) {
+			return
 		}
 	}
 }

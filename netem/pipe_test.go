@@ -44,11 +44,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// schedulers are the two ways a Pipe can wait; tests that time deliveries run on both.
+var schedulers = []struct {
+	name string
+	opts []PipeOption
+}{
+	{"timer", nil},
+	{"realtime", []PipeOption{RealtimeScheduler(10)}}, // normal priority unless root
+}
+
 func TestPipeDelaysInOrder(t *testing.T) {
+	for _, sc := range schedulers {
+		t.Run(sc.name, func(t *testing.T) { testPipeDelaysInOrder(t, sc.opts) })
+	}
+}
+
+func testPipeDelaysInOrder(t *testing.T, opts []PipeOption) {
 	defer goleak.VerifyNone(t)
 	const delay = 30 * time.Millisecond
 	var log arrivalLog
-	p, err := NewPipe(Model{Delay: delay, Jitter: 10 * time.Millisecond}, 1, log.deliver)
+	p, err := NewPipe(Model{Delay: delay, Jitter: 10 * time.Millisecond}, 1, log.deliver, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,9 +161,15 @@ func TestPipeBypassAndModelChange(t *testing.T) {
 }
 
 func TestPipeClose(t *testing.T) {
+	for _, sc := range schedulers {
+		t.Run(sc.name, func(t *testing.T) { testPipeClose(t, sc.opts) })
+	}
+}
+
+func testPipeClose(t *testing.T, opts []PipeOption) {
 	defer goleak.VerifyNone(t)
 	var log arrivalLog
-	p, err := NewPipe(Model{Delay: 50 * time.Second}, 1, log.deliver)
+	p, err := NewPipe(Model{Delay: 50 * time.Second}, 1, log.deliver, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

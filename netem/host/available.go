@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var availability struct {
@@ -58,11 +60,11 @@ func probeTUN() error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return fmt.Errorf("no /dev/net/tun: %w", err)
 	}
-	f, err := openTUN(probeName() + "-t")
+	fd, err := openTUN(probeName() + "-t")
 	if err != nil {
 		return err
 	}
-	return f.Close()
+	return unix.Close(fd)
 }
 
 func probeNetem() error {

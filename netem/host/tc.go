@@ -16,6 +16,7 @@ import (
 // egress (client end: Up, server end: Down).
 
 func (t *Testbed) setupVeth(ctx context.Context) error {
+	t.Realtime = true // netem runs in the kernel
 	if err := t.createVeth(ctx); err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/quictun/quictun/netem"
+	"golang.org/x/sys/unix"
 )
 
 // Side is one end of the testbed.
@@ -94,6 +95,10 @@ type Testbed struct {
 	ClientNS, ServerNS     string
 	ClientAddr, ServerAddr netip.Addr
 	Backend                string // "tun" or "tc-netem"
+	// Realtime is true when the tun forwarder's threads run at real-time priority (they
+	// do as root; see forwarder), so the emulation stays accurate on a busy machine.
+	// Always true for tc-netem, which runs in the kernel.
+	Realtime bool
 
 	name    string
 	devices [2]string // client, server side device names
@@ -252,36 +257,36 @@ func trimNewline(b []byte) []byte {
 }
 
 // setupTUN creates a TUN device per side in this (the initial) namespace, moves it into
-// its host namespace, addresses it and starts the forwarder. The files stay here.
+// its host namespace, addresses it and starts the forwarder. The fds stay here.
 func (t *Testbed) setupTUN(ctx context.Context, cfg Config) error {
-	var files [2]*os.File
-	closeFiles := func() {
-		for _, f := range files {
-			if f != nil {
-				_ = f.Close()
+	fds := [2]int{-1, -1}
+	closeFDs := func() {
+		for _, fd := range fds {
+			if fd >= 0 {
+				unix.Close(fd)
 			}
 		}
 	}
 	addrs := [2][2]netip.Addr{{t.ClientAddr, t.ServerAddr}, {t.ServerAddr, t.ClientAddr}}
 	for i, ns := range []string{t.ClientNS, t.ServerNS} {
 		dev := t.devices[i]
-		f, err := openTUN(dev)
+		fd, err := openTUN(dev)
 		if err != nil {
-			closeFiles()
+			closeFDs()
 			return err
 		}
-		files[i] = f
+		fds[i] = fd
 		if err := configureLink(ctx, ns, dev, addrs[i][0], addrs[i][1]); err != nil {
-			closeFiles()
+			closeFDs()
 			return err
 		}
 	}
-	fwd, err := newForwarder(files[0], files[1], cfg.Link, cfg.Seed)
+	fwd, err := newForwarder(fds[0], fds[1], cfg.Link, cfg.Seed)
 	if err != nil {
-		closeFiles()
 		return err
 	}
 	t.fwd = fwd
+	t.Realtime = fwd.realtimeOK()
 	return nil
 }
 

@@ -114,7 +114,7 @@ func TestTestbedCarriesTCPWithDelay(t *testing.T) {
 	requireTUN(t)
 	const oneWay = 15 * time.Millisecond
 	tb := newTestbed(t, netem.Symmetric(netem.Model{Delay: oneWay}))
-	if tb.Backend != BackendTUN || !strings.HasSuffix(tb.ClientNS, "-cli") || !tb.ServerAddr.Is4() {
+	if tb.Backend != BackendTUN || !tb.Realtime || !strings.HasSuffix(tb.ClientNS, "-cli") || !tb.ServerAddr.Is4() {
 		t.Fatalf("testbed %+v", tb)
 	}
 	client, server := tcpPair(t, tb)
@@ -378,4 +378,3 @@ func TestParseQdiscStats(t *testing.T) {
 		t.Error("no error on garbage")
 	}
 }
-
