@@ -16,7 +16,7 @@
 //
 //	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 len:u16 payload[len]
 //	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 shard[...]
-//	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 lost:u32 bursts:u32
+//	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
 //	           congestionLost:u32 unrepaired:u32 nackCount:u8 nackCount*(group:u24 index:u8)
 //	Hello    = b0 nonce:u64
 //	HelloAck = b0 nonce:u64
@@ -84,7 +84,7 @@ const (
 	// HelloLen is the length of a Hello or HelloAck datagram.
 	HelloLen = 9
 	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
-	FeedbackBaseLen = 30
+	FeedbackBaseLen = 34
 	// MaxPayload bounds a data payload that takes part in coding. QUIC packets are
 	// far smaller (quic-go sends at most 1452 bytes).
 	MaxPayload = 1600
@@ -133,7 +133,8 @@ type Feedback struct {
 	EchoTimestamp  uint32 // ts of the latest datagram received
 	EchoDelay      uint32 // microseconds between receiving it and sending this
 	Received       uint32 // data and parity datagrams received
-	Lost           uint32 // datagrams seen missing, counted as random loss
+	Sampled        uint32 // of those, received while the path queue was clear of congestion
+	Lost           uint32 // datagrams seen missing while the queue was clear: random loss
 	Bursts         uint32 // runs of consecutive random losses
 	CongestionLost uint32 // datagrams seen missing while the path queue was full
 	Unrepaired     uint32 // data datagrams neither received nor rebuilt
@@ -256,6 +257,7 @@ func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, f.EchoTimestamp)
 	b = binary.BigEndian.AppendUint32(b, f.EchoDelay)
 	b = binary.BigEndian.AppendUint32(b, f.Received)
+	b = binary.BigEndian.AppendUint32(b, f.Sampled)
 	b = binary.BigEndian.AppendUint32(b, f.Lost)
 	b = binary.BigEndian.AppendUint32(b, f.Bursts)
 	b = binary.BigEndian.AppendUint32(b, f.CongestionLost)
@@ -344,11 +346,12 @@ func Decode(b []byte) (Frame, error) {
 		fb.EchoTimestamp = binary.BigEndian.Uint32(b[1:])
 		fb.EchoDelay = binary.BigEndian.Uint32(b[5:])
 		fb.Received = binary.BigEndian.Uint32(b[9:])
-		fb.Lost = binary.BigEndian.Uint32(b[13:])
-		fb.Bursts = binary.BigEndian.Uint32(b[17:])
-		fb.CongestionLost = binary.BigEndian.Uint32(b[21:])
-		fb.Unrepaired = binary.BigEndian.Uint32(b[25:])
-		count := int(b[29])
+		fb.Sampled = binary.BigEndian.Uint32(b[13:])
+		fb.Lost = binary.BigEndian.Uint32(b[17:])
+		fb.Bursts = binary.BigEndian.Uint32(b[21:])
+		fb.CongestionLost = binary.BigEndian.Uint32(b[25:])
+		fb.Unrepaired = binary.BigEndian.Uint32(b[29:])
+		count := int(b[33])
 		if count > MaxNACKs {
 			return f, malformed("%d NACKs exceed the limit of %d", count, MaxNACKs)
 		}

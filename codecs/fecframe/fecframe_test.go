@@ -74,7 +74,7 @@ func TestParityRoundTrip(t *testing.T) {
 
 func TestFeedbackRoundTrip(t *testing.T) {
 	fb := Feedback{
-		EchoTimestamp: 1, EchoDelay: 2, Received: 3, Lost: 4, Bursts: 5, CongestionLost: 6, Unrepaired: 7,
+		EchoTimestamp: 1, EchoDelay: 2, Received: 3, Sampled: 8, Lost: 4, Bursts: 5, CongestionLost: 6, Unrepaired: 7,
 		NACKs: []NACK{{Group: 0xffffff, Index: 0}, {Group: 12, Index: 254}},
 	}
 	b, err := AppendFeedback(nil, fb)
@@ -95,7 +95,7 @@ func TestFeedbackRoundTrip(t *testing.T) {
 	for i := range f.NACKCount() {
 		got.NACKs = append(got.NACKs, f.NACK(i))
 	}
-	if got.EchoTimestamp != 1 || got.EchoDelay != 2 || got.Received != 3 || got.Lost != 4 ||
+	if got.EchoTimestamp != 1 || got.EchoDelay != 2 || got.Received != 3 || got.Sampled != 8 || got.Lost != 4 ||
 		got.Bursts != 5 || got.CongestionLost != 6 || got.Unrepaired != 7 {
 		t.Fatalf("counters %+v", got)
 	}
@@ -153,7 +153,7 @@ func TestDecodeRejects(t *testing.T) {
 	}
 	fb, _ := AppendFeedback(nil, Feedback{NACKs: []NACK{{1, 1}}})
 	tooManyNACKs := append([]byte(nil), fb[:FeedbackBaseLen]...)
-	tooManyNACKs[29] = MaxNACKs + 1
+	tooManyNACKs[FeedbackBaseLen-1] = MaxNACKs + 1
 	badIndex := append([]byte(nil), data...)
 	badIndex[8] = 255
 	bigData := make([]byte, DataHeaderLen+MaxPayload+1)

@@ -1,0 +1,387 @@
+// Package recovery is quictun's loss-recovery layer: a net.PacketConn that sits
+// between quic-go and the UDP socket and hides random packet loss from quic-go,
+// whose congestion controller (Reno, no pluggable alternative) otherwise backs off
+// on every loss and reaches a few percent of a lossy long link.
+//
+// It frames each datagram quic-go sends (codecs/fecframe), codes groups of them
+// with a Reed-Solomon erasure code and sends parity right after each group, so a
+// lost datagram is rebuilt within milliseconds of the loss. Every datagram is
+// handed to quic-go the moment it arrives or is rebuilt, never held back for order:
+// quic-go treats a packet that turns up a little late as a spurious loss and
+// undoes its window cut, and once it has seen one it stops using packet-count
+// reordering altogether; later than about one round trip it does not (see
+// README.md for the measurements this design stands on).
+//
+// Congestion must still show: a loss seen while the path queue sits at its ceiling
+// is counted apart, does not raise the parity, and one rebuilt datagram per
+// round trip is withheld from quic-go so that its controller backs off.
+//
+// quic-go runs on top of a Conn unchanged: quic.Transport{Conn: conn}. Both ends
+// negotiate the framing by first datagrams (see peer), so every combination of
+// settings, and plain quic-go on the other side, connects.
+package recovery
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quictun/quictun/codecs/fecframe"
+)
+
+// Conn is a net.PacketConn that adds loss recovery to the datagrams written
+// through it and removes it from the datagrams read. It is safe for concurrent use
+// by quic-go (one reader, any number of writers).
+type Conn struct {
+	inner    net.PacketConn
+	innerUDP addrPortReader // inner, when it can read without allocating an address
+	cfg      Config
+	epoch    time.Time
+
+	codecs  codecs
+	pool    *bufferPool
+	peers   peerTable
+	flusher flusher
+
+	// Read side, owned by whoever is in ReadFrom.
+	readMu      sync.Mutex
+	pending     []delivery // rebuilt datagrams not yet handed to quic-go
+	pendingHead int
+	overflow    buffer // read buffer for when the pool is exhausted
+
+	stats     counters
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type addrPortReader interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+}
+
+// counters are the Conn's statistics, updated where the events happen.
+type counters struct {
+	datagramsSent, datagramsReceived atomic.Uint64
+	dataSent, paritySent, resent     atomic.Uint64
+	framedReceived, feedbackSent     atomic.Uint64
+	lost, congestionLost             atomic.Uint64
+	ambiguousLost                    atomic.Uint64
+	repaired, unrepaired, withheld   atomic.Uint64
+	malformed                        atomic.Uint64
+	data, parity                     atomic.Int64
+}
+
+// Stats is a snapshot of a Conn's counters. Loss counts are what this Conn's
+// receiver saw on the datagrams coming in; PeerLoss is what the peer reports for
+// the datagrams going out.
+type Stats struct {
+	DatagramsSent     uint64 // datagrams quic-go wrote
+	DatagramsReceived uint64 // datagrams handed to quic-go, rebuilt ones included
+	DataSent          uint64 // framed data datagrams sent
+	ParitySent        uint64 // parity datagrams sent
+	Resent            uint64 // data datagrams resent on NACK
+	FramedReceived    uint64 // framed data and parity datagrams received
+	Lost              uint64 // datagrams seen missing on arrival (random loss)
+	CongestionLost    uint64 // datagrams seen missing while the path queue was full
+	AmbiguousLost     uint64 // datagrams seen missing while the queue was filling
+	Repaired          uint64 // datagrams rebuilt and handed to quic-go
+	Unrepaired        uint64 // data datagrams neither received nor rebuilt
+	Withheld          uint64 // rebuilt datagrams kept from quic-go to signal congestion
+	Malformed         uint64 // framed datagrams that failed to decode
+	// Overhead is (parity + resent) / data datagrams sent.
+	Overhead float64
+	// Data and Parity are the group shape last chosen (K data, M parity for a full
+	// group), by any peer.
+	Data, Parity int
+	// PeerLoss is the random loss rate the peer measured on what we send (largest
+	// over peers), RTT the smoothed round trip (of that peer).
+	PeerLoss float64
+	RTT      time.Duration
+	// Peers are the remote addresses with state; FramedPeers those we frame for.
+	Peers, FramedPeers int
+}
+
+// NewConn wraps inner, the endpoint's UDP socket. Run quic-go on top with
+// quic.Transport{Conn: c}. Close closes inner.
+func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
+	if inner == nil {
+		return nil, errors.New("recovery: nil PacketConn")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("recovery: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	c := &Conn{
+		inner: inner,
+		cfg:   cfg,
+		epoch: time.Now(),
+		pool:  newBufferPool(cfg.MaxBuffers),
+	}
+	if r, ok := inner.(addrPortReader); ok {
+		c.innerUDP = r
+	}
+	c.peers.m = make(map[peerKey]*peer)
+	if cfg.Mode != Off {
+		ct := newController(cfg)
+		sh := ct.shape()
+		c.stats.data.Store(int64(sh.k))
+		c.stats.parity.Store(int64(sh.mFor[sh.k]))
+	}
+	c.flusher.start(c)
+	return c, nil
+}
+
+// now is the Conn's clock: monotonic time since the Conn was made.
+func (c *Conn) now() time.Duration { return time.Since(c.epoch) }
+
+// WriteTo sends b to addr, framed and protected if the peer speaks the framing.
+func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.stats.datagramsSent.Add(1)
+	if c.cfg.Mode == Off {
+		return c.inner.WriteTo(b, addr)
+	}
+	now := c.now()
+	p := c.peers.lookup(c, keyOf(addr), addr, true, now)
+	if p == nil {
+		return c.inner.WriteTo(b, addr)
+	}
+	p.lastActive.Store(int64(now))
+	switch p.state.Load() {
+	case peerFramed:
+		if ok, err := p.send.send(c, p, b, addr); ok {
+			if err != nil {
+				return 0, err
+			}
+			return len(b), nil
+		}
+	case peerOffering:
+		for range p.maybeHello(c, now) {
+			c.inner.WriteTo(b, addr) //nolint:errcheck // a copy; the original below reports errors
+		}
+	}
+	return c.inner.WriteTo(b, addr)
+}
+
+// ReadFrom returns the next datagram for quic-go: a plain QUIC packet, the payload
+// of a framed data datagram, or a rebuilt one.
+func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	for {
+		if c.pendingHead < len(c.pending) {
+			d := c.pending[c.pendingHead]
+			c.pending[c.pendingHead] = delivery{}
+			c.pendingHead++
+			if c.pendingHead == len(c.pending) {
+				c.pending, c.pendingHead = c.pending[:0], 0
+			}
+			n := copy(b, d.buf.b[fecframe.DataHeaderLen:d.buf.n])
+			c.pool.put(d.buf)
+			c.stats.datagramsReceived.Add(1)
+			return n, d.addr, nil
+		}
+		buf := c.pool.get()
+		pooled := buf != nil
+		if !pooled {
+			buf = &c.overflow
+		}
+		n, addr, p, err := c.readInner(buf.b[:])
+		if err != nil {
+			if pooled {
+				c.pool.put(buf)
+			}
+			return 0, nil, err
+		}
+		buf.n = n
+		d := buf.b[:n]
+		if !fecframe.IsFramed(d) {
+			n := copy(b, d)
+			if pooled {
+				c.pool.put(buf)
+			}
+			c.stats.datagramsReceived.Add(1)
+			return n, addr, nil
+		}
+		if n, ok := c.handleFramed(b, buf, pooled, addr, p); ok {
+			c.stats.datagramsReceived.Add(1)
+			return n, addr, nil
+		}
+	}
+}
+
+// readInner reads one datagram. For framed datagrams from a known peer it returns
+// the peer and the peer's cached address, so the hot path allocates nothing.
+func (c *Conn) readInner(b []byte) (int, net.Addr, *peer, error) {
+	if c.innerUDP != nil {
+		n, ap, err := c.innerUDP.ReadFromUDPAddrPort(b)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		key := peerKey{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
+		if p := c.peers.lookup(c, key, nil, false, 0); p != nil {
+			return n, p.addr, p, nil
+		}
+		return n, net.UDPAddrFromAddrPort(ap), nil, nil
+	}
+	n, addr, err := c.inner.ReadFrom(b)
+	return n, addr, nil, err
+}
+
+// handleFramed processes one framed datagram in buf. It returns the length of the
+// payload copied into b and true when there is one for quic-go.
+func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p *peer) (int, bool) {
+	release := func() {
+		if pooled {
+			c.pool.put(buf)
+		}
+	}
+	f, err := fecframe.Decode(buf.b[:buf.n])
+	if err != nil {
+		c.stats.malformed.Add(1)
+		release()
+		return 0, false
+	}
+	now := c.now()
+	if p == nil {
+		p = c.peers.lookup(c, keyOf(addr), addr, true, now)
+	}
+	if p != nil {
+		p.lastActive.Store(int64(now))
+	}
+	switch f.Type {
+	case fecframe.TypeData:
+		c.stats.framedReceived.Add(1)
+		n := copy(b, f.Payload)
+		if p == nil || !pooled {
+			release()
+			return n, true // no state to code with; quic-go still gets it
+		}
+		deliver, kept := p.recv.onData(c, p, &f, buf, now)
+		if !kept {
+			release()
+		}
+		return n, deliver
+	case fecframe.TypeParity:
+		c.stats.framedReceived.Add(1)
+		if p == nil || !pooled {
+			release()
+			return 0, false
+		}
+		p.recv.onParity(c, p, &f, buf, now)
+	case fecframe.TypeFeedback:
+		if p != nil {
+			p.onFeedback(c, &f, now)
+		}
+		release()
+	case fecframe.TypeHello:
+		release()
+		if c.cfg.Mode == Off {
+			return 0, false
+		}
+		var ack [fecframe.HelloLen]byte
+		c.inner.WriteTo(fecframe.AppendHelloAck(ack[:0], f.Nonce), addr) //nolint:errcheck // the peer repeats its Hello
+		if p != nil && p.state.Load() == peerOffering {
+			p.hello.Lock()
+			p.hello.last = -helloInterval // offer back with our next write
+			p.hello.Unlock()
+		}
+	case fecframe.TypeHelloAck:
+		release()
+		if p != nil {
+			p.onHelloAck(c, f.Nonce)
+		}
+	}
+	return 0, false
+}
+
+// Close stops the Conn's goroutine, waits for it, frees its buffers and closes the
+// inner PacketConn. It is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.flusher.stop()
+		c.closeErr = c.inner.Close()
+		for _, p := range c.peers.snapshot(nil) {
+			c.peers.remove(p)
+			c.retirePeer(p)
+		}
+	})
+	return c.closeErr
+}
+
+// retirePeer frees a peer's buffers.
+func (c *Conn) retirePeer(p *peer) {
+	p.send.shutdown(c)
+	p.recv.shutdown(c)
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Conn) Stats() Stats {
+	s := Stats{
+		DatagramsSent:     c.stats.datagramsSent.Load(),
+		DatagramsReceived: c.stats.datagramsReceived.Load(),
+		DataSent:          c.stats.dataSent.Load(),
+		ParitySent:        c.stats.paritySent.Load(),
+		Resent:            c.stats.resent.Load(),
+		FramedReceived:    c.stats.framedReceived.Load(),
+		Lost:              c.stats.lost.Load(),
+		CongestionLost:    c.stats.congestionLost.Load(),
+		AmbiguousLost:     c.stats.ambiguousLost.Load(),
+		Repaired:          c.stats.repaired.Load(),
+		Unrepaired:        c.stats.unrepaired.Load(),
+		Withheld:          c.stats.withheld.Load(),
+		Malformed:         c.stats.malformed.Load(),
+		Data:              int(c.stats.data.Load()),
+		Parity:            int(c.stats.parity.Load()),
+	}
+	if s.DataSent > 0 {
+		s.Overhead = float64(s.ParitySent+s.Resent) / float64(s.DataSent)
+	}
+	for _, p := range c.peers.snapshot(nil) {
+		s.Peers++
+		if p.state.Load() == peerFramed {
+			s.FramedPeers++
+		}
+		if l := math.Float64frombits(p.peerLoss.Load()); l >= s.PeerLoss {
+			s.PeerLoss = l
+			s.RTT = time.Duration(p.rtt.Load())
+		}
+	}
+	return s
+}
+
+func floatBits(f float64) uint64 { return math.Float64bits(f) }
+
+// LocalAddr returns the inner PacketConn's local address.
+func (c *Conn) LocalAddr() net.Addr { return c.inner.LocalAddr() }
+
+// SetDeadline forwards to the inner PacketConn.
+func (c *Conn) SetDeadline(t time.Time) error { return c.inner.SetDeadline(t) }
+
+// SetReadDeadline forwards to the inner PacketConn.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.inner.SetReadDeadline(t) }
+
+// SetWriteDeadline forwards to the inner PacketConn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.inner.SetWriteDeadline(t) }
+
+// SetReadBuffer sizes the inner socket's receive buffer, if it has one; quic-go
+// calls it to ask for room for bursts.
+func (c *Conn) SetReadBuffer(n int) error {
+	if s, ok := c.inner.(interface{ SetReadBuffer(int) error }); ok {
+		return s.SetReadBuffer(n)
+	}
+	return errors.New("recovery: inner PacketConn has no SetReadBuffer")
+}
+
+// SetWriteBuffer sizes the inner socket's send buffer, if it has one.
+func (c *Conn) SetWriteBuffer(n int) error {
+	if s, ok := c.inner.(interface{ SetWriteBuffer(int) error }); ok {
+		return s.SetWriteBuffer(n)
+	}
+	return errors.New("recovery: inner PacketConn has no SetWriteBuffer")
+}
+
+var _ net.PacketConn = (*Conn)(nil)

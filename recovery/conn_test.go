@@ -1,0 +1,401 @@
+package recovery
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/quictun/quictun/codecs/fecframe"
+)
+
+// dropConn is a loopback UDP socket whose writes the test can drop, one decision
+// per datagram, so a test chooses exactly which shards of a group get lost.
+type dropConn struct {
+	*net.UDPConn
+	mu   sync.Mutex
+	drop func(b []byte) bool
+}
+
+func (d *dropConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	d.mu.Lock()
+	drop := d.drop != nil && d.drop(b)
+	d.mu.Unlock()
+	if drop {
+		return len(b), nil
+	}
+	return d.UDPConn.WriteTo(b, addr)
+}
+
+func (d *dropConn) setDrop(f func(b []byte) bool) {
+	d.mu.Lock()
+	d.drop = f
+	d.mu.Unlock()
+}
+
+func listenLoopback(t *testing.T) *dropConn {
+	t.Helper()
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &dropConn{UDPConn: u}
+}
+
+// link is two Conns on loopback sockets, the sender already framing for the
+// receiver (negotiation has its own tests), and the receiver's deliveries collected.
+type link struct {
+	a, b       *Conn
+	aSock      *dropConn
+	bSock      *dropConn
+	delivered  chan []byte
+	readerDone chan struct{}
+}
+
+func newLink(t *testing.T, acfg, bcfg Config) *link {
+	t.Helper()
+	l := &link{aSock: listenLoopback(t), bSock: listenLoopback(t), delivered: make(chan []byte, 1024), readerDone: make(chan struct{})}
+	var err error
+	if l.a, err = NewConn(l.aSock, acfg); err != nil {
+		t.Fatal(err)
+	}
+	if l.b, err = NewConn(l.bSock, bcfg); err != nil {
+		t.Fatal(err)
+	}
+	// b's reader hands every datagram for quic-go to the test.
+	go func() {
+		defer close(l.readerDone)
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := l.b.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			l.delivered <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	// a reads too, so Feedback from b reaches a's controller.
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := l.a.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	p := l.a.peers.lookup(l.a, keyOf(l.bSock.LocalAddr()), l.bSock.LocalAddr(), true, l.a.now())
+	p.state.Store(peerFramed)
+	return l
+}
+
+func (l *link) close() {
+	l.a.Close()
+	l.b.Close()
+	<-l.readerDone
+}
+
+func (l *link) send(t *testing.T, payloads ...[]byte) {
+	t.Helper()
+	for _, p := range payloads {
+		if _, err := l.a.WriteTo(p, l.bSock.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// collect waits for want datagrams (and a little longer, to catch extras).
+func (l *link) collect(t *testing.T, want int, wait time.Duration) [][]byte {
+	t.Helper()
+	var got [][]byte
+	deadline := time.After(wait)
+	for {
+		select {
+		case d := <-l.delivered:
+			got = append(got, d)
+			if len(got) == want {
+				// Extras would show up right behind.
+				select {
+				case d := <-l.delivered:
+					got = append(got, d)
+				case <-time.After(50 * time.Millisecond):
+				}
+				return got
+			}
+		case <-deadline:
+			return got
+		}
+	}
+}
+
+func payloads(n, size int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = bytes.Repeat([]byte{byte('a' + i%26)}, size-i%7) // varied lengths
+		copy(out[i], fmt.Sprintf("datagram %d ", i))
+	}
+	return out
+}
+
+func sameSet(t *testing.T, got, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("delivered %d datagrams, want %d", len(got), len(want))
+	}
+	left := make(map[string]int)
+	for _, w := range want {
+		left[string(w)]++
+	}
+	for _, g := range got {
+		if left[string(g)] == 0 {
+			t.Fatalf("delivered a datagram that was not sent, or twice: %.20q", g)
+		}
+		left[string(g)]--
+	}
+}
+
+// frameIs matches framed datagrams of one type and index.
+func frameIs(typ fecframe.Type, indexes ...uint8) func([]byte) bool {
+	return func(b []byte) bool {
+		f, err := fecframe.Decode(b)
+		if err != nil || f.Type != typ {
+			return false
+		}
+		for _, i := range indexes {
+			if f.Index == i {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func TestRebuildsLostData(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 2}, Config{Mode: Fixed, Data: 4, Parity: 2})
+	defer l.close()
+	l.aSock.setDrop(frameIs(fecframe.TypeData, 1, 3))
+	want := payloads(4, 1200)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 4, 2*time.Second), want)
+	if st := l.b.Stats(); st.Repaired != 2 || st.Lost != 2 {
+		t.Fatalf("receiver stats %+v, want 2 lost and 2 repaired", st)
+	}
+	if st := l.a.Stats(); st.DataSent != 4 || st.ParitySent != 2 {
+		t.Fatalf("sender stats %+v, want 4 data and 2 parity", st)
+	}
+}
+
+func TestRebuildsWithParityLostToo(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 6, Parity: 3}, Config{Mode: Fixed, Data: 6, Parity: 3})
+	defer l.close()
+	dropData := frameIs(fecframe.TypeData, 0, 5)
+	dropParity := frameIs(fecframe.TypeParity, 1)
+	l.aSock.setDrop(func(b []byte) bool { return dropData(b) || dropParity(b) })
+	want := payloads(6, 900)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 6, 2*time.Second), want)
+}
+
+func TestTooManyLostIsCounted(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, Config{Mode: Off})
+	defer l.close()
+	l.aSock.setDrop(frameIs(fecframe.TypeData, 0, 2))
+	want := payloads(4, 500)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 2, time.Second), [][]byte{want[1], want[3]})
+	// The group is given up after groupTimeout; only then is the loss final.
+	deadline := time.Now().Add(2 * time.Second)
+	for l.b.Stats().Unrepaired != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver stats %+v, want 2 unrepaired", l.b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSpanClosesShortGroup(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := Config{Mode: Fixed, Data: 32, Parity: 2, GroupSpan: 5 * time.Millisecond}
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	l.aSock.setDrop(frameIs(fecframe.TypeData, 0))
+	want := payloads(3, 1000)
+	start := time.Now()
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 3, 2*time.Second), want)
+	if el := time.Since(start); el > time.Second {
+		t.Fatalf("rebuilt only after %v", el)
+	}
+	if st := l.a.Stats(); st.ParitySent != 2 {
+		t.Fatalf("sender stats %+v, want the group's 2 parity sent at its span", st)
+	}
+}
+
+func TestInterleaveSpreadsBurst(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	// Two groups filled alternately, one parity each: a burst of two consecutive
+	// datagrams hits each group once, and both are rebuilt.
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, Interleave: 2}
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	var n int
+	l.aSock.setDrop(func(b []byte) bool {
+		f, err := fecframe.Decode(b)
+		if err != nil || f.Type != fecframe.TypeData {
+			return false
+		}
+		n++
+		return n == 3 || n == 4
+	})
+	want := payloads(8, 700)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 8, 2*time.Second), want)
+}
+
+func TestDuplicateDeliveredOnce(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, Config{Mode: Fixed, Data: 4, Parity: 1})
+	defer l.close()
+	// Duplicate every data datagram on the wire.
+	l.aSock.setDrop(func(b []byte) bool {
+		if f, err := fecframe.Decode(b); err == nil && f.Type == fecframe.TypeData {
+			l.aSock.UDPConn.WriteTo(b, l.bSock.LocalAddr())
+		}
+		return false
+	})
+	want := payloads(4, 300)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 4, time.Second), want)
+}
+
+func TestOversizedAndPoolExhaustedGoPlain(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1}
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	big := bytes.Repeat([]byte{0x41}, fecframe.MaxPayload+1) // 0x41: QUIC fixed bit set
+	l.send(t, big)
+	got := l.collect(t, 1, time.Second)
+	sameSet(t, got, [][]byte{big})
+	if st := l.a.Stats(); st.DataSent != 0 {
+		t.Fatalf("an oversized datagram was framed: %+v", st)
+	}
+
+	tiny := Config{Mode: Fixed, Data: 4, Parity: 1, MaxBuffers: 1}
+	l2 := newLink(t, tiny, tiny)
+	defer l2.close()
+	want := payloads(6, 400)
+	for i := range want {
+		want[i][0] = 0x40 // sent plain when out of buffers: must look like QUIC
+	}
+	l2.send(t, want...)
+	sameSet(t, l2.collect(t, 6, time.Second), want)
+}
+
+// TestAutoAdaptsToMeasuredLoss: the sender's shape follows the loss the receiver
+// reports, up under loss and back down when the path is clean.
+func TestAutoAdaptsToMeasuredLoss(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Auto}, Config{Mode: Auto})
+	defer l.close()
+	var mu sync.Mutex
+	var count int
+	lossy := true
+	l.aSock.setDrop(func(b []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		count++
+		return lossy && fecframe.IsFramed(b) && count%10 == 0 // 10% of the data and parity
+	})
+	p := payloads(1, 1200)[0]
+	sendFor := func(d time.Duration) {
+		end := time.Now().Add(d)
+		for time.Now().Before(end) {
+			for range 20 {
+				l.send(t, p)
+			}
+			time.Sleep(2 * time.Millisecond)
+		drain:
+			for {
+				select {
+				case <-l.delivered:
+				default:
+					break drain
+				}
+			}
+		}
+	}
+	sendFor(1500 * time.Millisecond)
+	st := l.a.Stats()
+	if st.PeerLoss < 0.07 || st.PeerLoss > 0.13 {
+		t.Fatalf("peer-reported loss %.3f, want about 0.10 (%+v)", st.PeerLoss, st)
+	}
+	lossyParity := st.Parity
+	if lossyParity < 8 {
+		t.Fatalf("parity %d for a full group of %d at 10%% loss: too little", lossyParity, st.Data)
+	}
+	mu.Lock()
+	lossy = false
+	mu.Unlock()
+	sendFor(3 * time.Second)
+	st = l.a.Stats()
+	if st.Parity >= lossyParity/2 {
+		t.Fatalf("parity %d on a clean path, was %d at 10%% loss (%+v)", st.Parity, lossyParity, st)
+	}
+	if st.RTT <= 0 || st.RTT > 500*time.Millisecond {
+		t.Fatalf("round trip %v not measured", st.RTT)
+	}
+}
+
+func TestCloseIsIdempotentAndStopsReads(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	c, err := NewConn(listenLoopback(t), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.ReadFrom(make([]byte, 1500))
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("ReadFrom returned no error after Close")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("ReadFrom still blocked after Close")
+	}
+}
+
+func TestMalformedFramesAreDropped(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, DefaultConfig())
+	defer l.close()
+	junk := [][]byte{
+		{0x11},             // data, truncated
+		{0x12, 1, 2, 3},    // parity, truncated
+		{0x2f, 0, 0},       // unknown version
+		{0x13, 0, 0, 0, 0}, // feedback, truncated
+	}
+	for _, j := range junk {
+		l.aSock.UDPConn.WriteTo(j, l.bSock.LocalAddr())
+	}
+	want := payloads(4, 100)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 4, time.Second), want)
+	if st := l.b.Stats(); st.Malformed != uint64(len(junk)) {
+		t.Fatalf("malformed %d, want %d", st.Malformed, len(junk))
+	}
+}

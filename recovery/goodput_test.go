@@ -1,0 +1,184 @@
+package recovery
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quictun/quictun/netem"
+)
+
+// goodputDuration is how long each goodput benchmark transfers. Slow start is part
+// of the figure, as it is for an application.
+var (
+	goodputDuration = flag.Duration("goodput.duration", 12*time.Second, "transfer time of each goodput benchmark")
+	goodputTrace    = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every second of a goodput benchmark")
+)
+
+// wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
+// trip as one-way delay, a drop-tail queue of about one bandwidth-delay product.
+func wanModel(rtt time.Duration, loss float64, burst *netem.GilbertElliott) netem.Model {
+	return netem.Model{
+		Delay:      rtt / 2,
+		Loss:       loss,
+		Burst:      burst,
+		RateBps:    100_000_000,
+		QueueDelay: rtt,
+	}
+}
+
+// goodputResult is what one timed transfer measured.
+type goodputResult struct {
+	mbps           float64
+	client, server Stats
+	hasStats       bool
+}
+
+// measureGoodput runs one client->server stream for d and returns the goodput seen
+// by the server over that time.
+func measureGoodput(tb testing.TB, m netem.Model, cfg *Config, d time.Duration, seed int64) goodputResult {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	up, down := m, m
+	p := dialPair(tb, ctx, side{model: &up, recovery: cfg, seed: seed}, side{model: &down, recovery: cfg, seed: seed + 1000})
+	defer p.close()
+
+	var received atomic.Int64
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		st, err := p.serverConn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := st.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	st, err := p.clientConn.OpenStreamSync(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	sendCtx, stopSend := context.WithDeadline(ctx, start.Add(d))
+	defer stopSend()
+	sendDone := make(chan struct{})
+	go func() {
+		defer close(sendDone)
+		buf := make([]byte, 64<<10)
+		st.SetWriteDeadline(start.Add(d))
+		for sendCtx.Err() == nil {
+			if _, err := st.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	if *goodputTrace {
+		go traceGoodput(tb, sendCtx, p, &received)
+	}
+	<-sendCtx.Done()
+	got := received.Load()
+	elapsed := time.Since(start)
+	<-sendDone
+	st.CancelWrite(0)
+	p.clientConn.CloseWithError(0, "")
+	<-recvDone
+	r := goodputResult{mbps: float64(got) * 8 / elapsed.Seconds() / 1e6}
+	if p.client.rec != nil {
+		r.client, r.server, r.hasStats = p.client.rec.Stats(), p.server.rec.Stats(), true
+	}
+	return r
+}
+
+// BenchmarkGoodput is the in-process goodput benchmark of issue 4: one quic-go
+// stream over UDP loopback through the netem link model, recovery off vs auto.
+//
+//	go test -run '^$' -bench BenchmarkGoodput -benchtime 1x ./recovery/
+func BenchmarkGoodput(b *testing.B) {
+	ge, err := netem.NewBurstLoss(0.02, 3)
+	if err != nil {
+		b.Fatal(err)
+	}
+	links := []struct {
+		name string
+		m    netem.Model
+	}{
+		{"rtt50-loss0", wanModel(50*time.Millisecond, 0, nil)},
+		{"rtt50-loss1", wanModel(50*time.Millisecond, 0.01, nil)},
+		{"rtt50-loss5", wanModel(50*time.Millisecond, 0.05, nil)},
+		{"rtt50-loss10", wanModel(50*time.Millisecond, 0.10, nil)},
+		{"rtt200-loss1", wanModel(200*time.Millisecond, 0.01, nil)},
+		{"rtt50-ge2b3", wanModel(50*time.Millisecond, 0, ge)},
+	}
+	modes := []struct {
+		name string
+		cfg  *Config
+	}{
+		{"off", nil},
+		{"auto", &Config{Mode: Auto}},
+	}
+	for _, l := range links {
+		for _, md := range modes {
+			b.Run(fmt.Sprintf("%s/%s", l.name, md.name), func(b *testing.B) {
+				var sum float64
+				for i := 0; b.Loop(); i++ {
+					r := measureGoodput(b, l.m, md.cfg, *goodputDuration, int64(i+1))
+					sum += r.mbps
+					if r.hasStats {
+						logStats(b, r)
+					}
+				}
+				b.ReportMetric(sum/float64(b.N), "Mbit/s")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
+
+func logStats(tb testing.TB, r goodputResult) {
+	c, s := r.client, r.server
+	tb.Logf("%.1f Mbit/s | sender: data %d parity %d (%.1f%%) shape %d+%d peerloss %.2f%% rtt %v | receiver: lost %d congestion %d repaired %d unrepaired %d withheld %d",
+		r.mbps, c.DataSent, c.ParitySent, 100*c.Overhead, c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
+		s.Lost, s.CongestionLost, s.Repaired, s.Unrepaired, s.Withheld)
+}
+
+// traceGoodput logs, every second, what quic-go's sender and the layer are doing.
+func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.Int64) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastBytes int64
+	var lastLost uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		cs := p.clientConn.ConnectionStats()
+		n := received.Load()
+		line := fmt.Sprintf("%5.1f Mbit/s cwnd %4d pkts srtt %v minrtt %v lost(quic) +%d",
+			float64(n-lastBytes)*8/1e6, cs.CongestionWindow/1400, cs.SmoothedRTT.Round(time.Millisecond),
+			cs.MinRTT.Round(time.Millisecond), cs.PacketsLost-lastLost)
+		lastBytes, lastLost = n, cs.PacketsLost
+		if p.client.rec != nil {
+			c, s := p.client.rec.Stats(), p.server.rec.Stats()
+			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d unrep %d wh %d",
+				c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
+				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.Unrepaired, s.Withheld)
+		}
+		if p.client.emu != nil {
+			es := p.client.emu.Stats()
+			line += fmt.Sprintf(" | emu qdrop %d late %d maxlate %v", es.DroppedQueue, es.Late, es.MaxLate)
+		}
+		tb.Log(line)
+	}
+}

@@ -1,0 +1,554 @@
+package recovery
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quictun/quictun/codecs/fecframe"
+)
+
+// recvRing is how many coding groups a receiver tracks at once, indexed by group
+// id. At full-size groups that is a few hundred milliseconds of 100 Mbit/s.
+const recvRing = 64
+
+// groupTimeout is how long an incomplete group waits for the shards it needs. A
+// group's parity leaves the sender at most one GroupSpan after its first datagram
+// and the path is FIFO, so anything later than this is not coming, and a repair
+// this late would be worth nothing to quic-go anyway.
+const groupTimeout = 150 * time.Millisecond
+
+// recvGroup holds the shards of one group until it can be rebuilt or is given up.
+type recvGroup struct {
+	k, n, m   int // 0 until a parity shard states the group's shape
+	shardLen  int
+	first     time.Duration
+	dataHave  int
+	parHave   int
+	delivered [4]uint64 // data indexes handed to quic-go
+	data      [fecframe.MaxShards]*buffer
+	parity    [fecframe.MaxShards]*buffer
+}
+
+var recvGroupPool = sync.Pool{New: func() any { return new(recvGroup) }}
+
+func (g *recvGroup) isDelivered(i uint8) bool { return g.delivered[i>>6]&(1<<(i&63)) != 0 }
+func (g *recvGroup) setDelivered(i uint8)     { g.delivered[i>>6] |= 1 << (i & 63) }
+
+// release returns every buffer the group holds.
+func (g *recvGroup) release(c *Conn) {
+	for i, b := range g.data {
+		if b != nil {
+			c.pool.put(b)
+			g.data[i] = nil
+		}
+	}
+	for i, b := range g.parity {
+		if b != nil {
+			c.pool.put(b)
+			g.parity[i] = nil
+		}
+	}
+}
+
+// ringEntry is one slot of the group ring. A finished group keeps only its id and
+// done flag, so late duplicates are recognised without holding the large recvGroup.
+type ringEntry struct {
+	id   uint32
+	used bool
+	done bool
+	g    *recvGroup
+}
+
+// delivery is a rebuilt datagram waiting for quic-go's next ReadFrom.
+type delivery struct {
+	buf  *buffer
+	addr net.Addr
+}
+
+// receiver is the receiving half of a peer: it hands every data datagram to quic-go
+// at once, keeps a copy per group, rebuilds missing ones as soon as enough shards
+// are in, and measures loss and queueing delay for Feedback and for telling random
+// loss from congestion. It runs in the ReadFrom goroutine; the flusher takes mu
+// to send Feedback and expire groups.
+type receiver struct {
+	mu      sync.Mutex
+	ring    [recvRing]ringEntry
+	newest  uint32
+	started bool
+	seqs    seqTracker
+	path    pathMonitor
+
+	// Cumulative counters reported in Feedback (they wrap on the wire).
+	received, sampled, lost, bursts, congestionLost, unrepaired uint32
+
+	echoTs       uint32
+	echoAt       time.Duration
+	feedbackDue  bool
+	lastFeedback time.Duration
+
+	// Congestion signalling: a loss seen while the path queue sits at its ceiling
+	// is congestion; one rebuilt datagram per round trip is then withheld so that
+	// quic-go's congestion controller sees it and backs off.
+	withholdPending bool
+	lastWithheld    time.Duration
+
+	retired bool // the peer is gone: keep nothing
+
+	scratch [fecframe.MaxShards][]byte
+	rebuilt [fecframe.MaxShards]*buffer
+	fbBuf   [fecframe.FeedbackBaseLen + 4*fecframe.MaxNACKs]byte
+}
+
+// serialDiff24 is a-b in 24-bit serial arithmetic, sign-extended.
+func serialDiff24(a, b uint32) int32 { return int32((a-b)<<8) >> 8 }
+
+// group returns the group for id, creating it, or nil if id is too old to keep.
+func (r *receiver) group(c *Conn, id uint32, now time.Duration) (*ringEntry, *recvGroup) {
+	if !r.started {
+		r.started = true
+		r.newest = id
+	}
+	d := serialDiff24(id, r.newest)
+	if d < -recvRing+1 {
+		return nil, nil
+	}
+	if d > 0 {
+		r.newest = id
+	}
+	e := &r.ring[id%recvRing]
+	if e.used && e.id == id {
+		return e, e.g
+	}
+	if e.used {
+		if serialDiff24(e.id, id) > 0 { // the slot holds a newer group
+			return nil, nil
+		}
+		r.retire(c, e)
+	}
+	g := recvGroupPool.Get().(*recvGroup)
+	*g = recvGroup{first: now}
+	*e = ringEntry{id: id, used: true, g: g}
+	return e, g
+}
+
+// retire ends a group: it counts what could not be rebuilt and frees the slot.
+func (r *receiver) retire(c *Conn, e *ringEntry) {
+	if g := e.g; g != nil {
+		if !e.done {
+			missing := 0
+			if g.k > 0 {
+				missing = g.n - g.dataHave
+			}
+			r.unrepaired += uint32(missing)
+			c.stats.unrepaired.Add(uint64(missing))
+			if missing > 0 {
+				// quic-go sees this loss on its own; no need to withhold another.
+				r.withholdPending = false
+			}
+		}
+		g.release(c)
+		recvGroupPool.Put(g)
+	}
+	*e = ringEntry{}
+}
+
+// finish marks a group done and frees its buffers, keeping the slot's id.
+func (r *receiver) finish(c *Conn, e *ringEntry) {
+	e.g.release(c)
+	recvGroupPool.Put(e.g)
+	e.g = nil
+	e.done = true
+}
+
+// account does the per-datagram bookkeeping common to data and parity.
+func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) {
+	r.received++
+	r.echoTs, r.echoAt = ts, now
+	if !r.feedbackDue {
+		r.feedbackDue = true
+		c.flusher.wake(max(now, r.lastFeedback+feedbackInterval))
+	}
+	q := r.path.sample(ts, now)
+	state := r.path.state(q, time.Duration(p.minRTT.Load()))
+	if state == queueClear {
+		r.sampled++
+	}
+	gap := r.seqs.arrive(seq)
+	switch {
+	case gap > 0 && state == queueClear:
+		r.lost += uint32(gap)
+		r.bursts++
+		c.stats.lost.Add(uint64(gap))
+	case gap > 0 && state == queueFull:
+		r.congestionLost += uint32(gap)
+		c.stats.congestionLost.Add(uint64(gap))
+		if now-r.lastWithheld > p.rttOr(100*time.Millisecond) {
+			r.withholdPending = true
+		}
+	case gap > 0:
+		c.stats.ambiguousLost.Add(uint64(gap))
+	case gap < 0 && state == queueClear: // a datagram counted lost turned up late
+		if r.lost > 0 {
+			r.lost--
+		}
+	}
+}
+
+// onData takes a data datagram whose payload the caller has already copied out.
+// It reports whether to hand it to quic-go, and whether it kept buf.
+func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (deliver, kept bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retired {
+		return true, false
+	}
+	r.account(c, p, f.Seq, f.Timestamp, now)
+	e, g := r.group(c, f.Group, now)
+	if e == nil {
+		return true, false // too old to code; quic-go may still use it
+	}
+	if e.done || g.isDelivered(f.Index) || (g.k > 0 && int(f.Index) >= g.n) {
+		return false, false // duplicate, or a shard already rebuilt or withheld
+	}
+	g.setDelivered(f.Index)
+	g.data[f.Index] = buf
+	g.dataHave++
+	r.tryRebuild(c, p, e, now)
+	return true, true
+}
+
+// onParity takes a parity datagram; buf is always consumed.
+func (r *receiver) onParity(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retired {
+		c.pool.put(buf)
+		return
+	}
+	r.account(c, p, f.Seq, f.Timestamp, now)
+	e, g := r.group(c, f.Group, now)
+	if e == nil || e.done {
+		c.pool.put(buf)
+		return
+	}
+	L := len(f.Payload)
+	if g.k == 0 {
+		g.k, g.n, g.m, g.shardLen = int(f.K), int(f.N), int(f.M), L
+	} else if g.k != int(f.K) || g.n != int(f.N) || g.m != int(f.M) || g.shardLen != L {
+		c.pool.put(buf) // disagrees with the group's first parity: not ours to trust
+		return
+	}
+	if g.parity[f.Index] != nil {
+		c.pool.put(buf)
+		return
+	}
+	g.parity[f.Index] = buf
+	g.parHave++
+	r.tryRebuild(c, p, e, now)
+}
+
+// tryRebuild completes a group when all its data is in, or rebuilds the missing
+// data once it holds as many shards as the group has data shards.
+func (r *receiver) tryRebuild(c *Conn, p *peer, e *ringEntry, now time.Duration) {
+	g := e.g
+	if g.k == 0 {
+		return
+	}
+	if g.dataHave >= g.n {
+		r.finish(c, e)
+		return
+	}
+	if g.dataHave+g.parHave < g.n {
+		return
+	}
+	L := g.shardLen
+	shards := r.scratch[:g.k+g.m]
+	missing := r.rebuilt[:0]
+	ok := true
+	for i := range g.n {
+		if d := g.data[i]; d != nil {
+			end := fecframe.DataShardOffset + L
+			if d.n > end { // longer than the group's shards: inconsistent
+				ok = false
+				break
+			}
+			clear(d.b[d.n:end])
+			shards[i] = d.b[fecframe.DataShardOffset:end]
+			continue
+		}
+		nb := c.pool.get()
+		if nb == nil {
+			ok = false
+			break
+		}
+		missing = append(missing, nb)
+		shards[i] = nb.b[fecframe.DataShardOffset:fecframe.DataShardOffset]
+	}
+	if ok {
+		for i := g.n; i < g.k; i++ {
+			shards[i] = zeroShard[:L]
+		}
+		for j := range g.m {
+			if pb := g.parity[j]; pb != nil {
+				shards[g.k+j] = pb.b[fecframe.ParityHeaderLen : fecframe.ParityHeaderLen+L]
+			} else {
+				shards[g.k+j] = nil
+			}
+		}
+		enc, err := c.codecs.get(g.k, g.m)
+		if err == nil {
+			err = enc.ReconstructData(shards)
+		}
+		ok = err == nil
+	}
+	if !ok {
+		for _, nb := range missing {
+			c.pool.put(nb)
+		}
+		r.retire(c, e)
+		return
+	}
+	mi := 0
+	for i := range g.n {
+		if g.data[i] != nil {
+			continue
+		}
+		nb := missing[mi]
+		mi++
+		out := shards[i]
+		if len(out) > 0 && &out[0] != &nb.b[fecframe.DataShardOffset] {
+			copy(nb.b[fecframe.DataShardOffset:], out) // the coder allocated instead of using our buffer
+		}
+		plen := int(binary.BigEndian.Uint16(nb.b[fecframe.DataShardOffset:]))
+		g.setDelivered(uint8(i))
+		if 2+plen > L {
+			c.pool.put(nb) // garbage from inconsistent shards; quic-go would drop it anyway
+			continue
+		}
+		if r.withholdPending {
+			r.withholdPending = false
+			r.lastWithheld = now
+			c.stats.withheld.Add(1)
+			c.pool.put(nb)
+			continue
+		}
+		nb.n = fecframe.DataHeaderLen + plen
+		c.pending = append(c.pending, delivery{buf: nb, addr: p.addr})
+		c.stats.repaired.Add(1)
+	}
+	r.finish(c, e)
+}
+
+// service sends Feedback when due and gives up on groups that timed out. It
+// returns when it next needs to run, 0 for "nothing pending".
+func (r *receiver) service(c *Conn, p *peer, now time.Duration) (next time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.ring {
+		e := &r.ring[i]
+		if !e.used || e.done {
+			continue
+		}
+		if deadline := e.g.first + groupTimeout; deadline <= now {
+			r.retire(c, e)
+		} else if next == 0 || deadline < next {
+			next = deadline
+		}
+	}
+	if r.feedbackDue {
+		due := r.lastFeedback + feedbackInterval
+		if due <= now {
+			r.sendFeedback(c, p, now)
+		} else if next == 0 || due < next {
+			next = due
+		}
+	}
+	return next
+}
+
+// feedbackInterval paces Feedback: often enough that the sender's estimate and
+// round-trip time follow the path, rare enough to cost nothing (40 small
+// datagrams a second).
+const feedbackInterval = 25 * time.Millisecond
+
+func (r *receiver) sendFeedback(c *Conn, p *peer, now time.Duration) {
+	fb := fecframe.Feedback{
+		EchoTimestamp:  r.echoTs,
+		EchoDelay:      stamp(now - r.echoAt),
+		Received:       r.received,
+		Sampled:        r.sampled,
+		Lost:           r.lost,
+		Bursts:         r.bursts,
+		CongestionLost: r.congestionLost,
+		Unrepaired:     r.unrepaired,
+	}
+	b, err := fecframe.AppendFeedback(r.fbBuf[:0], fb)
+	if err != nil {
+		return
+	}
+	c.inner.WriteTo(b, p.addr) //nolint:errcheck // the next one carries the same cumulative counts
+	c.stats.feedbackSent.Add(1)
+	r.feedbackDue = false
+	r.lastFeedback = now
+}
+
+// shutdown frees every group.
+func (r *receiver) shutdown(c *Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retired = true
+	for i := range r.ring {
+		if e := &r.ring[i]; e.used {
+			if e.g != nil {
+				e.g.release(c)
+				recvGroupPool.Put(e.g)
+			}
+			*e = ringEntry{}
+		}
+	}
+}
+
+// seqTracker finds gaps in the datagram sequence numbers of one direction.
+type seqTracker struct {
+	started bool
+	highest uint32
+	seen    [seqWindow / 64]uint64 // arrivals of the last seqWindow sequence numbers
+}
+
+const seqWindow = 1024
+
+// arrive records seq. It returns how many sequence numbers it skipped (counted as
+// lost now), -1 when seq had been counted lost and turns up late, or 0.
+func (t *seqTracker) arrive(seq uint32) int {
+	if !t.started {
+		t.started = true
+		t.highest = seq
+		t.mark(seq)
+		return 0
+	}
+	d := int32(seq - t.highest)
+	switch {
+	case d > 0:
+		// Clear the bits of the skipped numbers, then mark seq.
+		for s, i := t.highest+1, int32(0); i < d && i < seqWindow; s, i = s+1, i+1 {
+			t.seen[(s%seqWindow)/64] &^= 1 << (s % 64)
+		}
+		t.highest = seq
+		t.mark(seq)
+		gap := int(d - 1)
+		if gap > 1<<16 { // a restart or garbage rather than a loss run
+			return 0
+		}
+		return gap
+	case d > -seqWindow:
+		if t.marked(seq) {
+			return 0 // duplicate
+		}
+		t.mark(seq)
+		return -1
+	}
+	return 0
+}
+
+func (t *seqTracker) mark(s uint32)        { t.seen[(s%seqWindow)/64] |= 1 << (s % 64) }
+func (t *seqTracker) marked(s uint32) bool { return t.seen[(s%seqWindow)/64]&(1<<(s%64)) != 0 }
+
+// pathMonitor follows the one-way delay of a direction to estimate how full the
+// bottleneck queue is. The sender's clock is unrelated to ours, so only
+// differences matter: queueing delay is the one-way delay above its minimum.
+//
+// A drop-tail queue drops only when it is full, so it tells random loss from
+// congestion by the queueing delay q at the time of the loss, against the highest
+// (smoothed) q of the last half minute, the queue's ceiling:
+//   - q below most of the ceiling (or below a noise floor): the queue was not
+//     full, the loss is random. Only these losses, and the datagrams received in the same
+//     state, feed the loss estimate, so queue overflows never raise the parity (and
+//     parity never feeds its own overflow).
+//   - q near the ceiling and at least congestionShare of the path's minimum round
+//     trip: congestion. It is shown to quic-go, whose Reno cut (x0.7) then still
+//     leaves at least a bandwidth-delay product in flight.
+//   - anything between: repaired, but counted nowhere.
+type pathMonitor struct {
+	started bool
+	base    uint32 // (arrival - ts) of the first sample
+	// minimum one-way delay, in two windows so it can follow a route change
+	minCur, minPrev int64
+	minEpoch        int64
+	smoothed        float64 // queueing delay, EWMA over ~8 datagrams, microseconds
+	// per-second maxima of the smoothed queueing delay
+	peaks     [ceilingSeconds]int64
+	peakEpoch int64
+}
+
+const (
+	ceilingSeconds = 30
+	minWindow      = 60 * time.Second
+	// A loss with q at or above fullShare x ceiling may be congestion; below it, it
+	// is random.
+	fullShare = 0.8
+	// congestionShare: congestion needs a queue of at least this share of the
+	// minimum round trip, so that quic-go's cut to 0.7 keeps the link full
+	// (0.7 x 1.43 >= 1).
+	congestionShare = 0.43
+	// queueNoise: below this much queueing delay the queue counts as empty; it keeps
+	// scheduling noise from passing for a queue.
+	queueNoise = 2 * time.Millisecond
+)
+
+// queueState classifies the path queue at one moment.
+type queueState int
+
+const (
+	queueClear queueState = iota
+	queueAmbiguous
+	queueFull
+)
+
+// sample records one datagram and returns the smoothed queueing delay.
+func (m *pathMonitor) sample(ts uint32, now time.Duration) time.Duration {
+	raw := stamp(now) - ts
+	if !m.started {
+		m.started = true
+		m.base = raw
+		m.minCur, m.minPrev = 0, 0
+		m.minEpoch = int64(now / minWindow)
+		m.peakEpoch = int64(now / time.Second)
+	}
+	owd := int64(int32(raw - m.base))
+	if ep := int64(now / minWindow); ep != m.minEpoch {
+		m.minPrev, m.minCur, m.minEpoch = m.minCur, owd, ep
+	}
+	m.minCur = min(m.minCur, owd)
+	q := owd - min(m.minCur, m.minPrev)
+	m.smoothed += (float64(q) - m.smoothed) / 8
+	sec := int64(now / time.Second)
+	for ; m.peakEpoch < sec; m.peakEpoch++ {
+		m.peaks[(m.peakEpoch+1)%ceilingSeconds] = 0
+	}
+	if s := int64(m.smoothed); s > m.peaks[sec%ceilingSeconds] {
+		m.peaks[sec%ceilingSeconds] = s
+	}
+	return time.Duration(m.smoothed) * time.Microsecond
+}
+
+// state classifies the queue at queueing delay q; minRTT is the path's minimum
+// round trip, 0 if not known yet.
+func (m *pathMonitor) state(q, minRTT time.Duration) queueState {
+	if q < queueNoise {
+		return queueClear
+	}
+	var ceiling int64
+	for _, p := range m.peaks {
+		ceiling = max(ceiling, p)
+	}
+	c := time.Duration(ceiling) * time.Microsecond
+	switch {
+	case float64(q) < fullShare*float64(c):
+		return queueClear
+	case minRTT > 0 && float64(q) >= congestionShare*float64(minRTT):
+		return queueFull
+	}
+	return queueAmbiguous
+}
