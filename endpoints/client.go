@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
@@ -59,6 +60,7 @@ type Client struct {
 	udp      *net.UDPConn
 	tr       *quic.Transport
 	sessions *sessionKeeper
+	metrics  *metrics
 }
 
 // NewClient validates cfg and binds both the application listener and the UDP
@@ -81,12 +83,17 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
 	tr := &quic.Transport{Conn: udp}
-	return &Client{
+	c := &Client{
 		cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine),
 		ln: ln, udp: udp, tr: tr,
 		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, cfg.Logger),
-	}, nil
+	}
+	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live)
+	return c, nil
 }
+
+// Gatherer is the client's Prometheus registry.
+func (c *Client) Gatherer() prometheus.Gatherer { return c.metrics.registry }
 
 // Addr is where applications connect.
 func (c *Client) Addr() net.Addr { return c.ln.Addr() }
@@ -149,18 +156,21 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	tok, err := c.cfg.Tokens.Token(setup, app.RemoteAddr())
 	if err != nil {
 		log.Warn("application connection closed: no token", "err", err)
+		c.metrics.failed(failNoToken)
 		app.Close()
 		return
 	}
 	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok), Secret: c.cfg.Secret})
 	if err != nil {
 		log.Warn("application connection closed: bad token", "err", err)
+		c.metrics.failed(failNoToken)
 		app.Close()
 		return
 	}
 	stream, conn, err := c.sessions.openStream(setup)
 	if err != nil {
 		log.Warn("application connection closed: no tunnel", "err", err)
+		c.metrics.failed(failNoSession)
 		app.Close()
 		return
 	}
@@ -168,6 +178,7 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	// without waiting for the server's answer: no extra round trip.
 	if _, err := stream.Write(hdr); err != nil {
 		log.Warn("application connection closed: session broke", "err", err)
+		c.metrics.failed(failNoSession)
 		stream.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
 		app.Close()
 		return
@@ -183,6 +194,11 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	log = log.With("tunnel", t.ID, "stream", int64(stream.StreamID()))
 	log.Debug("tunnel opened")
 	err = t.Run(engine.ConnSide(app), &statusSide{Side: engine.StreamSide(stream)})
+	if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
+		c.metrics.failedWith(se.Status.Code)
+	} else {
+		c.metrics.ended(err)
+	}
 	logTunnelEnd(log, t, err)
 }
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/quictun/quictun/endpoints/address"
@@ -487,4 +488,77 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 	if n != 1 {
 		t.Errorf("web service asked %d times, want 1", n)
 	}
+}
+
+func TestMetricsCountTunnelsRefusalsAndSessions(t *testing.T) {
+	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, echo)
+	defer srvApp.close()
+	srv, stopServer := startServer(t, pairOptions{})
+	defer stopServer()
+	good, stopGood := startClient(t, srv.Addr().String(), pairOptions{token: srvApp.addr.String()})
+	defer stopGood()
+	bad, stopBad := startClient(t, srv.Addr().String(), pairOptions{token: "no-such-address"})
+	defer stopBad()
+
+	c := dialApp(t, good.Addr())
+	c.Write([]byte("12345"))
+	io.ReadFull(c, make([]byte, 5))
+	c.Close()
+	assertClosedPromptly(t, bad.Addr(), false)
+
+	want := map[string]float64{
+		`quictun_tunnels_opened_total{endpoint="server"}`:                     1,
+		`quictun_tunnel_failures_total{endpoint="server",reason="bad token"}`: 1,
+		`quictun_tunnel_failures_total{endpoint="client",reason="bad token"}`: 1,
+		`quictun_sessions_open{endpoint="server"}`:                            2,
+		`quictun_tunnel_bytes_total{direction="up",endpoint="server"}`:        5,
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := gather(t, srv, bad)
+		missing := ""
+		for k, v := range want {
+			if got[k] != v {
+				missing += fmt.Sprintf("%s = %v, want %v; ", k, got[k], v)
+			}
+		}
+		rtts := 0
+		for k, v := range got {
+			if strings.HasPrefix(k, `quictun_session_rtt_seconds{endpoint="server",session="127.0.0.1:`) && v > 0 {
+				rtts++
+			}
+		}
+		if rtts != 2 {
+			missing += fmt.Sprintf("%d session RTTs, want 2; ", rtts)
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(missing)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// gather flattens the metrics of endpoints into "name{labels}" -> value.
+func gather(t *testing.T, eps ...interface{ Gatherer() prometheus.Gatherer }) map[string]float64 {
+	out := map[string]float64{}
+	for _, ep := range eps {
+		mfs, err := ep.Gatherer().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				var labels []string
+				for _, l := range m.GetLabel() {
+					labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+			}
+		}
+	}
+	return out
 }

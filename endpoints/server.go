@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
@@ -64,6 +65,7 @@ type Server struct {
 	tr  *quic.Transport
 	ln  *quic.Listener
 
+	metrics  *metrics
 	draining atomic.Bool
 	sessions struct {
 		sync.Mutex
@@ -99,7 +101,21 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udp: udp, tr: tr, ln: ln}
 	s.sessions.live = make(map[*quic.Conn]struct{})
+	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions)
 	return s, nil
+}
+
+// Gatherer is the server's Prometheus registry.
+func (s *Server) Gatherer() prometheus.Gatherer { return s.metrics.registry }
+
+func (s *Server) liveSessions() []*quic.Conn {
+	s.sessions.Lock()
+	defer s.sessions.Unlock()
+	out := make([]*quic.Conn, 0, len(s.sessions.live))
+	for c := range s.sessions.live {
+		out = append(out, c)
+	}
+	return out
 }
 
 // Addr is the UDP address the server listens on.
@@ -207,7 +223,7 @@ func sessionEndReason(conn *quic.Conn, err error) string {
 func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, stream *quic.Stream) {
 	log := s.log.With("session", peer, "stream", int64(stream.StreamID()))
 	if s.draining.Load() {
-		refuse(stream, preamble.CodeShutdown, "server is shutting down")
+		s.refuse(stream, preamble.CodeShutdown, "server is shutting down")
 		return
 	}
 	_ = stream.SetReadDeadline(time.Now().Add(s.cfg.PreambleTimeout))
@@ -215,9 +231,10 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, 
 	if err != nil {
 		if errors.Is(err, preamble.ErrMalformed) {
 			log.Warn("tunnel refused", "status", preamble.CodeBadPreamble, "err", err)
-			refuse(stream, preamble.CodeBadPreamble, err.Error())
+			s.refuse(stream, preamble.CodeBadPreamble, err.Error())
 		} else {
 			log.Warn("tunnel abandoned before its header", "err", err)
+			s.metrics.failedWith(preamble.CodeBadPreamble)
 			stream.CancelRead(quic.StreamErrorCode(preamble.CodeBadPreamble))
 			stream.CancelWrite(quic.StreamErrorCode(preamble.CodeBadPreamble))
 		}
@@ -227,14 +244,14 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, 
 	target, err := s.cfg.Parser.Parse(hdr.Token)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "err", err)
-		refuse(stream, preamble.CodeBadToken, err.Error())
+		s.refuse(stream, preamble.CodeBadToken, err.Error())
 		return
 	}
 	log = log.With("target", target.String())
 	app, err := target.Dial(ctx, s.cfg.DialTimeout)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeUnreachable, "err", err)
-		refuse(stream, preamble.CodeUnreachable, err.Error())
+		s.refuse(stream, preamble.CodeUnreachable, err.Error())
 		return
 	}
 	if _, err := stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {
@@ -253,13 +270,15 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, 
 	log = log.With("tunnel", t.ID)
 	log.Debug("tunnel opened")
 	err = t.Run(engine.StreamSide(stream), engine.ConnSide(app))
+	s.metrics.ended(err)
 	logTunnelEnd(log, t, err)
 }
 
 // refuse answers a stream with a failure status, then stops it: the status is
 // sent before FIN, and STOP_SENDING with the same code tells the client to stop
 // sending application bytes that nobody will read.
-func refuse(stream *quic.Stream, code preamble.Code, msg string) {
+func (s *Server) refuse(stream *quic.Stream, code preamble.Code, msg string) {
+	s.metrics.failedWith(code)
 	_, _ = stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: code, Message: msg}))
 	_ = stream.Close()
 	stream.CancelRead(quic.StreamErrorCode(code))

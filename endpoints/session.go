@@ -100,6 +100,16 @@ func (k *sessionKeeper) unpublish(conn *quic.Conn) {
 	}
 }
 
+// live lists the current session, for metrics.
+func (k *sessionKeeper) live() []*quic.Conn {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.conn == nil {
+		return nil
+	}
+	return []*quic.Conn{k.conn}
+}
+
 // get returns the live session, waiting for one while ctx lasts.
 func (k *sessionKeeper) get(ctx context.Context) (*quic.Conn, error) {
 	for {

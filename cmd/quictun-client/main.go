@@ -37,7 +37,8 @@ type flags struct {
 	ServerName         string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
 	InsecureSkipVerify bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
 
-	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
 	SessionWait   time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable."`
 	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
 
@@ -96,5 +97,5 @@ func run(f flags, file *cli.Config) error {
 		"server", f.ServerEndpoint, "verify", opts.Mode())
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
-	return cli.RunWithAPI(ctx, f.HttpdListenOn, client.Registry(), log, client.Run)
+	return cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, client, log)
 }

@@ -33,7 +33,8 @@ type flags struct {
 	VerifyRemoteEndpoint bool   `help:"Require every client endpoint to present a certificate signed by --ca-file (mutual TLS)."`
 	StateDir             string `default:"${state_dir}" help:"Where the generated key pair is kept, so the fingerprint stays stable." type:"path" placeholder:"DIR"`
 
-	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
 	DialTimeout   time.Duration `default:"5s" help:"How long to try to connect to a server application."`
 	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
 
@@ -87,5 +88,5 @@ func run(f flags, file *cli.Config) error {
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
-	return cli.RunWithAPI(ctx, f.HttpdListenOn, srv.Registry(), log, srv.Run)
+	return cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log)
 }

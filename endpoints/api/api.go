@@ -4,6 +4,8 @@
 package api
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,26 +15,55 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/quictun/quictun/engine"
 )
 
+// Options is what the API serves and how it guards it.
+type Options struct {
+	Registry *engine.Registry
+	// Gatherer is served on /metrics; nil serves no metrics.
+	Gatherer prometheus.Gatherer
+	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
+	// request but /healthz.
+	Token  string
+	Logger *slog.Logger
+}
+
 // Server serves the API of one endpoint.
 type Server struct {
-	ln    net.Listener
-	http  *fasthttp.Server
-	reg   *engine.Registry
-	start time.Time
+	ln      net.Listener
+	http    *fasthttp.Server
+	reg     *engine.Registry
+	metrics fasthttp.RequestHandler
+	token   [sha256.Size]byte // hash of the bearer token; zero when none
+	guarded bool
+	start   time.Time
 }
 
 // Listen binds the API's TCP address.
-func Listen(addr string, reg *engine.Registry, log *slog.Logger) (*Server, error) {
+func Listen(addr string, o Options) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("API listen on %s: %w", addr, err)
 	}
-	s := &Server{ln: ln, reg: reg, start: time.Now()}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{ln: ln, reg: o.Registry, start: time.Now()}
+	if o.Gatherer != nil {
+		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
+			ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4, Timeout: 10 * time.Second,
+		}))
+	}
+	if o.Token != "" {
+		s.token, s.guarded = sha256.Sum256([]byte(o.Token)), true
+	}
 	s.http = &fasthttp.Server{
 		Handler:            s.route,
 		Name:               "quictun",
@@ -43,7 +74,11 @@ func Listen(addr string, reg *engine.Registry, log *slog.Logger) (*Server, error
 		ReadBufferSize:     8 << 10,
 		Concurrency:        256,
 		MaxConnsPerIP:      32,
-		Logger:             slogPrinter{log},
+		// The worker pool's cleaner sleeps this long between rounds and only
+		// sees the stop after waking, so this bounds how long it outlives
+		// Shutdown.
+		MaxIdleWorkerDuration: 100 * time.Millisecond,
+		Logger:                slogPrinter{log},
 		// Error pages are JSON like every other answer.
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			writeError(ctx, fasthttp.StatusBadRequest, "bad request: "+err.Error())
@@ -69,7 +104,17 @@ func (s *Server) Shutdown() error { return s.http.Shutdown() }
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
+	if path != "/healthz" && !s.authorized(ctx) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="quictun"`)
+		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
 	switch {
+	case path == "/metrics" && s.metrics != nil:
+		if !allow(ctx, fasthttp.MethodGet) {
+			return
+		}
+		s.metrics(ctx)
 	case path == "/healthz":
 		if !allow(ctx, fasthttp.MethodGet) {
 			return
@@ -114,6 +159,20 @@ func (s *Server) tunnel(ctx *fasthttp.RequestCtx, idText string) {
 		return
 	}
 	writeJSON(ctx, fasthttp.StatusOK, toJSON(t.Snapshot(time.Now())))
+}
+
+// authorized compares hashes in constant time, so neither the token nor its
+// length leaks through timing.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	if !s.guarded {
+		return true
+	}
+	got, ok := strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
+	if !ok {
+		return false
+	}
+	h := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(h[:], s.token[:]) == 1
 }
 
 func allow(ctx *fasthttp.RequestCtx, methods ...string) bool {

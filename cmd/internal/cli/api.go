@@ -4,24 +4,33 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/quictun/quictun/endpoints/api"
 	"github.com/quictun/quictun/engine"
 )
 
+// Endpoint is what the API shows of a server or client endpoint.
+type Endpoint interface {
+	Registry() *engine.Registry
+	Gatherer() prometheus.Gatherer
+	Run(context.Context) error
+}
+
 // RunWithAPI runs an endpoint and, when httpd is set, its REST API beside it;
 // the API stops once the endpoint has stopped.
-func RunWithAPI(ctx context.Context, httpd string, reg *engine.Registry, log *slog.Logger, run func(context.Context) error) error {
+func RunWithAPI(ctx context.Context, httpd, token string, ep Endpoint, log *slog.Logger) error {
 	if httpd == "" {
-		return run(ctx)
+		return ep.Run(ctx)
 	}
-	srv, err := api.Listen(httpd, reg, log)
+	srv, err := api.Listen(httpd, api.Options{Registry: ep.Registry(), Gatherer: ep.Gatherer(), Token: token, Logger: log})
 	if err != nil {
 		return err
 	}
 	log.Info("REST API listening", "addr", srv.Addr().String())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	err = run(ctx)
+	err = ep.Run(ctx)
 	srv.Shutdown()
 	<-served
 	return err
