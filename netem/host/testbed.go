@@ -1,6 +1,9 @@
+//go:build linux
+
 // Package host emulates a link between two hosts on one machine, so that kernel TCP
 // and quictun cross the same impaired path: two network namespaces (the client host and
-// the server host) joined through the emulator. It needs root.
+// the server host) joined through the emulator. It needs root and Linux (namespaces,
+// TUN, tc), so every file is built for Linux only.
 //
 // Two backends:
 //   - "tun": a TUN device in each namespace and a user-space forwarder in this process
