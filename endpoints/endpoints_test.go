@@ -42,7 +42,7 @@ type pair struct {
 }
 
 type pairOptions struct {
-	listenOn   address.Address // client's application listener; default tcp 127.0.0.1:0
+	listenOn   address.Address // client's application listener; default loopbackTCP()
 	token      string          // Fixed token
 	serverUDP  string          // default 127.0.0.1:0
 	stateDir   string
@@ -97,7 +97,7 @@ func startClient(t testing.TB, serverAddr string, o pairOptions) (*Client, func(
 		}
 	}
 	if o.listenOn == (address.Address{}) {
-		o.listenOn = address.Address{Network: "tcp", Addr: "127.0.0.1:0"}
+		o.listenOn = loopbackTCP()
 	}
 	cfg := ClientConfig{ListenOn: o.listenOn, ServerEndpoint: serverAddr, Tokens: src, TLS: tlsConf,
 		Logger: testLogger(t).With("side", "client"), DrainTimeout: time.Second, SessionWait: 5 * time.Second}
@@ -148,6 +148,16 @@ func (s *app) close() { s.ln.Close(); s.wg.Wait() }
 
 func echo(c net.Conn) { io.Copy(c, c) }
 
+// loopbackTCP is a listen address on a loopback IP of its own. This machine's
+// tests leave tens of thousands of loopback connections in TIME_WAIT; once the
+// even ephemeral ports run out, a dial from 127.0.0.1 can pick a source port
+// that mirrors a TIME_WAIT entry of a fresh 127.0.0.1 listener and be reset.
+// A random 127.x.y.z keeps each test's tuples apart.
+func loopbackTCP() address.Address {
+	ip := net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254)))
+	return address.Address{Network: "tcp", Addr: net.JoinHostPort(ip.String(), "0")}
+}
+
 func dialApp(t testing.TB, a net.Addr) net.Conn {
 	t.Helper()
 	c, err := net.DialTimeout(a.Network(), a.String(), 5*time.Second)
@@ -172,7 +182,7 @@ func TestLargeTransferBothWaysIntact(t *testing.T) {
 	got := make(chan digest, 1)
 	down := make([]byte, size)
 	rand.NewChaCha8([32]byte{1}).Read(down)
-	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, func(c net.Conn) {
+	srvApp := startApp(t, loopbackTCP(), func(c net.Conn) {
 		var wg sync.WaitGroup
 		wg.Go(func() { c.Write(down); closeWrite(c) })
 		h := sha256.New()
@@ -207,7 +217,7 @@ func sha(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 // The application shuts its write side first and still gets every byte the
 // server application sends after that.
 func TestHalfCloseKeepsTheOtherDirection(t *testing.T) {
-	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, func(c net.Conn) {
+	srvApp := startApp(t, loopbackTCP(), func(c net.Conn) {
 		req, _ := io.ReadAll(c) // until the client's FIN
 		time.Sleep(100 * time.Millisecond)
 		for range 100 {
@@ -272,7 +282,7 @@ func TestThousandConcurrentTunnels(t *testing.T) {
 		t.Skip("1000 tunnels: not in -short")
 	}
 	const n = 1000
-	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, echo)
+	srvApp := startApp(t, loopbackTCP(), echo)
 	defer srvApp.close()
 	p := startPair(t, pairOptions{token: srvApp.addr.String()})
 	defer p.stop()
@@ -313,7 +323,7 @@ func TestThousandConcurrentTunnels(t *testing.T) {
 // never reads is stuck with a full window while another moves data.
 func TestStuckApplicationDoesNotBlockOthers(t *testing.T) {
 	block := make(chan struct{})
-	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, func(c net.Conn) {
+	srvApp := startApp(t, loopbackTCP(), func(c net.Conn) {
 		var first [1]byte
 		io.ReadFull(c, first[:])
 		if first[0] == 's' { // the stuck one: stop reading
@@ -384,7 +394,7 @@ func assertClosedPromptly(t *testing.T, a net.Addr, sendFirst bool) {
 // The server restarts on the same port: the client redials and new
 // application connections work again.
 func TestServerRestartClientRedials(t *testing.T) {
-	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, echo)
+	srvApp := startApp(t, loopbackTCP(), echo)
 	defer srvApp.close()
 	stateDir := t.TempDir()
 	srv, stopServer := startServer(t, pairOptions{stateDir: stateDir})
@@ -434,9 +444,9 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 	hello := func(tag string) func(net.Conn) {
 		return func(c net.Conn) { c.Write([]byte(tag)) }
 	}
-	appA := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, hello("A"))
+	appA := startApp(t, loopbackTCP(), hello("A"))
 	defer appA.close()
-	appB := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, hello("B"))
+	appB := startApp(t, loopbackTCP(), hello("B"))
 	defer appB.close()
 
 	readTag := func(a net.Addr) string {
@@ -448,7 +458,7 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 	}
 
 	path := filepath.Join(t.TempDir(), "tokens")
-	os.WriteFile(path, []byte("127.0.0.1/32 "+appA.addr.String()+"\n* "+appB.addr.String()+"\n"), 0o600)
+	os.WriteFile(path, []byte("127.0.0.0/8 "+appA.addr.String()+"\n* "+appB.addr.String()+"\n"), 0o600)
 	fileSrc, err := token.NewSource("File", path)
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +470,7 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 	p.stop()
 
 	var asked sync.Map
-	web := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, func(c net.Conn) {
+	web := startApp(t, loopbackTCP(), func(c net.Conn) {
 		req := make([]byte, 4096)
 		n, _ := c.Read(req)
 		asked.Store(strings.Fields(string(req[:n]))[1], true)
@@ -479,7 +489,7 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 	}
 	n := 0
 	asked.Range(func(k, _ any) bool {
-		if !strings.HasPrefix(k.(string), "/token?addr=127.0.0.1%3A") {
+		if !strings.HasPrefix(k.(string), "/token?addr=127.") {
 			t.Errorf("asked %s", k)
 		}
 		n++
@@ -491,7 +501,7 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 }
 
 func TestMetricsCountTunnelsRefusalsAndSessions(t *testing.T) {
-	srvApp := startApp(t, address.Address{Network: "tcp", Addr: "127.0.0.1:0"}, echo)
+	srvApp := startApp(t, loopbackTCP(), echo)
 	defer srvApp.close()
 	srv, stopServer := startServer(t, pairOptions{})
 	defer stopServer()

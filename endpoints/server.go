@@ -2,6 +2,8 @@ package endpoints
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
@@ -36,10 +39,46 @@ type ServerConfig struct {
 	PreambleTimeout time.Duration
 	// DrainTimeout is how long shutdown lets live tunnels finish (default 10 s).
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// Secret, when set, must come in every stream's header (compared in
+	// constant time); a client without it is refused with CodeAuthFailed.
+	Secret []byte
+	// Policy restricts the targets tokens may name; nil allows every target.
+	Policy *policy.Policy
+	Limits Limits
+	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
+	// emulation in tests).
+	WrapUDP func(net.PacketConn) net.PacketConn
+	Logger  *slog.Logger
+}
+
+// Limits protect a server from more than it can carry. Past a limit a new
+// session or tunnel is refused with CodeOverloaded; live ones are untouched.
+type Limits struct {
+	MaxSessions          int // QUIC sessions at once (default 256)
+	MaxTunnels           int // tunnels at once over all sessions (default 8192)
+	MaxTunnelsPerSession int // tunnels at once on one session (default 4096)
+	// MaxHeaderSize bounds a stream's header: token plus secret (default and
+	// ceiling preamble.MaxHeaderLen).
+	MaxHeaderSize int
+}
+
+func (l *Limits) setDefaults() {
+	if l.MaxSessions <= 0 {
+		l.MaxSessions = 256
+	}
+	if l.MaxTunnels <= 0 {
+		l.MaxTunnels = 8192
+	}
+	if l.MaxTunnelsPerSession <= 0 {
+		l.MaxTunnelsPerSession = 4096
+	}
+	if l.MaxHeaderSize <= 0 || l.MaxHeaderSize > preamble.MaxHeaderLen {
+		l.MaxHeaderSize = preamble.MaxHeaderLen
+	}
 }
 
 func (c *ServerConfig) setDefaults() {
+	c.Limits.setDefaults()
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
 	}
@@ -67,10 +106,19 @@ type Server struct {
 
 	metrics  *metrics
 	draining atomic.Bool
+	tunnels  atomic.Int64 // admitted tunnels, for Limits.MaxTunnels
+	secret   [sha256.Size]byte
 	sessions struct {
 		sync.Mutex
-		live map[*quic.Conn]struct{}
+		live map[*quic.Conn]*serverSession
 	}
+}
+
+// serverSession is one client endpoint's session as the server tracks it.
+type serverSession struct {
+	conn    *quic.Conn
+	peer    string       // the client's address, and its certificate's subject under mutual TLS
+	tunnels atomic.Int64 // admitted tunnels, for Limits.MaxTunnelsPerSession
 }
 
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails
@@ -88,19 +136,28 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	tr := &quic.Transport{Conn: udp}
+	var pc net.PacketConn = udp
+	if cfg.WrapUDP != nil {
+		pc = cfg.WrapUDP(udp)
+	}
+	tr := &quic.Transport{Conn: pc}
 	if cfg.ResetKey != nil {
 		k := quic.StatelessResetKey(*cfg.ResetKey)
 		tr.StatelessResetKey = &k
 	}
-	ln, err := tr.Listen(cfg.TLS, quicConfig())
+	qc := quicConfig()
+	qc.HandshakeIdleTimeout = min(qc.HandshakeIdleTimeout, cfg.PreambleTimeout)
+	ln, err := tr.Listen(cfg.TLS, qc)
 	if err != nil {
 		tr.Close()
 		udp.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udp: udp, tr: tr, ln: ln}
-	s.sessions.live = make(map[*quic.Conn]struct{})
+	s.sessions.live = make(map[*quic.Conn]*serverSession)
+	if len(cfg.Secret) > 0 {
+		s.secret = sha256.Sum256(cfg.Secret)
+	}
 	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions)
 	return s, nil
 }
@@ -139,8 +196,14 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			break
 		}
-		s.trackSession(conn, true)
-		handlers.Go(func() { s.serveSession(tunnelsCtx, conn, &handlers) })
+		sess, ok := s.trackSession(conn)
+		if !ok {
+			s.log.Warn("session refused: too many sessions", "session", sess.peer, "max", s.cfg.Limits.MaxSessions)
+			s.metrics.failed("too many sessions")
+			conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded: too many sessions")
+			continue
+		}
+		handlers.Go(func() { s.serveSession(tunnelsCtx, sess, &handlers) })
 	}
 
 	s.draining.Store(true)
@@ -164,14 +227,22 @@ func drain(reg *engine.Registry, bound time.Duration) {
 	}
 }
 
-func (s *Server) trackSession(conn *quic.Conn, live bool) {
+// trackSession registers a new session unless the server has MaxSessions.
+func (s *Server) trackSession(conn *quic.Conn) (*serverSession, bool) {
+	sess := &serverSession{conn: conn, peer: sessionPeer(conn)}
 	s.sessions.Lock()
 	defer s.sessions.Unlock()
-	if live {
-		s.sessions.live[conn] = struct{}{}
-	} else {
-		delete(s.sessions.live, conn)
+	if len(s.sessions.live) >= s.cfg.Limits.MaxSessions {
+		return sess, false
 	}
+	s.sessions.live[conn] = sess
+	return sess, true
+}
+
+func (s *Server) untrackSession(conn *quic.Conn) {
+	s.sessions.Lock()
+	defer s.sessions.Unlock()
+	delete(s.sessions.live, conn)
 }
 
 func (s *Server) closeSessions(why string) {
@@ -186,18 +257,17 @@ func (s *Server) closeSessions(why string) {
 // stays tracked until then, so that shutdown can close it with a
 // CONNECTION_CLOSE the client hears (a transport closed under a live session
 // leaves the client to find out by timeout).
-func (s *Server) serveSession(ctx context.Context, conn *quic.Conn, handlers *sync.WaitGroup) {
-	defer s.trackSession(conn, false)
-	peer := sessionPeer(conn)
-	log := s.log.With("session", peer)
+func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers *sync.WaitGroup) {
+	defer s.untrackSession(sess.conn)
+	log := s.log.With("session", sess.peer)
 	log.Info("session opened")
 	for {
-		stream, err := conn.AcceptStream(conn.Context())
+		stream, err := sess.conn.AcceptStream(sess.conn.Context())
 		if err != nil {
-			log.Info("session closed", "reason", sessionEndReason(conn, err))
+			log.Info("session closed", "reason", sessionEndReason(sess.conn, err))
 			return
 		}
-		handlers.Go(func() { s.serveStream(ctx, conn, peer, stream) })
+		handlers.Go(func() { s.serveStream(ctx, sess, stream) })
 	}
 }
 
@@ -217,17 +287,17 @@ func sessionEndReason(conn *quic.Conn, err error) string {
 	return err.Error()
 }
 
-// serveStream reads a stream's header, connects to the target it names and runs
-// the tunnel. A refusal is answered with a status frame and logged with the
-// client's identity.
-func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, stream *quic.Stream) {
-	log := s.log.With("session", peer, "stream", int64(stream.StreamID()))
+// serveStream reads a stream's header, checks who may ask for what, connects
+// to the target and runs the tunnel. Every refusal is answered with a status
+// frame and logged with the client's identity; no other tunnel is touched.
+func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *quic.Stream) {
+	log := s.log.With("session", sess.peer, "stream", int64(stream.StreamID()))
 	if s.draining.Load() {
 		s.refuse(stream, preamble.CodeShutdown, "server is shutting down")
 		return
 	}
 	_ = stream.SetReadDeadline(time.Now().Add(s.cfg.PreambleTimeout))
-	hdr, err := preamble.ReadHeader(stream)
+	hdr, err := preamble.ReadHeaderLimit(stream, s.cfg.Limits.MaxHeaderSize)
 	if err != nil {
 		if errors.Is(err, preamble.ErrMalformed) {
 			log.Warn("tunnel refused", "status", preamble.CodeBadPreamble, "err", err)
@@ -241,6 +311,18 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, 
 		return
 	}
 	_ = stream.SetReadDeadline(time.Time{})
+	if !s.authenticated(hdr.Secret) {
+		log.Warn("tunnel refused", "status", preamble.CodeAuthFailed, "secret_given", len(hdr.Secret) > 0)
+		s.refuse(stream, preamble.CodeAuthFailed, "wrong or missing shared secret")
+		return
+	}
+	if !s.admit(sess) {
+		log.Warn("tunnel refused", "status", preamble.CodeOverloaded,
+			"tunnels", s.tunnels.Load(), "session_tunnels", sess.tunnels.Load())
+		s.refuse(stream, preamble.CodeOverloaded, "too many tunnels")
+		return
+	}
+	defer s.release(sess)
 	target, err := s.cfg.Parser.Parse(hdr.Token)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "err", err)
@@ -248,7 +330,13 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, 
 		return
 	}
 	log = log.With("target", target.String())
-	app, err := target.Dial(ctx, s.cfg.DialTimeout)
+	dialAddr, err := s.cfg.Policy.Check(ctx, target)
+	if err != nil {
+		log.Warn("tunnel refused", "status", preamble.CodeForbidden, "err", err)
+		s.refuse(stream, preamble.CodeForbidden, target.String()+" is not allowed")
+		return
+	}
+	app, err := dialAddr.Dial(ctx, s.cfg.DialTimeout)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeUnreachable, "err", err)
 		s.refuse(stream, preamble.CodeUnreachable, err.Error())
@@ -264,14 +352,39 @@ func (s *Server) serveStream(ctx context.Context, conn *quic.Conn, peer string, 
 		Endpoint:           engine.ServerEndpoint,
 		StreamID:           int64(stream.StreamID()),
 		ServerAppAddr:      target.String(),
-		RemoteEndpointAddr: conn.RemoteAddr().String(),
-		Session:            peer,
+		RemoteEndpointAddr: sess.conn.RemoteAddr().String(),
+		Session:            sess.peer,
 	})
 	log = log.With("tunnel", t.ID)
 	log.Debug("tunnel opened")
 	err = t.Run(engine.StreamSide(stream), engine.ConnSide(app))
 	s.metrics.ended(err)
 	logTunnelEnd(log, t, err)
+}
+
+// authenticated compares hashes in constant time, so neither the secret nor
+// its length leaks through timing.
+func (s *Server) authenticated(secret []byte) bool {
+	if len(s.cfg.Secret) == 0 {
+		return true
+	}
+	h := sha256.Sum256(secret)
+	return subtle.ConstantTimeCompare(h[:], s.secret[:]) == 1
+}
+
+// admit counts a tunnel against the limits, or refuses it.
+func (s *Server) admit(sess *serverSession) bool {
+	total, mine := s.tunnels.Add(1), sess.tunnels.Add(1)
+	if total > int64(s.cfg.Limits.MaxTunnels) || mine > int64(s.cfg.Limits.MaxTunnelsPerSession) {
+		s.release(sess)
+		return false
+	}
+	return true
+}
+
+func (s *Server) release(sess *serverSession) {
+	s.tunnels.Add(-1)
+	sess.tunnels.Add(-1)
 }
 
 // refuse answers a stream with a failure status, then stops it: the status is

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
@@ -20,7 +21,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // tcpPair returns the two ends of a real loopback TCP connection.
 func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A loopback IP of its own: see loopbackIP.
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopbackIP(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,4 +213,12 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not reached")
+}
+
+// loopbackIP is a random 127.x.y.z. The machine's tests leave tens of thousands
+// of loopback connections in TIME_WAIT; once the even ephemeral ports run out,
+// a dial from 127.0.0.1 can pick a source port that mirrors a TIME_WAIT entry of
+// a fresh 127.0.0.1 listener and be reset. Own addresses keep tuples apart.
+func loopbackIP() string {
+	return net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254))).String()
 }

@@ -98,7 +98,12 @@ func appendField(b []byte, typ uint64, v []byte) []byte {
 // application bytes that follow stay in r. Errors caused by the bytes themselves
 // wrap ErrMalformed; I/O errors (including a peer that closed early) are returned
 // as they are, wrapped with context.
-func ReadHeader(r io.Reader) (Header, error) {
+func ReadHeader(r io.Reader) (Header, error) { return ReadHeaderLimit(r, MaxHeaderLen) }
+
+// ReadHeaderLimit is ReadHeader with a lower bound on the header's size, for a
+// server that wants to accept less than MaxHeaderLen.
+func ReadHeaderLimit(r io.Reader, limit int) (Header, error) {
+	limit = min(limit, MaxHeaderLen)
 	br := byteReader{r: r}
 	version, err := br.ReadByte()
 	if err != nil {
@@ -111,8 +116,8 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if err != nil {
 		return Header{}, fmt.Errorf("read preamble length: %w", err)
 	}
-	if n > MaxHeaderLen {
-		return Header{}, fmt.Errorf("%w: header of %d bytes exceeds the limit of %d", ErrMalformed, n, MaxHeaderLen)
+	if n > uint64(limit) {
+		return Header{}, fmt.Errorf("%w: header of %d bytes exceeds the limit of %d", ErrMalformed, n, limit)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {

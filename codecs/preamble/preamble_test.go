@@ -137,3 +137,13 @@ func FuzzReadStatus(f *testing.F) {
 		}
 	})
 }
+
+func TestReadHeaderLimit(t *testing.T) {
+	b, _ := AppendHeader(nil, Header{Token: bytes.Repeat([]byte("t"), 100)})
+	if _, err := ReadHeaderLimit(bytes.NewReader(b), 64); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("over a lowered limit: %v", err)
+	}
+	if _, err := ReadHeaderLimit(bytes.NewReader(b), 200); err != nil {
+		t.Fatalf("within the limit: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -24,7 +25,8 @@ func TestMain(m *testing.M) {
 
 func tcpPair(t *testing.T) (a, b net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A loopback IP of its own: see loopbackIP.
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopbackIP(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,4 +231,12 @@ func TestSlowClientsDoNotBlockTheAPI(t *testing.T) {
 	if code, _, _ := call(t, "GET", base+"/tunnels?"+huge, ""); code < 400 {
 		t.Fatalf("64 KiB request line accepted: %d", code)
 	}
+}
+
+// loopbackIP is a random 127.x.y.z. The machine's tests leave tens of thousands
+// of loopback connections in TIME_WAIT; once the even ephemeral ports run out,
+// a dial from 127.0.0.1 can pick a source port that mirrors a TIME_WAIT entry of
+// a fresh 127.0.0.1 listener and be reset. Own addresses keep tuples apart.
+func loopbackIP() string {
+	return net.IPv4(127, byte(1+rand.IntN(254)), byte(rand.IntN(256)), byte(1+rand.IntN(254))).String()
 }
