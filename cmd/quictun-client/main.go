@@ -24,7 +24,7 @@ type flags struct {
 	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (server-endpoint = \"...\"); flags override it." placeholder:"FILE"`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	ListenOn          string `default:"tcp:127.0.0.1:6500" help:"Where applications connect: tcp:HOST:PORT or unix:PATH." placeholder:"ADDRESS"`
+	ListenOn          string `default:"tcp:127.0.0.1:6500" help:"Where applications connect: tcp:HOST:PORT or unix:PATH (default ${default})." placeholder:"ADDRESS"`
 	ServerEndpoint    string `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
 	TokenSourcePlugin string `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
 	TokenSource       string `required:"" help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock." placeholder:"VALUE"`
@@ -36,6 +36,9 @@ type flags struct {
 	KnownHosts         string `default:"${known_hosts}" help:"Without --ca-file or --server-fingerprint, trust the server on first use and remember it here, like SSH." type:"path" placeholder:"FILE"`
 	ServerName         string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
 	InsecureSkipVerify bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
+
+	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
+	cli.Secret
 
 	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
@@ -85,9 +88,13 @@ func run(f flags, file *cli.Config) error {
 	if err != nil {
 		return err
 	}
+	secret, err := f.Secret.Load(log)
+	if err != nil {
+		return err
+	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
-		ListenOn: listen, ServerEndpoint: f.ServerEndpoint, Tokens: src, TLS: tlsConf,
-		Engine:      engine.Config{Sniffers: sniff.Default()},
+		ListenOn: listen, ServerEndpoint: f.ServerEndpoint, Tokens: src, TLS: tlsConf, Secret: secret,
+		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
 	})
 	if err != nil {

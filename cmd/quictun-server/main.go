@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/quictun/quictun/codecs/sniff"
 	"github.com/quictun/quictun/endpoints"
 	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
@@ -23,7 +25,7 @@ type flags struct {
 	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (listen-on = \"...\"); flags override it." placeholder:"FILE"`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	ListenOn          string `default:"0.0.0.0:7500" help:"UDP address to listen on for client endpoints." placeholder:"HOST:PORT"`
+	ListenOn          string `default:"0.0.0.0:7500" help:"UDP address to listen on for client endpoints (default ${default})." placeholder:"HOST:PORT"`
 	TokenParserPlugin string `default:"Cleartext" help:"How tokens name server applications (Cleartext)."`
 	TokenParserKey    string `default:"" help:"Key of the token parser: \"\" (token is the address) or \"base64\" (token is its base64)."`
 
@@ -32,6 +34,15 @@ type flags struct {
 	CaFile               string `help:"CA certificate(s) that sign client certificates, for --verify-remote-endpoint." type:"path" placeholder:"FILE"`
 	VerifyRemoteEndpoint bool   `help:"Require every client endpoint to present a certificate signed by --ca-file (mutual TLS)."`
 	StateDir             string `default:"${state_dir}" help:"Where the generated key pair is kept, so the fingerprint stays stable." type:"path" placeholder:"DIR"`
+
+	Allow                []string      `help:"Allow tokens to name only these targets (repeatable; deny all others once one is set): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*)." placeholder:"RULE"`
+	MaxSessions          int           `default:"256" help:"Client sessions at once; more are refused."`
+	MaxTunnels           int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\"."`
+	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session."`
+	MaxPreambleSize      int           `default:"16384" help:"Largest tunnel header (token plus secret) in bytes."`
+	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and a new tunnel to send its header."`
+	IdleTimeout          time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
+	cli.Secret
 
 	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
@@ -75,18 +86,43 @@ func run(f flags, file *cli.Config) error {
 	if err != nil {
 		return err
 	}
+	pol, err := policy.Parse(f.Allow)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("allow"), err)
+	}
+	secret, err := f.Secret.Load(log)
+	if err != nil {
+		return err
+	}
 	srv, err := endpoints.NewServer(endpoints.ServerConfig{
 		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
-		Engine:      engine.Config{Sniffers: sniff.Default()},
-		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, Logger: log,
+		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
+		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
+		Secret: secret, Policy: pol,
+		Limits: endpoints.Limits{MaxSessions: f.MaxSessions, MaxTunnels: f.MaxTunnels,
+			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize},
+		Logger: log,
 	})
 	if err != nil {
 		return err
 	}
+	if !f.VerifyRemoteEndpoint && secret == nil && !isLoopback(srv.Addr()) {
+		log.Warn("ANYONE CAN USE THIS SERVER: it listens beyond loopback with neither --secret nor --verify-remote-endpoint; " +
+			"every client that can reach the port can open tunnels to every target tokens may name")
+	}
+	if pol == nil && !isLoopback(srv.Addr()) {
+		log.Warn("no --allow rules: tokens may name any target this host can reach")
+	}
 	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
-		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint)
+		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint,
+		"secret", secret != nil, "allow", pol.String())
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	return cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log)
+}
+
+func isLoopback(a net.Addr) bool {
+	u, ok := a.(*net.UDPAddr)
+	return ok && u.IP.IsLoopback()
 }
