@@ -167,33 +167,25 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 		app.Close()
 		return
 	}
-	stream, conn, err := c.sessions.openStream(setup)
+	stream, err := openClientStream(setup, c.sessions, c.cfg.SessionWait, hdr)
 	if err != nil {
 		log.Warn("application connection closed: no tunnel", "err", err)
 		c.metrics.failed(failNoSession)
 		app.Close()
 		return
 	}
-	// The header goes out now and the application's bytes right behind it,
-	// without waiting for the server's answer: no extra round trip.
-	if _, err := stream.Write(hdr); err != nil {
-		log.Warn("application connection closed: session broke", "err", err)
-		c.metrics.failed(failNoSession)
-		stream.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
-		app.Close()
-		return
-	}
+	_, conn := stream.current()
 	t := c.reg.Open(tunnelsCtx, engine.Info{
 		Endpoint:           engine.ClientEndpoint,
-		StreamID:           int64(stream.StreamID()),
+		StreamID:           stream.StreamID(),
 		ClientAppAddr:      app.RemoteAddr().String(),
 		ServerAppAddr:      displayTarget(tok),
 		RemoteEndpointAddr: conn.RemoteAddr().String(),
 		Session:            conn.RemoteAddr().String(),
 	})
-	log = log.With("tunnel", t.ID, "stream", int64(stream.StreamID()))
+	log = log.With("tunnel", t.ID, "stream", stream.StreamID())
 	log.Debug("tunnel opened")
-	err = t.Run(engine.ConnSide(app), &statusSide{Side: engine.StreamSide(stream)})
+	err = t.Run(engine.ConnSide(app), stream)
 	if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
 		c.metrics.failedWith(se.Status.Code)
 	} else {
@@ -210,42 +202,4 @@ func displayTarget(tok string) string {
 		return a.String()
 	}
 	return ""
-}
-
-// statusSide is the client's view of the stream: the first read consumes the
-// server's status frame, and a refusal becomes the read error, which the
-// supervisor turns into closing the application connection. A reset from the
-// server is translated to the status it carries.
-type statusSide struct {
-	engine.Side
-	checked bool // touched only by the downstream pump
-}
-
-func (s *statusSide) Read(p []byte) (int, error) {
-	if !s.checked {
-		s.checked = true
-		st, err := preamble.ReadStatus(s.Side)
-		if err != nil {
-			return 0, refusal(err)
-		}
-		if err := st.Err(); err != nil {
-			return 0, err
-		}
-	}
-	n, err := s.Side.Read(p)
-	return n, refusal(err)
-}
-
-func (s *statusSide) Write(p []byte) (int, error) {
-	n, err := s.Side.Write(p)
-	return n, refusal(err)
-}
-
-// refusal turns a stream reset by the server into the status it stands for.
-func refusal(err error) error {
-	var se *quic.StreamError
-	if errors.As(err, &se) && se.Remote {
-		return &preamble.StatusError{Status: preamble.Status{Code: preamble.Code(se.ErrorCode)}}
-	}
-	return err
 }

@@ -572,3 +572,43 @@ func gather(t *testing.T, eps ...interface{ Gatherer() prometheus.Gatherer }) ma
 	}
 	return out
 }
+
+// The server dies without a word (as with kill -9) and comes back on the same
+// port with the same key: the client still holds the old session, and the first
+// application connection after the restart rides it into a stateless reset.
+// That tunnel is replayed on the next session: the application sees nothing.
+func TestServerCrashTunnelReplayedOnNextSession(t *testing.T) {
+	app := startApp(t, loopbackTCP(), func(c net.Conn) {
+		buf := make([]byte, 5)
+		io.ReadFull(c, buf)
+		c.Write(append([]byte("echo:"), buf...))
+	})
+	defer app.close()
+	stateDir := t.TempDir()
+	srv, stopServer := startServer(t, pairOptions{stateDir: stateDir})
+	udpAddr := srv.Addr().String()
+	cli, stopClient := startClient(t, udpAddr, pairOptions{token: app.addr.String()})
+	defer stopClient()
+	ask := func() string {
+		c := dialApp(t, cli.Addr())
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(8 * time.Second))
+		c.Write([]byte("hello"))
+		b, err := io.ReadAll(c)
+		if err != nil {
+			return err.Error()
+		}
+		return string(b)
+	}
+	if got := ask(); got != "echo:hello" {
+		t.Fatalf("before the crash: %q", got)
+	}
+	// Crash: the transport goes without CONNECTION_CLOSE to anyone.
+	srv.tr.Close()
+	stopServer()
+	_, stopServer = startServer(t, pairOptions{stateDir: stateDir, serverUDP: udpAddr})
+	defer stopServer()
+	if got := ask(); got != "echo:hello" {
+		t.Fatalf("first connection after the restart: %q", got)
+	}
+}
