@@ -75,16 +75,16 @@ type Config struct {
 
 // Defaults.
 const (
-	defaultAutoData      = 64
+	defaultAutoData       = 64
 	defaultTargetResidual = 1e-5
-	defaultResendBudget  = 0.02
-	defaultMaxPeers      = 1024
-	defaultPeerIdle      = 2 * time.Minute
-	defaultMaxBuffers    = 16384
-	maxInterleave        = 8
-	initialGroupSpan     = 5 * time.Millisecond
-	minGroupSpan         = 2 * time.Millisecond
-	maxGroupSpan         = 10 * time.Millisecond
+	defaultResendBudget   = 0.02
+	defaultMaxPeers       = 1024
+	defaultPeerIdle       = 2 * time.Minute
+	defaultMaxBuffers     = 16384
+	maxInterleave         = 8
+	initialGroupSpan      = 5 * time.Millisecond
+	minGroupSpan          = 2 * time.Millisecond
+	maxGroupSpan          = 10 * time.Millisecond
 )
 
 // DefaultConfig is what quictun runs with unless told otherwise.

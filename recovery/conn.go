@@ -72,6 +72,7 @@ type counters struct {
 	ambiguousLost                    atomic.Uint64
 	repaired, unrepaired, withheld   atomic.Uint64
 	malformed                        atomic.Uint64
+	repairDelaySum, repairDelayMax   atomic.Int64 // nanoseconds
 	data, parity                     atomic.Int64
 }
 
@@ -92,6 +93,11 @@ type Stats struct {
 	Unrepaired        uint64 // data datagrams neither received nor rebuilt
 	Withheld          uint64 // rebuilt datagrams kept from quic-go to signal congestion
 	Malformed         uint64 // framed datagrams that failed to decode
+	// RepairDelay is the mean time from a group's first datagram arriving to a
+	// datagram of it being rebuilt, RepairDelayMax the longest: how late rebuilt
+	// datagrams reach quic-go (at most, as a lost datagram would have arrived
+	// somewhere within that time).
+	RepairDelay, RepairDelayMax time.Duration
 	// Overhead is (parity + resent) / data datagrams sent.
 	Overhead float64
 	// Data and Parity are the group shape last chosen (K data, M parity for a full
@@ -336,6 +342,10 @@ func (c *Conn) Stats() Stats {
 		Malformed:         c.stats.malformed.Load(),
 		Data:              int(c.stats.data.Load()),
 		Parity:            int(c.stats.parity.Load()),
+	}
+	if s.Repaired > 0 {
+		s.RepairDelay = time.Duration(c.stats.repairDelaySum.Load() / int64(s.Repaired))
+		s.RepairDelayMax = time.Duration(c.stats.repairDelayMax.Load())
 	}
 	if s.DataSent > 0 {
 		s.Overhead = float64(s.ParitySent+s.Resent) / float64(s.DataSent)

@@ -18,36 +18,56 @@ type controller struct {
 	have bool
 	last fecframe.Feedback
 
-	// current estimate
-	loss, burst float64
-	srtt        time.Duration
-	minRTT      windowedMin
+	// Decayed sums of sampled datagrams, random losses and loss runs, seeded with
+	// a prior worth priorWeight datagrams.
+	lossSum, totalSum, burstSum float64
+	loss, burst                 float64 // their ratios
+	srtt                        time.Duration
+	minRTT                      windowedMin
 
 	// measurement window
 	winLost, winTotal, winBursts float64
 	winStart                     time.Duration
 
 	applied struct {
-		loss, burst float64
-		span        time.Duration
+		sizing, burst float64
+		span          time.Duration
 	}
 }
 
 // Estimation constants.
 const (
-	// priorLoss is assumed until the first measurement: enough parity to ride out
-	// a moderately lossy start without paying much on a clean one.
-	priorLoss = 0.01
+	// The prior: until measurements outweigh it, assume a lossy path. A loss
+	// quic-go sees in slow start ends its slow start for good, after which Reno
+	// grows by one packet per round trip, so the first round trips need strong
+	// parity (the prior and its uncertainty size groups for about 9% loss). But the
+	// prior must fade within a few hundred datagrams: parity that stays high until
+	// quic-go's window nears the path's capacity fills the link early, quic-go's
+	// hybrid slow start sees the delay rise and leaves slow start short of the
+	// capacity, again for good.
+	priorLoss   = 0.03
+	priorWeight = 30
 	// A window closes after this many datagrams, or this long with some traffic.
-	windowDatagrams = 400
+	windowDatagrams = 200
 	windowTime      = 400 * time.Millisecond
-	// lossMargin inflates the estimate for sizing: the estimate lags and is noisy.
-	lossMargin = 1.25
-	lossFloor  = 0.0005
+	// decay is the weight of the past per window: about 15 windows of memory.
+	decay = 0.93
+	// lossFloor is added to the sizing estimate: the loss may rise before the
+	// estimate does.
+	lossFloor = 0.0005
 )
 
 func newController(cfg Config) controller {
-	return controller{cfg: cfg, loss: priorLoss, burst: 1}
+	ct := controller{cfg: cfg, lossSum: priorLoss * priorWeight, totalSum: priorWeight, burstSum: priorLoss * priorWeight}
+	ct.loss, ct.burst = priorLoss, 1
+	return ct
+}
+
+// sizingLoss is the loss rate groups are sized for: the estimate plus two
+// standard errors, so a young or noisy estimate errs towards parity.
+func (ct *controller) sizingLoss() float64 {
+	p := ct.loss
+	return p + 2*math.Sqrt(p*(1-p)/ct.totalSum) + lossFloor
 }
 
 // onFeedback folds one Feedback in. It reports whether the shape should be
@@ -77,19 +97,16 @@ func (ct *controller) onFeedback(fb *fecframe.Feedback, now time.Duration, rtt t
 	ct.winLost += dLost
 	ct.winTotal += dRecv + dLost
 	ct.winBursts += dBursts
-	if elapsed := now - ct.winStart; ct.winTotal < windowDatagrams && (elapsed < windowTime || ct.winTotal < 50) &&
+	if elapsed := now - ct.winStart; ct.winTotal < windowDatagrams && (elapsed < windowTime || ct.winTotal < 30) &&
 		(elapsed < 4*windowTime || ct.winTotal == 0) {
 		return ct.spanChanged()
 	}
-	p := ct.winLost / ct.winTotal
-	if p > ct.loss {
-		ct.loss += (p - ct.loss) / 2 // losses rising: follow quickly
-	} else {
-		ct.loss += (p - ct.loss) / 8
-	}
-	if ct.winBursts > 0 {
-		b := ct.winLost / ct.winBursts
-		ct.burst += (b - ct.burst) / 4
+	ct.lossSum = decay*ct.lossSum + ct.winLost
+	ct.totalSum = decay*ct.totalSum + ct.winTotal
+	ct.burstSum = decay*ct.burstSum + ct.winBursts
+	ct.loss = ct.lossSum / ct.totalSum
+	if ct.burstSum > 0 {
+		ct.burst = max(1, ct.lossSum/ct.burstSum)
 	}
 	ct.winLost, ct.winTotal, ct.winBursts, ct.winStart = 0, 0, 0, now
 	return ct.spanChanged() || ct.estimateChanged()
@@ -101,7 +118,7 @@ func (ct *controller) spanChanged() bool {
 
 func (ct *controller) estimateChanged() bool {
 	a := ct.applied
-	return math.Abs(ct.loss-a.loss) > 0.1*a.loss+0.0005 || math.Abs(ct.burst-a.burst) > 0.25
+	return math.Abs(ct.sizingLoss()-a.sizing) > 0.05*a.sizing || math.Abs(ct.burst-a.burst) > 0.25
 }
 
 func (ct *controller) span() time.Duration {
@@ -119,7 +136,7 @@ func (ct *controller) span() time.Duration {
 // shape computes the group shape for the current estimate.
 func (ct *controller) shape() shape {
 	var sh shape
-	ct.applied.loss, ct.applied.burst, ct.applied.span = ct.loss, ct.burst, ct.span()
+	ct.applied.sizing, ct.applied.burst, ct.applied.span = ct.sizingLoss(), ct.burst, ct.span()
 	sh.span = ct.span()
 	switch ct.cfg.Mode {
 	case Fixed:
@@ -137,7 +154,7 @@ func (ct *controller) shape() shape {
 		sh.depth = min(max(int(math.Round(ct.burst)), 1), 4)
 	}
 	clump := max(1, ct.burst/float64(sh.depth))
-	p := ct.loss*lossMargin + lossFloor
+	p := ct.sizingLoss()
 	for n := 1; n <= sh.k; n++ {
 		sh.mFor[n] = uint8(parityNeeded(n, fecframe.MaxShards-sh.k, p, clump, float64(n)*ct.cfg.TargetResidual))
 	}

@@ -15,7 +15,11 @@ import (
 // of the figure, as it is for an application.
 var (
 	goodputDuration = flag.Duration("goodput.duration", 12*time.Second, "transfer time of each goodput benchmark")
-	goodputTrace    = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every second of a goodput benchmark")
+	goodputTrace    = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every goodput.every of a goodput benchmark")
+	goodputEvery    = flag.Duration("goodput.every", time.Second, "trace interval")
+	goodputData     = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
+	goodputSpan     = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
+	goodputInter    = flag.Int("goodput.interleave", 0, "override Config.Interleave of the auto runs (experiments)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
@@ -44,7 +48,13 @@ func measureGoodput(tb testing.TB, m netem.Model, cfg *Config, d time.Duration, 
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
 	up, down := m, m
-	p := dialPair(tb, ctx, side{model: &up, recovery: cfg, seed: seed}, side{model: &down, recovery: cfg, seed: seed + 1000})
+	var trace *lossTrace
+	if *goodputTrace {
+		trace = new(lossTrace)
+	}
+	p := dialPairTraced(tb, ctx,
+		side{model: &up, recovery: cfg, seed: seed, realtime: true},
+		side{model: &down, recovery: cfg, seed: seed + 1000, realtime: true}, trace)
 	defer p.close()
 
 	var received atomic.Int64
@@ -83,7 +93,7 @@ func measureGoodput(tb testing.TB, m netem.Model, cfg *Config, d time.Duration, 
 		}
 	}()
 	if *goodputTrace {
-		go traceGoodput(tb, sendCtx, p, &received)
+		go traceGoodput(tb, sendCtx, p, &received, trace)
 	}
 	<-sendCtx.Done()
 	got := received.Load()
@@ -124,7 +134,7 @@ func BenchmarkGoodput(b *testing.B) {
 		cfg  *Config
 	}{
 		{"off", nil},
-		{"auto", &Config{Mode: Auto}},
+		{"auto", &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter}},
 	}
 	for _, l := range links {
 		for _, md := range modes {
@@ -152,8 +162,8 @@ func logStats(tb testing.TB, r goodputResult) {
 }
 
 // traceGoodput logs, every second, what quic-go's sender and the layer are doing.
-func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.Int64) {
-	tick := time.NewTicker(time.Second)
+func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.Int64, trace *lossTrace) {
+	tick := time.NewTicker(*goodputEvery)
 	defer tick.Stop()
 	var lastBytes int64
 	var lastLost uint64
@@ -166,19 +176,20 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 		cs := p.clientConn.ConnectionStats()
 		n := received.Load()
 		line := fmt.Sprintf("%5.1f Mbit/s cwnd %4d pkts srtt %v minrtt %v lost(quic) +%d",
-			float64(n-lastBytes)*8/1e6, cs.CongestionWindow/1400, cs.SmoothedRTT.Round(time.Millisecond),
+			float64(n-lastBytes)*8/1e6/goodputEvery.Seconds(), cs.CongestionWindow/1400, cs.SmoothedRTT.Round(time.Millisecond),
 			cs.MinRTT.Round(time.Millisecond), cs.PacketsLost-lastLost)
 		lastBytes, lastLost = n, cs.PacketsLost
 		if p.client.rec != nil {
 			c, s := p.client.rec.Stats(), p.server.rec.Stats()
-			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d unrep %d wh %d",
+			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d (delay %v max %v) unrep %d wh %d",
 				c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
-				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.Unrepaired, s.Withheld)
+				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.RepairDelay.Round(100*time.Microsecond),
+				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld)
 		}
 		if p.client.emu != nil {
 			es := p.client.emu.Stats()
 			line += fmt.Sprintf(" | emu qdrop %d late %d maxlate %v", es.DroppedQueue, es.Late, es.MaxLate)
 		}
-		tb.Log(line)
+		tb.Log(line + " | quic " + trace.take())
 	}
 }

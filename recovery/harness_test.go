@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlog"
+	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/quictun/quictun/netem"
 )
@@ -60,9 +63,16 @@ func clientTLS() *tls.Config {
 // Transport on top.
 type endpoint struct {
 	udp       *net.UDPConn
-	emu       *netem.PacketConn
+	emu       emulator
 	rec       *Conn
 	transport *quic.Transport
+}
+
+// emulator is the egress impairment of an endpoint: netem's PacketConn, or for
+// benchmarks a netem Pipe on a real-time thread (see realtimeEmulator).
+type emulator interface {
+	net.PacketConn
+	Stats() netem.Stats
 }
 
 // side says how to build one endpoint.
@@ -70,6 +80,53 @@ type side struct {
 	model    *netem.Model // egress impairment; nil: none
 	recovery *Config      // nil: quic-go directly on the (emulated) socket
 	seed     int64
+	realtime bool // emulate with a real-time scheduler thread (benchmarks)
+}
+
+// realtimeEmulator is netem's Pipe with its scheduler on a SCHED_FIFO thread, in
+// front of a UDP socket: on this shared machine an ordinary goroutine is woken tens
+// of milliseconds late under load, which would measure the machine, not the layer.
+//
+// It deliberately has only the net.PacketConn methods (plus the buffer setters):
+// embedding *net.UDPConn would hand quic-go WriteMsgUDP and let it write around
+// the emulator.
+type realtimeEmulator struct {
+	udp  *net.UDPConn
+	pipe *netem.Pipe
+}
+
+func newRealtimeEmulator(udp *net.UDPConn, m netem.Model, seed int64) (*realtimeEmulator, error) {
+	pipe, err := netem.NewPipe(m, seed, func(b []byte, addr net.Addr) error {
+		_, err := udp.WriteTo(b, addr)
+		return err
+	}, netem.RealtimeScheduler(50))
+	if err != nil {
+		return nil, err
+	}
+	return &realtimeEmulator{udp: udp, pipe: pipe}, nil
+}
+
+func (e *realtimeEmulator) LocalAddr() net.Addr                { return e.udp.LocalAddr() }
+func (e *realtimeEmulator) SetDeadline(t time.Time) error      { return e.udp.SetDeadline(t) }
+func (e *realtimeEmulator) SetReadDeadline(t time.Time) error  { return e.udp.SetReadDeadline(t) }
+func (e *realtimeEmulator) SetWriteDeadline(t time.Time) error { return e.udp.SetWriteDeadline(t) }
+func (e *realtimeEmulator) SetReadBuffer(n int) error          { return e.udp.SetReadBuffer(n) }
+func (e *realtimeEmulator) SetWriteBuffer(n int) error         { return e.udp.SetWriteBuffer(n) }
+
+func (e *realtimeEmulator) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if err := e.pipe.Send(b, addr); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (e *realtimeEmulator) ReadFrom(b []byte) (int, net.Addr, error) { return e.udp.ReadFrom(b) }
+
+func (e *realtimeEmulator) Stats() netem.Stats { return e.pipe.Stats() }
+
+func (e *realtimeEmulator) Close() error {
+	e.pipe.Close()
+	return e.udp.Close()
 }
 
 func newEndpoint(tb testing.TB, s side) *endpoint {
@@ -80,9 +137,17 @@ func newEndpoint(tb testing.TB, s side) *endpoint {
 	}
 	e := &endpoint{udp: udp}
 	var pc net.PacketConn = udp
-	if s.model != nil {
-		e.emu = netem.NewPacketConn(udp, *s.model, s.seed)
-		pc = e.emu
+	switch {
+	case s.model != nil && s.realtime:
+		emu, err := newRealtimeEmulator(udp, *s.model, s.seed)
+		if err != nil {
+			udp.Close()
+			tb.Fatal(err)
+		}
+		e.emu, pc = emu, emu
+	case s.model != nil:
+		emu := netem.NewPacketConn(udp, *s.model, s.seed)
+		e.emu, pc = emu, emu
 	}
 	if s.recovery != nil {
 		e.rec, err = NewConn(pc, *s.recovery)
@@ -121,9 +186,18 @@ type pair struct {
 }
 
 func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
+	return dialPairTraced(tb, ctx, cs, ss, nil)
+}
+
+// dialPairTraced is dialPair with quic-go's loss recovery of the client traced.
+func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *lossTrace) *pair {
 	tb.Helper()
 	p := &pair{client: newEndpoint(tb, cs), server: newEndpoint(tb, ss)}
-	ln, err := p.server.transport.Listen(serverTLS(tb), quicConfig())
+	scfg := quicConfig()
+	if trace != nil {
+		scfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return &trace.server }
+	}
+	ln, err := p.server.transport.Listen(serverTLS(tb), scfg)
 	if err != nil {
 		p.close()
 		tb.Fatal(err)
@@ -139,7 +213,11 @@ func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
 		}
 		accepted <- c
 	}()
-	cc, err := p.client.transport.Dial(ctx, p.server.udp.LocalAddr(), clientTLS(), quicConfig())
+	ccfg := quicConfig()
+	if trace != nil {
+		ccfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return trace }
+	}
+	cc, err := p.client.transport.Dial(ctx, p.server.udp.LocalAddr(), clientTLS(), ccfg)
 	if err != nil {
 		p.close()
 		<-acceptErr
@@ -191,4 +269,74 @@ func receiveAll(ctx context.Context, conn *quic.Conn, sink io.Writer) (int64, er
 			return total, err
 		}
 	}
+}
+
+// lossTrace counts what quic-go's loss recovery decides, for the goodput trace: it
+// is a qlog trace that keeps only counters.
+type lossTrace struct {
+	mu                    sync.Mutex
+	lostTime, lostReorder int
+	spurious              int
+	maxTimeReorder        time.Duration
+	timeThreshold         float64
+	packetThresholdOff    bool
+	server                dropTrace
+}
+
+// dropTrace counts the datagrams the server's quic-go drops.
+type dropTrace struct {
+	mu      sync.Mutex
+	dropped map[qlog.PacketDropReason]int
+}
+
+func (t *dropTrace) AddProducer() qlogwriter.Recorder { return t }
+func (t *dropTrace) Close() error                     { return nil }
+
+func (t *dropTrace) RecordEvent(e qlogwriter.Event) {
+	if ev, ok := e.(qlog.PacketDropped); ok {
+		t.mu.Lock()
+		if t.dropped == nil {
+			t.dropped = make(map[qlog.PacketDropReason]int)
+		}
+		t.dropped[ev.Trigger]++
+		t.mu.Unlock()
+	}
+}
+
+func (t *lossTrace) AddProducer() qlogwriter.Recorder { return t }
+func (t *lossTrace) Close() error                     { return nil }
+
+func (t *lossTrace) RecordEvent(e qlogwriter.Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch ev := e.(type) {
+	case qlog.PacketLost:
+		if ev.Trigger == qlog.PacketLossTimeThreshold {
+			t.lostTime++
+		} else {
+			t.lostReorder++
+		}
+	case qlog.SpuriousLoss:
+		t.spurious++
+		t.maxTimeReorder = max(t.maxTimeReorder, ev.TimeReordering)
+	case qlog.RecoveryParametersSet:
+		t.timeThreshold = ev.TimeThreshold
+		t.packetThresholdOff = ev.PacketThresholdDisabled
+	}
+}
+
+// take returns the counters and resets them.
+func (t *lossTrace) take() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := fmt.Sprintf("lost time %d reord %d spurious %d (max %v) thr %.2f pktthr-off %v",
+		t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder.Round(time.Millisecond), t.timeThreshold, t.packetThresholdOff)
+	t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder = 0, 0, 0, 0
+	t.server.mu.Lock()
+	if len(t.server.dropped) > 0 {
+		s += fmt.Sprintf(" | server dropped %v", t.server.dropped)
+		clear(t.server.dropped)
+	}
+	t.server.mu.Unlock()
+	return s
 }

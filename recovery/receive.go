@@ -170,8 +170,7 @@ func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) 
 		r.feedbackDue = true
 		c.flusher.wake(max(now, r.lastFeedback+feedbackInterval))
 	}
-	q := r.path.sample(ts, now)
-	state := r.path.state(q, time.Duration(p.minRTT.Load()))
+	state := r.path.sample(ts, now, time.Duration(p.minRTT.Load()))
 	if state == queueClear {
 		r.sampled++
 	}
@@ -337,6 +336,11 @@ func (r *receiver) tryRebuild(c *Conn, p *peer, e *ringEntry, now time.Duration)
 		nb.n = fecframe.DataHeaderLen + plen
 		c.pending = append(c.pending, delivery{buf: nb, addr: p.addr})
 		c.stats.repaired.Add(1)
+		delay := int64(now - g.first)
+		c.stats.repairDelaySum.Add(delay)
+		if delay > c.stats.repairDelayMax.Load() {
+			c.stats.repairDelayMax.Store(delay)
+		}
 	}
 	r.finish(c, e)
 }
@@ -466,9 +470,12 @@ func (t *seqTracker) marked(s uint32) bool { return t.seen[(s%seqWindow)/64]&(1<
 //     full, the loss is random. Only these losses, and the datagrams received in the same
 //     state, feed the loss estimate, so queue overflows never raise the parity (and
 //     parity never feeds its own overflow).
-//   - q near the ceiling and at least congestionShare of the path's minimum round
-//     trip: congestion. It is shown to quic-go, whose Reno cut (x0.7) then still
-//     leaves at least a bandwidth-delay product in flight.
+//   - q near the ceiling, at least congestionShare of the path's minimum round
+//     trip, and so for a whole round trip already: congestion. It is shown to
+//     quic-go, whose Reno cut (x0.7) then still leaves at least a bandwidth-delay
+//     product in flight. A full queue stays full until the senders back off, a
+//     round trip at least, while a stall of the machine that makes a queue-like
+//     delay spike clears at once; the persistence test tells them apart.
 //   - anything between: repaired, but counted nowhere.
 type pathMonitor struct {
 	started bool
@@ -480,6 +487,9 @@ type pathMonitor struct {
 	// per-second maxima of the smoothed queueing delay
 	peaks     [ceilingSeconds]int64
 	peakEpoch int64
+	// since when the queue has held at least congestionShare of the round trip
+	deepSince time.Duration
+	deep      bool
 }
 
 const (
@@ -506,8 +516,9 @@ const (
 	queueFull
 )
 
-// sample records one datagram and returns the smoothed queueing delay.
-func (m *pathMonitor) sample(ts uint32, now time.Duration) time.Duration {
+// sample records one datagram and classifies the queue it found; minRTT is the
+// path's minimum round trip, 0 if not known yet.
+func (m *pathMonitor) sample(ts uint32, now, minRTT time.Duration) queueState {
 	raw := stamp(now) - ts
 	if !m.started {
 		m.started = true
@@ -521,8 +532,7 @@ func (m *pathMonitor) sample(ts uint32, now time.Duration) time.Duration {
 		m.minPrev, m.minCur, m.minEpoch = m.minCur, owd, ep
 	}
 	m.minCur = min(m.minCur, owd)
-	q := owd - min(m.minCur, m.minPrev)
-	m.smoothed += (float64(q) - m.smoothed) / 8
+	m.smoothed += (float64(owd-min(m.minCur, m.minPrev)) - m.smoothed) / 8
 	sec := int64(now / time.Second)
 	for ; m.peakEpoch < sec; m.peakEpoch++ {
 		m.peaks[(m.peakEpoch+1)%ceilingSeconds] = 0
@@ -530,12 +540,17 @@ func (m *pathMonitor) sample(ts uint32, now time.Duration) time.Duration {
 	if s := int64(m.smoothed); s > m.peaks[sec%ceilingSeconds] {
 		m.peaks[sec%ceilingSeconds] = s
 	}
-	return time.Duration(m.smoothed) * time.Microsecond
+	q := time.Duration(m.smoothed) * time.Microsecond
+	deep := minRTT > 0 && float64(q) >= congestionShare*float64(minRTT)
+	if deep && !m.deep {
+		m.deepSince = now
+	}
+	m.deep = deep
+	return m.state(q, now, minRTT)
 }
 
-// state classifies the queue at queueing delay q; minRTT is the path's minimum
-// round trip, 0 if not known yet.
-func (m *pathMonitor) state(q, minRTT time.Duration) queueState {
+// state classifies the queue at smoothed queueing delay q.
+func (m *pathMonitor) state(q, now, minRTT time.Duration) queueState {
 	if q < queueNoise {
 		return queueClear
 	}
@@ -547,7 +562,7 @@ func (m *pathMonitor) state(q, minRTT time.Duration) queueState {
 	switch {
 	case float64(q) < fullShare*float64(c):
 		return queueClear
-	case minRTT > 0 && float64(q) >= congestionShare*float64(minRTT):
+	case m.deep && now-m.deepSince >= minRTT:
 		return queueFull
 	}
 	return queueAmbiguous

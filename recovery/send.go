@@ -26,7 +26,7 @@ type sendGroup struct {
 // shape is how the sender codes new groups.
 type shape struct {
 	k     int
-	depth int                         // groups filled at once
+	depth int                           // groups filled at once
 	mFor  [fecframe.MaxShards + 1]uint8 // parity for a group closed with n data shards
 	span  time.Duration
 }
