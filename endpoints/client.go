@@ -35,7 +35,10 @@ type ClientConfig struct {
 	SessionWait time.Duration
 	// DrainTimeout is how long shutdown lets live tunnels finish (default 10 s).
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
+	// emulation in tests).
+	WrapUDP func(net.PacketConn) net.PacketConn
+	Logger  *slog.Logger
 }
 
 func (c *ClientConfig) setDefaults() {
@@ -57,7 +60,7 @@ type Client struct {
 	log      *slog.Logger
 	reg      *engine.Registry
 	ln       net.Listener
-	udp      *net.UDPConn
+	conn     net.PacketConn // the UDP socket with the layers above it; closing it closes them all
 	tr       *quic.Transport
 	sessions *sessionKeeper
 	metrics  *metrics
@@ -82,10 +85,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ln.Close()
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
-	tr := &quic.Transport{Conn: udp}
+	var pc net.PacketConn = udp
+	if cfg.WrapUDP != nil {
+		pc = cfg.WrapUDP(udp)
+	}
+	tr := &quic.Transport{Conn: pc}
 	c := &Client{
 		cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine),
-		ln: ln, udp: udp, tr: tr,
+		ln: ln, conn: pc, tr: tr,
 		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, cfg.Logger),
 	}
 	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live)
@@ -141,7 +148,7 @@ func (c *Client) Run(ctx context.Context) error {
 	stopKeeper()
 	keeper.Wait()
 	c.tr.Close()
-	c.udp.Close()
+	c.conn.Close()
 	c.log.Info("stopped")
 	return nil
 }

@@ -100,9 +100,9 @@ type Server struct {
 	log *slog.Logger
 	reg *engine.Registry
 
-	udp *net.UDPConn
-	tr  *quic.Transport
-	ln  *quic.Listener
+	conn net.PacketConn // the UDP socket with the layers above it; closing it closes them all
+	tr   *quic.Transport
+	ln   *quic.Listener
 
 	metrics  *metrics
 	draining atomic.Bool
@@ -150,10 +150,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	ln, err := tr.Listen(cfg.TLS, qc)
 	if err != nil {
 		tr.Close()
-		udp.Close()
+		pc.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udp: udp, tr: tr, ln: ln}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, tr: tr, ln: ln}
 	s.sessions.live = make(map[*quic.Conn]*serverSession)
 	if len(cfg.Secret) > 0 {
 		s.secret = sha256.Sum256(cfg.Secret)
@@ -176,7 +176,7 @@ func (s *Server) liveSessions() []*quic.Conn {
 }
 
 // Addr is the UDP address the server listens on.
-func (s *Server) Addr() net.Addr { return s.udp.LocalAddr() }
+func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
 
 // Registry is the server's tunnel table.
 func (s *Server) Registry() *engine.Registry { return s.reg }
@@ -214,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	handlers.Wait()
 	s.ln.Close()
 	s.tr.Close()
-	s.udp.Close()
+	s.conn.Close()
 	s.log.Info("stopped")
 	return nil
 }
