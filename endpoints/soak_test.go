@@ -1,0 +1,175 @@
+package endpoints
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quictun/quictun/netem"
+)
+
+// TestSoak keeps many tunnels open at once with churn, through an in-process
+// lossy link, and checks every byte and that goroutines, file descriptors and
+// heap stay flat. By default it is a short run (10 s, 200 tunnels) so that CI
+// exercises it; `task soak` runs the real one:
+//
+//	QUICTUN_SOAK=10m QUICTUN_SOAK_TUNNELS=1000 go test -run Soak -timeout 30m -v ./endpoints/
+func TestSoak(t *testing.T) {
+	duration, tunnels := 10*time.Second, 200
+	if v := os.Getenv("QUICTUN_SOAK"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("QUICTUN_SOAK=%q: %v", v, err)
+		}
+		duration, tunnels = d, 1000
+	}
+	if v := os.Getenv("QUICTUN_SOAK_TUNNELS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("QUICTUN_SOAK_TUNNELS=%q: %v", v, err)
+		}
+		tunnels = n
+	}
+	if testing.Short() {
+		t.Skip("soak: not in -short")
+	}
+
+	// Every connection is answered with the SHA-256 of what it sent, after the
+	// client's half-close.
+	app := checksumApp(t)
+	defer app.close()
+	link := netem.Model{Delay: 5 * time.Millisecond, Loss: 0.01}
+	var seed atomic.Int64
+	wrap := func(pc net.PacketConn) net.PacketConn { return netem.NewPacketConn(pc, link, seed.Add(1)) }
+	p := startPair(t, pairOptions{token: app.addr.String(),
+		serverMods: func(c *ServerConfig) { c.WrapUDP = wrap },
+		clientMods: func(c *ClientConfig) { c.WrapUDP = wrap }})
+
+	baseGoroutines, baseFDs := runtime.NumGoroutine(), openFDs()
+	var verified, failed, bytesSent atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := range tunnels {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			buf := make([]byte, 256<<10)
+			for ctx.Err() == nil {
+				n := 1 + rng.IntN(len(buf))
+				for i := range buf[:n] {
+					buf[i] = byte(rng.Uint32())
+				}
+				if err := checkedTunnel(p.client.Addr(), buf[:n]); err != nil {
+					failed.Add(1)
+					t.Errorf("tunnel %d: %v", w, err)
+					return
+				}
+				verified.Add(1)
+				bytesSent.Add(int64(n))
+			}
+		})
+	}
+
+	var heaps []uint64
+	sample := func() {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		heaps = append(heaps, ms.HeapInuse)
+		t.Logf("t=%-6v tunnels verified %-7d live %-5d goroutines %-6d fds %-5d heap %.1f MiB",
+			time.Since(start(ctx, duration)).Round(time.Second), verified.Load(), p.server.Registry().Len(),
+			runtime.NumGoroutine(), openFDs(), float64(ms.HeapInuse)/(1<<20))
+	}
+	every := max(duration/10, time.Second)
+	ticker := time.NewTicker(every)
+	for done := false; !done; {
+		select {
+		case <-ticker.C:
+			sample()
+		case <-ctx.Done():
+			done = true
+		}
+	}
+	ticker.Stop()
+	wg.Wait()
+	p.stop()
+
+	if failed.Load() > 0 {
+		t.Fatalf("%d tunnels failed", failed.Load())
+	}
+	t.Logf("soak: %d tunnels verified, %.1f MiB each way, %d at once, %v, link %s",
+		verified.Load(), float64(bytesSent.Load())/(1<<20), tunnels, duration, link)
+	// Everything the run started has ended: goroutines and descriptors are
+	// back to where they were before the tunnels (goleak checks the rest).
+	waitUntil(t, func() bool { return runtime.NumGoroutine() <= baseGoroutines })
+	if fds := openFDs(); fds > baseFDs+2 {
+		t.Errorf("%d file descriptors open, %d before the run", fds, baseFDs)
+	}
+	// Heap flat: the second half of the run does not grow past the first.
+	if len(heaps) >= 4 {
+		half := len(heaps) / 2
+		maxFirst, maxSecond := slicesMax(heaps[:half]), slicesMax(heaps[half:])
+		if float64(maxSecond) > 1.5*float64(maxFirst) {
+			t.Errorf("heap grew: %.1f MiB in the first half, %.1f MiB in the second",
+				float64(maxFirst)/(1<<20), float64(maxSecond)/(1<<20))
+		}
+	}
+}
+
+// start remembers when a soak context began, for the progress log.
+func start(ctx context.Context, d time.Duration) time.Time {
+	dl, _ := ctx.Deadline()
+	return dl.Add(-d)
+}
+
+func slicesMax(v []uint64) uint64 {
+	m := v[0]
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
+}
+
+// checkedTunnel sends data through one tunnel, half-closes, and checks the
+// checksum the server application answers with.
+func checkedTunnel(a net.Addr, data []byte) error {
+	c, err := net.DialTimeout("tcp", a.String(), 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(120 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := closeWrite(c); err != nil {
+		return err
+	}
+	var sum [32]byte
+	if _, err := io.ReadFull(c, sum[:]); err != nil {
+		return fmt.Errorf("read checksum: %w", err)
+	}
+	if want := sha256.Sum256(data); !bytes.Equal(sum[:], want[:]) {
+		return fmt.Errorf("checksum mismatch over %d bytes", len(data))
+	}
+	return nil
+}
+
+func openFDs() int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(entries)
+}
