@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package loadgen is the harness's own load generator, for what iperf3 does not measure:
 // request/response latency through a tunnel and many concurrent tunnels with every byte
 // checked. The bench binary runs it inside the test namespaces through a hidden

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package runner runs benchmark suites: for each scenario it sets up the two test hosts
 // with the scenario's link, runs every contender Repetitions times (contenders
 // interleaved within a repetition, so a disturbance on this shared machine hits all of

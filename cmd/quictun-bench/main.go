@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command quictun-bench runs the benchmark suites of `task bench`: it sets up two
 // network namespaces joined by an emulated link, runs quictun, kcptun and direct TCP
 // across it, and writes a markdown report, charts and JSON under --out.
