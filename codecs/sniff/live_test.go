@@ -6,7 +6,6 @@ package sniff
 // as the fixtures the table tests use (see testdata/README.md).
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -20,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quictun/quictun/internal/livetest"
 )
 
 var record = flag.Bool("record", false, "write the live captures to testdata/ as fixtures")
@@ -27,150 +28,6 @@ var record = flag.Bool("record", false, "write the live captures to testdata/ as
 // fixtureTrim bounds what a fixture keeps of each direction: the sniffers decide within
 // the first few KiB, and the rest of a display channel's pixels would only bloat the repo.
 const fixtureTrim = 16 << 10
-
-// requireTools skips the test unless every program is on PATH.
-func requireTools(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s is not installed (apt-get install the package that has it to run this test)", n)
-		}
-	}
-}
-
-// startProcess starts a program whose output goes to a log file in the test's temp dir.
-// The test's cleanup kills it and waits for it, on success and failure alike.
-func startProcess(t *testing.T, env []string, name string, args ...string) *exec.Cmd {
-	t.Helper()
-	log, err := os.CreateTemp(t.TempDir(), filepath.Base(name)+"-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		log.Close()
-		if t.Failed() {
-			out, _ := os.ReadFile(log.Name())
-			t.Logf("%s output:\n%s", name, lastLines(string(out), 30))
-		}
-	})
-	return cmd
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// startXvfb starts a virtual X server on a free display and returns its DISPLAY value.
-func startXvfb(t *testing.T) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	log, err := os.CreateTemp(t.TempDir(), "Xvfb-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1024x768x24", "-nolisten", "tcp")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.ExtraFiles = []*os.File{w}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		t.Fatalf("start Xvfb: %v", err)
-	}
-	w.Close()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		log.Close()
-		if t.Failed() {
-			out, _ := os.ReadFile(log.Name())
-			t.Logf("Xvfb output:\n%s", lastLines(string(out), 30))
-		}
-	})
-	// Xvfb writes the number and the newline separately, and dies if the second write
-	// fails: read the whole line before closing the pipe.
-	r.SetReadDeadline(time.Now().Add(20 * time.Second))
-	line, err := bufio.NewReader(r).ReadString('\n')
-	if err != nil {
-		t.Fatalf("Xvfb did not report its display: %v", err)
-	}
-	display := strings.TrimSpace(line)
-	waitForSocket(t, "unix", "/tmp/.X11-unix/X"+display)
-	return ":" + display
-}
-
-// waitUntil polls cond every 50 ms until it holds or the timeout passes.
-func waitUntil(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return cond()
-}
-
-// waitForSocket waits until something accepts connections at network/addr.
-func waitForSocket(t *testing.T, network, addr string) {
-	t.Helper()
-	ok := waitUntil(20*time.Second, func() bool {
-		c, err := net.DialTimeout(network, addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	if !ok {
-		t.Fatalf("nothing listens on %s %s", network, addr)
-	}
-}
-
-// freeLoopbackPort finds a TCP port that was free a moment ago, for servers that cannot
-// be handed a listening socket.
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// guiEnv is the environment a GTK viewer needs under Xvfb, with its state kept in the
-// test's temp dir.
-func guiEnv(t *testing.T, display string) []string {
-	home := t.TempDir()
-	runtime := filepath.Join(home, "run")
-	if err := os.Mkdir(runtime, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"DISPLAY=" + display, "HOME=" + home, "XDG_RUNTIME_DIR=" + runtime,
-		"GDK_BACKEND=x11", "NO_AT_BRIDGE=1"}
-}
-
-func viewer(t *testing.T) string {
-	for _, v := range []string{"remote-viewer", "spicy"} {
-		if _, err := exec.LookPath(v); err == nil {
-			return v
-		}
-	}
-	t.Skip("no SPICE client (remote-viewer from virt-viewer, or spicy from spice-client-gtk) is installed")
-	return ""
-}
 
 // sniffedAll replays every capture and reports the outcome per connection.
 func sniffedAll(caps []capture) []replayOutcome {
@@ -212,24 +69,24 @@ const (
 // recording proxy, and checks every channel's tunnel is recognised with the session id of
 // the main channel, the VM's name and its UUID.
 func TestLiveSPICE(t *testing.T) {
-	requireTools(t, "qemu-system-x86_64", "Xvfb")
-	client := viewer(t)
+	livetest.RequireTools(t, "qemu-system-x86_64", "Xvfb")
+	client := livetest.SPICEViewer(t)
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "spice.sock")
 	// No guest runs (-S): the SPICE server, its main channel and the qxl display
 	// channel work without one, and it keeps the test light.
-	startProcess(t, nil, "qemu-system-x86_64",
+	livetest.StartProcess(t, nil, "qemu-system-x86_64",
 		"-machine", "pc,accel=tcg", "-m", "32", "-nodefaults", "-S", "-display", "none",
 		"-vga", "qxl", "-name", liveVMName, "-uuid", liveVMUUID,
 		"-spice", "unix=on,addr="+sock+",disable-ticketing=on")
-	waitForSocket(t, "unix", sock)
+	livetest.WaitForSocket(t, "unix", sock)
 	proxy := newRecordingProxy(t, "unix", sock)
-	display := startXvfb(t)
-	startProcess(t, guiEnv(t, display), client, "spice://"+proxy.addr())
+	display := livetest.StartXvfb(t)
+	livetest.StartProcess(t, livetest.GUIEnv(t, display), client, "spice://"+proxy.addr())
 
 	// The viewer opens the main channel, learns the channel list, then opens the rest.
 	var outcomes []replayOutcome
-	complete := waitUntil(60*time.Second, func() bool {
+	complete := livetest.WaitFor(60*time.Second, func() bool {
 		outcomes = sniffedAll(proxy.captures())
 		var mainDone, othersDone int
 		for _, o := range outcomes {
@@ -299,14 +156,14 @@ func TestLiveSPICE(t *testing.T) {
 
 // TestLiveRFB runs qemu's VNC server and remote-viewer as the VNC client.
 func TestLiveRFB(t *testing.T) {
-	requireTools(t, "qemu-system-x86_64", "Xvfb", "remote-viewer")
+	livetest.RequireTools(t, "qemu-system-x86_64", "Xvfb", "remote-viewer")
 	sock := filepath.Join(t.TempDir(), "vnc.sock")
-	startProcess(t, nil, "qemu-system-x86_64",
+	livetest.StartProcess(t, nil, "qemu-system-x86_64",
 		"-machine", "pc,accel=tcg", "-m", "32", "-nodefaults", "-S", "-vga", "std",
 		"-display", "none", "-vnc", "unix:"+sock)
-	waitForSocket(t, "unix", sock)
+	livetest.WaitForSocket(t, "unix", sock)
 	proxy := newRecordingProxy(t, "unix", sock)
-	startProcess(t, guiEnv(t, startXvfb(t)), "remote-viewer", "vnc://"+proxy.addr())
+	livetest.StartProcess(t, livetest.GUIEnv(t, livetest.StartXvfb(t)), "remote-viewer", "vnc://"+proxy.addr())
 	o := waitForOutcome(t, proxy, "rfb")
 	checkProps(t, "rfb", o.result.Props, map[string]string{"version": "3.8", "clientVersion": "3.8"})
 	if *record {
@@ -318,7 +175,7 @@ func TestLiveRFB(t *testing.T) {
 func waitForOutcome(t *testing.T, proxy *recordingProxy, protocol string) replayOutcome {
 	t.Helper()
 	var o replayOutcome
-	ok := waitUntil(30*time.Second, func() bool {
+	ok := livetest.WaitFor(30*time.Second, func() bool {
 		caps := proxy.captures()
 		if len(caps) == 0 {
 			return false
@@ -335,7 +192,7 @@ func waitForOutcome(t *testing.T, proxy *recordingProxy, protocol string) replay
 // TestLiveSSH runs OpenSSH's sshd on loopback and the ssh client against it. The client's
 // login fails (no keys), after the version exchange the sniffer needs.
 func TestLiveSSH(t *testing.T) {
-	requireTools(t, "ssh", "ssh-keygen")
+	livetest.RequireTools(t, "ssh", "ssh-keygen")
 	sshd, err := exec.LookPath("sshd")
 	if err != nil {
 		if _, statErr := os.Stat("/usr/sbin/sshd"); statErr != nil {
@@ -355,12 +212,12 @@ func TestLiveSSH(t *testing.T) {
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
-	port := freeLoopbackPort(t)
+	port := livetest.FreeLoopbackPort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	startProcess(t, nil, sshd, "-D", "-e", "-f", "/dev/null", "-h", hostKey,
+	livetest.StartProcess(t, nil, sshd, "-D", "-e", "-f", "/dev/null", "-h", hostKey,
 		"-o", "ListenAddress="+addr, "-o", "PidFile=none", "-o", "PasswordAuthentication=no",
 		"-o", "KbdInteractiveAuthentication=no")
-	waitForSocket(t, "tcp", addr)
+	livetest.WaitForSocket(t, "tcp", addr)
 	proxy := newRecordingProxy(t, "tcp", addr)
 	_, proxyPort, _ := net.SplitHostPort(proxy.addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -393,7 +250,7 @@ func mustOutput(t *testing.T, name string, args ...string) []byte {
 
 // TestLiveTLS runs curl and openssl s_client against a Go TLS server on loopback.
 func TestLiveTLS(t *testing.T) {
-	requireTools(t, "curl", "openssl")
+	livetest.RequireTools(t, "curl", "openssl")
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "hello")
 	}))
@@ -426,7 +283,7 @@ func TestLiveTLS(t *testing.T) {
 			cmd := exec.CommandContext(ctx, name, args...)
 			cmd.Stdin = strings.NewReader("") // s_client quits at EOF on stdin
 			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%s: %v\n%s", name, err, lastLines(string(out), 20))
+				t.Fatalf("%s: %v\n%s", name, err, livetest.LastLines(string(out), 20))
 			}
 			o := waitForOutcome(t, proxy, "tls")
 			checkProps(t, tc.fixture, o.result.Props, tc.want)
@@ -441,7 +298,7 @@ func TestLiveTLS(t *testing.T) {
 // TestLiveHTTP runs curl against a Go HTTP server on loopback, directly and as a proxy
 // request (absolute-form target).
 func TestLiveHTTP(t *testing.T) {
-	requireTools(t, "curl")
+	livetest.RequireTools(t, "curl")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "hello")
 	}))
