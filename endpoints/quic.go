@@ -22,12 +22,26 @@ const (
 // endpoint's own limits are checked below it.
 const maxStreamsPerSession = 1 << 16
 
+// probePeriod is how often the client sends a liveness probe on an otherwise
+// quiet session, and probeSize its size: a restarted server answers a packet
+// of an unknown session with a stateless reset only when the packet is larger
+// than a reset could be (quic-go: 42 bytes), which QUIC's own keep-alive PINGs
+// are not. A probe of probeSize bytes is, so a tunnel with nothing in flight
+// learns within probePeriod that its server restarted instead of hanging until
+// the idle timeout.
+const (
+	probePeriod = 5 * time.Second
+	probeSize   = 64
+)
+
 // quicConfig is the QUIC configuration of both endpoints.
 func quicConfig() *quic.Config {
 	return &quic.Config{
-		HandshakeIdleTimeout:           5 * time.Second,
-		MaxIdleTimeout:                 30 * time.Second,
-		KeepAlivePeriod:                10 * time.Second,
+		HandshakeIdleTimeout: 5 * time.Second,
+		MaxIdleTimeout:       30 * time.Second,
+		KeepAlivePeriod:      10 * time.Second,
+		// For the client's liveness probes, see probePeriod.
+		EnableDatagrams:                true,
 		InitialStreamReceiveWindow:     initialStreamWindow,
 		MaxStreamReceiveWindow:         maxStreamWindow,
 		InitialConnectionReceiveWindow: initialConnectionWindow,

@@ -261,6 +261,7 @@ func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers
 	defer s.untrackSession(sess.conn)
 	log := s.log.With("session", sess.peer)
 	log.Info("session opened")
+	handlers.Go(func() { discardProbes(sess.conn) })
 	for {
 		stream, err := sess.conn.AcceptStream(sess.conn.Context())
 		if err != nil {
@@ -268,6 +269,16 @@ func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers
 			return
 		}
 		handlers.Go(func() { s.serveStream(ctx, sess, stream) })
+	}
+}
+
+// discardProbes reads the client's liveness probes (see probePeriod) so that
+// they do not queue up, until the session ends.
+func discardProbes(conn *quic.Conn) {
+	for {
+		if _, err := conn.ReceiveDatagram(conn.Context()); err != nil {
+			return
+		}
 	}
 }
 

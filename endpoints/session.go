@@ -62,14 +62,30 @@ func (k *sessionKeeper) run(ctx context.Context) {
 		backoff = minRedialBackoff
 		k.log.Info("session established", "server", conn.RemoteAddr().String())
 		k.publish(conn)
+		if !k.hold(ctx, conn) {
+			return
+		}
+	}
+}
+
+// hold keeps a session until it ends (true: redial) or ctx does (false), and
+// probes it meanwhile (see probePeriod).
+func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) bool {
+	probes := time.NewTicker(probePeriod)
+	defer probes.Stop()
+	probe := make([]byte, probeSize)
+	for {
 		select {
+		case <-probes.C:
+			_ = conn.SendDatagram(probe)
 		case <-conn.Context().Done():
 			k.unpublish(conn)
 			k.log.Warn("session lost; redialling", "server", k.endpoint, "reason", context.Cause(conn.Context()))
+			return true
 		case <-ctx.Done():
 			k.unpublish(conn)
 			conn.CloseWithError(0, "client shutting down")
-			return
+			return false
 		}
 	}
 }
