@@ -68,3 +68,18 @@ func BenchmarkRelayIOCopy(b *testing.B) {
 		return func() { wg.Wait(); client.Close(); server.Close() }
 	})
 }
+
+// BenchmarkRelayTunnelStuckSniffer has a sniffer that never returns: the tap
+// drops what the sniffer cannot take, so throughput must match
+// BenchmarkRelayTunnel (the sniffer misses data, not the tunnel).
+func BenchmarkRelayTunnelStuckSniffer(b *testing.B) {
+	benchmarkRelay(b, func(b *testing.B, client, server *net.TCPConn) func() {
+		release := make(chan struct{})
+		reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{stuckSniffer{release}}})
+		t := reg.Open(b.Context(), Info{})
+		done := make(chan struct{})
+		go func() { t.Run(ConnSide(client), ConnSide(server)); close(done) }()
+		// Teardown waits for the sniffer actor: let it go once the data is through.
+		return func() { close(release); <-done }
+	})
+}
