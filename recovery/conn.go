@@ -26,41 +26,45 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/quictun/quictun/codecs/fecframe"
+	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
 )
 
 // Conn is a net.PacketConn that adds loss recovery to the datagrams written
 // through it and removes it from the datagrams read. It is safe for concurrent use
 // by quic-go (one reader, any number of writers).
 type Conn struct {
-	inner    net.PacketConn
-	innerUDP addrPortReader // inner, when it can read without allocating an address
-	cfg      Config
-	epoch    time.Time
+	inner net.PacketConn
+	wire  *wire
+	cfg   Config
+	epoch time.Time
 
 	codecs  codecs
 	pool    *bufferPool
 	peers   peerTable
 	flusher flusher
 
-	// Read side, owned by whoever is in ReadFrom.
+	// Read side, owned by whoever holds readMu (quic-go's one reader).
 	readMu      sync.Mutex
 	pending     []delivery // rebuilt datagrams not yet handed to quic-go
 	pendingHead int
-	overflow    buffer // read buffer for when the pool is exhausted
+	in          inBatch // datagrams read from inner, not yet processed
+	one         [1]ipv4.Message
+
+	plain     plainBatch
+	optSocket struct {
+		sync.Mutex
+		conn *net.UDPConn // see SyscallConn
+	}
 
 	stats     counters
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
-}
-
-type addrPortReader interface {
-	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
 }
 
 // counters are the Conn's statistics, updated where the events happen.
@@ -71,6 +75,7 @@ type counters struct {
 	lost, congestionLost             atomic.Uint64
 	ambiguousLost                    atomic.Uint64
 	repaired, unrepaired, withheld   atomic.Uint64
+	nacked                           atomic.Uint64
 	malformed                        atomic.Uint64
 	repairDelaySum, repairDelayMax   atomic.Int64 // nanoseconds
 	data, parity                     atomic.Int64
@@ -85,6 +90,7 @@ type Stats struct {
 	DataSent          uint64 // framed data datagrams sent
 	ParitySent        uint64 // parity datagrams sent
 	Resent            uint64 // data datagrams resent on NACK
+	NACKed            uint64 // data datagrams this receiver asked to be resent
 	FramedReceived    uint64 // framed data and parity datagrams received
 	Lost              uint64 // datagrams seen missing on arrival (random loss)
 	CongestionLost    uint64 // datagrams seen missing while the path queue was full
@@ -127,9 +133,8 @@ func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
 		epoch: time.Now(),
 		pool:  newBufferPool(cfg.MaxBuffers),
 	}
-	if r, ok := inner.(addrPortReader); ok {
-		c.innerUDP = r
-	}
+	c.wire = newWire(inner)
+	c.one[0].Buffers = make([][]byte, 1)
 	c.peers.m = make(map[peerKey]*peer)
 	if cfg.Mode != Off {
 		ct := newController(cfg)
@@ -144,172 +149,18 @@ func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
 // now is the Conn's clock: monotonic time since the Conn was made.
 func (c *Conn) now() time.Duration { return time.Since(c.epoch) }
 
-// WriteTo sends b to addr, framed and protected if the peer speaks the framing.
-func (c *Conn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	c.stats.datagramsSent.Add(1)
-	if c.cfg.Mode == Off {
-		return c.inner.WriteTo(b, addr)
-	}
-	now := c.now()
-	p := c.peers.lookup(c, keyOf(addr), addr, true, now)
-	if p == nil {
-		return c.inner.WriteTo(b, addr)
-	}
-	p.lastActive.Store(int64(now))
-	switch p.state.Load() {
-	case peerFramed:
-		if ok, err := p.send.send(c, p, b, addr); ok {
-			if err != nil {
-				return 0, err
-			}
-			return len(b), nil
-		}
-	case peerOffering:
-		for range p.maybeHello(c, now) {
-			c.inner.WriteTo(b, addr) //nolint:errcheck // a copy; the original below reports errors
-		}
-	}
-	return c.inner.WriteTo(b, addr)
-}
-
-// ReadFrom returns the next datagram for quic-go: a plain QUIC packet, the payload
-// of a framed data datagram, or a rebuilt one.
-func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
-	c.readMu.Lock()
-	defer c.readMu.Unlock()
-	for {
-		if c.pendingHead < len(c.pending) {
-			d := c.pending[c.pendingHead]
-			c.pending[c.pendingHead] = delivery{}
-			c.pendingHead++
-			if c.pendingHead == len(c.pending) {
-				c.pending, c.pendingHead = c.pending[:0], 0
-			}
-			n := copy(b, d.buf.b[fecframe.DataHeaderLen:d.buf.n])
-			c.pool.put(d.buf)
-			c.stats.datagramsReceived.Add(1)
-			return n, d.addr, nil
-		}
-		buf := c.pool.get()
-		pooled := buf != nil
-		if !pooled {
-			buf = &c.overflow
-		}
-		n, addr, p, err := c.readInner(buf.b[:])
-		if err != nil {
-			if pooled {
-				c.pool.put(buf)
-			}
-			return 0, nil, err
-		}
-		buf.n = n
-		d := buf.b[:n]
-		if !fecframe.IsFramed(d) {
-			n := copy(b, d)
-			if pooled {
-				c.pool.put(buf)
-			}
-			c.stats.datagramsReceived.Add(1)
-			return n, addr, nil
-		}
-		if n, ok := c.handleFramed(b, buf, pooled, addr, p); ok {
-			c.stats.datagramsReceived.Add(1)
-			return n, addr, nil
-		}
-	}
-}
-
-// readInner reads one datagram. For framed datagrams from a known peer it returns
-// the peer and the peer's cached address, so the hot path allocates nothing.
-func (c *Conn) readInner(b []byte) (int, net.Addr, *peer, error) {
-	if c.innerUDP != nil {
-		n, ap, err := c.innerUDP.ReadFromUDPAddrPort(b)
-		if err != nil {
-			return 0, nil, nil, err
-		}
-		key := peerKey{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
-		if p := c.peers.lookup(c, key, nil, false, 0); p != nil {
-			return n, p.addr, p, nil
-		}
-		return n, net.UDPAddrFromAddrPort(ap), nil, nil
-	}
-	n, addr, err := c.inner.ReadFrom(b)
-	return n, addr, nil, err
-}
-
-// handleFramed processes one framed datagram in buf. It returns the length of the
-// payload copied into b and true when there is one for quic-go.
-func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p *peer) (int, bool) {
-	release := func() {
-		if pooled {
-			c.pool.put(buf)
-		}
-	}
-	f, err := fecframe.Decode(buf.b[:buf.n])
-	if err != nil {
-		c.stats.malformed.Add(1)
-		release()
-		return 0, false
-	}
-	now := c.now()
-	if p == nil {
-		p = c.peers.lookup(c, keyOf(addr), addr, true, now)
-	}
-	if p != nil {
-		p.lastActive.Store(int64(now))
-	}
-	switch f.Type {
-	case fecframe.TypeData:
-		c.stats.framedReceived.Add(1)
-		n := copy(b, f.Payload)
-		if p == nil || !pooled {
-			release()
-			return n, true // no state to code with; quic-go still gets it
-		}
-		deliver, kept := p.recv.onData(c, p, &f, buf, now)
-		if !kept {
-			release()
-		}
-		return n, deliver
-	case fecframe.TypeParity:
-		c.stats.framedReceived.Add(1)
-		if p == nil || !pooled {
-			release()
-			return 0, false
-		}
-		p.recv.onParity(c, p, &f, buf, now)
-	case fecframe.TypeFeedback:
-		if p != nil {
-			p.onFeedback(c, &f, now)
-		}
-		release()
-	case fecframe.TypeHello:
-		release()
-		if c.cfg.Mode == Off {
-			return 0, false
-		}
-		var ack [fecframe.HelloLen]byte
-		c.inner.WriteTo(fecframe.AppendHelloAck(ack[:0], f.Nonce), addr) //nolint:errcheck // the peer repeats its Hello
-		if p != nil && p.state.Load() == peerOffering {
-			p.hello.Lock()
-			p.hello.last = -helloInterval // offer back with our next write
-			p.hello.Unlock()
-		}
-	case fecframe.TypeHelloAck:
-		release()
-		if p != nil {
-			p.onHelloAck(c, f.Nonce)
-		}
-	}
-	return 0, false
-}
-
 // Close stops the Conn's goroutine, waits for it, frees its buffers and closes the
 // inner PacketConn. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
 		c.flusher.stop()
 		c.closeErr = c.inner.Close()
+		c.optSocket.Lock()
+		if c.optSocket.conn != nil {
+			c.optSocket.conn.Close()
+		}
+		c.optSocket.Unlock()
 		for _, p := range c.peers.snapshot(nil) {
 			c.peers.remove(p)
 			c.retirePeer(p)
@@ -332,6 +183,7 @@ func (c *Conn) Stats() Stats {
 		DataSent:          c.stats.dataSent.Load(),
 		ParitySent:        c.stats.paritySent.Load(),
 		Resent:            c.stats.resent.Load(),
+		NACKed:            c.stats.nacked.Load(),
 		FramedReceived:    c.stats.framedReceived.Load(),
 		Lost:              c.stats.lost.Load(),
 		CongestionLost:    c.stats.congestionLost.Load(),
@@ -394,4 +246,11 @@ func (c *Conn) SetWriteBuffer(n int) error {
 	return errors.New("recovery: inner PacketConn has no SetWriteBuffer")
 }
 
-var _ net.PacketConn = (*Conn)(nil)
+var (
+	_ net.PacketConn = (*Conn)(nil)
+	// quic-go's interfaces, checked here so that a change of theirs shows.
+	_ quic.OOBCapablePacketConn = (*Conn)(nil)
+	_ interface {
+		ReadBatch([]ipv4.Message, int) (int, error)
+	} = (*Conn)(nil)
+)

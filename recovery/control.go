@@ -24,14 +24,18 @@ type controller struct {
 	loss, burst                 float64 // their ratios
 	srtt                        time.Duration
 	minRTT                      windowedMin
+	// rate is the sender's data datagrams per second, measured over windows.
+	rate      float64
+	rateCount uint64
+	rateSince time.Duration
 
 	// measurement window
 	winLost, winTotal, winBursts float64
 	winStart                     time.Duration
 
 	applied struct {
-		sizing, burst float64
-		span          time.Duration
+		sizing, burst, rate float64
+		span                time.Duration
 	}
 }
 
@@ -52,9 +56,18 @@ const (
 	windowTime      = 400 * time.Millisecond
 	// decay is the weight of the past per window: about 15 windows of memory.
 	decay = 0.93
+	// rateWindow is how long the sender's rate is counted before an update.
+	rateWindow = 250 * time.Millisecond
 	// lossFloor is added to the sizing estimate: the loss may rise before the
 	// estimate does.
 	lossFloor = 0.0005
+	// maxSizingLoss and maxParityOver cap the parity. Parity is traffic quic-go's
+	// congestion control does not see; loss beyond a quarter of all datagrams is
+	// rarely a property of the path but of overload (a full receive buffer, a
+	// saturated link), where more parity only deepens the overload that reported
+	// the loss, and so on.
+	maxSizingLoss = 0.25
+	maxParityOver = 2 // parity datagrams per group, beyond one per data datagram
 )
 
 func newController(cfg Config) controller {
@@ -64,15 +77,28 @@ func newController(cfg Config) controller {
 }
 
 // sizingLoss is the loss rate groups are sized for: the estimate plus two
-// standard errors, so a young or noisy estimate errs towards parity.
+// standard errors, so a young or noisy estimate errs towards parity. Losses that
+// come in bursts are fewer independent events, so the error grows with the burst
+// length.
 func (ct *controller) sizingLoss() float64 {
 	p := ct.loss
-	return p + 2*math.Sqrt(p*(1-p)/ct.totalSum) + lossFloor
+	return min(p+2*math.Sqrt(p*(1-p)*max(ct.burst, 1)/ct.totalSum)+lossFloor, maxSizingLoss)
 }
 
 // onFeedback folds one Feedback in. It reports whether the shape should be
 // recomputed.
-func (ct *controller) onFeedback(fb *fecframe.Feedback, now time.Duration, rtt time.Duration) bool {
+//
+// sent is the number of data datagrams sent to the peer so far, for the rate.
+func (ct *controller) onFeedback(fb *fecframe.Feedback, now, rtt time.Duration, sent uint64) bool {
+	if el := now - ct.rateSince; el >= rateWindow {
+		r := float64(sent-ct.rateCount) / el.Seconds()
+		if ct.rate == 0 {
+			ct.rate = r
+		} else {
+			ct.rate += (r - ct.rate) / 4
+		}
+		ct.rateCount, ct.rateSince = sent, now
+	}
 	if rtt > 0 {
 		ct.minRTT.add(rtt, now)
 		if ct.srtt == 0 {
@@ -105,9 +131,9 @@ func (ct *controller) onFeedback(fb *fecframe.Feedback, now time.Duration, rtt t
 	ct.totalSum = decay*ct.totalSum + ct.winTotal
 	ct.burstSum = decay*ct.burstSum + ct.winBursts
 	ct.loss = ct.lossSum / ct.totalSum
-	if ct.burstSum > 0 {
-		ct.burst = max(1, ct.lossSum/ct.burstSum)
-	}
+	// One pseudo-burst of length 1 pulls the burst length back to 1 once losses
+	// have faded, instead of keeping the ratio of old, decayed sums.
+	ct.burst = max(1, (ct.lossSum+1)/(ct.burstSum+1))
 	ct.winLost, ct.winTotal, ct.winBursts, ct.winStart = 0, 0, 0, now
 	return ct.spanChanged() || ct.estimateChanged()
 }
@@ -118,7 +144,8 @@ func (ct *controller) spanChanged() bool {
 
 func (ct *controller) estimateChanged() bool {
 	a := ct.applied
-	return math.Abs(ct.sizingLoss()-a.sizing) > 0.05*a.sizing || math.Abs(ct.burst-a.burst) > 0.25
+	return math.Abs(ct.sizingLoss()-a.sizing) > 0.05*a.sizing || math.Abs(ct.burst-a.burst) > 0.25 ||
+		math.Abs(ct.rate-a.rate) > 0.25*a.rate
 }
 
 func (ct *controller) span() time.Duration {
@@ -136,64 +163,114 @@ func (ct *controller) span() time.Duration {
 // shape computes the group shape for the current estimate.
 func (ct *controller) shape() shape {
 	var sh shape
-	ct.applied.sizing, ct.applied.burst, ct.applied.span = ct.sizingLoss(), ct.burst, ct.span()
+	ct.applied.sizing, ct.applied.burst, ct.applied.span, ct.applied.rate = ct.sizingLoss(), ct.burst, ct.span(), ct.rate
 	sh.span = ct.span()
-	switch ct.cfg.Mode {
-	case Fixed:
-		sh.k = ct.cfg.Data
+	sh.k = ct.cfg.Data
+	if ct.cfg.Mode == Fixed {
 		sh.depth = ct.cfg.Interleave
 		for n := 1; n <= sh.k; n++ {
 			sh.mFor[n] = uint8(ct.cfg.Parity)
 		}
 		return sh
 	}
-	sh.k = ct.cfg.Data
-	sh.depth = ct.cfg.Interleave
-	if sh.depth == 0 {
-		// Spread a burst over as many groups as it is long, so each sees about one.
-		sh.depth = min(max(int(math.Round(ct.burst)), 1), 4)
+	p, b := ct.sizingLoss(), ct.burst
+	maxM := fecframe.MaxShards - sh.k
+	if ct.cfg.Interleave > 0 {
+		sh.depth = ct.cfg.Interleave
+	} else {
+		// Interleaving spreads a burst over several groups but, at a given rate and
+		// span, makes each group smaller, and small groups need relatively more
+		// parity. Pick the depth with the least parity per datagram for the groups
+		// this flow actually fills (full ones when the rate is not known yet).
+		best := math.Inf(1)
+		for d := 1; d <= maxAutoInterleave; d++ {
+			n := sh.k
+			if ct.rate > 0 {
+				n = min(max(int(ct.rate*sh.span.Seconds()/float64(d)), 1), sh.k)
+			}
+			m := parityNeeded(n, maxM, p, b, d, float64(n)*ct.cfg.TargetResidual)
+			if over := float64(m) / float64(n); over < best*0.95 { // deeper only if clearly better
+				best, sh.depth = over, d
+			}
+			if b < 1.2 {
+				break // no bursts to spread
+			}
+		}
 	}
-	clump := max(1, ct.burst/float64(sh.depth))
-	p := ct.sizingLoss()
+	m := 1
 	for n := 1; n <= sh.k; n++ {
-		sh.mFor[n] = uint8(parityNeeded(n, fecframe.MaxShards-sh.k, p, clump, float64(n)*ct.cfg.TargetResidual))
+		m = parityNeededFrom(m, n, maxM, p, b, sh.depth, float64(n)*ct.cfg.TargetResidual)
+		sh.mFor[n] = uint8(min(m, n+maxParityOver))
 	}
 	return sh
 }
 
+// maxAutoInterleave bounds the depth Auto picks: deeper groups span longer, and a
+// repair must land within a fraction of the round trip.
+const maxAutoInterleave = 4
+
 // parityNeeded is the least m in 1..maxM such that a group of n data and m parity
-// datagrams loses more than m with probability at most target, when losses come
-// in clumps of about `clump` datagrams at an overall rate p. The number of clumps
-// hitting a group is taken as Poisson.
-func parityNeeded(n, maxM int, p, clump, target float64) int {
-	for m := 1; m < maxM; m++ {
-		lambda := float64(n+m) * p / clump
-		if poissonTail(lambda, int(float64(m)/clump)) <= target {
+// datagrams loses more than m with probability at most target. Losses come in
+// bursts of geometric length (mean b) at an overall rate p, and the group is one of
+// d interleaved, so it sees every d-th datagram of the wire.
+func parityNeeded(n, maxM int, p, b float64, d int, target float64) int {
+	return parityNeededFrom(1, n, maxM, p, b, d, target)
+}
+
+func parityNeededFrom(m0, n, maxM int, p, b float64, d int, target float64) int {
+	for m := max(m0, 1); m < maxM; m++ {
+		if burstTail(n+m, p, b, d, m) <= target {
 			return m
 		}
 	}
 	return maxM
 }
 
-// poissonTail is P(X > j) for X ~ Poisson(lambda).
-func poissonTail(lambda float64, j int) float64 {
+// burstTail is the probability that a group of size g (data plus parity), one of d
+// interleaved groups, loses more than j datagrams, when losses come in bursts of
+// geometric length with mean b (b >= 1) at an overall loss rate p.
+//
+// The group spans d*g datagrams of the wire, so the bursts starting there are
+// Poisson with mean d*g*p/b. A burst of length L covers floor(L/d) or ceil(L/d) of
+// the group's datagrams, depending on where it starts: H = floor(L/d) plus one
+// with probability (L mod d)/d. Bursts that miss the group (H = 0) thin the
+// Poisson count; the total is compound Poisson, and Panjer's recursion gives its
+// distribution.
+func burstTail(g int, p, b float64, d, j int) float64 {
+	if p <= 0 {
+		return 0
+	}
+	var hits [fecframe.MaxShards + 2]float64 // P(H = h) for one burst
+	b = max(b, 1)
+	q := 1 - 1/b
+	pl := 1 / b // P(L = 1)
+	for l := 1; l <= 4096 && pl > 1e-15; l++ {
+		lo, frac := l/d, float64(l%d)/float64(d)
+		if lo <= j+1 {
+			hits[lo] += pl * (1 - frac)
+		}
+		if lo+1 <= j+1 {
+			hits[lo+1] += pl * frac
+		}
+		pl *= q
+	}
+	lambda := float64(d*g) * p / b * (1 - hits[0])
 	if lambda <= 0 {
 		return 0
 	}
-	// Sum the terms above j directly: accurate for the small tails that matter.
-	term := math.Exp(-lambda)
-	for i := 1; i <= j; i++ {
-		term *= lambda / float64(i)
-	}
-	var sum float64
-	for i := j + 1; i < j+1000; i++ {
-		term *= lambda / float64(i)
-		sum += term
-		if term < sum*1e-12 {
-			break
+	norm := 1 / (1 - hits[0])
+	var pmf [fecframe.MaxShards + 2]float64
+	pmf[0] = math.Exp(-lambda)
+	cdf := pmf[0]
+	for x := 1; x <= j; x++ {
+		var sum float64
+		for h := 1; h <= x; h++ {
+			sum += float64(h) * hits[h] * norm * pmf[x-h]
 		}
+		pmf[x] = lambda / float64(x) * sum
+		cdf += pmf[x]
 	}
-	return sum
+	return max(1-cdf, 0)
 }
 
 // windowedMin is the minimum of a quantity over the last one to two windows, so

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +21,8 @@ var (
 	goodputData     = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
 	goodputSpan     = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
 	goodputInter    = flag.Int("goodput.interleave", 0, "override Config.Interleave of the auto runs (experiments)")
+	goodputResend   = flag.Bool("goodput.resend", false, "set Config.Resend in the auto runs (experiments)")
+	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
@@ -134,7 +137,8 @@ func BenchmarkGoodput(b *testing.B) {
 		cfg  *Config
 	}{
 		{"off", nil},
-		{"auto", &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter}},
+		{"auto", &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,
+			Resend: *goodputResend, TargetResidual: *goodputResidual}},
 	}
 	for _, l := range links {
 		for _, md := range modes {
@@ -156,9 +160,9 @@ func BenchmarkGoodput(b *testing.B) {
 
 func logStats(tb testing.TB, r goodputResult) {
 	c, s := r.client, r.server
-	tb.Logf("%.1f Mbit/s | sender: data %d parity %d (%.1f%%) shape %d+%d peerloss %.2f%% rtt %v | receiver: lost %d congestion %d repaired %d unrepaired %d withheld %d",
-		r.mbps, c.DataSent, c.ParitySent, 100*c.Overhead, c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
-		s.Lost, s.CongestionLost, s.Repaired, s.Unrepaired, s.Withheld)
+	tb.Logf("%.1f Mbit/s | sender: data %d parity %d resent %d (%.1f%%) shape %d+%d peerloss %.2f%% rtt %v | receiver: lost %d congestion %d repaired %d unrepaired %d withheld %d nacked %d",
+		r.mbps, c.DataSent, c.ParitySent, c.Resent, 100*c.Overhead, c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
+		s.Lost, s.CongestionLost, s.Repaired, s.Unrepaired, s.Withheld, s.NACKed)
 }
 
 // traceGoodput logs, every second, what quic-go's sender and the layer are doing.
@@ -192,4 +196,88 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 		}
 		tb.Log(line + " | quic " + trace.take())
 	}
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCPUPerGB is the clean-link cost of the layer: one quic-go stream over
+// plain loopback UDP (no emulator, whose own cost would dilute the ratio), the
+// whole process's CPU time per gigabyte delivered. Both ends run in this process,
+// so the figure covers sender and receiver. udp: quic-go on the *net.UDPConn
+// itself, with GSO and batched reads; off: behind a Conn in Off mode, a plain
+// net.PacketConn to quic-go (one syscall per datagram, what any wrapper costs);
+// auto: the layer at work.
+//
+//	go test -run '^$' -bench BenchmarkCPUPerGB -benchtime 1x ./recovery/
+func BenchmarkCPUPerGB(b *testing.B) {
+	for _, md := range []struct {
+		name string
+		cfg  *Config
+	}{{"udp", nil}, {"off", &Config{Mode: Off}}, {"auto", &Config{Mode: Auto}}} {
+		b.Run(md.name, func(b *testing.B) {
+			var bytes int64
+			var cpu, wall time.Duration
+			for b.Loop() {
+				n, c, w := cpuTransfer(b, md.cfg, 5*time.Second)
+				bytes += n
+				cpu += c
+				wall += w
+			}
+			gb := float64(bytes) / 1e9
+			b.ReportMetric(cpu.Seconds()/gb, "cpu-s/GB")
+			b.ReportMetric(float64(bytes)*8/wall.Seconds()/1e6, "Mbit/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+func cpuTransfer(tb testing.TB, cfg *Config, d time.Duration) (int64, time.Duration, time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	p := dialPair(tb, ctx, side{recovery: cfg}, side{recovery: cfg})
+	defer p.close()
+	var received atomic.Int64
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		st, err := p.serverConn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := st.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	st, err := p.clientConn.OpenStreamSync(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Warm up past slow start and the negotiation, then measure.
+	buf := make([]byte, 64<<10)
+	for received.Load() < 64<<20 {
+		if _, err := st.Write(buf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	cpu0, start, n0 := cpuTime(), time.Now(), received.Load()
+	for time.Since(start) < d {
+		if _, err := st.Write(buf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	n, cpu, wall := received.Load()-n0, cpuTime()-cpu0, time.Since(start)
+	st.CancelWrite(0)
+	p.clientConn.CloseWithError(0, "")
+	<-recvDone
+	return n, cpu, wall
 }

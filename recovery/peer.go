@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/quictun/quictun/codecs/fecframe"
 )
 
@@ -82,6 +84,8 @@ type peer struct {
 	ctlMu sync.Mutex
 	ctl   controller
 
+	sa       unix.Sockaddr // addr for sendmsg, built once; guarded by send.mu
+	saDone   bool
 	rtt      atomic.Int64  // smoothed round trip, nanoseconds, 0 until measured
 	minRTT   atomic.Int64  // minimum round trip, nanoseconds, 0 until measured
 	peerLoss atomic.Uint64 // float64 bits: loss rate the peer reports for our sending
@@ -100,6 +104,15 @@ func newPeer(c *Conn, key peerKey, addr net.Addr, now time.Duration) *peer {
 	sh := p.ctl.shape()
 	p.send.shape = sh
 	return p
+}
+
+// sockaddr is the peer's address for sendmsg (nil: send singly). Callers hold
+// send.mu. Writes use quic-go's address for the peer, which is the peer's own.
+func (p *peer) sockaddr(c *Conn, addr net.Addr) unix.Sockaddr {
+	if !p.saDone {
+		p.sa, p.saDone = c.wire.sockaddr(addr), true
+	}
+	return p.sa
 }
 
 func (p *peer) rttOr(def time.Duration) time.Duration {
@@ -154,7 +167,7 @@ func (p *peer) onFeedback(c *Conn, f *fecframe.Frame, now time.Duration) {
 		rtt = sample
 	}
 	p.ctlMu.Lock()
-	reshape := p.ctl.onFeedback(fb, now, rtt)
+	reshape := p.ctl.onFeedback(fb, now, rtt, p.send.dataSent.Load())
 	p.rtt.Store(int64(p.ctl.srtt))
 	p.minRTT.Store(int64(p.ctl.minRTT.get(now)))
 	p.peerLoss.Store(floatBits(p.ctl.loss))
@@ -168,10 +181,8 @@ func (p *peer) onFeedback(c *Conn, f *fecframe.Frame, now time.Duration) {
 		c.stats.data.Store(int64(sh.k))
 		c.stats.parity.Store(int64(sh.mFor[sh.k]))
 	}
-	if c.cfg.Resend {
-		for i := range f.NACKCount() {
-			p.send.resend(c, p.addr, f.NACK(i), now)
-		}
+	if c.cfg.Resend && f.NACKCount() > 0 {
+		p.send.resend(c, p, f, now)
 	}
 }
 

@@ -10,14 +10,24 @@ import (
 )
 
 // recvRing is how many coding groups a receiver tracks at once, indexed by group
-// id. At full-size groups that is a few hundred milliseconds of 100 Mbit/s.
-const recvRing = 64
+// id: at 100 Mbit/s about three quarters of a second, enough to wait for a resend
+// on a long path.
+const recvRing = 128
 
 // groupTimeout is how long an incomplete group waits for the shards it needs. A
 // group's parity leaves the sender at most one GroupSpan after its first datagram
 // and the path is FIFO, so anything later than this is not coming, and a repair
 // this late would be worth nothing to quic-go anyway.
 const groupTimeout = 150 * time.Millisecond
+
+// groupTimeout is how long an incomplete group is kept: with resends, long
+// enough for a NACK's answer.
+func (r *receiver) groupTimeout(c *Conn, p *peer) time.Duration {
+	if c.cfg.Resend {
+		return max(groupTimeout, 2*p.rttOr(100*time.Millisecond)+50*time.Millisecond)
+	}
+	return groupTimeout
+}
 
 // recvGroup holds the shards of one group until it can be rebuilt or is given up.
 type recvGroup struct {
@@ -55,10 +65,11 @@ func (g *recvGroup) release(c *Conn) {
 // ringEntry is one slot of the group ring. A finished group keeps only its id and
 // done flag, so late duplicates are recognised without holding the large recvGroup.
 type ringEntry struct {
-	id   uint32
-	used bool
-	done bool
-	g    *recvGroup
+	id     uint32
+	used   bool
+	done   bool
+	nacked bool // a resend was asked for
+	g      *recvGroup
 }
 
 // delivery is a rebuilt datagram waiting for quic-go's next ReadFrom.
@@ -92,10 +103,12 @@ type receiver struct {
 	// is congestion; one rebuilt datagram per round trip is then withheld so that
 	// quic-go's congestion controller sees it and backs off.
 	withholdPending bool
+	withholdSince   time.Duration // when the congestion was seen
 	lastWithheld    time.Duration
 
 	retired bool // the peer is gone: keep nothing
 
+	nacks   []fecframe.NACK
 	scratch [fecframe.MaxShards][]byte
 	rebuilt [fecframe.MaxShards]*buffer
 	fbBuf   [fecframe.FeedbackBaseLen + 4*fecframe.MaxNACKs]byte
@@ -183,8 +196,8 @@ func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) 
 	case gap > 0 && state == queueFull:
 		r.congestionLost += uint32(gap)
 		c.stats.congestionLost.Add(uint64(gap))
-		if now-r.lastWithheld > p.rttOr(100*time.Millisecond) {
-			r.withholdPending = true
+		if !r.withholdPending && now-r.lastWithheld > p.rttOr(100*time.Millisecond) {
+			r.withholdPending, r.withholdSince = true, now
 		}
 	case gap > 0:
 		c.stats.ambiguousLost.Add(uint64(gap))
@@ -218,34 +231,70 @@ func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now 
 	return true, true
 }
 
-// onParity takes a parity datagram; buf is always consumed.
-func (r *receiver) onParity(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) {
+// onParity takes a parity datagram and reports whether it kept buf.
+func (r *receiver) onParity(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (kept bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.retired {
-		c.pool.put(buf)
-		return
+		return false
 	}
 	r.account(c, p, f.Seq, f.Timestamp, now)
 	e, g := r.group(c, f.Group, now)
 	if e == nil || e.done {
-		c.pool.put(buf)
-		return
+		return false
 	}
 	L := len(f.Payload)
 	if g.k == 0 {
 		g.k, g.n, g.m, g.shardLen = int(f.K), int(f.N), int(f.M), L
 	} else if g.k != int(f.K) || g.n != int(f.N) || g.m != int(f.M) || g.shardLen != L {
-		c.pool.put(buf) // disagrees with the group's first parity: not ours to trust
-		return
+		return false // disagrees with the group's first parity: not ours to trust
 	}
 	if g.parity[f.Index] != nil {
-		c.pool.put(buf)
-		return
+		return false
 	}
 	g.parity[f.Index] = buf
 	g.parHave++
 	r.tryRebuild(c, p, e, now)
+	if c.cfg.Resend {
+		r.maybeNACK(c, p, f.Group, int(f.Depth), now)
+	}
+	return true
+}
+
+// nackScan is how many groups behind the finished ones maybeNACK looks at.
+const nackScan = 16
+
+// maybeNACK asks for resends of the groups that can no longer be rebuilt from
+// parity: the parity of group `newest` has arrived, so every group at least
+// `depth` older has had all its datagrams sent, and on a FIFO path whatever of
+// them has not arrived is lost. It asks for just enough data shards to rebuild
+// each group (the lowest missing indexes), once per group.
+func (r *receiver) maybeNACK(c *Conn, p *peer, newest uint32, depth int, now time.Duration) {
+	nacks := r.nacks[:0]
+	for i := range nackScan {
+		id := (newest - uint32(depth) - uint32(i)) & (1<<24 - 1)
+		e := &r.ring[id%recvRing]
+		if !e.used || e.id != id || e.done || e.nacked || e.g.k == 0 {
+			continue
+		}
+		g := e.g
+		need := g.n - g.dataHave - g.parHave
+		if need <= 0 {
+			continue
+		}
+		e.nacked = true
+		for idx := 0; idx < g.n && need > 0 && len(nacks) < fecframe.MaxNACKs; idx++ {
+			if g.data[idx] == nil {
+				nacks = append(nacks, fecframe.NACK{Group: id, Index: uint8(idx)})
+				need--
+			}
+		}
+	}
+	if len(nacks) > 0 {
+		r.sendFeedbackNACKs(c, p, now, nacks)
+		c.stats.nacked.Add(uint64(len(nacks)))
+	}
+	r.nacks = nacks[:0]
 }
 
 // tryRebuild completes a group when all its data is in, or rebuilds the missing
@@ -326,6 +375,9 @@ func (r *receiver) tryRebuild(c *Conn, p *peer, e *ringEntry, now time.Duration)
 			c.pool.put(nb) // garbage from inconsistent shards; quic-go would drop it anyway
 			continue
 		}
+		if r.withholdPending && now-r.withholdSince > p.rttOr(100*time.Millisecond) {
+			r.withholdPending = false // the moment has passed: the queue has moved on
+		}
 		if r.withholdPending {
 			r.withholdPending = false
 			r.lastWithheld = now
@@ -355,7 +407,7 @@ func (r *receiver) service(c *Conn, p *peer, now time.Duration) (next time.Durat
 		if !e.used || e.done {
 			continue
 		}
-		if deadline := e.g.first + groupTimeout; deadline <= now {
+		if deadline := e.g.first + r.groupTimeout(c, p); deadline <= now {
 			r.retire(c, e)
 		} else if next == 0 || deadline < next {
 			next = deadline
@@ -378,7 +430,12 @@ func (r *receiver) service(c *Conn, p *peer, now time.Duration) (next time.Durat
 const feedbackInterval = 25 * time.Millisecond
 
 func (r *receiver) sendFeedback(c *Conn, p *peer, now time.Duration) {
+	r.sendFeedbackNACKs(c, p, now, nil)
+}
+
+func (r *receiver) sendFeedbackNACKs(c *Conn, p *peer, now time.Duration, nacks []fecframe.NACK) {
 	fb := fecframe.Feedback{
+		NACKs:          nacks,
 		EchoTimestamp:  r.echoTs,
 		EchoDelay:      stamp(now - r.echoAt),
 		Received:       r.received,

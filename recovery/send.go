@@ -1,8 +1,10 @@
 package recovery
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quictun/quictun/codecs/fecframe"
@@ -14,13 +16,15 @@ var zeroShard [fecframe.MaxShardLen]byte
 
 // sendGroup is a coding group being filled or waiting in the resend history.
 type sendGroup struct {
-	id       uint32
-	k        int           // coding size
-	n        int           // data shards so far
-	slot     int           // interleave slot while open
-	opened   time.Duration // when its first datagram went out
-	shardLen int           // longest shard: 2 + longest payload
-	data     [fecframe.MaxShards]*buffer
+	id        uint32 // on the wire: 24 bits
+	inHistory bool
+	k         int           // coding size
+	n         int           // data shards so far
+	slot      int           // interleave slot while open
+	opened    time.Duration // when its first datagram went out
+	closed    time.Duration // when its parity went out
+	shardLen  int           // longest shard: 2 + longest payload
+	data      [fecframe.MaxShards]*buffer
 }
 
 // shape is how the sender codes new groups.
@@ -45,18 +49,32 @@ type sender struct {
 	open      [maxInterleave]*sendGroup
 	next      int // interleave slot of the next datagram
 	free      []*sendGroup
-	// history keeps recently closed groups for NACK resends (Config.Resend).
-	history   [historyLen]*sendGroup
-	scratch   [fecframe.MaxShards][]byte
-	parityBuf [fecframe.MaxShards]*buffer
+	// history keeps recently closed groups for NACK resends (Config.Resend), in
+	// the order they closed; it owns their buffers. byID finds them by group id
+	// (it may point at a group no longer in history: check inHistory and id).
+	history     [historyLen]*sendGroup
+	historyHead int // oldest
+	historyLen  int
+	byID        [historyLen]*sendGroup
+	out         outBatch
+	scratch     [fecframe.MaxShards][]byte
+	parityBuf   [fecframe.MaxShards]*buffer
 	// resend budget: tokens earned per data datagram sent.
 	resendTokens float64
 	retired      bool // the peer is gone; send plain
+	dataSent     atomic.Uint64
 }
 
-// historyLen is how many closed groups a sender keeps for resends: about a
-// quarter of a second of traffic at 100 Mbit/s with full groups.
-const historyLen = 32
+// historyLen is how many closed groups a sender can keep for resends: more than a
+// second of traffic at 100 Mbit/s with full groups. Groups leave it after
+// historyAge; a resend later than that is worth nothing to quic-go.
+const historyLen = 256
+
+// historyAge is how long a closed group stays available for resends: a NACK
+// comes about one round trip after the group closed.
+func historyAge(rtt time.Duration) time.Duration {
+	return max(150*time.Millisecond, 2*rtt+50*time.Millisecond)
+}
 
 func (s *sender) getGroup() *sendGroup {
 	if n := len(s.free); n > 0 {
@@ -77,24 +95,70 @@ func (s *sender) releaseGroup(c *Conn, g *sendGroup) {
 	s.free = append(s.free, g)
 }
 
-// send frames p into the current group and writes it. It reports false when p
-// cannot be framed (too large, or no buffer to keep it in) and the caller must
-// send it plain.
-func (s *sender) send(c *Conn, p *peer, b []byte, addr net.Addr) (bool, error) {
-	if len(b) > fecframe.MaxPayload {
-		return false, nil
+// outBatch collects the datagrams one write produces, in order, so they leave in
+// as few system calls as possible (see wire). Buffers that must outlive the send
+// (parity, groups closed during the write) are released after the flush.
+type outBatch struct {
+	dgrams  [][]byte
+	release []*sendGroup
+	bufs    []*buffer
+}
+
+// maxOutBatch flushes a batch early: a GSO send takes at most 64 segments.
+const maxOutBatch = 128
+
+// flush sends the batch to addr and releases what waited for it. Callers hold mu.
+func (s *sender) flush(c *Conn, p *peer, addr net.Addr) error {
+	var err error
+	if len(s.out.dgrams) > 0 {
+		err = c.wire.writeBatch(s.out.dgrams, addr, p.sockaddr(c, addr))
 	}
-	buf := c.pool.get()
-	if buf == nil {
-		return false, nil
+	clear(s.out.dgrams)
+	s.out.dgrams = s.out.dgrams[:0]
+	for _, g := range s.out.release {
+		s.releaseGroup(c, g)
+	}
+	clear(s.out.release)
+	s.out.release = s.out.release[:0]
+	for _, b := range s.out.bufs {
+		c.pool.put(b)
+	}
+	clear(s.out.bufs)
+	s.out.bufs = s.out.bufs[:0]
+	return err
+}
+
+// send frames the datagrams in b (segments of seg bytes, the last may be shorter;
+// seg 0: one datagram) into the current groups and writes them, with the parity
+// of every group they complete. Datagrams that cannot be framed (too large, or no
+// buffer to keep them in) go out plain, which the peer reads as QUIC.
+func (s *sender) send(c *Conn, p *peer, b []byte, seg int, addr net.Addr) error {
+	if seg <= 0 {
+		seg = len(b)
 	}
 	now := c.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.retired {
-		c.pool.put(buf)
-		return false, nil
+	var err error
+	for len(b) > 0 {
+		d := b[:min(seg, len(b))]
+		b = b[len(d):]
+		if s.retired || len(d) > fecframe.MaxPayload {
+			s.out.dgrams = append(s.out.dgrams, d)
+		} else if buf := c.pool.get(); buf == nil {
+			s.out.dgrams = append(s.out.dgrams, d)
+		} else {
+			s.frame(c, p, d, buf, addr, now)
+		}
+		if len(s.out.dgrams) >= maxOutBatch {
+			err = errors.Join(err, s.flush(c, p, addr))
+		}
 	}
+	return errors.Join(err, s.flush(c, p, addr))
+}
+
+// frame puts one datagram into a group and the batch. Callers hold mu.
+func (s *sender) frame(c *Conn, p *peer, b []byte, buf *buffer, addr net.Addr, now time.Duration) {
 	slot := s.next
 	s.next++
 	if s.next >= s.shape.depth {
@@ -122,12 +186,12 @@ func (s *sender) send(c *Conn, p *peer, b []byte, addr net.Addr) (bool, error) {
 	g.n++
 	g.shardLen = max(g.shardLen, 2+len(b))
 	s.resendTokens = min(s.resendTokens+c.cfg.ResendBudget, 64)
-	_, err := c.inner.WriteTo(buf.b[:buf.n], addr)
+	s.out.dgrams = append(s.out.dgrams, buf.b[:buf.n])
 	c.stats.dataSent.Add(1)
+	s.dataSent.Add(1)
 	if g.n == g.k {
-		s.close(c, p, g, addr, now)
+		s.close(c, p, g, now)
 	}
-	return true, err
 }
 
 // flushDue closes the groups that have been open for their span.
@@ -139,36 +203,42 @@ func (s *sender) flushDue(c *Conn, p *peer, now time.Duration) (next time.Durati
 			continue
 		}
 		if deadline := g.opened + s.shape.span; deadline <= now {
-			s.close(c, p, g, p.addr, now)
+			s.close(c, p, g, now)
 		} else if next == 0 || deadline < next {
 			next = deadline
 		}
 	}
+	s.flush(c, p, p.addr) //nolint:errcheck // parity is best effort
 	return next
 }
 
-// close codes a group, sends its parity and retires it.
-func (s *sender) close(c *Conn, p *peer, g *sendGroup, addr net.Addr, now time.Duration) {
+// close codes a group, adds its parity to the batch and retires it (into the
+// resend history, or to be released after the flush). Callers hold mu.
+func (s *sender) close(c *Conn, p *peer, g *sendGroup, now time.Duration) {
 	s.open[g.slot] = nil
 	m := int(s.shape.mFor[g.n])
 	if g.k+m > fecframe.MaxShards { // the shape changed while the group was open
 		m = fecframe.MaxShards - g.k
 	}
 	if m > 0 {
-		s.sendParity(c, g, m, addr, now)
+		s.addParity(c, g, m, now)
 	}
 	if !c.cfg.Resend {
-		s.releaseGroup(c, g)
+		s.out.release = append(s.out.release, g)
 		return
 	}
-	slot := g.id % historyLen
-	if old := s.history[slot]; old != nil {
-		s.releaseGroup(c, old)
+	g.closed = now
+	s.expireHistory(c, p, now)
+	if s.historyLen == historyLen {
+		s.dropOldest(c)
 	}
-	s.history[slot] = g
+	s.history[(s.historyHead+s.historyLen)%historyLen] = g
+	s.historyLen++
+	g.inHistory = true
+	s.byID[g.id%historyLen] = g
 }
 
-func (s *sender) sendParity(c *Conn, g *sendGroup, m int, addr net.Addr, now time.Duration) {
+func (s *sender) addParity(c *Conn, g *sendGroup, m int, now time.Duration) {
 	L := g.shardLen
 	shards := s.scratch[:g.k+m]
 	for i := range g.n {
@@ -197,35 +267,60 @@ func (s *sender) sendParity(c *Conn, g *sendGroup, m int, addr net.Addr, now tim
 	}
 	ts := stamp(now)
 	for j, pb := range s.parityBuf[:m] {
-		if err == nil {
-			fecframe.PutParity(pb.b[:], fecframe.Parity{
-				Seq: s.seq, Group: g.id, Index: uint8(j), Timestamp: ts,
-				K: uint8(g.k), N: uint8(g.n), M: uint8(m),
-			})
-			s.seq++
-			c.inner.WriteTo(pb.b[:fecframe.ParityHeaderLen+L], addr) //nolint:errcheck // parity is best effort; quic-go sees errors on its own datagrams
-			c.stats.paritySent.Add(1)
-		}
-		c.pool.put(pb)
+		s.out.bufs = append(s.out.bufs, pb)
 		s.parityBuf[j] = nil
+		if err != nil {
+			continue
+		}
+		fecframe.PutParity(pb.b[:], fecframe.Parity{
+			Seq: s.seq, Group: g.id, Index: uint8(j), Timestamp: ts,
+			K: uint8(g.k), N: uint8(g.n), M: uint8(m), Depth: uint8(s.shape.depth),
+		})
+		s.seq++
+		s.out.dgrams = append(s.out.dgrams, pb.b[:fecframe.ParityHeaderLen+L])
+		c.stats.paritySent.Add(1)
 	}
 }
 
-// resend answers a NACK from the history, within the resend budget.
-func (s *sender) resend(c *Conn, addr net.Addr, n fecframe.NACK, now time.Duration) {
+// expireHistory releases the groups that are too old to resend from.
+func (s *sender) expireHistory(c *Conn, p *peer, now time.Duration) {
+	age := historyAge(p.rttOr(0))
+	for s.historyLen > 0 && now-s.history[s.historyHead].closed >= age {
+		s.dropOldest(c)
+	}
+}
+
+func (s *sender) dropOldest(c *Conn) {
+	g := s.history[s.historyHead]
+	s.history[s.historyHead] = nil
+	s.historyHead = (s.historyHead + 1) % historyLen
+	s.historyLen--
+	g.inHistory = false
+	if s.byID[g.id%historyLen] == g {
+		s.byID[g.id%historyLen] = nil
+	}
+	s.releaseGroup(c, g)
+}
+
+// resend answers NACKs from the history, within the resend budget.
+func (s *sender) resend(c *Conn, p *peer, f *fecframe.Frame, now time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g := s.history[n.Group%historyLen]
-	if g == nil || g.id != n.Group || int(n.Index) >= g.n || s.resendTokens < 1 {
-		return
+	for i := range f.NACKCount() {
+		n := f.NACK(i)
+		g := s.byID[n.Group%historyLen]
+		if g == nil || !g.inHistory || g.id != n.Group || int(n.Index) >= g.n || s.resendTokens < 1 {
+			continue
+		}
+		s.resendTokens--
+		d := g.data[n.Index]
+		// Resent under a new sequence number so the receiver's loss count stays honest.
+		fecframe.PutData(d.b[:], fecframe.Data{Seq: s.seq, Group: g.id, Index: n.Index, Timestamp: stamp(now)}, d.n-fecframe.DataHeaderLen)
+		s.seq++
+		s.out.dgrams = append(s.out.dgrams, d.b[:d.n])
+		c.stats.resent.Add(1)
 	}
-	s.resendTokens--
-	d := g.data[n.Index]
-	// Resent under a new sequence number so the receiver's loss count stays honest.
-	fecframe.PutData(d.b[:], fecframe.Data{Seq: s.seq, Group: g.id, Index: n.Index, Timestamp: stamp(now)}, d.n-fecframe.DataHeaderLen)
-	s.seq++
-	c.inner.WriteTo(d.b[:d.n], addr) //nolint:errcheck // best effort, like the original
-	c.stats.resent.Add(1)
+	s.flush(c, p, p.addr) //nolint:errcheck // best effort, like the originals
 }
 
 // setShape switches to a new shape. Open groups keep their k; if the interleave
@@ -236,12 +331,13 @@ func (s *sender) setShape(c *Conn, p *peer, sh *shape, now time.Duration) {
 	s.shape = *sh
 	for slot := sh.depth; slot < maxInterleave; slot++ {
 		if g := s.open[slot]; g != nil {
-			s.close(c, p, g, p.addr, now)
+			s.close(c, p, g, now)
 		}
 	}
 	if s.next >= sh.depth {
 		s.next = 0
 	}
+	s.flush(c, p, p.addr) //nolint:errcheck // parity is best effort
 }
 
 // shutdown releases every buffer the sender holds.
@@ -255,11 +351,8 @@ func (s *sender) shutdown(c *Conn) {
 			s.open[i] = nil
 		}
 	}
-	for i, g := range s.history {
-		if g != nil {
-			s.releaseGroup(c, g)
-			s.history[i] = nil
-		}
+	for s.historyLen > 0 {
+		s.dropOldest(c)
 	}
 }
 

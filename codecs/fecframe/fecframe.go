@@ -15,7 +15,7 @@
 // All integers are big-endian.
 //
 //	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 len:u16 payload[len]
-//	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 shard[...]
+//	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 depth:u8 shard[...]
 //	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
 //	           congestionLost:u32 unrepaired:u32 nackCount:u8 nackCount*(group:u24 index:u8)
 //	Hello    = b0 nonce:u64
@@ -32,7 +32,9 @@
 // hand a received datagram to the decoder without copying it. A parity datagram says
 // the group's coding size k, how many data shards it really holds (n <= k; the
 // shards n..k-1 are zero, which lets the sender close a group early without changing
-// its coder) and its parity count m.
+// its coder), its parity count m, and over how many groups the sender interleaves
+// (depth): once a group's parity arrives, every group at least depth older has
+// had all its datagrams sent, which tells the receiver when to ask for a resend.
 package fecframe
 
 import (
@@ -80,7 +82,7 @@ const (
 	// datagram starts.
 	DataShardOffset = 13
 	// ParityHeaderLen is the number of bytes in front of a parity shard.
-	ParityHeaderLen = 16
+	ParityHeaderLen = 17
 	// HelloLen is the length of a Hello or HelloAck datagram.
 	HelloLen = 9
 	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
@@ -94,6 +96,8 @@ const (
 	MaxShards = 256
 	// MaxNACKs bounds the NACK entries of one Feedback datagram.
 	MaxNACKs = 32
+	// MaxDepth bounds the interleave depth a parity header may state.
+	MaxDepth = 16
 	// MaxDatagramLen is the largest framed datagram this package produces.
 	MaxDatagramLen = ParityHeaderLen + MaxShardLen
 )
@@ -124,6 +128,7 @@ type Parity struct {
 	K         uint8 // data shards the group was coded for
 	N         uint8 // data shards actually sent, N <= K; shards N..K-1 are zero
 	M         uint8 // parity shards of the group
+	Depth     uint8 // groups the sender fills at once, 1..MaxDepth
 }
 
 // Feedback is what a receiver tells the sender about the direction it receives.
@@ -156,7 +161,7 @@ type Frame struct {
 	Index     uint8
 	Timestamp uint32
 	// Parity only.
-	K, N, M uint8
+	K, N, M, Depth uint8
 	// Payload is the data payload (Data) or the coded shard (Parity).
 	Payload []byte
 	// Feedback, with NACKs undecoded: use NACKs.
@@ -213,6 +218,7 @@ func PutParity(b []byte, h Parity) {
 	b[13] = h.K
 	b[14] = h.N
 	b[15] = h.M
+	b[16] = h.Depth
 }
 
 // CheckParity reports whether a parity header is one a decoder accepts.
@@ -230,6 +236,8 @@ func CheckParity(h Parity) error {
 		return fmt.Errorf("k+m = %d exceeds %d", int(h.K)+int(h.M), MaxShards)
 	case h.Index >= h.M:
 		return fmt.Errorf("parity index %d is outside 0..m-1 (m=%d)", h.Index, h.M)
+	case h.Depth == 0 || h.Depth > MaxDepth:
+		return fmt.Errorf("depth %d is outside 1..%d", h.Depth, MaxDepth)
 	}
 	return nil
 }
@@ -330,8 +338,8 @@ func Decode(b []byte) (Frame, error) {
 		f.Group = get24(b[5:])
 		f.Index = b[8]
 		f.Timestamp = binary.BigEndian.Uint32(b[9:])
-		f.K, f.N, f.M = b[13], b[14], b[15]
-		if err := CheckParity(Parity{Group: f.Group, Index: f.Index, K: f.K, N: f.N, M: f.M}); err != nil {
+		f.K, f.N, f.M, f.Depth = b[13], b[14], b[15], b[16]
+		if err := CheckParity(Parity{Group: f.Group, Index: f.Index, K: f.K, N: f.N, M: f.M, Depth: f.Depth}); err != nil {
 			return f, malformed("parity: %v", err)
 		}
 		if len(b)-ParityHeaderLen > MaxShardLen {

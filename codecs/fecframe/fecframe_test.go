@@ -54,7 +54,7 @@ func TestPutDataMatchesAppend(t *testing.T) {
 
 func TestParityRoundTrip(t *testing.T) {
 	shard := bytes.Repeat([]byte{0x5a}, 1300)
-	h := Parity{Seq: 9, Group: 77, Index: 2, Timestamp: 5, K: 20, N: 13, M: 4}
+	h := Parity{Seq: 9, Group: 77, Index: 2, Timestamp: 5, K: 20, N: 13, M: 4, Depth: 3}
 	b, err := AppendParity(nil, h, shard)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestParityRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := Parity{Seq: f.Seq, Group: f.Group, Index: f.Index, Timestamp: f.Timestamp, K: f.K, N: f.N, M: f.M}
+	got := Parity{Seq: f.Seq, Group: f.Group, Index: f.Index, Timestamp: f.Timestamp, K: f.K, N: f.N, M: f.M, Depth: f.Depth}
 	if f.Type != TypeParity || got != h {
 		t.Fatalf("decoded %+v, want %+v", got, h)
 	}
@@ -174,14 +174,16 @@ func TestDecodeRejects(t *testing.T) {
 		{"data trailing", append(append([]byte(nil), data...), 0), "says 3 payload bytes but carries 4"},
 		{"data too big", bigData, "exceeds the limit"},
 		{"data index", badIndex, "no room for parity"},
-		{"parity short", parity(Parity{K: 1, N: 1, M: 1})[:ParityHeaderLen+1], "shorter than its header"},
-		{"parity k 0", parity(Parity{K: 0, N: 0, M: 1}), "k is 0"},
-		{"parity m 0", parity(Parity{K: 4, N: 4, M: 0}), "m is 0"},
-		{"parity n 0", parity(Parity{K: 4, N: 0, M: 1}), "n 0 is outside"},
-		{"parity n > k", parity(Parity{K: 4, N: 5, M: 1}), "n 5 is outside"},
-		{"parity k+m", parity(Parity{K: 200, N: 200, M: 57}), "exceeds 256"},
+		{"parity short", parity(Parity{K: 1, N: 1, M: 1, Depth: 1})[:ParityHeaderLen+1], "shorter than its header"},
+		{"parity k 0", parity(Parity{K: 0, N: 0, M: 1, Depth: 1}), "k is 0"},
+		{"parity m 0", parity(Parity{K: 4, N: 4, M: 0, Depth: 1}), "m is 0"},
+		{"parity n 0", parity(Parity{K: 4, N: 0, M: 1, Depth: 1}), "n 0 is outside"},
+		{"parity n > k", parity(Parity{K: 4, N: 5, M: 1, Depth: 1}), "n 5 is outside"},
+		{"parity k+m", parity(Parity{K: 200, N: 200, M: 57, Depth: 1}), "exceeds 256"},
 		{"parity index", parity(Parity{K: 4, N: 4, M: 2, Index: 2}), "parity index 2"},
-		{"parity too big", append(parity(Parity{K: 4, N: 4, M: 2}), make([]byte, MaxShardLen)...), "exceeds the limit"},
+		{"parity depth 0", parity(Parity{K: 4, N: 4, M: 2}), "depth 0"},
+		{"parity depth", parity(Parity{K: 4, N: 4, M: 2, Depth: MaxDepth + 1}), "depth 17"},
+		{"parity too big", append(parity(Parity{K: 4, N: 4, M: 2, Depth: 1}), make([]byte, MaxShardLen)...), "exceeds the limit"},
 		{"feedback short", fb[:FeedbackBaseLen-1], "shorter than"},
 		{"feedback truncated NACK", fb[:len(fb)-1], "says 1 NACKs"},
 		{"feedback too many NACKs", tooManyNACKs, "exceed the limit"},
@@ -211,10 +213,10 @@ func TestEncodeRejects(t *testing.T) {
 	if _, err := AppendData(nil, Data{Group: 1 << 24}, nil); err == nil {
 		t.Fatal("25-bit group accepted")
 	}
-	if _, err := AppendParity(nil, Parity{K: 1, N: 1, M: 1}, []byte{0}); err == nil {
+	if _, err := AppendParity(nil, Parity{K: 1, N: 1, M: 1, Depth: 1}, []byte{0}); err == nil {
 		t.Fatal("1-byte shard accepted")
 	}
-	if _, err := AppendParity(nil, Parity{K: 0, N: 1, M: 1}, []byte{0, 0}); err == nil {
+	if _, err := AppendParity(nil, Parity{K: 0, N: 1, M: 1, Depth: 1}, []byte{0, 0}); err == nil {
 		t.Fatal("k=0 accepted")
 	}
 	if _, err := AppendFeedback(nil, Feedback{NACKs: make([]NACK, MaxNACKs+1)}); err == nil {

@@ -11,7 +11,7 @@ import (
 // same bytes.
 func FuzzDecode(f *testing.F) {
 	data, _ := AppendData(nil, Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}, []byte("payload"))
-	parity, _ := AppendParity(nil, Parity{Seq: 5, Group: 6, Index: 1, Timestamp: 7, K: 10, N: 8, M: 3}, []byte{0, 3, 1, 2, 3})
+	parity, _ := AppendParity(nil, Parity{Seq: 5, Group: 6, Index: 1, Timestamp: 7, K: 10, N: 8, M: 3, Depth: 1}, []byte{0, 3, 1, 2, 3})
 	fb, _ := AppendFeedback(nil, Feedback{Received: 10, Lost: 1, NACKs: []NACK{{Group: 6, Index: 2}}})
 	for _, seed := range [][]byte{data, parity, fb, AppendHello(nil, 42), AppendHelloAck(nil, 42), {0x40}, {}} {
 		f.Add(seed)
@@ -29,7 +29,7 @@ func FuzzDecode(f *testing.F) {
 		case TypeData:
 			again, err = AppendData(nil, Data{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp}, fr.Payload)
 		case TypeParity:
-			again, err = AppendParity(nil, Parity{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp, K: fr.K, N: fr.N, M: fr.M}, fr.Payload)
+			again, err = AppendParity(nil, Parity{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp, K: fr.K, N: fr.N, M: fr.M, Depth: fr.Depth}, fr.Payload)
 		case TypeFeedback:
 			fb := fr.Feedback
 			for i := range fr.NACKCount() {

@@ -1,0 +1,240 @@
+package recovery
+
+import (
+	"net"
+	"net/netip"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/quictun/quictun/codecs/fecframe"
+)
+
+// inBatchSize is how many datagrams one read from the inner socket may return.
+const inBatchSize = 32
+
+// inBatch holds datagrams read from the inner PacketConn in one system call that
+// have not been processed yet. Its buffers come from the pool; a buffer a coding
+// group keeps leaves the batch, the others are reused for the next read.
+type inBatch struct {
+	msgs     [inBatchSize]ipv4.Message
+	bufs     [inBatchSize]*buffer
+	iov      [inBatchSize][1][]byte
+	count    int // datagrams in the last read
+	next     int // the next one to process
+	overflow buffer
+}
+
+// ReadBatch hands quic-go up to len(ms) datagrams: rebuilt ones first, then what
+// the inner socket has, reading it (blocking) only while nothing is ready. quic-go
+// uses it instead of ReadFrom because Conn implements its batch interface; each
+// message's Buffers[0] is quic-go's buffer, N and Addr are set.
+func (c *Conn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	return c.readBatch(ms)
+}
+
+// ReadFrom returns the next datagram for quic-go: a plain QUIC packet, the payload
+// of a framed data datagram, or a rebuilt one.
+func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	m := c.one[:]
+	m[0].Buffers[0] = b
+	n, err := c.readBatch(m)
+	m[0].Buffers[0] = nil
+	if n == 0 {
+		return 0, nil, err
+	}
+	return m[0].N, m[0].Addr, nil
+}
+
+// ReadMsgUDP is ReadFrom for quic-go's OOB interface (which reads through
+// ReadBatch); no control messages are returned.
+func (c *Conn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	n, a, err := c.ReadFrom(b)
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	addr, _ = a.(*net.UDPAddr)
+	return n, 0, 0, addr, nil
+}
+
+func (c *Conn) readBatch(ms []ipv4.Message) (int, error) {
+	n := 0
+	for {
+		n = c.takePending(ms, n)
+		if n == len(ms) {
+			return n, nil
+		}
+		if c.in.next == c.in.count {
+			if n > 0 {
+				return n, nil // do not block with datagrams in hand
+			}
+			if err := c.readInner(); err != nil {
+				return 0, err
+			}
+		}
+		for c.in.next < c.in.count && n < len(ms) {
+			i := c.in.next
+			c.in.next++
+			if c.process(i, &ms[n]) {
+				n++
+			}
+			if c.pendingHead < len(c.pending) {
+				break // rebuilt datagrams go out before later arrivals
+			}
+		}
+	}
+}
+
+// takePending moves rebuilt datagrams into ms from position n on.
+func (c *Conn) takePending(ms []ipv4.Message, n int) int {
+	for ; n < len(ms) && c.pendingHead < len(c.pending); n++ {
+		d := c.pending[c.pendingHead]
+		c.pending[c.pendingHead] = delivery{}
+		c.pendingHead++
+		ms[n].N = copy(ms[n].Buffers[0], d.buf.b[fecframe.DataHeaderLen:d.buf.n])
+		ms[n].Addr = d.addr
+		c.pool.put(d.buf)
+		c.stats.datagramsReceived.Add(1)
+	}
+	if c.pendingHead == len(c.pending) {
+		c.pending, c.pendingHead = c.pending[:0], 0
+	}
+	return n
+}
+
+// readInner refills the batch from the inner PacketConn, blocking until at least
+// one datagram is there.
+func (c *Conn) readInner() error {
+	in := &c.in
+	size := inBatchSize
+	for i := range inBatchSize {
+		if in.bufs[i] == nil {
+			in.bufs[i] = c.pool.get()
+		}
+		if in.bufs[i] == nil { // the pool is exhausted: read fewer, or one unpooled
+			size = i
+			break
+		}
+		in.iov[i][0] = in.bufs[i].b[:]
+		in.msgs[i].Buffers = in.iov[i][:]
+	}
+	msgs := in.msgs[:size]
+	if size == 0 {
+		in.iov[0][0] = in.overflow.b[:]
+		in.msgs[0].Buffers = in.iov[0][:]
+		msgs = in.msgs[:1]
+	}
+	n, err := c.wire.readBatch(msgs)
+	in.count, in.next = n, 0
+	if err != nil {
+		in.count = 0
+		return err
+	}
+	return nil
+}
+
+// process handles datagram i of the inner batch and, if it carries something for
+// quic-go, fills m with it.
+func (c *Conn) process(i int, m *ipv4.Message) bool {
+	in := &c.in
+	raw := &in.msgs[i]
+	buf := in.bufs[i]
+	pooled := buf != nil
+	if !pooled {
+		buf = &in.overflow
+	}
+	buf.n = raw.N
+	d := buf.b[:raw.N]
+	addr, p := c.peerOf(raw.Addr)
+	if !fecframe.IsFramed(d) {
+		m.N = copy(m.Buffers[0], d)
+		m.Addr = addr
+		c.stats.datagramsReceived.Add(1)
+		return true
+	}
+	n, deliver, kept := c.handleFramed(m.Buffers[0], buf, pooled, addr, p)
+	if kept {
+		in.bufs[i] = nil // a coding group owns it now
+	}
+	if deliver {
+		m.N, m.Addr = n, addr
+		c.stats.datagramsReceived.Add(1)
+	}
+	return deliver
+}
+
+// peerOf returns the address to give quic-go for a datagram from a, and the peer
+// if there is one: the peer's own address object, so that quic-go sees the same
+// one every time and nothing is allocated per datagram.
+func (c *Conn) peerOf(a net.Addr) (net.Addr, *peer) {
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		if a == nil {
+			return a, nil
+		}
+		return a, c.peers.lookup(c, keyOf(a), a, false, 0)
+	}
+	ap := u.AddrPort()
+	key := peerKey{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
+	if p := c.peers.lookup(c, key, nil, false, 0); p != nil {
+		return p.addr, p
+	}
+	return a, nil
+}
+
+// handleFramed processes one framed datagram in buf. It returns the payload
+// length copied into b and whether there is one for quic-go, and whether a coding
+// group kept buf (otherwise it stays the caller's).
+func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p *peer) (n int, deliver, kept bool) {
+	f, err := fecframe.Decode(buf.b[:buf.n])
+	if err != nil {
+		c.stats.malformed.Add(1)
+		return 0, false, false
+	}
+	now := c.now()
+	if p == nil {
+		p = c.peers.lookup(c, keyOf(addr), addr, true, now)
+	}
+	if p != nil {
+		p.lastActive.Store(int64(now))
+	}
+	switch f.Type {
+	case fecframe.TypeData:
+		c.stats.framedReceived.Add(1)
+		n := copy(b, f.Payload)
+		if p == nil || !pooled {
+			return n, true, false // no state to code with; quic-go still gets it
+		}
+		deliver, kept := p.recv.onData(c, p, &f, buf, now)
+		return n, deliver, kept
+	case fecframe.TypeParity:
+		c.stats.framedReceived.Add(1)
+		if p == nil || !pooled {
+			return 0, false, false
+		}
+		return 0, false, p.recv.onParity(c, p, &f, buf, now)
+	case fecframe.TypeFeedback:
+		if p != nil {
+			p.onFeedback(c, &f, now)
+		}
+	case fecframe.TypeHello:
+		if c.cfg.Mode == Off {
+			return 0, false, false
+		}
+		var ack [fecframe.HelloLen]byte
+		c.inner.WriteTo(fecframe.AppendHelloAck(ack[:0], f.Nonce), addr) //nolint:errcheck // the peer repeats its Hello
+		if p != nil && p.state.Load() == peerOffering {
+			p.hello.Lock()
+			p.hello.last = -helloInterval // offer back with our next write
+			p.hello.Unlock()
+		}
+	case fecframe.TypeHelloAck:
+		if p != nil {
+			p.onHelloAck(c, f.Nonce)
+		}
+	}
+	return 0, false, false
+}

@@ -1,0 +1,325 @@
+package recovery
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quictun/quictun/codecs/fecframe"
+)
+
+func TestParseConfig(t *testing.T) {
+	good := []struct {
+		in   string
+		want Config
+	}{
+		{"off", Config{Mode: Off}},
+		{"OFF", Config{Mode: Off}},
+		{"auto", Config{Mode: Auto}},
+		{"", Config{Mode: Auto}},
+		{"10,3", Config{Mode: Fixed, Data: 10, Parity: 3}},
+		{" 20 , 5 ", Config{Mode: Fixed, Data: 20, Parity: 5}},
+		{"255,1", Config{Mode: Fixed, Data: 255, Parity: 1}},
+	}
+	for _, g := range good {
+		got, err := ParseConfig(g.in)
+		if err != nil {
+			t.Fatalf("ParseConfig(%q): %v", g.in, err)
+		}
+		if got != g.want {
+			t.Fatalf("ParseConfig(%q) = %+v, want %+v", g.in, got, g.want)
+		}
+		if g.want.Mode != Auto || g.in == "auto" {
+			if again, err := ParseConfig(got.String()); err != nil || again != got {
+				t.Fatalf("%q does not round-trip through String: %q", g.in, got.String())
+			}
+		}
+	}
+	bad := []struct{ in, want string }{
+		{"on", "want off, auto, or K,M"},
+		{"10", "want off, auto, or K,M"},
+		{"x,3", `data count "x"`},
+		{"10,y", `parity count "y"`},
+		{"0,3", "data count 0"},
+		{"10,0", "parity count 0"},
+		{"200,57", "data+parity = 257"},
+		{"-1,2", "data count -1"},
+	}
+	for _, b := range bad {
+		_, err := ParseConfig(b.in)
+		if err == nil {
+			t.Fatalf("ParseConfig(%q) accepted", b.in)
+		}
+		if !strings.Contains(err.Error(), b.want) || !strings.Contains(err.Error(), b.in) {
+			t.Fatalf("ParseConfig(%q): error %q should name the value and say %q", b.in, err, b.want)
+		}
+	}
+}
+
+func TestValidateNamesTheSetting(t *testing.T) {
+	bad := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Mode: Mode(7)}, "mode 7"},
+		{Config{Mode: Auto, Data: 200}, "largest auto group"},
+		{Config{Mode: Auto, GroupSpan: -1}, "group span"},
+		{Config{Mode: Auto, Interleave: 9}, "interleave"},
+		{Config{Mode: Auto, TargetResidual: 0.5}, "target residual"},
+		{Config{Mode: Auto, ResendBudget: 2}, "resend budget"},
+		{Config{Mode: Auto, MaxPeers: -1}, "max peers"},
+	}
+	for _, b := range bad {
+		err := b.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Fatalf("Validate(%+v) = %v, want an error about %q", b.cfg, err, b.want)
+		}
+		if _, err := NewConn(nil, b.cfg); err == nil {
+			t.Fatal("NewConn accepted a nil PacketConn")
+		}
+	}
+}
+
+// poissonTail is P(X > j) for X ~ Poisson(lambda): the reference burstTail must
+// match when there are no bursts.
+func poissonTail(lambda float64, j int) float64 {
+	if lambda <= 0 {
+		return 0
+	}
+	term := math.Exp(-lambda)
+	for i := 1; i <= j; i++ {
+		term *= lambda / float64(i)
+	}
+	var sum float64
+	for i := j + 1; i < j+1000; i++ {
+		term *= lambda / float64(i)
+		sum += term
+		if term < sum*1e-12 {
+			break
+		}
+	}
+	return sum
+}
+
+func TestPoissonTail(t *testing.T) {
+	// P(X > 0) = 1 - e^-l; P(X > 2) for l = 1 is 1 - e^-1 (1 + 1 + 1/2).
+	if got, want := poissonTail(0.5, 0), 1-math.Exp(-0.5); math.Abs(got-want) > 1e-12 {
+		t.Fatalf("P(X>0 | 0.5) = %v, want %v", got, want)
+	}
+	if got, want := poissonTail(1, 2), 1-math.Exp(-1)*2.5; math.Abs(got-want) > 1e-12 {
+		t.Fatalf("P(X>2 | 1) = %v, want %v", got, want)
+	}
+	if poissonTail(0, 3) != 0 {
+		t.Fatal("no loss, no tail")
+	}
+}
+
+func TestParityNeeded(t *testing.T) {
+	// More loss, more parity; the chosen m meets the target and m-1 does not.
+	prev := 0
+	for _, p := range []float64{0.001, 0.01, 0.05, 0.1, 0.2} {
+		m := parityNeeded(64, 192, p, 1, 1, 64e-5)
+		if m < prev {
+			t.Fatalf("parity %d at loss %v is less than %d at a lower loss", m, p, prev)
+		}
+		prev = m
+		if burstTail(64+m, p, 1, 1, m) > 64e-5 {
+			t.Fatalf("loss %v: m=%d misses the target", p, m)
+		}
+		if m > 1 && burstTail(64+m-1, p, 1, 1, m-1) <= 64e-5 {
+			t.Fatalf("loss %v: m=%d is more than needed", p, m)
+		}
+	}
+	// Small groups need relatively more parity.
+	if small, big := float64(parityNeeded(8, 200, 0.05, 1, 1, 8e-5))/8, float64(parityNeeded(64, 192, 0.05, 1, 1, 64e-5))/64; small <= big {
+		t.Fatalf("overhead of a group of 8 (%.2f) is not above that of 64 (%.2f)", small, big)
+	}
+	// Bursts need more parity than the same loss spread evenly; interleaving
+	// gives some of it back.
+	even := parityNeeded(64, 192, 0.02, 1, 1, 64e-5)
+	bursty := parityNeeded(64, 192, 0.02, 3, 1, 64e-5)
+	spread := parityNeeded(64, 192, 0.02, 3, 3, 64e-5)
+	if !(bursty > even && spread < bursty) {
+		t.Fatalf("2%% loss: even %d, bursts of 3 %d, interleaved by 3 %d", even, bursty, spread)
+	}
+	if m := parityNeeded(64, 10, 0.9, 1, 1, 1e-9); m != 10 {
+		t.Fatalf("parity %d is not capped at 10", m)
+	}
+}
+
+// TestBurstTail: without bursts the tail is Poisson's; with bursts of fixed
+// geometric length it matches a simulation.
+func TestBurstTail(t *testing.T) {
+	for _, c := range []struct {
+		g, j int
+		p    float64
+	}{{70, 3, 0.01}, {86, 22, 0.1}, {10, 0, 0.05}} {
+		got, want := burstTail(c.g, c.p, 1, 1, c.j), poissonTail(float64(c.g)*c.p, c.j)
+		if math.Abs(got-want) > 1e-9+1e-6*want {
+			t.Fatalf("g=%d j=%d p=%v: %v, Poisson says %v", c.g, c.j, c.p, got, want)
+		}
+	}
+	// Simulate a Gilbert channel (bursts of mean 3, 2% loss) feeding 3
+	// interleaved groups of 40, and count groups with more than 6 losses.
+	rng := rand.New(rand.NewPCG(7, 7))
+	const d, g, j, runs = 3, 40, 6, 200000
+	r := 1.0 / 3
+	pGB := 0.02 * r / 0.98
+	bad := false
+	var over int
+	for range runs {
+		var losses [d]int
+		for i := range d * g {
+			if bad {
+				bad = rng.Float64() >= r
+			} else {
+				bad = rng.Float64() < pGB
+			}
+			if bad {
+				losses[i%d]++
+			}
+		}
+		if losses[0] > j {
+			over++
+		}
+	}
+	sim := float64(over) / runs
+	model := burstTail(g, 0.02, 3, d, j)
+	if sim == 0 || model < sim/3 || model > sim*3 {
+		t.Fatalf("P(more than %d lost): model %.2e, simulation %.2e", j, model, sim)
+	}
+}
+
+func TestSeqTracker(t *testing.T) {
+	var tr seqTracker
+	steps := []struct {
+		seq  uint32
+		want int
+	}{
+		{100, 0},
+		{101, 0},
+		{104, 2},  // 102, 103 missing
+		{103, -1}, // late
+		{103, 0},  // duplicate
+		{105, 0},
+		{105 + seqWindow, seqWindow - 1},
+	}
+	for _, s := range steps {
+		if got := tr.arrive(s.seq); got != s.want {
+			t.Fatalf("arrive(%d) = %d, want %d", s.seq, got, s.want)
+		}
+	}
+	// Wrap-around of the 32-bit space is a step like any other.
+	var w seqTracker
+	w.arrive(math.MaxUint32 - 1)
+	if got := w.arrive(1); got != 2 {
+		t.Fatalf("across the wrap: %d missing, want 2", got)
+	}
+}
+
+func TestSerialDiff24(t *testing.T) {
+	if d := serialDiff24(2, 1<<24-2); d != 4 {
+		t.Fatalf("diff across the 24-bit wrap = %d, want 4", d)
+	}
+	if d := serialDiff24(1<<24-2, 2); d != -4 {
+		t.Fatalf("diff = %d, want -4", d)
+	}
+}
+
+// TestPathMonitor: random loss on an empty queue is random; a loss while the queue
+// has sat at its ceiling, deep against the round trip, for a round trip is
+// congestion; a short spike is not.
+func TestPathMonitor(t *testing.T) {
+	const minRTT = 50 * time.Millisecond
+	var m pathMonitor
+	now := time.Second
+	ts := uint32(0)
+	// feed samples with queueing delay q for d, one every 100 µs
+	feed := func(q, d time.Duration) queueState {
+		var st queueState
+		for end := now + d; now < end; now += 100 * time.Microsecond {
+			ts = stamp(now) - uint32(q/time.Microsecond) - 7 // the sender's clock is offset
+			st = m.sample(ts, now, minRTT)
+		}
+		return st
+	}
+	if st := feed(0, 200*time.Millisecond); st != queueClear {
+		t.Fatalf("empty queue: state %v", st)
+	}
+	// A machine stall: 40 ms of delay for 10 ms.
+	if st := feed(40*time.Millisecond, 10*time.Millisecond); st == queueFull {
+		t.Fatal("a 10 ms spike passed for a full queue")
+	}
+	feed(0, 100*time.Millisecond)
+	// The queue fills to 50 ms and stays there.
+	feed(25*time.Millisecond, 200*time.Millisecond)
+	if st := feed(50*time.Millisecond, 100*time.Millisecond); st != queueFull {
+		t.Fatalf("queue at its ceiling for 100 ms: state %v", st)
+	}
+	// Half-way down it is clear again.
+	if st := feed(20*time.Millisecond, 100*time.Millisecond); st != queueClear {
+		t.Fatalf("queue at 40%% of its ceiling: state %v", st)
+	}
+	// Without a known round trip nothing is congestion.
+	var fresh pathMonitor
+	for i := range 1000 {
+		now += 100 * time.Microsecond
+		if st := fresh.sample(stamp(now)-uint32(i*50), now, 0); st == queueFull {
+			t.Fatal("congestion without a round-trip estimate")
+		}
+	}
+}
+
+func TestShapeFollowsEstimate(t *testing.T) {
+	ct := newController(Config{Mode: Auto}.withDefaults())
+	prior := ct.shape()
+	if prior.k != defaultAutoData || prior.depth != 1 || prior.span != initialGroupSpan {
+		t.Fatalf("prior shape k=%d depth=%d span=%v", prior.k, prior.depth, prior.span)
+	}
+	for n := 2; n <= prior.k; n++ {
+		if prior.mFor[n] < prior.mFor[n-1] {
+			t.Fatalf("parity for %d data (%d) below that for %d (%d)", n, prior.mFor[n], n-1, prior.mFor[n-1])
+		}
+	}
+	// Feed 10% loss in runs of 3 until the estimate settles.
+	var fb fecframe.Feedback
+	now := time.Duration(0)
+	var sent uint64
+	ct.onFeedback(&fb, now, 40*time.Millisecond, sent)
+	for range 100 {
+		now += 25 * time.Millisecond
+		sent += 250 // 10000 datagrams a second
+		fb.Sampled += 225
+		fb.Received += 225
+		fb.Lost += 25
+		fb.Bursts += 8
+		ct.onFeedback(&fb, now, 40*time.Millisecond, sent)
+	}
+	if math.Abs(ct.loss-0.1) > 0.01 || math.Abs(ct.burst-3.1) > 0.2 || math.Abs(ct.rate-10000) > 500 {
+		t.Fatalf("estimate loss %.3f burst %.2f rate %.0f/s, want 0.1, 3.1 and 10000/s", ct.loss, ct.burst, ct.rate)
+	}
+	sh := ct.shape()
+	// At 10000 datagrams a second a 5 ms span fills 50 of 64: interleaving would
+	// only shrink the groups.
+	if sh.depth != 1 {
+		t.Fatalf("interleave %d for span-limited groups", sh.depth)
+	}
+	// Fast enough to fill every group: spread the bursts.
+	ct.rate = 100000
+	if fast := ct.shape(); fast.depth < 2 {
+		t.Fatalf("interleave %d for full groups and bursts of 3", fast.depth)
+	}
+	if sh.span != 5*time.Millisecond {
+		t.Fatalf("span %v for a 40 ms round trip", sh.span)
+	}
+	if m := sh.mFor[sh.k]; m <= prior.mFor[prior.k] {
+		t.Fatalf("parity %d at 10%% loss is not above the prior's %d", m, prior.mFor[prior.k])
+	}
+	fixed := newController(Config{Mode: Fixed, Data: 10, Parity: 3}.withDefaults())
+	fs := fixed.shape()
+	if fs.k != 10 || fs.depth != 1 || fs.mFor[10] != 3 || fs.mFor[1] != 3 {
+		t.Fatalf("fixed shape %+v", fs)
+	}
+}
