@@ -17,6 +17,7 @@ import (
 	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/recovery"
 )
 
 // ClientConfig is what a client endpoint needs; cmd/quictun-client fills it.
@@ -38,7 +39,9 @@ type ClientConfig struct {
 	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
 	// emulation in tests).
 	WrapUDP func(net.PacketConn) net.PacketConn
-	Logger  *slog.Logger
+	// Recovery configures the loss-recovery layer; nil is recovery.DefaultConfig.
+	Recovery *recovery.Config
+	Logger   *slog.Logger
 }
 
 func (c *ClientConfig) setDefaults() {
@@ -61,6 +64,7 @@ type Client struct {
 	reg      *engine.Registry
 	ln       net.Listener
 	conn     net.PacketConn // the UDP socket with the layers above it; closing it closes them all
+	rec      *recovery.Conn // the loss-recovery layer; nil when it is off
 	tr       *quic.Transport
 	sessions *sessionKeeper
 	metrics  *metrics
@@ -85,19 +89,28 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ln.Close()
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
-	var pc net.PacketConn = udp
-	if cfg.WrapUDP != nil {
-		pc = cfg.WrapUDP(udp)
+	qc := quicConfig()
+	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, false, qc)
+	if err != nil {
+		ln.Close()
+		return nil, err
 	}
 	tr := &quic.Transport{Conn: pc}
 	c := &Client{
 		cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine),
-		ln: ln, conn: pc, tr: tr,
-		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, cfg.Logger),
+		ln: ln, conn: pc, rec: rec, tr: tr,
+		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Logger),
 	}
-	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live)
+	var extra []prometheus.Collector
+	if rec != nil {
+		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
+	}
+	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live, extra...)
 	return c, nil
 }
+
+// Recovery is the client's loss-recovery layer, nil when it is off.
+func (c *Client) Recovery() *recovery.Conn { return c.rec }
 
 // Gatherer is the client's Prometheus registry.
 func (c *Client) Gatherer() prometheus.Gatherer { return c.metrics.registry }

@@ -21,6 +21,7 @@ import (
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/recovery"
 )
 
 // ServerConfig is what a server endpoint needs; cmd/quictun-server fills it.
@@ -48,7 +49,9 @@ type ServerConfig struct {
 	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
 	// emulation in tests).
 	WrapUDP func(net.PacketConn) net.PacketConn
-	Logger  *slog.Logger
+	// Recovery configures the loss-recovery layer; nil is recovery.DefaultConfig.
+	Recovery *recovery.Config
+	Logger   *slog.Logger
 }
 
 // Limits protect a server from more than it can carry. Past a limit a new
@@ -101,6 +104,7 @@ type Server struct {
 	reg *engine.Registry
 
 	conn net.PacketConn // the UDP socket with the layers above it; closing it closes them all
+	rec  *recovery.Conn // the loss-recovery layer
 	tr   *quic.Transport
 	ln   *quic.Listener
 
@@ -136,31 +140,34 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	var pc net.PacketConn = udp
-	if cfg.WrapUDP != nil {
-		pc = cfg.WrapUDP(udp)
+	qc := quicConfig()
+	qc.HandshakeIdleTimeout = min(qc.HandshakeIdleTimeout, cfg.PreambleTimeout)
+	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, true, qc)
+	if err != nil {
+		return nil, err
 	}
 	tr := &quic.Transport{Conn: pc}
 	if cfg.ResetKey != nil {
 		k := quic.StatelessResetKey(*cfg.ResetKey)
 		tr.StatelessResetKey = &k
 	}
-	qc := quicConfig()
-	qc.HandshakeIdleTimeout = min(qc.HandshakeIdleTimeout, cfg.PreambleTimeout)
 	ln, err := tr.Listen(cfg.TLS, qc)
 	if err != nil {
 		tr.Close()
 		pc.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, tr: tr, ln: ln}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, rec: rec, tr: tr, ln: ln}
 	s.sessions.live = make(map[*quic.Conn]*serverSession)
 	if len(cfg.Secret) > 0 {
 		s.secret = sha256.Sum256(cfg.Secret)
 	}
-	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions)
+	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
 	return s, nil
 }
+
+// Recovery is the server's loss-recovery layer.
+func (s *Server) Recovery() *recovery.Conn { return s.rec }
 
 // Gatherer is the server's Prometheus registry.
 func (s *Server) Gatherer() prometheus.Gatherer { return s.metrics.registry }

@@ -28,6 +28,7 @@ type sessionKeeper struct {
 	tr       *quic.Transport
 	endpoint string
 	tls      *tls.Config
+	quic     *quic.Config
 	log      *slog.Logger
 
 	mu   sync.Mutex
@@ -35,8 +36,8 @@ type sessionKeeper struct {
 	up   chan struct{} // closed when a session becomes available
 }
 
-func newSessionKeeper(tr *quic.Transport, endpoint string, tlsConf *tls.Config, log *slog.Logger) *sessionKeeper {
-	return &sessionKeeper{tr: tr, endpoint: endpoint, tls: tlsConf, log: log, up: make(chan struct{})}
+func newSessionKeeper(tr *quic.Transport, endpoint string, tlsConf *tls.Config, qc *quic.Config, log *slog.Logger) *sessionKeeper {
+	return &sessionKeeper{tr: tr, endpoint: endpoint, tls: tlsConf, quic: qc, log: log, up: make(chan struct{})}
 }
 
 // run is the keeper's routine: dial, hold the session until it ends, redial.
@@ -97,7 +98,7 @@ func (k *sessionKeeper) dial(ctx context.Context) (*quic.Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	return k.tr.Dial(ctx, addr, k.tls, quicConfig())
+	return k.tr.Dial(ctx, addr, k.tls, k.quic.Clone())
 }
 
 func (k *sessionKeeper) publish(conn *quic.Conn) {

@@ -18,6 +18,7 @@ import (
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/recovery"
 )
 
 type flags struct {
@@ -39,6 +40,8 @@ type flags struct {
 
 	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
 	cli.Secret
+
+	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (parity adapted to the measured loss), off (plain QUIC), or K,M (fixed groups of K data and M parity datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
 
 	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
@@ -92,7 +95,12 @@ func run(f flags, file *cli.Config) error {
 	if err != nil {
 		return err
 	}
+	fec, err := recovery.ParseConfig(f.Fec)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("fec"), err)
+	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
+		Recovery: &fec,
 		ListenOn: listen, ServerEndpoint: f.ServerEndpoint, Tokens: src, TLS: tlsConf, Secret: secret,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
@@ -101,7 +109,7 @@ func run(f flags, file *cli.Config) error {
 		return err
 	}
 	log.Info("quictun-client listening", "version", cli.Version(), "listen", listen.Network+":"+client.Addr().String(),
-		"server", f.ServerEndpoint, "verify", opts.Mode())
+		"server", f.ServerEndpoint, "verify", opts.Mode(), "fec", f.Fec)
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	return cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, client, log)

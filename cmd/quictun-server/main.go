@@ -19,6 +19,7 @@ import (
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/recovery"
 )
 
 type flags struct {
@@ -43,6 +44,8 @@ type flags struct {
 	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and a new tunnel to send its header."`
 	IdleTimeout          time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
 	cli.Secret
+
+	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (parity adapted to the measured loss), off (plain QUIC), or K,M (fixed groups of K data and M parity datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
 
 	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
@@ -94,7 +97,12 @@ func run(f flags, file *cli.Config) error {
 	if err != nil {
 		return err
 	}
+	fec, err := recovery.ParseConfig(f.Fec)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file.Origin("fec"), err)
+	}
 	srv, err := endpoints.NewServer(endpoints.ServerConfig{
+		Recovery: &fec,
 		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
@@ -115,7 +123,7 @@ func run(f flags, file *cli.Config) error {
 	}
 	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
 		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint,
-		"secret", secret != nil, "allow", pol.String())
+		"secret", secret != nil, "allow", pol.String(), "fec", f.Fec)
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()

@@ -28,6 +28,9 @@ type Options struct {
 	Registry *engine.Registry
 	// Gatherer is served on /metrics; nil serves no metrics.
 	Gatherer prometheus.Gatherer
+	// Status is served on /sessions: the endpoint's sessions and its
+	// loss-recovery layer; nil serves nothing there.
+	Status func() any
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
 	// request but /healthz.
 	Token  string
@@ -39,6 +42,7 @@ type Server struct {
 	ln      net.Listener
 	http    *fasthttp.Server
 	reg     *engine.Registry
+	status  func() any
 	metrics fasthttp.RequestHandler
 	token   [sha256.Size]byte // hash of the bearer token; zero when none
 	guarded bool
@@ -55,7 +59,7 @@ func Listen(addr string, o Options) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{ln: ln, reg: o.Registry, start: time.Now()}
+	s := &Server{ln: ln, reg: o.Registry, status: o.Status, start: time.Now()}
 	if o.Gatherer != nil {
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
 			ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4, Timeout: 10 * time.Second,
@@ -122,6 +126,11 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		writeJSON(ctx, fasthttp.StatusOK, map[string]any{
 			"status": "ok", "tunnels": s.reg.Len(), "uptimeSeconds": int64(time.Since(s.start).Seconds()),
 		})
+	case path == "/sessions" && s.status != nil:
+		if !allow(ctx, fasthttp.MethodGet) {
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, s.status())
 	case path == "/tunnels" || path == "/tunnels/":
 		if !allow(ctx, fasthttp.MethodGet) {
 			return

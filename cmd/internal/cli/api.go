@@ -14,6 +14,7 @@ import (
 type Endpoint interface {
 	Registry() *engine.Registry
 	Gatherer() prometheus.Gatherer
+	Status() any
 	Run(context.Context) error
 }
 
@@ -23,7 +24,7 @@ func RunWithAPI(ctx context.Context, httpd, token string, ep Endpoint, log *slog
 	if httpd == "" {
 		return ep.Run(ctx)
 	}
-	srv, err := api.Listen(httpd, api.Options{Registry: ep.Registry(), Gatherer: ep.Gatherer(), Token: token, Logger: log})
+	srv, err := api.Listen(httpd, api.Options{Registry: ep.Registry(), Gatherer: ep.Gatherer(), Status: ep.Status, Token: token, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -217,6 +217,19 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 	if len(tunnels) != 1 || tunnels[0]["endpoint"] != "server" || tunnels[0]["serverAppAddr"] != "tcp:"+target {
 		t.Fatalf("tunnels: %v", tunnels)
 	}
+	var status struct {
+		Sessions []struct {
+			Remote string  `json:"remoteEndpointAddr"`
+			RTT    float64 `json:"smoothedRttMs"`
+		} `json:"sessions"`
+		Recovery *struct {
+			FramedPeers int `json:"framedPeers"`
+		} `json:"recovery"`
+	}
+	getJSON(t, "http://"+apiAddr+"/sessions", &status)
+	if len(status.Sessions) != 1 || status.Sessions[0].RTT <= 0 || status.Recovery == nil || status.Recovery.FramedPeers != 1 {
+		t.Fatalf("sessions: %+v, recovery %+v", status.Sessions, status.Recovery)
+	}
 	id := tunnels[0]["uuid"].(string)
 	req, _ := http.NewRequest(http.MethodDelete, "http://"+apiAddr+"/tunnels/"+id, nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -263,4 +276,16 @@ func getJSON(t *testing.T, url string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The commented example configs in examples/ load as they are (with the
+// addresses overridden to loopback).
+func TestExampleConfigsLoad(t *testing.T) {
+	srv := start(t, "quictun-server", "--config", "../../../examples/server.toml",
+		"--listen-on", freePort(t, "udp"), "--state-dir", t.TempDir())
+	srv.waitLog(t, "quictun-server listening.*fec=auto")
+	cli := start(t, "quictun-client", "--config", "../../../examples/client.toml",
+		"--listen-on", "tcp:"+freePort(t, "tcp"), "--server-endpoint", freePort(t, "udp"),
+		"--known-hosts", filepath.Join(t.TempDir(), "kh"))
+	cli.waitLog(t, "quictun-client listening.*fec=auto")
 }
