@@ -55,11 +55,16 @@ type Config struct {
 	// TargetResidual is, in Auto mode, the share of data datagrams that may stay
 	// lost after coding (for a group of n, the probability that it cannot be
 	// rebuilt is kept below n x TargetResidual). quic-go's Reno needs a residual
-	// loss around 1e-5 to fill 100 Mbit/s at 50 ms. Default 1e-5.
+	// loss around 1e-5 to fill 100 Mbit/s at 50 ms; resends take care of most of
+	// what parity leaves. Default 1e-4, or 1e-5 with NoResend.
 	TargetResidual float64
-	// Resend enables NACK-driven resends of data that parity could not rebuild, a
-	// bounded last resort (at most ResendBudget of the data sent).
-	Resend bool
+	// NoResend turns off the last resort: NACK-driven resends of data that parity
+	// could not rebuild, at most ResendBudget of the data sent. A resend arrives a
+	// round trip late, after quic-go has declared the packet lost, but in time for
+	// quic-go to find the loss spurious and undo its window cut. With resends on,
+	// parity can be sized for a tenth of the residual loss, which it pays back
+	// several times over (see README.md).
+	NoResend bool
 	// ResendBudget bounds resent datagrams as a fraction of data datagrams sent.
 	// Default 0.02.
 	ResendBudget float64
@@ -75,16 +80,17 @@ type Config struct {
 
 // Defaults.
 const (
-	defaultAutoData       = 64
-	defaultTargetResidual = 1e-5
-	defaultResendBudget   = 0.02
-	defaultMaxPeers       = 1024
-	defaultPeerIdle       = 2 * time.Minute
-	defaultMaxBuffers     = 16384
-	maxInterleave         = 8
-	initialGroupSpan      = 5 * time.Millisecond
-	minGroupSpan          = 2 * time.Millisecond
-	maxGroupSpan          = 10 * time.Millisecond
+	defaultAutoData               = 64
+	defaultTargetResidual         = 1e-4
+	defaultTargetResidualNoResend = 1e-5
+	defaultResendBudget           = 0.02
+	defaultMaxPeers               = 1024
+	defaultPeerIdle               = 2 * time.Minute
+	defaultMaxBuffers             = 16384
+	maxInterleave                 = 8
+	initialGroupSpan              = 5 * time.Millisecond
+	minGroupSpan                  = 2 * time.Millisecond
+	maxGroupSpan                  = 10 * time.Millisecond
 )
 
 // DefaultConfig is what quictun runs with unless told otherwise.
@@ -159,6 +165,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// resend reports whether NACK-driven resends are on.
+func (c Config) resend() bool { return c.Mode != Off && !c.NoResend }
+
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
 	if c.Mode == Auto && c.Data == 0 {
@@ -166,6 +175,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TargetResidual == 0 {
 		c.TargetResidual = defaultTargetResidual
+		if c.NoResend {
+			c.TargetResidual = defaultTargetResidualNoResend
+		}
 	}
 	if c.ResendBudget == 0 {
 		c.ResendBudget = defaultResendBudget

@@ -410,7 +410,7 @@ func TestMalformedFramesAreDropped(t *testing.T) {
 // resent shards complete it.
 func TestNACKResend(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, Resend: true, ResendBudget: 1}
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, ResendBudget: 1}
 	l := newLink(t, cfg, cfg)
 	defer l.close()
 	var mu sync.Mutex

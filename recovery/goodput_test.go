@@ -21,7 +21,7 @@ var (
 	goodputData     = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
 	goodputSpan     = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
 	goodputInter    = flag.Int("goodput.interleave", 0, "override Config.Interleave of the auto runs (experiments)")
-	goodputResend   = flag.Bool("goodput.resend", false, "set Config.Resend in the auto runs (experiments)")
+	goodputNoResend = flag.Bool("goodput.noresend", false, "set Config.NoResend in the auto runs (experiments)")
 	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
 )
 
@@ -35,6 +35,12 @@ func wanModel(rtt time.Duration, loss float64, burst *netem.GilbertElliott) nete
 		RateBps:    100_000_000,
 		QueueDelay: rtt,
 	}
+}
+
+// autoConfig is the Auto config of the benchmarks, with the experiment flags.
+func autoConfig() *Config {
+	return &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,
+		NoResend: *goodputNoResend, TargetResidual: *goodputResidual}
 }
 
 // goodputResult is what one timed transfer measured.
@@ -137,8 +143,7 @@ func BenchmarkGoodput(b *testing.B) {
 		cfg  *Config
 	}{
 		{"off", nil},
-		{"auto", &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,
-			Resend: *goodputResend, TargetResidual: *goodputResidual}},
+		{"auto", autoConfig()},
 	}
 	for _, l := range links {
 		for _, md := range modes {

@@ -205,7 +205,7 @@ func BenchmarkHostFairness(b *testing.B) {
 	for _, md := range []struct {
 		name string
 		cfg  *Config
-	}{{"quic-off", nil}, {"quic-auto", &Config{Mode: Auto}}} {
+	}{{"quic-off", nil}, {"quic-auto", autoConfig()}} {
 		b.Run(md.name, func(b *testing.B) {
 			for b.Loop() {
 				tb := hostTestbed(b, "qtrfair", link)
@@ -271,7 +271,7 @@ func BenchmarkHostGoodput(b *testing.B) {
 		for _, md := range []struct {
 			name string
 			cfg  *Config
-		}{{"off", nil}, {"auto", &Config{Mode: Auto}}} {
+		}{{"off", nil}, {"auto", autoConfig()}} {
 			b.Run(fmt.Sprintf("%s/%s", l.name, md.name), func(b *testing.B) {
 				for b.Loop() {
 					tb := hostTestbed(b, "qtrgood", netem.Symmetric(l.m))

@@ -181,7 +181,7 @@ func (p *peer) onFeedback(c *Conn, f *fecframe.Frame, now time.Duration) {
 		c.stats.data.Store(int64(sh.k))
 		c.stats.parity.Store(int64(sh.mFor[sh.k]))
 	}
-	if c.cfg.Resend && f.NACKCount() > 0 {
+	if c.cfg.resend() && f.NACKCount() > 0 {
 		p.send.resend(c, p, f, now)
 	}
 }

@@ -8,12 +8,12 @@ import (
 	"github.com/quictun/quictun/codecs/fecframe"
 )
 
-// PacketSize is the QUIC packet size to run on top of a Conn: the largest whose
-// parity datagram (the packet plus fecframe.ParityHeaderLen plus a 2-byte length)
-// still fits a 1500-byte path MTU behind IPv6 and UDP headers (48 bytes), with room
-// to spare for an encapsulation on the way. quic-go cannot run path MTU discovery
-// through a wrapped PacketConn (it needs the socket to set the DF bit), so the
-// size it starts with is the size it keeps.
+// PacketSize is the QUIC packet size to run on top of a Conn: its parity datagram
+// (the packet plus fecframe.ParityHeaderLen plus a 2-byte length) still fits a
+// 1500-byte path MTU behind IPv6 and UDP headers (48 bytes), with room to spare
+// for an encapsulation on the way. quic-go's path MTU discovery must stay off on a
+// Conn (TuneQUICConfig does that): it cannot see the framing's bytes and would
+// grow packets until their parity no longer fits.
 const PacketSize = 1400
 
 // MaxOverhead is the most the framing adds to a QUIC packet on the wire (a parity
@@ -30,12 +30,14 @@ const (
 	keepAlivePeriod         = 15 * time.Second
 )
 
-// TuneQUICConfig sets the quic-go settings a tunnel over a Conn wants, where cfg
-// leaves them zero: the packet size above, receive windows sized for long fat
-// links (quic-go's auto-tuning starts at 512 KiB and grows one round trip at a
-// time), and a keep-alive so NAT bindings and the recovery layer's peer state stay
-// warm. Fields already set are kept.
+// TuneQUICConfig sets the quic-go settings a tunnel over a Conn wants: path MTU
+// discovery off (always: see PacketSize), and where cfg leaves them zero, the
+// packet size above, receive windows sized for long fat links (quic-go's
+// auto-tuning starts at 512 KiB and grows one round trip at a time), and a
+// keep-alive so NAT bindings and the recovery layer's peer state stay warm.
+// Other fields already set are kept.
 func TuneQUICConfig(cfg *quic.Config) {
+	cfg.DisablePathMTUDiscovery = true
 	if cfg.InitialPacketSize == 0 {
 		cfg.InitialPacketSize = PacketSize
 	}

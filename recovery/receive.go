@@ -23,7 +23,7 @@ const groupTimeout = 150 * time.Millisecond
 // groupTimeout is how long an incomplete group is kept: with resends, long
 // enough for a NACK's answer.
 func (r *receiver) groupTimeout(c *Conn, p *peer) time.Duration {
-	if c.cfg.Resend {
+	if c.cfg.resend() {
 		return max(groupTimeout, 2*p.rttOr(100*time.Millisecond)+50*time.Millisecond)
 	}
 	return groupTimeout
@@ -255,7 +255,7 @@ func (r *receiver) onParity(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, no
 	g.parity[f.Index] = buf
 	g.parHave++
 	r.tryRebuild(c, p, e, now)
-	if c.cfg.Resend {
+	if c.cfg.resend() {
 		r.maybeNACK(c, p, f.Group, int(f.Depth), now)
 	}
 	return true

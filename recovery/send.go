@@ -49,7 +49,7 @@ type sender struct {
 	open      [maxInterleave]*sendGroup
 	next      int // interleave slot of the next datagram
 	free      []*sendGroup
-	// history keeps recently closed groups for NACK resends (Config.Resend), in
+	// history keeps recently closed groups for NACK resends (unless Config.NoResend), in
 	// the order they closed; it owns their buffers. byID finds them by group id
 	// (it may point at a group no longer in history: check inHistory and id).
 	history     [historyLen]*sendGroup
@@ -223,7 +223,7 @@ func (s *sender) close(c *Conn, p *peer, g *sendGroup, now time.Duration) {
 	if m > 0 {
 		s.addParity(c, g, m, now)
 	}
-	if !c.cfg.Resend {
+	if !c.cfg.resend() {
 		s.out.release = append(s.out.release, g)
 		return
 	}

@@ -1,0 +1,98 @@
+package recovery
+
+import (
+	"net"
+	"testing"
+
+	"github.com/quictun/quictun/codecs/fecframe"
+)
+
+// FuzzReceive feeds a Conn's receive path arbitrary sequences of datagrams (each
+// input is split into datagrams at 0xff 0xfe markers), valid frames with
+// hostile headers among them: shapes that disagree, indexes past n, shard lengths
+// that do not match, garbage that decodes. It must never panic, never hand quic-go
+// more bytes than a datagram holds, and return every buffer it takes.
+func FuzzReceive(f *testing.F) {
+	d0, _ := fecframe.AppendData(nil, fecframe.Data{Seq: 1, Group: 0, Index: 0}, []byte("hello"))
+	d1, _ := fecframe.AppendData(nil, fecframe.Data{Seq: 2, Group: 0, Index: 1}, []byte("world!"))
+	p0, _ := fecframe.AppendParity(nil, fecframe.Parity{Seq: 3, Group: 0, Index: 0, K: 2, N: 2, M: 1, Depth: 1}, make([]byte, 8))
+	p1, _ := fecframe.AppendParity(nil, fecframe.Parity{Seq: 4, Group: 0, Index: 0, K: 4, N: 3, M: 2, Depth: 2}, make([]byte, 3))
+	fb, _ := fecframe.AppendFeedback(nil, fecframe.Feedback{Received: 9, NACKs: []fecframe.NACK{{Group: 0, Index: 1}}})
+	sep := []byte{0xff, 0xfe}
+	join := func(parts ...[]byte) []byte {
+		var out []byte
+		for i, p := range parts {
+			if i > 0 {
+				out = append(out, sep...)
+			}
+			out = append(out, p...)
+		}
+		return out
+	}
+	f.Add(join(d0, p0))
+	f.Add(join(d1, p0, d0))
+	f.Add(join(d0, p1, p0, fb))
+	f.Add(join(fecframe.AppendHello(nil, 1), fecframe.AppendHelloAck(nil, 2), d0))
+
+	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := NewConn(u, Config{Mode: Auto})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer c.Close()
+	from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9} // discard port: answers go nowhere
+	f.Fuzz(func(t *testing.T, in []byte) {
+		before := c.pool.out.Load()
+		c.readMu.Lock()
+		defer c.readMu.Unlock()
+		out := make([]byte, 2048)
+		for len(in) > 0 {
+			var dgram []byte
+			if i := indexOf(in, sep); i >= 0 {
+				dgram, in = in[:i], in[i+len(sep):]
+			} else {
+				dgram, in = in, nil
+			}
+			if len(dgram) > bufSize {
+				continue
+			}
+			buf := c.pool.get()
+			buf.n = copy(buf.b[:], dgram)
+			addr, p := c.peerOf(from)
+			n, _, kept := c.handleFramed(out, buf, true, addr, p)
+			if n > len(dgram) {
+				t.Fatalf("handed quic-go %d bytes from a %d-byte datagram", n, len(dgram))
+			}
+			if !kept {
+				c.pool.put(buf)
+			}
+			for _, d := range c.pending[c.pendingHead:] {
+				if d.buf.n > bufSize || d.buf.n < fecframe.DataHeaderLen {
+					t.Fatalf("rebuilt datagram of %d bytes", d.buf.n)
+				}
+				c.pool.put(d.buf)
+			}
+			c.pending, c.pendingHead = c.pending[:0], 0
+		}
+		// Forget the peer: its groups give their buffers back.
+		for _, p := range c.peers.snapshot(nil) {
+			c.peers.remove(p)
+			c.retirePeer(p)
+		}
+		if after := c.pool.out.Load(); after != before {
+			t.Fatalf("%d buffers not returned", after-before)
+		}
+	})
+}
+
+func indexOf(b, sep []byte) int {
+	for i := 0; i+len(sep) <= len(b); i++ {
+		if b[i] == sep[0] && b[i+1] == sep[1] {
+			return i
+		}
+	}
+	return -1
+}
