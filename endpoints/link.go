@@ -37,9 +37,9 @@ func linkLayers(udp *net.UDPConn, wrap func(net.PacketConn) net.PacketConn, cfg 
 		conn.Close()
 		return nil, nil, fmt.Errorf("loss-recovery layer: %w", err)
 	}
-	// quic-go cannot discover the path MTU through a wrapped socket: run it at
-	// the size that leaves room for the recovery framing.
-	qc.InitialPacketSize = recovery.PacketSize
+	// quic-go cannot see the framing: fixed packets that leave room for it, no
+	// path MTU discovery (the rest of qc, set by quicConfig, is kept).
+	recovery.TuneQUICConfig(qc)
 	return rec, rec, nil
 }
 
