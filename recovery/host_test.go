@@ -238,8 +238,9 @@ func shareRun(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) (qui
 	tcpMbps = float64(tBytes.Load()-t0) * 8 / el / 1e6
 	if p.client.rec != nil {
 		st := p.server.rec.Stats()
-		b.Logf("quic %.1f Mbit/s, tcp %.1f Mbit/s | receiver: lost %d congestion %d ambiguous %d repaired %d withheld %d",
-			quicMbps, tcpMbps, st.Lost, st.CongestionLost, st.AmbiguousLost, st.Repaired, st.Withheld)
+		cs := p.client.rec.Stats()
+		b.Logf("quic %.1f Mbit/s, tcp %.1f Mbit/s | sender: parity %.1f%% resent %d | receiver: lost %d congestion %d ambiguous %d repaired %d unrepaired %d withheld %d nacked %d",
+			quicMbps, tcpMbps, 100*cs.Overhead, cs.Resent, st.Lost, st.CongestionLost, st.AmbiguousLost, st.Repaired, st.Unrepaired, st.Withheld, st.NACKed)
 	}
 	p.clientConn.CloseWithError(0, "")
 	<-tDone

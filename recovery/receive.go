@@ -105,6 +105,7 @@ type receiver struct {
 	withholdPending bool
 	withholdSince   time.Duration // when the congestion was seen
 	lastWithheld    time.Duration
+	lastCongestion  time.Duration // the latest loss classified as congestion
 
 	retired bool // the peer is gone: keep nothing
 
@@ -194,6 +195,7 @@ func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) 
 		r.bursts++
 		c.stats.lost.Add(uint64(gap))
 	case gap > 0 && state == queueFull:
+		r.lastCongestion = now
 		r.congestionLost += uint32(gap)
 		c.stats.congestionLost.Add(uint64(gap))
 		if !r.withholdPending && now-r.lastWithheld > p.rttOr(100*time.Millisecond) {
@@ -270,6 +272,11 @@ const nackScan = 16
 // them has not arrived is lost. It asks for just enough data shards to rebuild
 // each group (the lowest missing indexes), once per group.
 func (r *receiver) maybeNACK(c *Conn, p *peer, newest uint32, depth int, now time.Duration) {
+	if r.lastCongestion > 0 && now-r.lastCongestion < 2*p.rttOr(100*time.Millisecond) {
+		// Losses now are (at least partly) congestion: a resend would let quic-go
+		// undo the window cut they should cause.
+		return
+	}
 	nacks := r.nacks[:0]
 	for i := range nackScan {
 		id := (newest - uint32(depth) - uint32(i)) & (1<<24 - 1)
