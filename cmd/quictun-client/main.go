@@ -38,17 +38,9 @@ type flags struct {
 	ServerName         string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
 	InsecureSkipVerify bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
 
-	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
-	cli.Secret
+	SessionWait time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable."`
 
-	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (parity adapted to the measured loss), off (plain QUIC), or K,M (fixed groups of K data and M parity datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
-
-	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
-	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
-	SessionWait   time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable."`
-	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
-
-	cli.Logging
+	cli.EndpointFlags
 }
 
 func main() {

@@ -42,17 +42,10 @@ type flags struct {
 	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session."`
 	MaxPreambleSize      int           `default:"16384" help:"Largest tunnel header (token plus secret) in bytes."`
 	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and a new tunnel to send its header."`
-	IdleTimeout          time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
-	cli.Secret
 
-	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (parity adapted to the measured loss), off (plain QUIC), or K,M (fixed groups of K data and M parity datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
+	DialTimeout time.Duration `default:"5s" help:"How long to try to connect to a server application."`
 
-	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels ..., /metrics) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
-	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
-	DialTimeout   time.Duration `default:"5s" help:"How long to try to connect to a server application."`
-	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
-
-	cli.Logging
+	cli.EndpointFlags
 }
 
 func main() {
