@@ -435,3 +435,48 @@ func TestNACKResend(t *testing.T) {
 		t.Fatalf("sender %+v: want 1 resent", st)
 	}
 }
+
+// TestPeerTableBoundedAndExpired: a server keeps state for at most MaxPeers
+// remote addresses (the rest are served plain) and forgets idle ones.
+func TestPeerTableBoundedAndExpired(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	srv, err := NewConn(listenLoopback(t), Config{Mode: Auto, MaxPeers: 2, PeerIdle: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := srv.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	var clients []*dropConn
+	for range 3 {
+		c := listenLoopback(t)
+		defer c.Close()
+		clients = append(clients, c)
+		c.UDPConn.WriteTo(fecframe.AppendHello(nil, 1), srv.LocalAddr())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Stats().Peers != 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := srv.Stats().Peers; n != 2 {
+		t.Fatalf("%d peers, want the bound of 2", n)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for srv.Stats().Peers != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := srv.Stats().Peers; n != 0 {
+		t.Fatalf("%d peers after they went idle, want 0", n)
+	}
+	srv.Close()
+	<-done
+}

@@ -90,7 +90,7 @@ func (f *flusher) service(c *Conn, now time.Duration) time.Duration {
 		}
 		earliest(p.send.flushDue(c, p, now))
 		earliest(p.recv.service(c, p, now))
-		earliest(now + idleCheck)
+		earliest(now + min(idleCheck, c.cfg.PeerIdle/2))
 	}
 	return next
 }

@@ -222,6 +222,7 @@ func (t *peerTable) lookup(c *Conn, key peerKey, addr net.Addr, create bool, now
 	}
 	p = newPeer(c, key, addr, now)
 	t.m[key] = p
+	c.flusher.wake(now + min(idleCheck, c.cfg.PeerIdle/2)) // so it is forgotten if it stays idle
 	return p
 }
 
