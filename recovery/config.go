@@ -14,8 +14,9 @@ import (
 type Mode int
 
 const (
-	// Off sends plain QUIC packets and does not offer the recovery layer to peers.
-	// Framed datagrams that arrive anyway are still unwrapped.
+	// Off adds no parity of its own: it sends plain QUIC and offers nothing. It
+	// still answers a peer's offer and reads what that peer frames, so a client in
+	// Auto mode protects its uploads to a server in Off mode.
 	Off Mode = iota
 	// Auto adapts the parity to the loss the receiving peer measures and reports.
 	Auto

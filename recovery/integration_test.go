@@ -106,12 +106,18 @@ func TestNegotiationMatrix(t *testing.T) {
 			t.Run(c.name+"-"+s.name, func(t *testing.T) {
 				p := transferIntact(t, side{recovery: c.cfg}, side{recovery: s.cfg}, 256<<10)
 				defer p.close()
-				framing := c.cfg != nil && c.cfg.Mode != Off && s.cfg != nil && s.cfg.Mode != Off
-				for _, e := range []*endpoint{p.client, p.server} {
-					if e.rec == nil {
+				// A direction is framed when its sender offers (not Off) and its
+				// receiver runs the layer at all (Off answers offers).
+				frames := func(from, to *Config) bool { return from != nil && from.Mode != Off && to != nil }
+				for _, d := range []struct {
+					e        *endpoint
+					from, to *Config
+				}{{p.client, c.cfg, s.cfg}, {p.server, s.cfg, c.cfg}} {
+					if d.e.rec == nil {
 						continue
 					}
-					st := e.rec.Stats()
+					framing := frames(d.from, d.to)
+					st := d.e.rec.Stats()
 					if got := st.FramedPeers == 1; got != framing {
 						t.Fatalf("framed peers %d, want framing=%v", st.FramedPeers, framing)
 					}

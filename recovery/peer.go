@@ -59,7 +59,8 @@ func keyOf(a net.Addr) peerKey {
 // Each side offers the framing independently with Hello{nonce} and switches its own
 // sending only when the peer echoes that nonce in a HelloAck, so an off-path
 // attacker cannot talk a Conn into framing datagrams for a peer that cannot read
-// them. A Conn in Off mode neither offers nor answers.
+// them. A Conn in Off mode answers but never offers: the direction from A to B is
+// framed exactly when A is not Off and B runs the layer at all.
 type peer struct {
 	key  peerKey
 	addr net.Addr

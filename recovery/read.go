@@ -221,9 +221,6 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 			p.onFeedback(c, &f, now)
 		}
 	case fecframe.TypeHello:
-		if c.cfg.Mode == Off {
-			return 0, false, false
-		}
 		var ack [fecframe.HelloLen]byte
 		c.inner.WriteTo(fecframe.AppendHelloAck(ack[:0], f.Nonce), addr) //nolint:errcheck // the peer repeats its Hello
 		if p != nil && p.state.Load() == peerOffering {
