@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
 	"github.com/quictun/quictun/netem"
@@ -129,3 +133,117 @@ func TestNegotiationMatrix(t *testing.T) {
 		}
 	}
 }
+
+// rebindingConn is a client socket whose local port changes under a running
+// connection, as behind a NAT that rebinds.
+type rebindingConn struct {
+	mu  sync.Mutex
+	cur *net.UDPConn
+}
+
+func (r *rebindingConn) conn() *net.UDPConn { r.mu.Lock(); defer r.mu.Unlock(); return r.cur }
+
+func (r *rebindingConn) rebind(t *testing.T) {
+	fresh, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	r.mu.Lock()
+	old := r.cur
+	r.cur = fresh
+	r.mu.Unlock()
+	old.Close()
+}
+
+func (r *rebindingConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		c := r.conn()
+		n, a, err := c.ReadFrom(b)
+		if err != nil && c != r.conn() {
+			continue // swapped under the read
+		}
+		return n, a, err
+	}
+}
+func (r *rebindingConn) WriteTo(b []byte, a net.Addr) (int, error) { return r.conn().WriteTo(b, a) }
+func (r *rebindingConn) Close() error                              { return r.conn().Close() }
+func (r *rebindingConn) LocalAddr() net.Addr                       { return r.conn().LocalAddr() }
+func (r *rebindingConn) SetDeadline(t time.Time) error             { return r.conn().SetDeadline(t) }
+func (r *rebindingConn) SetReadDeadline(t time.Time) error         { return r.conn().SetReadDeadline(t) }
+func (r *rebindingConn) SetWriteDeadline(t time.Time) error        { return r.conn().SetWriteDeadline(t) }
+
+// TestNATRebinding: when the client's port changes mid-transfer, the server meets
+// it as a new peer and starts its sequence and group numbers afresh; the client,
+// which still remembers the old ones, must follow rather than drop the new
+// datagrams as duplicates, and the transfer goes on.
+func TestNATRebinding(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nat := &rebindingConn{cur: first}
+	cc, err := NewConn(nat, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newEndpoint(t, side{recovery: &Config{Mode: Auto}})
+	cli := &endpoint{udp: first, rec: cc, transport: &quic.Transport{Conn: cc}}
+	defer cli.close()
+	defer srv.close()
+	ln, err := srv.transport.Listen(serverTLS(t), quicConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var received atomic.Int64
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		c, err := ln.Accept(ctx)
+		if err != nil {
+			return
+		}
+		defer c.CloseWithError(0, "")
+		receiveAll(ctx, c, countingWriter{&received})
+	}()
+	qc := quicConfig()
+	qc.MaxIdleTimeout = 5 * time.Second
+	conn, err := cli.transport.Dial(ctx, srv.udp.LocalAddr(), clientTLS(), qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	write := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			st.SetWriteDeadline(time.Now().Add(3 * time.Second))
+			if _, err := st.Write(buf); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+		}
+	}
+	write(300 * time.Millisecond)
+	nat.rebind(t)
+	atRebind := received.Load()
+	write(time.Second)
+	st.Close()
+	<-recvDone
+	if after := received.Load() - atRebind; after < 1<<20 {
+		t.Fatalf("only %d bytes arrived after the rebinding", after)
+	}
+	if srv.rec.Stats().Peers != 2 {
+		t.Fatalf("server peers %d, want the old and the new address", srv.rec.Stats().Peers)
+	}
+}
+
+type countingWriter struct{ n *atomic.Int64 }
+
+func (w countingWriter) Write(b []byte) (int, error) { w.n.Add(int64(len(b))); return len(b), nil }

@@ -97,6 +97,13 @@ func newPeer(c *Conn, key peerKey, addr net.Addr, now time.Duration) *peer {
 	var nb [8]byte
 	rand.Read(nb[:]) //nolint:errcheck // crypto/rand.Read never fails
 	p.hello.nonce = binary.BigEndian.Uint64(nb[:])
+	// Sequence and group numbers start at random points. If this side forgets the
+	// peer and meets it again (a NAT rebinding gives it a new address, idle
+	// expiry), the peer's receiver, which still remembers our old numbers, sees a
+	// jump far beyond any reordering and starts afresh instead of taking the new
+	// numbers for duplicates of old ones.
+	p.send.seq = binary.BigEndian.Uint32(nb[:4]) ^ uint32(now)
+	p.send.nextGroup = binary.BigEndian.Uint32(nb[4:]) ^ uint32(now>>20)
 	if c.cfg.Mode == Off {
 		p.state.Store(peerPlain)
 	}

@@ -115,6 +115,11 @@ type receiver struct {
 	fbBuf   [fecframe.FeedbackBaseLen + 4*fecframe.MaxNACKs]byte
 }
 
+// restartGroups: a group number this far from the newest one (in either
+// direction) means the sender started over; 100 Mbit/s needs half a minute to
+// move that far.
+const restartGroups = 1 << 12
+
 // serialDiff24 is a-b in 24-bit serial arithmetic, sign-extended.
 func serialDiff24(a, b uint32) int32 { return int32((a-b)<<8) >> 8 }
 
@@ -125,6 +130,15 @@ func (r *receiver) group(c *Conn, id uint32, now time.Duration) (*ringEntry, *re
 		r.newest = id
 	}
 	d := serialDiff24(id, r.newest)
+	if d > restartGroups || d < -restartGroups {
+		// Far beyond any reordering: the sender started over (see newPeer).
+		for i := range r.ring {
+			if r.ring[i].used {
+				r.retire(c, &r.ring[i])
+			}
+		}
+		r.newest, d = id, 0
+	}
 	if d < -recvRing+1 {
 		return nil, nil
 	}
@@ -516,6 +530,10 @@ func (t *seqTracker) arrive(seq uint32) int {
 		}
 		t.mark(seq)
 		return -1
+	case d < -1<<16: // the sender started over
+		t.seen = [seqWindow / 64]uint64{}
+		t.highest = seq
+		t.mark(seq)
 	}
 	return 0
 }

@@ -211,6 +211,14 @@ func TestSeqTracker(t *testing.T) {
 			t.Fatalf("arrive(%d) = %d, want %d", s.seq, got, s.want)
 		}
 	}
+	// A sender that starts over far behind is followed, not ignored.
+	restart := tr.highest - 100000
+	if got := tr.arrive(restart); got != 0 || tr.highest != restart {
+		t.Fatalf("restart: gap %d, highest %d", got, tr.highest)
+	}
+	if got := tr.arrive(restart + 2); got != 1 {
+		t.Fatalf("after a restart: %d missing, want 1", got)
+	}
 	// Wrap-around of the 32-bit space is a step like any other.
 	var w seqTracker
 	w.arrive(math.MaxUint32 - 1)
