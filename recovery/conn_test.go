@@ -415,13 +415,20 @@ func TestNACKResend(t *testing.T) {
 	defer l.close()
 	var mu sync.Mutex
 	dropped := 0
+	first, seen := uint32(0), false // groups start at a random number
 	l.aSock.setDrop(func(b []byte) bool {
 		f, err := fecframe.Decode(b)
-		if err != nil || f.Type != fecframe.TypeData || f.Group != 0 || (f.Index != 1 && f.Index != 2) {
+		if err != nil || f.Type != fecframe.TypeData {
 			return false
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if !seen {
+			first, seen = f.Group, true
+		}
+		if f.Group != first || (f.Index != 1 && f.Index != 2) {
+			return false
+		}
 		dropped++
 		return dropped <= 2 // the originals, not the resends
 	})
