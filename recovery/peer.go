@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/quictun/quictun/codecs/fecframe"
 )
 
@@ -85,7 +83,7 @@ type peer struct {
 	ctlMu sync.Mutex
 	ctl   controller
 
-	sa       unix.Sockaddr // addr for sendmsg, built once; guarded by send.mu
+	sa       sockAddr // addr for sendmsg, built once; guarded by send.mu
 	saDone   bool
 	rtt      atomic.Int64  // smoothed round trip, nanoseconds, 0 until measured
 	minRTT   atomic.Int64  // minimum round trip, nanoseconds, 0 until measured
@@ -116,7 +114,7 @@ func newPeer(c *Conn, key peerKey, addr net.Addr, now time.Duration) *peer {
 
 // sockaddr is the peer's address for sendmsg (nil: send singly). Callers hold
 // send.mu. Writes use quic-go's address for the peer, which is the peer's own.
-func (p *peer) sockaddr(c *Conn, addr net.Addr) unix.Sockaddr {
+func (p *peer) sockaddr(c *Conn, addr net.Addr) sockAddr {
 	if !p.saDone {
 		p.sa, p.saDone = c.wire.sockaddr(addr), true
 	}

@@ -1,14 +1,10 @@
 package recovery
 
 import (
-	"encoding/binary"
-	"errors"
 	"net"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 )
 
 // wire moves datagrams on the inner PacketConn. On a *net.UDPConn (Linux) it
@@ -42,16 +38,11 @@ func newWire(inner net.PacketConn) *wire {
 	if err != nil {
 		return w
 	}
-	w.udp, w.raw, w.batch = u, raw, ipv4.NewPacketConn(u)
+	w.udp, w.raw, w.batch = u, raw, batchConn(u)
 	if la, ok := u.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
 		w.v6 = true
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		_, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
-	}); err == nil && serr == nil {
-		w.gso = true
-	}
+	w.gso = probeGSO(raw)
 	return w
 }
 
@@ -72,7 +63,7 @@ func (w *wire) readBatch(ms []ipv4.Message) (int, error) {
 // writeBatch sends the datagrams in order to one address. It reports the first
 // error; datagrams after a failed run are still tried, as a socket error for one
 // run (a full buffer) says nothing about the next.
-func (w *wire) writeBatch(dgrams [][]byte, addr net.Addr, sa unix.Sockaddr) error {
+func (w *wire) writeBatch(dgrams [][]byte, addr net.Addr, sa sockAddr) error {
 	var first error
 	keep := func(err error) {
 		if err != nil && first == nil {
@@ -110,44 +101,4 @@ func (w *wire) writeBatch(dgrams [][]byte, addr net.Addr, sa unix.Sockaddr) erro
 		dgrams = dgrams[n:]
 	}
 	return first
-}
-
-func (w *wire) sendGSO(segs [][]byte, size int, sa unix.Sockaddr) error {
-	var oob [unix.SizeofCmsghdr + 8]byte // CmsgSpace(2) on every 64-bit Linux
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	h.Level = unix.IPPROTO_UDP
-	h.Type = unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(size))
-	var serr error
-	err := w.raw.Write(func(fd uintptr) bool {
-		_, serr = unix.SendmsgBuffers(int(fd), segs, oob[:unix.CmsgSpace(2)], sa, 0)
-		return !errors.Is(serr, unix.EAGAIN)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
-// isGSOUnsupported: the error with which Linux refuses UDP segmentation on a
-// device that cannot checksum it (quic-go falls back on the same).
-func isGSOUnsupported(err error) bool { return errors.Is(err, unix.EIO) }
-
-// sockaddr converts a peer's address for sendmsg on this wire's socket, nil when
-// it cannot (then datagrams go singly through WriteTo).
-func (w *wire) sockaddr(a net.Addr) unix.Sockaddr {
-	u, ok := a.(*net.UDPAddr)
-	if !ok || w.udp == nil || u.Zone != "" {
-		return nil
-	}
-	ap := u.AddrPort()
-	ip := ap.Addr()
-	if w.v6 {
-		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
-	}
-	if !ip.Is4() && !ip.Is4In6() {
-		return nil
-	}
-	return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ip.Unmap().As4()}
 }

@@ -1,13 +1,10 @@
 package recovery
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // quic-go sees a Conn as an OOB-capable UDP socket (SyscallConn, ReadMsgUDP,
@@ -85,21 +82,6 @@ func (c *Conn) writePlain(b []byte, seg int, addr net.Addr) error {
 type plainBatch struct {
 	sync.Mutex
 	dgrams [][]byte
-}
-
-// segmentSize finds the GSO segment size in quic-go's control messages, 0 if none.
-func segmentSize(oob []byte) (int, error) {
-	for len(oob) > 0 {
-		h, body, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			return 0, fmt.Errorf("recovery: control message: %w", err)
-		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_SEGMENT && len(body) >= 2 {
-			return int(binary.NativeEndian.Uint16(body)), nil
-		}
-		oob = rest
-	}
-	return 0, nil
 }
 
 // SyscallConn lets quic-go query and set socket options (DF, GSO support, ECN and
