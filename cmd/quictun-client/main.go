@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -45,24 +46,17 @@ type flags struct {
 
 func main() {
 	var f flags
-	loader, file := cli.Loader()
-	kong.Parse(&f,
-		kong.Name("quictun-client"),
-		kong.Description("The client endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
-			"Applications connect here; each connection becomes a tunnel to the server application the token names.\n"+
-			"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:127.0.0.1:22"),
-		kong.UsageOnError(),
-		kong.Configuration(loader),
-		kong.Vars{"version": cli.Version(), "known_hosts": filepath.Join(cli.StateDir(), "known_hosts")},
-	)
+	file := cli.Parse(&f, "quictun-client", "The client endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
+		"Applications connect here; each connection becomes a tunnel to the server application the token names.\n"+
+		"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:127.0.0.1:22",
+		kong.Vars{"known_hosts": filepath.Join(cli.StateDir(), "known_hosts")})
 	log := f.Logger(os.Stderr)
-	if err := run(f, file); err != nil {
+	if err := run(f, file, log); err != nil {
 		cli.Fatal(log, "quictun-client", err)
 	}
 }
 
-func run(f flags, file *cli.Config) error {
-	log := f.Logger(os.Stderr)
+func run(f flags, file *cli.Config, log *slog.Logger) error {
 	listen, err := address.ParseListen(f.ListenOn)
 	if err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("listen-on"), err)

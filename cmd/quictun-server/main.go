@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -50,24 +51,17 @@ type flags struct {
 
 func main() {
 	var f flags
-	loader, file := cli.Loader()
-	kong.Parse(&f,
-		kong.Name("quictun-server"),
-		kong.Description("The server endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
-			"Clients reach every application behind this one UDP port; each tunnel's token names its target.\n"+
-			"Example: quictun-server --listen-on 0.0.0.0:7500"),
-		kong.UsageOnError(),
-		kong.Configuration(loader),
-		kong.Vars{"version": cli.Version(), "state_dir": cli.StateDir()},
-	)
+	file := cli.Parse(&f, "quictun-server", "The server endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
+		"Clients reach every application behind this one UDP port; each tunnel's token names its target.\n"+
+		"Example: quictun-server --listen-on 0.0.0.0:7500",
+		kong.Vars{"state_dir": cli.StateDir()})
 	log := f.Logger(os.Stderr)
-	if err := run(f, file); err != nil {
+	if err := run(f, file, log); err != nil {
 		cli.Fatal(log, "quictun-server", err)
 	}
 }
 
-func run(f flags, file *cli.Config) error {
-	log := f.Logger(os.Stderr)
+func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err := address.ParseHostPort(f.ListenOn); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("listen-on"), err)
 	}

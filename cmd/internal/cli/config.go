@@ -145,3 +145,13 @@ func (c *Config) Origin(flag string) string {
 	}
 	return "--" + flag
 }
+
+// Parse fills flags from the command line and the --config file, with the
+// version and vars available to help texts. Bad input prints usage and exits.
+func Parse(flags any, name, description string, vars kong.Vars) *Config {
+	loader, file := Loader()
+	vars["version"] = Version()
+	kong.Parse(flags, kong.Name(name), kong.Description(description),
+		kong.UsageOnError(), kong.Configuration(loader), vars)
+	return file
+}
