@@ -92,7 +92,7 @@ func startClient(t testing.TB, serverAddr string, o pairOptions) (*Client, func(
 	}
 	src := o.tokenSrc
 	if src == nil {
-		src, err = token.NewSource("fixed", o.token)
+		src, err = token.NewSource("fixed", o.token, token.SourceOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -466,7 +466,7 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(path, []byte("127.0.0.0/8 "+appA.addr.String()+"\n* "+appB.addr.String()+"\n"), 0o600)
-	fileSrc, err := token.NewSource("File", path)
+	fileSrc, err := token.NewSource("File", path, token.SourceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +485,7 @@ func TestTokenSourcesEndToEnd(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 	})
 	defer web.close()
-	httpSrc, err := token.NewSource("Http", "http://"+web.addr.Addr+"/token")
+	httpSrc, err := token.NewSource("Http", "http://"+web.addr.Addr+"/token", token.SourceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

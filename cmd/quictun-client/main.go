@@ -26,10 +26,11 @@ type flags struct {
 	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (server-endpoint = \"...\"); flags override it." placeholder:"FILE"`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	ListenOn          string `default:"tcp:127.0.0.1:6500" help:"Where applications connect: tcp:HOST:PORT or unix:PATH (default ${default})." placeholder:"ADDRESS"`
-	ServerEndpoint    string `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
-	TokenSourcePlugin string `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
-	TokenSource       string `required:"" help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock." placeholder:"VALUE"`
+	ListenOn           string        `default:"tcp:127.0.0.1:6500" help:"Where applications connect: tcp:HOST:PORT or unix:PATH (default ${default})." placeholder:"ADDRESS"`
+	ServerEndpoint     string        `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
+	TokenSourcePlugin  string        `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
+	TokenSource        string        `required:"" help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock." placeholder:"VALUE"`
+	TokenSourceTimeout time.Duration `default:"5s" help:"How long the Http token source waits for its answer (default ${default}; 0 means the default)."`
 
 	CertFile           string `help:"Client certificate (PEM) for mutual TLS." type:"path" placeholder:"FILE"`
 	KeyFile            string `help:"Private key of --cert-file (PEM)." type:"path" placeholder:"FILE"`
@@ -64,7 +65,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)
 	}
-	src, err := token.NewSource(f.TokenSourcePlugin, f.TokenSource)
+	src, err := token.NewSource(f.TokenSourcePlugin, f.TokenSource, token.SourceOptions{Timeout: f.TokenSourceTimeout})
 	if err != nil {
 		return fmt.Errorf("%s / %s: %w", file.Origin("token-source-plugin"), file.Origin("token-source"), err)
 	}

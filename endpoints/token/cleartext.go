@@ -8,6 +8,8 @@ import (
 	"github.com/quictun/quictun/endpoints/address"
 )
 
+func init() { registerParser("Cleartext", newCleartext) }
+
 // cleartext reads the address straight from the token, as quic-tun does. With
 // key "base64" the token is the base64 of the address (standard alphabet,
 // padded or not).

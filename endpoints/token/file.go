@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -11,10 +12,16 @@ import (
 	"strings"
 )
 
+func init() { registerSource("File", newFile) }
+
 // file picks the token by the application's IP from a file of lines
 // "CLIENT-IP-OR-CIDR TOKEN", with "*" as the default line. An exact IP is a
 // /32 (or /128); the most specific match wins. quic-tun matched by string
 // prefix, so 10.0.0.1 also matched 10.0.0.10: here a match is by address.
+//
+// IPv4 is compared as IPv4 on both sides: an application address that arrives
+// IPv4-mapped (::ffff:10.0.0.1, from a dual-stack listener) is unmapped, and so
+// is a line written that way (::ffff:10.0.0.1, ::ffff:10.0.0.0/104).
 type file struct {
 	path     string
 	rules    []fileRule // most specific first
@@ -27,10 +34,10 @@ type fileRule struct {
 }
 
 // maxTokenFileLines bounds the file so a mistaken path (a log, a disk image)
-// fails fast instead of filling memory.
+// fails fast instead of filling memory; bufio.Scanner bounds each line.
 const maxTokenFileLines = 100000
 
-func newFile(path string) (Source, error) {
+func newFile(path string, _ SourceOptions) (Source, error) {
 	if path == "" {
 		return nil, fmt.Errorf("token source File: no file given")
 	}
@@ -39,8 +46,13 @@ func newFile(path string) (Source, error) {
 		return nil, fmt.Errorf("token source File: %w", err)
 	}
 	defer f.Close()
+	return parseTokenFile(path, f)
+}
+
+// parseTokenFile reads the lines of a token file; path names it in errors.
+func parseTokenFile(path string, r io.Reader) (*file, error) {
 	src := &file{path: path}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		if n > maxTokenFileLines {
 			return nil, fmt.Errorf("token file %s: more than %d lines", path, maxTokenFileLines)
@@ -89,14 +101,27 @@ func parseIPOrCIDR(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("bad CIDR %q: %w", s, err)
 		}
-		return p.Masked(), nil
+		return unmapPrefix(p.Masked()), nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("bad IP %q: %w", s, err)
 	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("bad IP %q: a zone never matches a client", s)
+	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// unmapPrefix turns a masked IPv4-mapped prefix (::ffff:10.0.0.0/104) into the
+// IPv4 prefix it covers (10.0.0.0/8). Masking keeps the ::ffff: part intact
+// only for 96 bits or more, so a shorter mapped prefix cannot occur here.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 func (f *file) Token(_ context.Context, clientAddr net.Addr) (string, error) {

@@ -6,11 +6,13 @@ import (
 	"net"
 )
 
+func init() { registerSource("Fixed", newFixed) }
+
 // fixed sends the same token for every connection: quic-tun's default, where
 // the token is the server application's address ("tcp:10.0.0.5:22").
 type fixed struct{ token string }
 
-func newFixed(value string) (Source, error) {
+func newFixed(value string, _ SourceOptions) (Source, error) {
 	if value == "" {
 		return nil, errors.New("token source Fixed: empty token")
 	}

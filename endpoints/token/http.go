@@ -3,6 +3,7 @@ package token
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,19 +12,20 @@ import (
 	"time"
 )
 
+func init() { registerSource("Http", newHTTP) }
+
 // httpSource asks a web service: GET URL?addr=CLIENT-ADDR, answered with
-// {"token": "..."}. The request is bounded in time and the answer in size.
+// {"token": "..."}. The request is bounded in time (SourceOptions.Timeout) and
+// the answer in size.
 type httpSource struct {
-	base   *url.URL
-	client *http.Client
+	base    *url.URL
+	client  *http.Client
+	timeout time.Duration
 }
 
-const (
-	httpTokenTimeout = 5 * time.Second
-	maxHTTPTokenBody = 64 << 10
-)
+const maxHTTPTokenBody = 64 << 10
 
-func newHTTP(raw string) (Source, error) {
+func newHTTP(raw string, o SourceOptions) (Source, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("token source Http: bad URL %q: %w", raw, err)
@@ -31,7 +33,11 @@ func newHTTP(raw string) (Source, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("token source Http: URL %q must be http:// or https:// with a host", raw)
 	}
-	return &httpSource{base: u, client: &http.Client{Timeout: httpTokenTimeout}}, nil
+	timeout, err := o.timeout()
+	if err != nil {
+		return nil, fmt.Errorf("token source Http: %w", err)
+	}
+	return &httpSource{base: u, client: &http.Client{Timeout: timeout}, timeout: timeout}, nil
 }
 
 func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, error) {
@@ -49,6 +55,10 @@ func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, er
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {
+		var ne net.Error
+		if ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
+			return "", fmt.Errorf("token source Http: %s gave no answer within %v (--token-source-timeout)", h.base.Redacted(), h.timeout)
+		}
 		return "", fmt.Errorf("token source Http: %w", err)
 	}
 	defer resp.Body.Close()
@@ -59,17 +69,27 @@ func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, er
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("token source Http: %s answered %s", h.base.Redacted(), resp.Status)
 	}
+	tok, err := decodeAnswer(body)
+	if err != nil {
+		return "", fmt.Errorf("token source Http: answer from %s %w", h.base.Redacted(), err)
+	}
+	return tok, nil
+}
+
+// decodeAnswer reads {"token": "..."} from a web service's answer. Its errors
+// read on from "answer from URL".
+func decodeAnswer(body []byte) (string, error) {
 	if len(body) > maxHTTPTokenBody {
-		return "", fmt.Errorf("token source Http: answer from %s exceeds %d bytes", h.base.Redacted(), maxHTTPTokenBody)
+		return "", fmt.Errorf("exceeds %d bytes", maxHTTPTokenBody)
 	}
 	var answer struct {
 		Token *string `json:"token"`
 	}
 	if err := json.Unmarshal(body, &answer); err != nil {
-		return "", fmt.Errorf("token source Http: answer from %s is not {\"token\": \"...\"}: %w", h.base.Redacted(), err)
+		return "", fmt.Errorf("is not {\"token\": \"...\"}: %w", err)
 	}
 	if answer.Token == nil || *answer.Token == "" {
-		return "", fmt.Errorf("token source Http: answer from %s has no token", h.base.Redacted())
+		return "", errors.New("has no token")
 	}
 	return *answer.Token, nil
 }
