@@ -66,3 +66,47 @@ func TestListenRemovesOnlyStaleSockets(t *testing.T) {
 	}
 	c.Close()
 }
+
+// ParseListen and Parse take any string without panicking; what they accept
+// prints as an address they read back the same, and Parse accepts a subset of
+// what ParseListen does.
+func FuzzParseListen(f *testing.F) {
+	for _, s := range []string{"tcp:127.0.0.1:22", "[::1]:6500", ":6500", "unix:/run/a.sock", "unix:@x", "tcp:[fe80::1%eth0]:1", "tcp::", "unix:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseListen(s)
+		if err != nil {
+			if p, err := Parse(s); err == nil {
+				t.Fatalf("Parse accepts %q (%v) but ParseListen does not", s, p)
+			}
+			return
+		}
+		if a.Network != TCP && a.Network != Unix || a.Addr == "" {
+			t.Fatalf("%q parsed to %+v", s, a)
+		}
+		if again, err := ParseListen(a.String()); err != nil || again != a {
+			t.Fatalf("%q parsed to %+v, which reads back as %+v, %v", s, a, again, err)
+		}
+		if p, err := Parse(s); err == nil && p != a {
+			t.Fatalf("Parse(%q) = %+v, ParseListen = %+v", s, p, a)
+		}
+	})
+}
+
+// ParseHostPort takes any string without panicking; what it accepts splits
+// into a host and a port number.
+func FuzzParseHostPort(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:7500", "[::1]:7500", "h:1", "nohost", ":", "[::1]", "a b:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if ParseHostPort(s) != nil {
+			return
+		}
+		_, port, err := net.SplitHostPort(s)
+		if err != nil || checkPort(port) != nil {
+			t.Fatalf("%q accepted: %v", s, err)
+		}
+	})
+}

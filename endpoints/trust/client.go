@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,6 +30,10 @@ type ClientOptions struct {
 	KnownHosts  string
 	// InsecureSkipVerify accepts any server. For tests only.
 	InsecureSkipVerify bool
+	// RequireVerified (--verify-remote-endpoint) insists that the server be
+	// verified before the first session: by CAFile or a pinned Fingerprint.
+	// Trust on first use and InsecureSkipVerify are refused at start.
+	RequireVerified bool
 	// CertFile and KeyFile are the client's own pair for mutual TLS.
 	CertFile, KeyFile string
 }
@@ -49,11 +54,12 @@ func (o ClientOptions) Mode() string {
 	}
 }
 
-// LoadClient builds the client's TLS config.
+// LoadClient builds the client's TLS config. An error in an option's value is
+// an *OptionError naming that option.
 func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
 	host, _, err := net.SplitHostPort(o.Endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("server endpoint %q: %w", o.Endpoint, err)
+		return nil, optionErr("server-endpoint", "%q: %w", o.Endpoint, err)
 	}
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
@@ -63,19 +69,25 @@ func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = host
 	}
-	if (o.CertFile == "") != (o.KeyFile == "") {
-		return nil, errors.New("--cert-file and --key-file go together: give both or neither")
-	}
-	if o.CertFile != "" {
-		pair, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+	if o.CertFile != "" || o.KeyFile != "" {
+		pair, err := loadKeyPair(o.CertFile, o.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("load client key pair: %w", err)
+			return nil, err
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
+	if o.RequireVerified {
+		if o.InsecureSkipVerify {
+			return nil, optionErr("verify-remote-endpoint", "contradicts --insecure-skip-verify: choose one")
+		}
+		if o.CAFile == "" && o.Fingerprint == "" {
+			return nil, optionErr("verify-remote-endpoint", "needs --ca-file or --server-fingerprint: "+
+				"trust on first use (--known-hosts) accepts whichever server answers first")
+		}
+	}
 	if o.InsecureSkipVerify {
 		if o.CAFile != "" || o.Fingerprint != "" {
-			return nil, errors.New("--insecure-skip-verify contradicts --ca-file and --server-fingerprint: choose one")
+			return nil, optionErr("insecure-skip-verify", "contradicts --ca-file and --server-fingerprint: choose one")
 		}
 		log.Warn("INSECURE: --insecure-skip-verify accepts any server; anyone on the path can read and change the tunnels")
 		cfg.InsecureSkipVerify = true
@@ -84,11 +96,11 @@ func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
 	var pin string
 	if o.Fingerprint != "" {
 		if pin, err = ParseFingerprint(o.Fingerprint); err != nil {
-			return nil, err
+			return nil, &OptionError{Option: "server-fingerprint", Err: err}
 		}
 	}
 	if o.CAFile != "" {
-		if cfg.RootCAs, err = loadCAs(o.CAFile); err != nil {
+		if cfg.RootCAs, err = loadCAs("ca-file", o.CAFile); err != nil {
 			return nil, err
 		}
 		if pin != "" {
@@ -104,9 +116,13 @@ func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
 		return cfg, nil
 	}
 	if o.KnownHosts == "" {
-		return nil, errors.New("no way to verify the server: give --ca-file, --server-fingerprint or --known-hosts")
+		return nil, optionErr("known-hosts", "empty: no way to verify the server; give --ca-file, --server-fingerprint or --known-hosts")
 	}
 	kh := &knownHosts{path: o.KnownHosts, endpoint: o.Endpoint, log: log}
+	// A damaged file shows now, not at every dial.
+	if _, _, err := kh.lookup(); err != nil {
+		return nil, &OptionError{Option: "known-hosts", Err: err}
+	}
 	cfg.VerifyConnection = kh.verify
 	return cfg, nil
 }
@@ -167,6 +183,10 @@ func (k *knownHosts) verify(cs tls.ConnectionState) error {
 	return nil
 }
 
+// maxKnownHostsLines bounds the known-hosts file, as a mistaken path (a log, a
+// disk image) must fail fast; bufio.Scanner bounds each line.
+const maxKnownHostsLines = 100000
+
 func (k *knownHosts) lookup() (fingerprint string, line int, err error) {
 	f, err := os.Open(k.path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -176,25 +196,37 @@ func (k *knownHosts) lookup() (fingerprint string, line int, err error) {
 		return "", 0, fmt.Errorf("known hosts: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return parseKnownHosts(f, k.path, k.endpoint)
+}
+
+// parseKnownHosts reads lines "HOST:PORT sha256:HEX" (and # comments), checks
+// every one, and returns the fingerprint recorded for endpoint and its line, or
+// "" when there is none. path names the file in errors.
+func parseKnownHosts(r io.Reader, path, endpoint string) (fingerprint string, line int, err error) {
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
+		if n > maxKnownHostsLines {
+			return "", 0, fmt.Errorf("known hosts %s: more than %d lines", path, maxKnownHostsLines)
+		}
 		fields := strings.Fields(sc.Text())
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
 		if len(fields) != 2 {
-			return "", 0, fmt.Errorf("known hosts %s line %d: want \"HOST:PORT sha256:HEX\"", k.path, n)
-		}
-		if fields[0] != k.endpoint {
-			continue
+			return "", 0, fmt.Errorf("known hosts %s line %d: want \"HOST:PORT sha256:HEX\"", path, n)
 		}
 		fp, err := ParseFingerprint(fields[1])
 		if err != nil {
-			return "", 0, fmt.Errorf("known hosts %s line %d: %w", k.path, n, err)
+			return "", 0, fmt.Errorf("known hosts %s line %d: %w", path, n, err)
 		}
-		return fp, n, nil
+		if fields[0] == endpoint && fingerprint == "" {
+			fingerprint, line = fp, n
+		}
 	}
-	return "", 0, sc.Err()
+	if err := sc.Err(); err != nil {
+		return "", 0, fmt.Errorf("known hosts %s: %w", path, err)
+	}
+	return fingerprint, line, nil
 }
 
 func (k *knownHosts) add(fp string) error {

@@ -52,26 +52,22 @@ const (
 
 // LoadServer builds the server's TLS config.
 func LoadServer(o ServerOptions, log *slog.Logger) (*Server, error) {
-	if (o.CertFile == "") != (o.KeyFile == "") {
-		return nil, errors.New("--cert-file and --key-file go together: give both or neither")
-	}
 	s := &Server{CertPath: o.CertFile}
 	var pair tls.Certificate
 	var err error
-	if o.CertFile != "" {
-		pair, err = tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load key pair: %w", err)
+	if o.CertFile != "" || o.KeyFile != "" {
+		if pair, err = loadKeyPair(o.CertFile, o.KeyFile); err != nil {
+			return nil, err
 		}
 	} else {
 		if o.StateDir == "" {
-			return nil, errors.New("no --cert-file and no state directory to keep a generated key pair in")
+			return nil, optionErr("state-dir", "empty, and no --cert-file: nowhere to keep a generated key pair")
 		}
 		s.Generated = true
 		s.CertPath = filepath.Join(o.StateDir, generatedCert)
 		pair, err = loadOrGenerate(o.StateDir, log)
 		if err != nil {
-			return nil, err
+			return nil, &OptionError{Option: "state-dir", Err: err}
 		}
 	}
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
@@ -93,9 +89,9 @@ func LoadServer(o ServerOptions, log *slog.Logger) (*Server, error) {
 	}
 	if o.VerifyClient {
 		if o.CAFile == "" {
-			return nil, errors.New("--verify-remote-endpoint needs --ca-file: the CA that signs client certificates")
+			return nil, optionErr("verify-remote-endpoint", "needs --ca-file: the CA that signs client certificates")
 		}
-		pool, err := loadCAs(o.CAFile)
+		pool, err := loadCAs("ca-file", o.CAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -174,16 +170,4 @@ func selfSigned() (certPEM, keyPEM []byte, err error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
-}
-
-func loadCAs(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
-	}
-	return pool, nil
 }

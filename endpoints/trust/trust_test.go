@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -190,19 +192,137 @@ func TestCAAndMutualTLS(t *testing.T) {
 	}
 }
 
-func TestOptionErrors(t *testing.T) {
-	for name, o := range map[string]ClientOptions{
-		"insecure and pin": {Endpoint: "h:1", InsecureSkipVerify: true, Fingerprint: "sha256:00"},
-		"bad pin":          {Endpoint: "h:1", Fingerprint: "sha256:zz"},
-		"no verification":  {Endpoint: "h:1"},
-		"half a pair":      {Endpoint: "h:1", KnownHosts: "x", CertFile: "c"},
-		"bad endpoint":     {Endpoint: "nohost", KnownHosts: "x"},
+// Every bad option is an *OptionError that names the option at fault, so that
+// the command can say which flag or config line it was.
+func TestOptionErrorsNameTheOption(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testCA(t, dir)
+	junk := filepath.Join(dir, "junk")
+	os.WriteFile(junk, []byte("not PEM"), 0o600)
+	badKH := filepath.Join(dir, "bad_known_hosts")
+	os.WriteFile(badKH, []byte("# ok\nh:1 sha256:zz\n"), 0o600)
+	for name, c := range map[string]struct {
+		o      ClientOptions
+		option string
+		text   string
+	}{
+		"insecure and pin":       {ClientOptions{Endpoint: "h:1", InsecureSkipVerify: true, Fingerprint: "sha256:00"}, "insecure-skip-verify", "contradicts"},
+		"bad pin":                {ClientOptions{Endpoint: "h:1", Fingerprint: "sha256:zz"}, "server-fingerprint", "64 hex digits"},
+		"no verification":        {ClientOptions{Endpoint: "h:1"}, "known-hosts", "no way to verify"},
+		"cert without key":       {ClientOptions{Endpoint: "h:1", KnownHosts: "x", CertFile: certFile}, "cert-file", "needs --key-file"},
+		"key without cert":       {ClientOptions{Endpoint: "h:1", KnownHosts: "x", KeyFile: keyFile}, "key-file", "needs --cert-file"},
+		"missing cert":           {ClientOptions{Endpoint: "h:1", KnownHosts: "x", CertFile: junk + "2", KeyFile: keyFile}, "cert-file", "no such file"},
+		"missing key":            {ClientOptions{Endpoint: "h:1", KnownHosts: "x", CertFile: certFile, KeyFile: junk + "2"}, "key-file", "no such file"},
+		"junk cert":              {ClientOptions{Endpoint: "h:1", KnownHosts: "x", CertFile: junk, KeyFile: keyFile}, "cert-file", "no PEM certificate"},
+		"key of another cert":    {ClientOptions{Endpoint: "h:1", KnownHosts: "x", CertFile: caFile, KeyFile: keyFile}, "key-file", "is not the private key of"},
+		"junk CA":                {ClientOptions{Endpoint: "h:1", CAFile: junk}, "ca-file", "no PEM certificate"},
+		"damaged known hosts":    {ClientOptions{Endpoint: "h:1", KnownHosts: badKH}, "known-hosts", "line 2"},
+		"bad endpoint":           {ClientOptions{Endpoint: "nohost", KnownHosts: "x"}, "server-endpoint", "nohost"},
+		"strict, trust on first": {ClientOptions{Endpoint: "h:1", KnownHosts: "x", RequireVerified: true}, "verify-remote-endpoint", "needs --ca-file or --server-fingerprint"},
+		"strict and insecure":    {ClientOptions{Endpoint: "h:1", InsecureSkipVerify: true, RequireVerified: true}, "verify-remote-endpoint", "contradicts --insecure-skip-verify"},
 	} {
-		if _, err := LoadClient(o, quiet); err == nil {
-			t.Errorf("%s: accepted", name)
+		_, err := LoadClient(c.o, quiet)
+		var oe *OptionError
+		if !errors.As(err, &oe) || oe.Option != c.option || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("%s: got %v, want an error of --%s with %q", name, err, c.option, c.text)
 		}
 	}
-	if _, err := LoadServer(ServerOptions{VerifyClient: true, StateDir: t.TempDir()}, quiet); err == nil {
-		t.Error("--verify-remote-endpoint without a CA accepted")
+	for name, c := range map[string]struct {
+		o      ServerOptions
+		option string
+		text   string
+	}{
+		"verify without CA": {ServerOptions{VerifyClient: true, StateDir: t.TempDir()}, "verify-remote-endpoint", "needs --ca-file"},
+		"junk CA":           {ServerOptions{VerifyClient: true, CAFile: junk, StateDir: t.TempDir()}, "ca-file", "no PEM certificate"},
+		"junk cert":         {ServerOptions{CertFile: junk, KeyFile: keyFile}, "cert-file", "no PEM certificate"},
+		"wrong key":         {ServerOptions{CertFile: caFile, KeyFile: keyFile}, "key-file", "is not the private key of"},
+		"key without cert":  {ServerOptions{KeyFile: keyFile}, "key-file", "needs --cert-file"},
+		"no state dir":      {ServerOptions{}, "state-dir", "nowhere to keep"},
+		"state dir a file":  {ServerOptions{StateDir: junk}, "state-dir", "junk"},
+	} {
+		_, err := LoadServer(c.o, quiet)
+		var oe *OptionError
+		if !errors.As(err, &oe) || oe.Option != c.option || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("server %s: got %v, want an error of --%s with %q", name, err, c.option, c.text)
+		}
 	}
+}
+
+// --verify-remote-endpoint on the client accepts a server verified by a CA or
+// a pinned fingerprint, and still refuses the wrong one.
+func TestClientRequireVerified(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testCA(t, dir)
+	byCA, err := LoadServer(ServerOptions{CertFile: certFile, KeyFile: keyFile}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := LoadServer(ServerOptions{StateDir: filepath.Join(dir, "other")}, quiet)
+	ca, err := LoadClient(ClientOptions{Endpoint: "127.0.0.1:7500", CAFile: caFile, RequireVerified: true}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := handshake(t, byCA.TLS, ca); err != nil {
+		t.Fatalf("CA-verified server refused: %v", err)
+	}
+	if err, _ := handshake(t, other.TLS, ca); err == nil {
+		t.Fatal("a server outside the CA was accepted")
+	}
+	pinned, err := LoadClient(ClientOptions{Endpoint: "127.0.0.1:7500", Fingerprint: other.Fingerprint, RequireVerified: true}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := handshake(t, other.TLS, pinned); err != nil {
+		t.Fatalf("pinned server refused: %v", err)
+	}
+	if err, _ := handshake(t, byCA.TLS, pinned); err == nil {
+		t.Fatal("a server with another key was accepted")
+	}
+}
+
+// ParseFingerprint takes any string without panicking; what it accepts is in
+// canonical form, which it accepts again unchanged.
+func FuzzParseFingerprint(f *testing.F) {
+	f.Add("sha256:" + strings.Repeat("ab", 32))
+	f.Add(strings.Repeat("AB:", 31) + "AB")
+	f.Add("sha256:zz")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		fp, err := ParseFingerprint(s)
+		if err != nil {
+			return
+		}
+		if len(fp) != len(fingerprintPrefix)+64 || !strings.HasPrefix(fp, fingerprintPrefix) {
+			t.Fatalf("%q parsed to %q", s, fp)
+		}
+		if again, err := ParseFingerprint(fp); err != nil || again != fp {
+			t.Fatalf("canonical %q parsed to %q, %v", fp, again, err)
+		}
+	})
+}
+
+// The known-hosts parser takes any bytes without panicking; an entry it finds
+// is a canonical fingerprint on a real line.
+func FuzzKnownHosts(f *testing.F) {
+	fp := "sha256:" + strings.Repeat("0f", 32)
+	f.Add([]byte("# comment\nh:1 "+fp+"\n"), "h:1")
+	f.Add([]byte("h:1 "+fp+"\nh:1 sha256:00\n"), "h:1")
+	f.Add([]byte("h:1\n"), "h:1")
+	f.Add([]byte("\n\n[::1]:7500 "+fp), "[::1]:7500")
+	f.Fuzz(func(t *testing.T, data []byte, endpoint string) {
+		got, line, err := parseKnownHosts(bytes.NewReader(data), "fuzz", endpoint)
+		if err != nil || got == "" {
+			if got != "" || line != 0 {
+				t.Fatalf("nothing found but %q at line %d", got, line)
+			}
+			return
+		}
+		if again, err := ParseFingerprint(got); err != nil || again != got {
+			t.Fatalf("found a non-canonical fingerprint %q", got)
+		}
+		if line < 1 || line > bytes.Count(data, []byte("\n"))+1 {
+			t.Fatalf("line %d of %d", line, bytes.Count(data, []byte("\n"))+1)
+		}
+	})
 }
