@@ -32,15 +32,16 @@ type flags struct {
 	TokenSource        string        `required:"" help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock." placeholder:"VALUE"`
 	TokenSourceTimeout time.Duration `default:"5s" help:"How long the Http token source waits for its answer (default ${default}; 0 means the default)."`
 
-	CertFile           string `help:"Client certificate (PEM) for mutual TLS." type:"path" placeholder:"FILE"`
-	KeyFile            string `help:"Private key of --cert-file (PEM)." type:"path" placeholder:"FILE"`
-	CaFile             string `help:"Verify the server's certificate against this CA." type:"path" placeholder:"FILE"`
-	ServerFingerprint  string `help:"Pin the server's certificate: sha256:HEX, as the server logs it at start." placeholder:"sha256:HEX"`
-	KnownHosts         string `default:"${known_hosts}" help:"Without --ca-file or --server-fingerprint, trust the server on first use and remember it here, like SSH." type:"path" placeholder:"FILE"`
-	ServerName         string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
-	InsecureSkipVerify bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
+	CertFile             string `help:"Client certificate (PEM) for mutual TLS." type:"path" placeholder:"FILE"`
+	KeyFile              string `help:"Private key of --cert-file (PEM)." type:"path" placeholder:"FILE"`
+	CaFile               string `help:"Verify the server's certificate against this CA." type:"path" placeholder:"FILE"`
+	ServerFingerprint    string `help:"Pin the server's certificate: sha256:HEX, as the server logs it at start." placeholder:"sha256:HEX"`
+	KnownHosts           string `default:"${known_hosts}" help:"Without --ca-file or --server-fingerprint, trust the server on first use and remember it here, like SSH." type:"path" placeholder:"FILE"`
+	ServerName           string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
+	InsecureSkipVerify   bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
+	VerifyRemoteEndpoint bool   `help:"Require the server to be verified by --ca-file or --server-fingerprint: refuse trust on first use and --insecure-skip-verify."`
 
-	SessionWait time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable."`
+	SessionWait time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable (default ${default}; 0 means the default)."`
 
 	cli.EndpointFlags
 }
@@ -72,15 +73,16 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	opts := trust.ClientOptions{
 		Endpoint: f.ServerEndpoint, ServerName: f.ServerName,
 		CAFile: f.CaFile, Fingerprint: f.ServerFingerprint, KnownHosts: f.KnownHosts,
-		InsecureSkipVerify: f.InsecureSkipVerify, CertFile: f.CertFile, KeyFile: f.KeyFile,
+		InsecureSkipVerify: f.InsecureSkipVerify, RequireVerified: f.VerifyRemoteEndpoint,
+		CertFile: f.CertFile, KeyFile: f.KeyFile,
 	}
 	tlsConf, err := trust.LoadClient(opts, log)
 	if err != nil {
-		return err
+		return file.Locate(err)
 	}
 	secret, err := f.Secret.Load(log)
 	if err != nil {
-		return err
+		return file.Locate(err)
 	}
 	fec, err := recovery.ParseConfig(f.Fec)
 	if err != nil {
@@ -99,5 +101,5 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		"server", f.ServerEndpoint, "verify", opts.Mode(), "fec", f.Fec)
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
-	return cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, client, log)
+	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, client, log))
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/quictun/quictun/cmd/internal/cli"
+	"github.com/quictun/quictun/codecs/preamble"
 	"github.com/quictun/quictun/codecs/sniff"
 	"github.com/quictun/quictun/endpoints"
 	"github.com/quictun/quictun/endpoints/address"
@@ -38,13 +39,13 @@ type flags struct {
 	StateDir             string `default:"${state_dir}" help:"Where the generated key pair is kept, so the fingerprint stays stable." type:"path" placeholder:"DIR"`
 
 	Allow                []string      `help:"Allow tokens to name only these targets (repeatable; deny all others once one is set): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*)." placeholder:"RULE"`
-	MaxSessions          int           `default:"256" help:"Client sessions at once; more are refused."`
-	MaxTunnels           int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\"."`
-	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session."`
-	MaxPreambleSize      int           `default:"16384" help:"Largest tunnel header (token plus secret) in bytes."`
-	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and a new tunnel to send its header."`
+	MaxSessions          int           `default:"256" help:"Client sessions at once; more are refused (default ${default}; 0 means the default)."`
+	MaxTunnels           int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\" (default ${default}; 0 means the default)."`
+	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session (default ${default}; 0 means the default)."`
+	MaxPreambleSize      int           `default:"16384" help:"Largest tunnel header (token plus secret) in bytes, at most 16384 (default ${default}; 0 means the default)."`
+	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and a new tunnel to send its header (default ${default}; 0 means the default)."`
 
-	DialTimeout time.Duration `default:"5s" help:"How long to try to connect to a server application."`
+	DialTimeout time.Duration `default:"5s" help:"How long to try to connect to a server application (default ${default}; 0 means the default)."`
 
 	cli.EndpointFlags
 }
@@ -69,12 +70,15 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("token-parser-plugin"), err)
 	}
+	if f.MaxPreambleSize > preamble.MaxHeaderLen {
+		return fmt.Errorf("%s = %d: above the hard cap of %d bytes", file.Origin("max-preamble-size"), f.MaxPreambleSize, preamble.MaxHeaderLen)
+	}
 	id, err := trust.LoadServer(trust.ServerOptions{
 		CertFile: f.CertFile, KeyFile: f.KeyFile, StateDir: f.StateDir,
 		VerifyClient: f.VerifyRemoteEndpoint, CAFile: f.CaFile,
 	}, log)
 	if err != nil {
-		return err
+		return file.Locate(err)
 	}
 	pol, err := policy.Parse(f.Allow)
 	if err != nil {
@@ -82,7 +86,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	secret, err := f.Secret.Load(log)
 	if err != nil {
-		return err
+		return file.Locate(err)
 	}
 	fec, err := recovery.ParseConfig(f.Fec)
 	if err != nil {
@@ -114,7 +118,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
-	return cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log)
+	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log))
 }
 
 func isLoopback(a net.Addr) bool {

@@ -11,10 +11,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/quictun/quictun/endpoints/trust"
 )
 
 // Config is the TOML file behind --config. Its keys are the long flag names
@@ -126,15 +129,70 @@ func (c *Config) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, e
 	}
 	if enum := flag.EnumSlice(); flag.Enum != "" {
 		if s, ok := v.(string); !ok || !slices.Contains(enum, s) {
-			return nil, fmt.Errorf("%s: %s = %v: must be one of %s", c.where(flag.Name), flag.Name, v, strings.Join(enum, ", "))
+			return nil, &valueError{fmt.Errorf("%s: %s = %v: must be one of %s", c.where(flag.Name), flag.Name, v, strings.Join(enum, ", "))}
 		}
+	}
+	if err := checkType(flag, v); err != nil {
+		return nil, &valueError{fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, v, err)}
 	}
 	scratch := reflect.New(flag.Target.Type()).Elem()
 	if err := flag.Mapper.Decode(&kong.DecodeContext{Value: flag.Value, Scan: kong.ScanFromTokens(kong.Token{Type: kong.FlagValueToken, Value: v})}, scratch); err != nil {
-		return nil, fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, v, err)
+		return nil, &valueError{fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, v, err)}
 	}
 	c.resolved[flag.Name] = true
 	return v, nil
+}
+
+// valueError is a bad value in the config file. It names file, line and key
+// already, so parse takes it out of kong's wrapping, which would put
+// "--key: " in front.
+type valueError struct{ err error }
+
+func (e *valueError) Error() string { return e.err.Error() }
+func (e *valueError) Unwrap() error { return e.err }
+
+// durationType is the type of the time.Duration flags.
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkType refuses TOML values that kong would take in a surprising way: a
+// bare number for a duration (kong reads nanoseconds) and a fraction for a
+// whole number (kong rounds it).
+func checkType(flag *kong.Flag, v any) error {
+	t := flag.Target.Type()
+	switch {
+	case t == durationType:
+		switch v.(type) {
+		case string:
+		case int64, float64:
+			return fmt.Errorf("a duration needs a unit: write %s = \"%vs\" (or ms, m, h)", flag.Name, v)
+		default:
+			return errors.New(`a duration is a string with a unit, like "5s"`)
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		if _, ok := v.(float64); ok {
+			return errors.New("must be a whole number")
+		}
+	}
+	return nil
+}
+
+// checkNumbers refuses negative values of number and duration flags, wherever
+// they came from. Zero is each flag's default (idle-timeout's is off).
+func (c *Config) checkNumbers(flags []*kong.Flag) error {
+	for _, f := range flags {
+		v := f.Target
+		negative := false
+		switch {
+		case v.CanInt():
+			negative = v.Int() < 0
+		case v.CanFloat():
+			negative = v.Float() < 0
+		}
+		if negative {
+			return fmt.Errorf("%s = %v: must not be negative (0 means the default)", c.Origin(f.Name), v.Interface())
+		}
+	}
+	return nil
 }
 
 // Origin names where a flag's value came from, for errors found after parsing:
@@ -146,12 +204,50 @@ func (c *Config) Origin(flag string) string {
 	return "--" + flag
 }
 
+// Locate makes an error in one option's value (a *trust.OptionError, which
+// names the option as its flag) name where that value came from, as Origin
+// does; other errors pass as they are.
+func (c *Config) Locate(err error) error {
+	var oe *trust.OptionError
+	if errors.As(err, &oe) {
+		return fmt.Errorf("%s: %w", c.Origin(oe.Option), oe.Err)
+	}
+	return err
+}
+
 // Parse fills flags from the command line and the --config file, with the
-// version and vars available to help texts. Bad input prints usage and exits.
+// version and vars available to help texts. Bad input prints the error and a
+// hint to --help (not the whole help, which would bury the error) and exits
+// with status 2.
 func Parse(flags any, name, description string, vars kong.Vars) *Config {
-	loader, file := Loader()
 	vars["version"] = Version()
-	kong.Parse(flags, kong.Name(name), kong.Description(description),
-		kong.UsageOnError(), kong.Configuration(loader), vars)
+	file, err := parse(flags, os.Args[1:], kong.Name(name), kong.Description(description), vars)
+	if err != nil {
+		explain(os.Stderr, name, err)
+		os.Exit(2)
+	}
 	return file
+}
+
+// parse is Parse without the exit, for tests: kong's parsing, the config
+// file's checks, and the checks of every number.
+func parse(flags any, args []string, options ...kong.Option) (*Config, error) {
+	loader, file := Loader()
+	p, err := kong.New(flags, append(options, kong.Configuration(loader))...)
+	if err != nil {
+		return nil, err
+	}
+	ctx, err := p.Parse(args)
+	if ve := (*valueError)(nil); errors.As(err, &ve) {
+		return nil, ve
+	}
+	if err != nil {
+		return nil, err
+	}
+	return file, file.checkNumbers(ctx.Flags())
+}
+
+// explain prints a command-line or config error the way a user should see it.
+func explain(w io.Writer, name string, err error) {
+	fmt.Fprintf(w, "%s: error: %v\nRun \"%s --help\" for the flags and their defaults.\n", name, err, name)
 }

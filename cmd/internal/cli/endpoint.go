@@ -4,14 +4,14 @@ import "time"
 
 // EndpointFlags are the flags both endpoints have, beyond their own.
 type EndpointFlags struct {
-	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (0: never)."`
+	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (default 0: never)."`
 	Secret
 
 	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (parity adapted to the measured loss), off (plain QUIC), or K,M (fixed groups of K data and M parity datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
 
 	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels, /sessions, /metrics ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
-	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed."`
+	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed (default ${default}; 0 means the default)."`
 
 	Logging
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -179,6 +180,59 @@ func TestBadConfigFailsWithLine(t *testing.T) {
 	out, err = exec.Command(filepath.Join(binDir, "quictun-client"), "--server-endpoint", "127.0.0.1:1", "--token-source", "x", "--token-source-plugin", "pigeon").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "pigeon") {
 		t.Fatalf("unknown plugin: %v:\n%s", err, out)
+	}
+}
+
+// Bad values in a config file or on the command line end the program at
+// start with one clear error naming the key and line (or the flag), not the
+// whole help text.
+func TestBadValuesAreOneClearError(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	junk := filepath.Join(dir, "junk")
+	os.WriteFile(junk, []byte("no PEM here\n"), 0o600)
+	const client = "server-endpoint = \"127.0.0.1:1\"\ntoken-source = \"tcp:127.0.0.1:22\"\n"
+	for _, c := range []struct {
+		bin, file string
+		args      []string
+		want      string
+	}{
+		{"quictun-server", "listen-on = \"127.0.0.1:0\"\ndial-timeout = 5\n", nil, `line 2: dial-timeout = 5: a duration needs a unit: write dial-timeout = "5s"`},
+		{"quictun-server", "max-sessions = 1.5\n", nil, "line 1: max-sessions = 1.5: must be a whole number"},
+		{"quictun-server", "\nmax-tunnels = -1\n", nil, "line 2: max-tunnels = -1: must not be negative"},
+		{"quictun-server", "max-preamble-size = 20000\n", nil, "line 1: max-preamble-size = 20000: above the hard cap of 16384 bytes"},
+		{"quictun-server", "", []string{"--handshake-timeout=-1s"}, "--handshake-timeout = -1s: must not be negative"},
+		{"quictun-server", "# mine\ncert-file = \"" + missing + "\"\nkey-file = \"" + missing + "\"\n", nil, "line 2: cert-file: open " + missing},
+		{"quictun-server", "verify-remote-endpoint = true\n\nca-file = \"" + junk + "\"\n", nil, "line 3: ca-file: " + junk + " holds no PEM certificate"},
+		{"quictun-server", "secret-file = \"" + missing + "\"\n", nil, "line 1: secret-file: stat " + missing},
+		{"quictun-client", client + "verify-remote-endpoint = true\n", nil, "line 3: verify-remote-endpoint: needs --ca-file or --server-fingerprint"},
+		{"quictun-client", client, []string{"--verify-remote-endpoint", "--insecure-skip-verify"}, "--verify-remote-endpoint: contradicts --insecure-skip-verify"},
+		{"quictun-client", client + "server-fingerprint = \"sha256:00\"\n", nil, "line 3: server-fingerprint: "},
+		{"quictun-client", client + "known-hosts = \"" + junk + "\"\n", nil, "line 3: known-hosts: known hosts " + junk + " line 1"},
+		{"quictun-client", client + "session-wait = 10\n", nil, `line 3: session-wait = 10: a duration needs a unit: write session-wait = "10s"`},
+		{"quictun-client", client + "token-source-timeout = \"-1s\"\n", nil, "line 3: token-source-timeout = -1s: must not be negative"},
+	} {
+		path := filepath.Join(dir, "config.toml")
+		os.WriteFile(path, []byte(c.file), 0o600)
+		args := append([]string{"--config", path, "--state-dir", filepath.Join(dir, "state")}, c.args...)
+		if c.bin == "quictun-client" {
+			args = append([]string{"--config", path, "--listen-on", "tcp:127.0.0.1:0"}, c.args...)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, c.bin), args...).CombinedOutput()
+		cancel()
+		text := strings.TrimSpace(string(out))
+		want := c.want
+		if strings.HasPrefix(want, "line ") {
+			want = path + " " + want
+		}
+		if err == nil || !strings.Contains(text, want) {
+			t.Errorf("%s %q %v: got %v:\n%s\nwant %q", c.bin, c.file, c.args, err, text, want)
+			continue
+		}
+		if n := strings.Count(text, "\n") + 1; n > 2 || strings.Contains(text, "Flags:") {
+			t.Errorf("%s %q: %d lines of output for one error:\n%s", c.bin, c.file, n, text)
+		}
 	}
 }
 
