@@ -32,9 +32,11 @@ type ClientConfig struct {
 	Secret []byte
 	Engine engine.Config
 	// SessionWait is how long a new application connection waits for a session
-	// while the server is unreachable, before it is closed (default 10 s).
+	// while the server is unreachable, before it is closed (0: 10 s; negative
+	// is an error).
 	SessionWait time.Duration
-	// DrainTimeout is how long shutdown lets live tunnels finish (default 10 s).
+	// DrainTimeout is how long shutdown lets live tunnels finish (0: 10 s;
+	// negative is an error).
 	DrainTimeout time.Duration
 	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
 	// emulation in tests).
@@ -44,16 +46,14 @@ type ClientConfig struct {
 	Logger   *slog.Logger
 }
 
-func (c *ClientConfig) setDefaults() {
-	if c.SessionWait <= 0 {
-		c.SessionWait = 10 * time.Second
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 10 * time.Second
-	}
+func (c *ClientConfig) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	return errors.Join(
+		orDefault("SessionWait", &c.SessionWait, 10*time.Second),
+		orDefault("DrainTimeout", &c.DrainTimeout, 10*time.Second),
+	)
 }
 
 // Client is a client endpoint: it accepts application connections and carries
@@ -73,7 +73,9 @@ type Client struct {
 // NewClient validates cfg and binds both the application listener and the UDP
 // socket, so that errors show at start and Addr is known before Run.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	cfg.setDefaults()
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	if cfg.Tokens == nil || cfg.TLS == nil {
 		return nil, errors.New("client: token source and TLS config are required")
 	}
@@ -206,6 +208,8 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	log = log.With("tunnel", t.ID, "stream", stream.StreamID())
 	log.Debug("tunnel opened")
 	err = t.Run(engine.ConnSide(app), stream)
+	// Only a refusal (the status, or a reset before it came) is a tunnel that
+	// failed to start; a reset later ended a tunnel that ran.
 	if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
 		c.metrics.failedWith(se.Status.Code)
 	} else {

@@ -3,12 +3,14 @@ package endpoints
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/engine"
 )
 
 // replayLimit bounds what a tunnel keeps for a replay: its header and the
@@ -83,7 +85,7 @@ func (s *clientStream) Write(p []byte) (int, error) {
 	s.mu.Unlock()
 	n, err := st.Write(p)
 	if err == nil || !kept || !sessionWasLost(conn) {
-		return n, refusal(err)
+		return n, s.peerError(err)
 	}
 	// p is kept: the reader either replays it on a new stream or gives up.
 	<-changed
@@ -93,7 +95,7 @@ func (s *clientStream) Write(p []byte) (int, error) {
 	if replayed {
 		return len(p), nil
 	}
-	return n, refusal(err)
+	return n, s.peerError(err)
 }
 
 func (s *clientStream) Read(p []byte) (int, error) {
@@ -105,7 +107,7 @@ func (s *clientStream) Read(p []byte) (int, error) {
 	}
 	st, _ := s.current()
 	n, err := st.Read(p)
-	return n, refusal(err)
+	return n, s.peerError(err)
 }
 
 func (s *clientStream) readStatus() error {
@@ -125,7 +127,7 @@ func (s *clientStream) readStatus() error {
 		s.mu.Lock()
 		s.noReplay()
 		s.mu.Unlock()
-		return refusal(err)
+		return s.peerError(err)
 	}
 }
 
@@ -224,11 +226,42 @@ func sessionWasLost(conn *quic.Conn) bool {
 	return errors.As(context.Cause(conn.Context()), &sr)
 }
 
-// refusal turns a stream reset by the server into the status it stands for.
-func refusal(err error) error {
+// peerError says what a stream error from the server endpoint means for the
+// tunnel. A reset before the server's OK status is its refusal, and the code
+// is the status (the status frame may have been lost to the reset); a reset
+// after it ends a tunnel that ran: the server application's connection failed,
+// an operator killed it, the server shut down.
+func (s *clientStream) peerError(err error) error {
 	var se *quic.StreamError
-	if errors.As(err, &se) && se.Remote {
-		return &preamble.StatusError{Status: preamble.Status{Code: preamble.Code(se.ErrorCode)}}
+	if !errors.As(err, &se) || !se.Remote {
+		return err
 	}
-	return err
+	s.mu.Lock()
+	confirmed := s.confirmed
+	s.mu.Unlock()
+	if confirmed {
+		return &PeerResetError{Code: preamble.Code(se.ErrorCode), Peer: engine.ServerEndpoint}
+	}
+	return &preamble.StatusError{Status: preamble.Status{Code: preamble.Code(se.ErrorCode)}}
+}
+
+// PeerResetError is a tunnel that ran until the other endpoint reset its
+// stream, with the code it gave.
+type PeerResetError struct {
+	Code preamble.Code
+	Peer engine.Endpoint // the side that reset it
+}
+
+func (e *PeerResetError) Error() string {
+	return fmt.Sprintf("tunnel reset by the %s endpoint: %s", e.Peer, e.Code)
+}
+
+// isPeerReset says whether a tunnel's end was a reset by the other endpoint:
+// a PeerResetError (client side) or a remote quic.StreamError (server side).
+func isPeerReset(err error) bool {
+	if pe := (*PeerResetError)(nil); errors.As(err, &pe) {
+		return true
+	}
+	se := (*quic.StreamError)(nil)
+	return errors.As(err, &se) && se.Remote
 }

@@ -38,7 +38,7 @@ func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*q
 		}, []string{"reason"}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "quictun_tunnels_closed_total", ConstLabels: constLabels,
-			Help: "Tunnels that ended after they started, by how: clean, error, killed, idle, shutdown.",
+			Help: "Tunnels that ended after they started, by how: clean, error, killed, idle, shutdown, peer (reset by the other endpoint).",
 		}, []string{"how"}),
 	}
 	m.registry.MustRegister(m.failures, m.closed,
@@ -67,6 +67,8 @@ func (m *metrics) ended(err error) {
 		how = "idle"
 	case errors.Is(err, engine.ErrShutdown):
 		how = "shutdown"
+	case isPeerReset(err):
+		how = "peer"
 	default:
 		how = "error"
 	}

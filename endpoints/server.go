@@ -25,6 +25,8 @@ import (
 )
 
 // ServerConfig is what a server endpoint needs; cmd/quictun-server fills it.
+//
+// Zero limits and timeouts take their defaults; negative ones are an error.
 type ServerConfig struct {
 	// ListenOn is the UDP address to listen on ("0.0.0.0:7500").
 	ListenOn string
@@ -33,12 +35,12 @@ type ServerConfig struct {
 	// ResetKey, when set, lets a restarted server reset its old sessions at once.
 	ResetKey *[32]byte
 	Engine   engine.Config
-	// DialTimeout bounds connecting to a server application (default 5 s).
+	// DialTimeout bounds connecting to a server application (0: 5 s).
 	DialTimeout time.Duration
 	// PreambleTimeout bounds how long a new stream may take to send its header
-	// (default 10 s).
+	// (0: 10 s).
 	PreambleTimeout time.Duration
-	// DrainTimeout is how long shutdown lets live tunnels finish (default 10 s).
+	// DrainTimeout is how long shutdown lets live tunnels finish (0: 10 s).
 	DrainTimeout time.Duration
 	// Secret, when set, must come in every stream's header (compared in
 	// constant time); a client without it is refused with CodeAuthFailed.
@@ -56,6 +58,7 @@ type ServerConfig struct {
 
 // Limits protect a server from more than it can carry. Past a limit a new
 // session or tunnel is refused with CodeOverloaded; live ones are untouched.
+// Zero is the default of each.
 type Limits struct {
 	MaxSessions          int // QUIC sessions at once (default 256)
 	MaxTunnels           int // tunnels at once over all sessions (default 8192)
@@ -65,35 +68,40 @@ type Limits struct {
 	MaxHeaderSize int
 }
 
-func (l *Limits) setDefaults() {
-	if l.MaxSessions <= 0 {
-		l.MaxSessions = 256
+func (l *Limits) setDefaults() error {
+	if l.MaxHeaderSize > preamble.MaxHeaderLen {
+		return fmt.Errorf("Limits.MaxHeaderSize %d is above the ceiling of %d", l.MaxHeaderSize, preamble.MaxHeaderLen)
 	}
-	if l.MaxTunnels <= 0 {
-		l.MaxTunnels = 8192
-	}
-	if l.MaxTunnelsPerSession <= 0 {
-		l.MaxTunnelsPerSession = 4096
-	}
-	if l.MaxHeaderSize <= 0 || l.MaxHeaderSize > preamble.MaxHeaderLen {
-		l.MaxHeaderSize = preamble.MaxHeaderLen
-	}
+	return errors.Join(
+		orDefault("Limits.MaxSessions", &l.MaxSessions, 256),
+		orDefault("Limits.MaxTunnels", &l.MaxTunnels, 8192),
+		orDefault("Limits.MaxTunnelsPerSession", &l.MaxTunnelsPerSession, 4096),
+		orDefault("Limits.MaxHeaderSize", &l.MaxHeaderSize, preamble.MaxHeaderLen),
+	)
 }
 
-func (c *ServerConfig) setDefaults() {
-	c.Limits.setDefaults()
-	if c.DialTimeout <= 0 {
-		c.DialTimeout = 5 * time.Second
-	}
-	if c.PreambleTimeout <= 0 {
-		c.PreambleTimeout = 10 * time.Second
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 10 * time.Second
-	}
+func (c *ServerConfig) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	return errors.Join(
+		c.Limits.setDefaults(),
+		orDefault("DialTimeout", &c.DialTimeout, 5*time.Second),
+		orDefault("PreambleTimeout", &c.PreambleTimeout, 10*time.Second),
+		orDefault("DrainTimeout", &c.DrainTimeout, 10*time.Second),
+	)
+}
+
+// orDefault sets a zero *v to def; a negative one is an error naming field,
+// rather than a default the caller did not ask for.
+func orDefault[T int | time.Duration](field string, v *T, def T) error {
+	switch {
+	case *v < 0:
+		return fmt.Errorf("%s is negative (%v); 0 means the default, %v", field, *v, def)
+	case *v == 0:
+		*v = def
+	}
+	return nil
 }
 
 // Server is a server endpoint: it accepts QUIC sessions from client endpoints
@@ -128,7 +136,9 @@ type serverSession struct {
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails
 // at start and Addr is known before Run.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	cfg.setDefaults()
+	if err := cfg.setDefaults(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	if cfg.Parser == nil || cfg.TLS == nil {
 		return nil, errors.New("server: token parser and TLS config are required")
 	}
@@ -189,17 +199,21 @@ func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
 func (s *Server) Registry() *engine.Registry { return s.reg }
 
 // Run serves until ctx ends, then shuts down gracefully: it refuses new
-// tunnels, lets live ones drain for DrainTimeout, closes the rest, closes every
-// session and returns nil. Every goroutine it started has ended when it returns.
+// tunnels, lets live ones drain for DrainTimeout, closes the rest and closes
+// every session. It returns nil after ctx ended, or the error that stopped it
+// from accepting sessions (its UDP socket failed), after the same shutdown, so
+// that the program exits with a failure. Every goroutine it started has ended
+// when it returns.
 func (s *Server) Run(ctx context.Context) error {
 	tunnelsCtx, stopTunnels := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopTunnels(nil)
 	var handlers sync.WaitGroup
+	var failed error
 	for {
 		conn, err := s.ln.Accept(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("accept session", "err", err)
+				failed = fmt.Errorf("accept sessions: %w", err)
 			}
 			break
 		}
@@ -214,7 +228,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	s.draining.Store(true)
-	s.log.Info("shutting down: draining tunnels", "tunnels", s.reg.Len(), "for", s.cfg.DrainTimeout)
+	if failed != nil {
+		s.log.Error("cannot accept sessions: shutting down, draining tunnels", "err", failed, "tunnels", s.reg.Len(), "for", s.cfg.DrainTimeout)
+	} else {
+		s.log.Info("shutting down: draining tunnels", "tunnels", s.reg.Len(), "for", s.cfg.DrainTimeout)
+	}
 	drain(s.reg, s.cfg.DrainTimeout)
 	stopTunnels(engine.ErrShutdown)
 	s.closeSessions("server shutting down")
@@ -223,7 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.tr.Close()
 	s.conn.Close()
 	s.log.Info("stopped")
-	return nil
+	return failed
 }
 
 // drain waits until reg has no live tunnel or the bound passes.
