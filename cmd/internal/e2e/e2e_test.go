@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,8 +253,8 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 	srv.waitLog(t, `udp=`+regexp.QuoteMeta(udp))
 
 	cli := start(t, "quictun-client", "--listen-on", "tcp:"+listen, "--server-endpoint", udp,
-		"--token-source", "tcp:"+target, "--server-fingerprint", fp)
-	cli.waitLog(t, "quictun-client listening")
+		"--token-source", "tcp:"+target, "--server-fingerprint", fp, "--verify-remote-endpoint")
+	cli.waitLog(t, "quictun-client listening.* verify=pinned-fingerprint")
 
 	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
 	if err != nil {
@@ -307,6 +309,41 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 			t.Fatalf("exit code %d after SIGTERM", code)
 		}
 	}
+}
+
+// --token-source-timeout bounds the Http token source: against a service that
+// never answers, the application is closed after it, with the reason logged.
+func TestTokenSourceTimeoutFlag(t *testing.T) {
+	release := make(chan struct{})
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer web.Close()
+	defer close(release)
+	udp, listen := freePort(t, "udp"), freePort(t, "tcp")
+	srv := start(t, "quictun-server", "--listen-on", udp)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	cli := start(t, "quictun-client", "--listen-on", "tcp:"+listen, "--server-endpoint", udp,
+		"--token-source-plugin", "Http", "--token-source", web.URL+"/token", "--token-source-timeout", "300ms",
+		"--server-fingerprint", fp)
+	cli.waitLog(t, "quictun-client listening")
+	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	begin := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d, %v: want the application closed", n, err)
+	}
+	if took := time.Since(begin); took < 250*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("closed after %v, want about 300ms", took)
+	}
+	cli.waitLog(t, `no token.*gave no answer within 300ms`)
 }
 
 func getBody(t *testing.T, url string) string {
