@@ -51,6 +51,7 @@ func (c *ClientConfig) setDefaults() error {
 		c.Logger = slog.Default()
 	}
 	return errors.Join(
+		checkIdleTimeout(c.Engine),
 		orDefault("SessionWait", &c.SessionWait, 10*time.Second),
 		orDefault("DrainTimeout", &c.DrainTimeout, 10*time.Second),
 	)

@@ -56,6 +56,7 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 		"Limits.MaxTunnelsPerSession is negative":                       func(c *ServerConfig) { c.Limits.MaxTunnelsPerSession = -1 },
 		"Limits.MaxHeaderSize is negative":                              func(c *ServerConfig) { c.Limits.MaxHeaderSize = -1 },
 		"Limits.MaxHeaderSize 16385 is above the ceiling of 16384":      func(c *ServerConfig) { c.Limits.MaxHeaderSize = preamble.MaxHeaderLen + 1 },
+		"Engine.IdleTimeout is negative (-1s); 0 means never":           func(c *ServerConfig) { c.Engine.IdleTimeout = -time.Second },
 	} {
 		cfg := base
 		mod(&cfg)
@@ -78,8 +79,9 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 
 	src, _ := token.NewSource("fixed", "tcp:127.0.0.1:1", token.SourceOptions{})
 	for want, mod := range map[string]func(*ClientConfig){
-		"SessionWait is negative":  func(c *ClientConfig) { c.SessionWait = -1 },
-		"DrainTimeout is negative": func(c *ClientConfig) { c.DrainTimeout = -1 },
+		"SessionWait is negative":        func(c *ClientConfig) { c.SessionWait = -1 },
+		"DrainTimeout is negative":       func(c *ClientConfig) { c.DrainTimeout = -1 },
+		"Engine.IdleTimeout is negative": func(c *ClientConfig) { c.Engine.IdleTimeout = -1 },
 	} {
 		cfg := ClientConfig{ListenOn: loopbackTCP(), ServerEndpoint: "127.0.0.1:1", Tokens: src, TLS: id.TLS}
 		mod(&cfg)

@@ -86,10 +86,20 @@ func (c *ServerConfig) setDefaults() error {
 	}
 	return errors.Join(
 		c.Limits.setDefaults(),
+		checkIdleTimeout(c.Engine),
 		orDefault("DialTimeout", &c.DialTimeout, 5*time.Second),
 		orDefault("PreambleTimeout", &c.PreambleTimeout, 10*time.Second),
 		orDefault("DrainTimeout", &c.DrainTimeout, 10*time.Second),
 	)
+}
+
+// checkIdleTimeout refuses a negative idle timeout, which the engine would
+// take as none.
+func checkIdleTimeout(c engine.Config) error {
+	if c.IdleTimeout < 0 {
+		return fmt.Errorf("Engine.IdleTimeout is negative (%v); 0 means never", c.IdleTimeout)
+	}
+	return nil
 }
 
 // orDefault sets a zero *v to def; a negative one is an error naming field,
