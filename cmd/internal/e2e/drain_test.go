@@ -67,6 +67,9 @@ func TestSIGTERMDrainsALiveTunnel(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	c.Write([]byte("?"))
+	// Half-closed: the server's side of the tunnel ends right behind the
+	// application's last bytes, the hardest case for the drain.
+	c.(*net.TCPConn).CloseWrite()
 	h := sha256.New()
 	if _, err := io.CopyN(h, c, 64<<10); err != nil {
 		t.Fatalf("the transfer did not start: %v", err)
