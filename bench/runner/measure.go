@@ -113,16 +113,12 @@ func (m measurement) fairness(ctx context.Context, sample *bench.Sample) error {
 }
 
 func (m measurement) latency(ctx context.Context, sample *bench.Sample) error {
-	echo, target, err := m.echoServer(ctx)
-	if err != nil {
-		return err
-	}
-	defer echo.Stop()
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, echo, err := m.echoPath(ctx)
 	if err != nil {
 		return err
 	}
 	defer path.Stop()
+	defer echo.Stop()
 	s := m.scenario
 	// Every round trip may cost a retransmission timeout on a lossy link.
 	timeout := 60*time.Second + time.Duration(s.Requests)*(2*s.RTT+10*time.Millisecond)
@@ -143,16 +139,12 @@ func (m measurement) latency(ctx context.Context, sample *bench.Sample) error {
 }
 
 func (m measurement) scale(ctx context.Context, sample *bench.Sample) error {
-	echo, target, err := m.echoServer(ctx)
-	if err != nil {
-		return err
-	}
-	defer echo.Stop()
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, echo, err := m.echoPath(ctx)
 	if err != nil {
 		return err
 	}
 	defer path.Stop()
+	defer echo.Stop()
 	s := m.scenario
 	rate := s.RateMbps
 	if rate <= 0 {
@@ -181,22 +173,36 @@ func (m measurement) scale(ctx context.Context, sample *bench.Sample) error {
 	return path.Failure()
 }
 
-// echoServer starts the load generator's echo server on the server host.
-func (m measurement) echoServer(ctx context.Context) (*contender.Process, netip.AddrPort, error) {
+// echoPath starts the contender towards a port on the server host, then the load
+// generator's echo server on that port. The echo server sends every byte back, so for
+// direct TCP its sockets use the contender's congestion control too (set on the
+// listener, inherited by accepted sockets); the contender is started first because
+// it says which. No contender connects to its target before an application does.
+func (m measurement) echoPath(ctx context.Context) (*contender.Path, *contender.Process, error) {
 	port, err := m.bed.FreePort(contender.ServerSide, "tcp")
 	if err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, nil, err
 	}
 	target := netip.AddrPortFrom(m.bed.Addr(contender.ServerSide), uint16(port))
-	p, err := contender.StartProcess("echo-server", m.bed.Command(ctx, contender.ServerSide, m.self, "loadgen", "echo", "--listen", target.String()))
+	path, err := m.contender.Start(ctx, m.bed, target)
 	if err != nil {
-		return nil, target, err
+		return nil, nil, err
+	}
+	args := []string{"loadgen", "echo", "--listen", target.String()}
+	if path.Congestion != "" {
+		args = append(args, "--congestion", path.Congestion)
+	}
+	p, err := contender.StartProcess("echo-server", m.bed.Command(ctx, contender.ServerSide, m.self, args...))
+	if err != nil {
+		path.Stop()
+		return nil, nil, err
 	}
 	if err := m.bed.WaitListening(ctx, contender.ServerSide, "tcp", port, 10*time.Second); err != nil {
 		p.Stop()
-		return nil, target, fmt.Errorf("echo server: %w: %s", err, p.Output())
+		path.Stop()
+		return nil, nil, fmt.Errorf("echo server: %w: %s", err, p.Output())
 	}
-	return p, target, nil
+	return path, p, nil
 }
 
 // loadgen runs a load generator subcommand on the client host and decodes its JSON.
