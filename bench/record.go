@@ -162,16 +162,19 @@ func FillRatios(records []Record) {
 
 // Environment describes where and how a run happened, for the report.
 type Environment struct {
-	Started     time.Time         `json:"started"`
-	Finished    time.Time         `json:"finished"`
-	Command     string            `json:"command"`
-	Kernel      string            `json:"kernel"`
-	CPU         string            `json:"cpu"`
-	Cores       int               `json:"cores"`
-	Backend     string            `json:"backend"` // link emulation: "tun", "tc-netem", "loopback"
-	HostCC      string            `json:"host_congestion_control"`
-	Versions    map[string]string `json:"versions"` // go, quic-go, iperf3, kcptun, ...
-	Tuning      map[string]string `json:"tuning"`   // contender -> how it was configured
-	Notes       []string          `json:"notes,omitempty"`
-	SuiteTitles map[string]string `json:"suites"` // suite -> description
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Command  string    `json:"command"`
+	Kernel   string    `json:"kernel"`
+	CPU      string    `json:"cpu"`
+	Cores    int       `json:"cores"`
+	Backend  string    `json:"backend"` // link emulation: "tun", "tc-netem", "loopback"
+	// BackendReason says why that backend: auto's first choice, or why auto rejected
+	// the preferred one (netem/host.Available), or requested on the command line.
+	BackendReason string            `json:"backend_reason,omitempty"`
+	HostCC        string            `json:"host_congestion_control"`
+	Versions      map[string]string `json:"versions"` // go, quic-go, iperf3, kcptun, ...
+	Tuning        map[string]string `json:"tuning"`   // contender -> how it was configured
+	Notes         []string          `json:"notes,omitempty"`
+	SuiteTitles   map[string]string `json:"suites"` // suite -> description
 }

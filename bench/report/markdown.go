@@ -81,6 +81,7 @@ func writeEnvironment(b *strings.Builder, env bench.Environment) {
 	row("kernel", env.Kernel)
 	row("CPU", fmt.Sprintf("%s, %d cores", env.CPU, env.Cores))
 	row("link emulation", backendDescription(env.Backend))
+	row("why this backend", env.BackendReason)
 	row("host default TCP congestion control", env.HostCC+" (left unchanged: the TCP contenders set theirs per connection)")
 	for _, k := range sortedKeys(env.Versions) {
 		row(k, env.Versions[k])
@@ -98,9 +99,9 @@ func writeEnvironment(b *strings.Builder, env bench.Environment) {
 func backendDescription(backend string) string {
 	switch backend {
 	case "tun":
-		return "tun: two network namespaces joined by TUN devices and a user-space forwarder applying the link model (this kernel has no netem qdisc)"
+		return "tun: two network namespaces joined by TUN devices and a user-space forwarder (on real-time threads) applying the link model"
 	case "tc-netem":
-		return "tc-netem: two network namespaces on a veth pair with tc netem"
+		return "tc-netem: two network namespaces on a veth pair with the kernel's netem qdisc on each end"
 	case "loopback":
 		return "loopback: no emulation, both hosts on this machine's loopback"
 	case "":

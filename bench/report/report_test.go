@@ -46,9 +46,10 @@ func sampleRun(t *testing.T) (bench.Environment, []bench.Record) {
 	env := bench.Environment{
 		Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Finished: time.Date(2026, 1, 2, 3, 6, 5, 0, time.UTC),
 		Command: "quictun-bench --suite wan", Kernel: "6.1", CPU: "Test CPU", Cores: 2, Backend: "tun", HostCC: "bbr",
-		Versions:    map[string]string{"go": "go1.26", "iperf3": "iperf 3.12"},
-		Tuning:      map[string]string{"tcp-cubic": "kernel", "quictun": "default settings"},
-		SuiteTitles: map[string]string{"wan": "A WAN link."},
+		BackendReason: "auto: tun because tc-netem: kernel has no usable netem qdisc",
+		Versions:      map[string]string{"go": "go1.26", "iperf3": "iperf 3.12"},
+		Tuning:        map[string]string{"tcp-cubic": "kernel", "quictun": "default settings"},
+		SuiteTitles:   map[string]string{"wan": "A WAN link."},
 	}
 	return env, records
 }
@@ -80,6 +81,7 @@ func TestMarkdown(t *testing.T) {
 		"| kernel | 6.1 |",
 		"| CPU | Test CPU, 2 cores |",
 		"| link emulation | tun: ",
+		"| why this backend | auto: tun because tc-netem: kernel has no usable netem qdisc |",
 		"| iperf3 | iperf 3.12 |",
 		"## Suite `wan`",
 		"A WAN link.",

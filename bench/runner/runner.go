@@ -35,12 +35,13 @@ type Config struct {
 
 // Result is what a run produced.
 type Result struct {
-	Records     []bench.Record
-	Samples     []bench.Sample
-	Backend     string
-	Tuning      map[string]string
-	Notes       []string
-	Interrupted bool
+	Records       []bench.Record
+	Samples       []bench.Sample
+	Backend       string
+	BackendReason string
+	Tuning        map[string]string
+	Notes         []string
+	Interrupted   bool
 }
 
 // Run executes every scenario of cfg.Suites. It returns the records gathered so far
@@ -173,7 +174,7 @@ func runScenario(ctx context.Context, cfg Config, item planItem, contenders map[
 			fmt.Fprintf(os.Stderr, "bench: closing test hosts of %s: %v\n", s.ID(), err)
 		}
 	}()
-	res.Backend = bed.Backend()
+	res.Backend, res.BackendReason = bed.Backend(), bed.BackendReason()
 	for rep := 1; rep <= s.Repetitions; rep++ {
 		for _, name := range item.contenders {
 			if ctx.Err() != nil {

@@ -23,7 +23,7 @@ type runCmd struct {
 	Out        string   `default:"bench/results" help:"Folder for the results: <timestamp>/ and latest.md, latest.json, latest-charts/."`
 	Scenarios  []string `type:"existingfile" help:"Extra suite files (TOML); a suite of the same name replaces the built-in one."`
 	Contenders []string `help:"Run only these contenders (default: each scenario's own list)."`
-	Backend    string   `enum:"auto,tun,tc-netem,loopback" default:"auto" help:"Link emulation: auto picks tc-netem where the kernel has it, else tun; loopback runs unimpaired scenarios without namespaces."`
+	Backend    string   `enum:"auto,tun,tc-netem,loopback" default:"auto" help:"Link emulation: auto picks tc-netem where the kernel's netem qdisc works (no user-space forwarding), else tun (a user-space forwarder between TUN devices); loopback runs unimpaired scenarios without namespaces."`
 	QuictunBin string   `type:"existingdir" help:"Folder with quictun-server and quictun-client (default: built from this module)."`
 	List       bool     `help:"List the selected scenarios and exit."`
 }
