@@ -24,7 +24,7 @@ func Markdown(env bench.Environment, records []bench.Record, charts []Chart, cha
 	fmt.Fprintf(&b, "Run of %s, %s long. Command: `%s`\n\n", env.Started.Format(time.RFC3339), env.Finished.Sub(env.Started).Round(time.Second), env.Command)
 	b.WriteString("Goodput is what the receiving application got (iperf3 receiver side, one flow), the median over the repetitions; spread is min to max. ")
 	b.WriteString("Ceiling is rate x (1 - loss). Loss applies to each direction. CPU is user+system seconds of each endpoint process per GB carried. ")
-	b.WriteString("This is a shared 2-core machine where the link emulator, the endpoints and iperf3 compete for the same cores: compare contenders within one run, not absolute numbers across runs.\n\n")
+	fmt.Fprintf(&b, "The link emulator, the endpoints and iperf3 share this machine's %s: compare contenders within one run, not absolute numbers across runs.\n\n", cores(env.Cores))
 	writeEnvironment(&b, env)
 
 	suites := suiteOrder(records)
@@ -230,6 +230,16 @@ func runs(r bench.Record) string {
 		return fmt.Sprintf("%d (+%d failed)", r.Runs, r.Failed)
 	}
 	return fmt.Sprint(r.Runs)
+}
+
+func cores(n int) string {
+	switch {
+	case n <= 0:
+		return "cores"
+	case n == 1:
+		return "single core"
+	}
+	return fmt.Sprintf("%d cores", n)
 }
 
 func notRun(r bench.Record) string {

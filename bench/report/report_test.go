@@ -80,6 +80,7 @@ func TestMarkdown(t *testing.T) {
 		"# quictun benchmark report",
 		"| kernel | 6.1 |",
 		"| CPU | Test CPU, 2 cores |",
+		"share this machine's 2 cores",
 		"| link emulation | tun: ",
 		"| why this backend | auto: tun because tc-netem: kernel has no usable netem qdisc |",
 		"| iperf3 | iperf 3.12 |",
@@ -99,6 +100,11 @@ func TestMarkdown(t *testing.T) {
 	if strings.Contains(md, "| tcp-bbr |") {
 		t.Error("a contender that never ran has a table row; the notes explain it")
 	}
+	env.Cores = 64
+	if md64 := Markdown(env, records, charts, "charts", false); !strings.Contains(md64, "share this machine's 64 cores") || strings.Contains(md64, "2-core") {
+		t.Error("the report does not take the core count from the environment")
+	}
+	env.Cores = 2
 	if strings.Contains(md, "Interrupted") {
 		t.Error("complete run marked interrupted")
 	}

@@ -20,7 +20,7 @@ func Environment(cfg Config, res *Result, started, finished time.Time) bench.Env
 	env := bench.Environment{
 		Started:       started,
 		Finished:      finished,
-		Command:       strings.Join(os.Args, " "),
+		Command:       strings.Join(os.Args, " "), // the CLI puts what the user typed here
 		Kernel:        readTrimmed("/proc/sys/kernel/osrelease"),
 		CPU:           cpuModel(),
 		Cores:         runtime.NumCPU(),

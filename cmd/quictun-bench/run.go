@@ -94,6 +94,7 @@ func (c runCmd) Run(ctx context.Context) error {
 		cfg.Contender.QuictunServer, cfg.Contender.QuictunClient = server, client
 	}
 	notes = append(notes, ensureBBR(ctx)...)
+	version := quictunVersion(ctx, c.QuictunBin, cfg.Contender.QuictunServer)
 
 	started := time.Now()
 	res, runErr := runner.Run(ctx, cfg)
@@ -102,6 +103,8 @@ func (c runCmd) Run(ctx context.Context) error {
 	}
 	res.Notes = append(notes, res.Notes...)
 	env := runner.Environment(cfg, res, started, time.Now())
+	env.Command = commandLine(os.Args, os.Getenv(viaEnv))
+	env.Versions["quictun"] = version
 	written, err := report.Write(c.Out, env, res.Records, res.Samples, res.Interrupted)
 	if err != nil {
 		return errors.Join(runErr, fmt.Errorf("write report: %w", err))
