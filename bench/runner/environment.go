@@ -31,6 +31,8 @@ func Environment(cfg Config, res *Result, started, finished time.Time) bench.Env
 		Tuning:        res.Tuning,
 		Notes:         res.Notes,
 		SuiteTitles:   map[string]string{},
+		Incomplete:    res.Incomplete,
+		Emulator:      res.Emulator,
 	}
 	for _, s := range cfg.Suites {
 		env.SuiteTitles[s.Name] = s.Description

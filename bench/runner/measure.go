@@ -264,3 +264,51 @@ func (m cpuMeter) used() (client, server float64) {
 	}
 	return out[0], out[1]
 }
+
+// measureEmulatorFirst runs the emulator probe before the scenarios and reports it; a
+// failed probe becomes a note, not a failed run.
+func measureEmulatorFirst(ctx context.Context, cfg Config, res *Result) {
+	fmt.Fprintf(cfg.Progress, "bench: measuring what the link emulator forwards unimpaired (%s of iperf3)\n", cfg.EmulatorProbe)
+	speed, err := measureEmulator(ctx, cfg.NewBed, cfg.EmulatorProbe)
+	if err != nil {
+		if ctx.Err() == nil {
+			res.Notes = append(res.Notes, "emulator speed not measured: "+oneLine(err.Error()))
+			fmt.Fprintf(cfg.Progress, "bench: emulator speed not measured: %v\n", err)
+		}
+		return
+	}
+	res.Emulator = speed
+	fmt.Fprintf(cfg.Progress, "bench: the emulator forwards %.0f Mbit/s of TCP payload (%.0f Mbit/s of IP packets)\n", speed.GoodputMbps, speed.LinkMbps)
+}
+
+// measureEmulator measures what the link emulator forwards when it limits nothing: one
+// TCP flow (iperf3, cubic) for d across a link without rate limit or loss. The link has
+// an RTT of 1 ms (the report suite's LAN link) so that every packet takes the
+// emulator's whole path, queue and scheduler: on a perfect link the tun forwarder
+// writes packets straight through, which is faster than any scenario gets.
+func measureEmulator(ctx context.Context, newBed BedFactory, d time.Duration) (*bench.EmulatorSpeed, error) {
+	s := bench.Scenario{Suite: "probe", Name: "emulator", Kind: bench.Goodput, RTT: time.Millisecond, QueueBDP: 1, Duration: d, Repetitions: 1}
+	bed, err := newBed(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer bed.Close()
+	server, target, err := iperfServer(ctx, bed)
+	if err != nil {
+		return nil, err
+	}
+	defer server.Stop()
+	client, err := startIperfClient(ctx, bed, target, "cubic", d)
+	if err != nil {
+		return nil, err
+	}
+	mbps, _, err := client.finish(d + 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &bench.EmulatorSpeed{
+		GoodputMbps: mbps,
+		LinkMbps:    mbps / bench.TCPPayloadShare,
+		How:         fmt.Sprintf("%s of iperf3, one tcp-cubic flow, RTT 1 ms, no rate limit, no loss (%s backend)", d.Round(time.Second), bed.Backend()),
+	}, nil
+}
