@@ -309,6 +309,6 @@ func measureEmulator(ctx context.Context, newBed BedFactory, d time.Duration) (*
 	return &bench.EmulatorSpeed{
 		GoodputMbps: mbps,
 		LinkMbps:    mbps / bench.TCPPayloadShare,
-		How:         fmt.Sprintf("%s of iperf3, one tcp-cubic flow, RTT 1 ms, no rate limit, no loss (%s backend)", d.Round(time.Second), bed.Backend()),
+		How:         fmt.Sprintf("%g s of iperf3, one tcp-cubic flow, RTT 1 ms, no rate limit, no loss (%s backend)", d.Round(time.Second).Seconds(), bed.Backend()),
 	}, nil
 }

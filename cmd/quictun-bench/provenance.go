@@ -7,6 +7,7 @@ import (
 	"debug/buildinfo"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -37,12 +38,18 @@ func commandLine(args []string, via string) string {
 	return cmd
 }
 
-// isGoRunBinary reports whether path is where `go run` puts its binary:
-// $GOTMPDIR/go-buildNNN/b001/exe/NAME.
+// isGoRunBinary reports whether path is where `go run` puts its binary: a temporary
+// $GOTMPDIR/go-buildNNN/b001/exe/NAME, or (Go 1.24 on) the copy it keeps in the build
+// cache, $GOCACHE/XX/<64 hex digits>-d/NAME.
 func isGoRunBinary(path string) bool {
 	dir := filepath.Dir(path)
-	return filepath.Base(dir) == "exe" && strings.HasPrefix(filepath.Base(filepath.Dir(filepath.Dir(dir))), "go-build")
+	if filepath.Base(dir) == "exe" && strings.HasPrefix(filepath.Base(filepath.Dir(filepath.Dir(dir))), "go-build") {
+		return true
+	}
+	return cacheEntry.MatchString(filepath.Base(dir)) && len(filepath.Base(filepath.Dir(dir))) == 2
 }
+
+var cacheEntry = regexp.MustCompile(`^[0-9a-f]{64}-d$`)
 
 // shellQuote leaves plain words alone and single-quotes the rest.
 func shellQuote(s string) string {

@@ -19,6 +19,8 @@ func TestCommandLine(t *testing.T) {
 			"go run ./cmd/quictun-bench --suite quick --out bench/results"},
 		{[]string{"/tmp/go-build1278831165/b001/exe/quictun-bench", "--suite", "all", "--out", "bench/results"}, "task bench",
 			"task bench (go run ./cmd/quictun-bench --suite all --out bench/results)"},
+		{[]string{"/root/.cache/go-build/01/01b593cb584123d6109d3b4f8cd295e777809c9c0777ee4cda2a6b6754958202-d/quictun-bench", "--suite", "quick"}, "",
+			"go run ./cmd/quictun-bench --suite quick"},
 		{[]string{"/usr/local/bin/quictun-bench", "--scenarios", "my suite.toml", "--suite=x"}, "",
 			"quictun-bench --scenarios 'my suite.toml' --suite=x"},
 		{[]string{"./bin/quictun-bench", "--contenders", "it's"}, "", `quictun-bench --contenders 'it'\''s'`},
