@@ -114,7 +114,11 @@ func (s Scenario) Describe() string {
 		fmt.Fprintf(&b, " (bursts of %s)", formatNumber(s.Burst))
 	}
 	if s.Kind == Scale {
-		fmt.Fprintf(&b, ", %d tunnels", s.Tunnels)
+		if s.Tunnels == 1 {
+			b.WriteString(", 1 tunnel")
+		} else {
+			fmt.Fprintf(&b, ", %d tunnels", s.Tunnels)
+		}
 	}
 	return b.String()
 }

@@ -22,7 +22,12 @@ import (
 // Order of effects for each packet, as on a real path: it joins the drop-tail queue in
 // front of the bottleneck (or is dropped when the queue is full), is serialized at
 // RateBps, may be lost on the wire (Loss, Burst: lost packets did use link capacity, so
-// the goodput ceiling is RateBps x (1 - loss)), then arrives Delay +- Jitter later.
+// at most RateBps x (1 - loss) of packets arrive), then arrives Delay +- Jitter later.
+//
+// RateBps counts the bytes of each packet as the emulator is handed it: whole IP
+// packets in netem/host (both backends), datagram payloads in PacketConn (without the
+// 28 bytes of IP and UDP header). So across netem/host, TCP payload can reach at most
+// 1448/1500 of RateBps at MTU 1500 (20 bytes of IP header, 20 of TCP, 12 of timestamps).
 type Model struct {
 	Delay  time.Duration // one-way base delay
 	Jitter time.Duration // uniform +-Jitter added to Delay; packets stay FIFO unless Reorder
@@ -31,7 +36,7 @@ type Model struct {
 	Reorder bool
 	Loss    float64         // random loss probability 0..1
 	Burst   *GilbertElliott // optional bursty loss, in addition to Loss
-	RateBps int64           // bits per second; 0 = unlimited
+	RateBps int64           // bits per second of packet bytes (see above); 0 = unlimited
 	// QueueBytes bounds the drop-tail queue in front of the rate limiter. 0 means: derive
 	// from QueueDelay, else one bandwidth-delay product (RTT taken as 2 x Delay) but at
 	// least DefaultMinQueueBytes. Only meaningful with RateBps > 0.

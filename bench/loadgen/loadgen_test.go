@@ -5,6 +5,7 @@ package loadgen
 import (
 	"context"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -207,5 +208,78 @@ func TestCongestionIsSetPerConnection(t *testing.T) {
 	_, err = Latency(context.Background(), LatencyConfig{Target: addr, Requests: 1, MessageBytes: 8, Timeout: 5 * time.Second, Congestion: "no-such-cc"})
 	if err == nil || !strings.Contains(err.Error(), `set TCP congestion control "no-such-cc"`) {
 		t.Fatalf("unknown algorithm: err = %v", err)
+	}
+}
+
+// otherCongestion is an algorithm this kernel offers that is not the namespace's
+// default, so that a socket using it proves it was set, not inherited from the host.
+func otherCongestion(t *testing.T) (other, def string) {
+	t.Helper()
+	defBytes, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		t.Skipf("no TCP congestion control in /proc: %v", err)
+	}
+	availBytes, err := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	if err != nil {
+		t.Skipf("no TCP congestion control in /proc: %v", err)
+	}
+	def = strings.TrimSpace(string(defBytes))
+	for _, name := range strings.Fields(string(availBytes)) {
+		if name != def {
+			return name, def
+		}
+	}
+	t.Skipf("the kernel offers only %q", def)
+	return "", ""
+}
+
+// The echo server sends every byte back, so its sockets must use the contender's
+// congestion control too: accepted sockets inherit it from the listener.
+func TestListenSetsCongestionOnAcceptedSockets(t *testing.T) {
+	want, def := otherCongestion(t)
+	ln, err := Listen(context.Background(), "127.0.0.1:0", want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := dialer("").Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer accepted.Close()
+	if got, err := Congestion(accepted); err != nil || got != want {
+		t.Errorf("accepted socket: congestion %q (%v), want %q", got, err, want)
+	}
+	// The dialing side set nothing and keeps the default: the listener's setting is
+	// per socket, not the host's.
+	if got, err := Congestion(client); err != nil || got != def {
+		t.Errorf("dialed socket: congestion %q (%v), want the default %q", got, err, def)
+	}
+
+	plain, err := Listen(context.Background(), "127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := Listen(context.Background(), "127.0.0.1:0", "no-such-cc"); err == nil || !strings.Contains(err.Error(), `"no-such-cc"`) {
+		t.Errorf("unknown algorithm: err = %v", err)
+	}
+}
+
+func TestDialerSetsCongestion(t *testing.T) {
+	want, _ := otherCongestion(t)
+	addr := startEcho(t)
+	conn, err := dialer(want).Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got, err := Congestion(conn); err != nil || got != want {
+		t.Errorf("dialed socket: congestion %q (%v), want %q", got, err, want)
 	}
 }

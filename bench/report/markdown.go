@@ -7,84 +7,212 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/quictun/quictun/bench"
 )
 
-// Markdown renders the report. chartDir is the folder, relative to the report, that
-// holds the charts named in charts.
+// Markdown renders the report of one run (report.md in its folder). chartDir is the
+// folder, relative to the report, that holds the charts named in charts.
 func Markdown(env bench.Environment, records []bench.Record, charts []Chart, chartDir string, interrupted bool) string {
 	var b strings.Builder
 	b.WriteString("# quictun benchmark report\n\n")
 	if interrupted {
 		b.WriteString("**Interrupted: this report holds only the runs that finished.**\n\n")
 	}
-	fmt.Fprintf(&b, "Run of %s, %s long. Command: `%s`\n\n", env.Started.Format(time.RFC3339), env.Finished.Sub(env.Started).Round(time.Second), env.Command)
-	b.WriteString("Goodput is what the receiving application got (iperf3 receiver side, one flow), the median over the repetitions; spread is min to max. ")
-	b.WriteString("Ceiling is rate x (1 - loss). Loss applies to each direction. CPU is user+system seconds of each endpoint process per GB carried. ")
-	b.WriteString("This is a shared 2-core machine where the link emulator, the endpoints and iperf3 compete for the same cores: compare contenders within one run, not absolute numbers across runs.\n\n")
-	writeEnvironment(&b, env)
-
-	suites := suiteOrder(records)
-	for _, suite := range suites {
-		fmt.Fprintf(&b, "## Suite `%s`\n\n", suite)
-		if d := env.SuiteTitles[suite]; d != "" {
-			b.WriteString(d + "\n\n")
-		}
-		var mine []bench.Record
-		for _, r := range records {
-			if r.Suite == suite {
-				mine = append(mine, r)
-			}
-		}
-		for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale} {
-			var rows []bench.Record
-			for _, r := range mine {
-				// Contenders that could not run at all are explained once, in the notes.
-				if r.Kind == kind && r.Note == "" {
-					rows = append(rows, r)
-				}
-			}
-			if len(rows) == 0 {
-				continue
-			}
-			switch kind {
-			case bench.Goodput:
-				goodputTable(&b, rows)
-				for _, c := range charts {
-					if c.Suite == suite {
-						fmt.Fprintf(&b, "![%s](%s/%s.png) ([SVG](%s/%s.svg))\n\n", c.Title, chartDir, c.Name, chartDir, c.Name)
-					}
-				}
-			case bench.Fairness:
-				fairnessTable(&b, rows)
-			case bench.Latency:
-				latencyTable(&b, rows)
-			case bench.Scale:
-				scaleTable(&b, rows)
-			}
-		}
-		failures(&b, mine)
+	fmt.Fprintf(&b, "Run %s of %s, %s long. Command: `%s`\n\n", env.RunID(), env.Started.Format(time.RFC3339), env.Finished.Sub(env.Started).Round(time.Second), env.Command)
+	definitions(&b)
+	b.WriteString("## Environment\n\n")
+	writeEnvironment(&b, &env)
+	for _, suite := range suiteOrder(records) {
+		writeSuite(&b, suite, &env, records, charts, chartDir)
 	}
 	return b.String()
 }
 
-func writeEnvironment(b *strings.Builder, env bench.Environment) {
-	b.WriteString("## Environment\n\n| | |\n| --- | --- |\n")
+// Run is one run behind the records of a merged report: its folder name (the run ID)
+// and its environment, nil when its folder is gone.
+type Run struct {
+	ID  string
+	Env *bench.Environment
+}
+
+// MarkdownLatest renders latest.md: each suite's records come from the last run that
+// completed it (Record.FromRun), so the report names, per suite, the run and links its
+// folder (relative to the report), and shows the environment of every run it draws on.
+func MarkdownLatest(runs []Run, records []bench.Record, charts []Chart, chartDir string) string {
+	byID := map[string]*bench.Environment{}
+	for _, r := range runs {
+		byID[r.ID] = r.Env
+	}
+	var b strings.Builder
+	b.WriteString("# quictun benchmark report\n\n")
+	b.WriteString("The latest results of each suite: a run replaces the suites it ran to the end and keeps the others.\n\n")
+	b.WriteString("| suite | from run | started | command |\n| --- | --- | --- | --- |\n")
+	suites := suiteOrder(records)
+	for _, suite := range suites {
+		id := runOf(records, suite)
+		started, command := "unknown", "unknown"
+		if env := byID[id]; env != nil {
+			started, command = env.Started.Format(time.RFC3339), "`"+escape(env.Command)+"`"
+			if slices.Contains(env.Incomplete, suite) {
+				started += " (interrupted)"
+			}
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", suite, runLink(id), started, command)
+	}
+	b.WriteString("\n")
+	definitions(&b)
+	for _, r := range runs {
+		var mine []string
+		for _, suite := range suites {
+			if runOf(records, suite) == r.ID {
+				mine = append(mine, "`"+suite+"`")
+			}
+		}
+		if len(runs) == 1 {
+			b.WriteString("## Environment\n\n")
+		} else {
+			fmt.Fprintf(&b, "## Environment of run %s (%s)\n\n", runLink(r.ID), strings.Join(mine, ", "))
+		}
+		if r.Env == nil {
+			b.WriteString("Not recorded: the run's folder (and its environment.json) is not there.\n\n")
+			continue
+		}
+		writeEnvironment(&b, r.Env)
+	}
+	for _, suite := range suites {
+		id := runOf(records, suite)
+		fmt.Fprintf(&b, "## Suite `%s`\n\n", suite)
+		env := byID[id]
+		fmt.Fprintf(&b, "From run %s", runLink(id))
+		if env != nil {
+			fmt.Fprintf(&b, " of %s", env.Started.Format(time.RFC3339))
+			if slices.Contains(env.Incomplete, suite) {
+				b.WriteString(", **interrupted**: only the scenarios that finished")
+			}
+		}
+		b.WriteString(".\n\n")
+		writeSuiteBody(&b, suite, env, records, charts, chartDir)
+	}
+	return b.String()
+}
+
+// runOf is the run the records of suite come from (all from one, by construction).
+func runOf(records []bench.Record, suite string) string {
+	for _, r := range records {
+		if r.Suite == suite {
+			return r.FromRun
+		}
+	}
+	return ""
+}
+
+func runLink(id string) string {
+	if id == "" {
+		return "(an earlier run that did not record its folder)"
+	}
+	return fmt.Sprintf("[%s](%s/)", id, id)
+}
+
+func definitions(b *strings.Builder) {
+	b.WriteString("Goodput is what the receiving application got (iperf3 receiver side, one flow, from its first byte: slow start included), the median over the repetitions; spread is min to max. ")
+	b.WriteString("The link ceiling is rate x (1 - loss) in bytes of IP packets, or the emulator's own speed x (1 - loss) where that is lower (marked *emulator*); ")
+	fmt.Fprintf(b, "TCP payload reaches at most %.1f%% of it (1448 of every 1500 bytes at MTU 1500), tunnels over UDP carry more headers and reach less. ", bench.TCPPayloadShare*100)
+	b.WriteString("Loss applies to each direction. CPU is user+system seconds of each endpoint process per GB carried.\n\n")
+}
+
+func writeSuite(b *strings.Builder, suite string, env *bench.Environment, records []bench.Record, charts []Chart, chartDir string) {
+	fmt.Fprintf(b, "## Suite `%s`\n\n", suite)
+	if env != nil && slices.Contains(env.Incomplete, suite) {
+		b.WriteString("**Interrupted**: only the scenarios that finished.\n\n")
+	}
+	writeSuiteBody(b, suite, env, records, charts, chartDir)
+}
+
+func writeSuiteBody(b *strings.Builder, suite string, env *bench.Environment, records []bench.Record, charts []Chart, chartDir string) {
+	if env != nil {
+		if d := env.SuiteTitles[suite]; d != "" {
+			b.WriteString(d + "\n\n")
+		}
+	}
+	var mine []bench.Record
+	for _, r := range records {
+		if r.Suite == suite {
+			mine = append(mine, r)
+		}
+	}
+	emulatorLimits(b, env, mine)
+	for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale} {
+		var rows []bench.Record
+		for _, r := range mine {
+			// Contenders that could not run at all are explained once, in the notes.
+			if r.Kind == kind && r.Note == "" {
+				rows = append(rows, r)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		switch kind {
+		case bench.Goodput:
+			goodputTable(b, rows)
+			for _, c := range charts {
+				if c.Suite == suite {
+					fmt.Fprintf(b, "![%s](%s/%s.png) ([SVG](%s/%s.svg))\n\n", c.Title, chartDir, c.Name, chartDir, c.Name)
+				}
+			}
+		case bench.Fairness:
+			fairnessTable(b, rows)
+		case bench.Latency:
+			latencyTable(b, rows)
+		case bench.Scale:
+			scaleTable(b, rows)
+		}
+	}
+	failures(b, mine)
+}
+
+// emulatorLimits says where the emulator, not the scenario's rate, was the ceiling.
+func emulatorLimits(b *strings.Builder, env *bench.Environment, records []bench.Record) {
+	var names []string
+	for _, r := range records {
+		if r.CeilingLimitedBy == "emulator" && !slices.Contains(names, r.Scenario) {
+			names = append(names, r.Scenario)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	speed := "less than their rate"
+	if env != nil && env.Emulator != nil {
+		speed = fmt.Sprintf("%.0f Mbit/s of IP packets", env.Emulator.LinkMbps)
+	}
+	fmt.Fprintf(b, "**The emulator is the bottleneck here**: at the start of the run it forwarded %s unimpaired, below the rate of %s. Their link ceiling is that speed x (1 - loss), so the ratios to it judge the contenders, not the forwarder.\n\n",
+		speed, strings.Join(names, ", "))
+}
+
+func writeEnvironment(b *strings.Builder, env *bench.Environment) {
+	b.WriteString("| | |\n| --- | --- |\n")
 	row := func(k, v string) {
 		if v != "" {
 			fmt.Fprintf(b, "| %s | %s |\n", k, escape(v))
 		}
 	}
 	row("kernel", env.Kernel)
-	row("CPU", fmt.Sprintf("%s, %d cores", env.CPU, env.Cores))
+	row("CPU", fmt.Sprintf("%s, %s", env.CPU, cores(env.Cores)))
 	row("link emulation", backendDescription(env.Backend))
-	row("host default TCP congestion control", env.HostCC+" (left unchanged: the TCP contenders set theirs per connection)")
+	row("why this backend", env.BackendReason)
+	if e := env.Emulator; e != nil {
+		row("emulator speed, unimpaired", fmt.Sprintf("%.0f Mbit/s of TCP payload, %.0f Mbit/s of IP packets (%s)", e.GoodputMbps, e.LinkMbps, e.How))
+	}
+	row("host default TCP congestion control", env.HostCC+" (left unchanged: the TCP contenders set theirs per connection, on both ends)")
 	for _, k := range sortedKeys(env.Versions) {
 		row(k, env.Versions[k])
 	}
+	fmt.Fprintf(b, "\nThe link emulator, the endpoints and iperf3 share this machine's %s: compare contenders within one run, not absolute numbers across runs.\n", cores(env.Cores))
 	b.WriteString("\nContenders:\n\n")
 	for _, name := range orderedContenders(env.Tuning) {
 		fmt.Fprintf(b, "- `%s`: %s\n", name, env.Tuning[name])
@@ -98,9 +226,9 @@ func writeEnvironment(b *strings.Builder, env bench.Environment) {
 func backendDescription(backend string) string {
 	switch backend {
 	case "tun":
-		return "tun: two network namespaces joined by TUN devices and a user-space forwarder applying the link model (this kernel has no netem qdisc)"
+		return "tun: two network namespaces joined by TUN devices and a user-space forwarder (on real-time threads) applying the link model"
 	case "tc-netem":
-		return "tc-netem: two network namespaces on a veth pair with tc netem"
+		return "tc-netem: two network namespaces on a veth pair with the kernel's netem qdisc on each end"
 	case "loopback":
 		return "loopback: no emulation, both hosts on this machine's loopback"
 	case "":
@@ -111,15 +239,15 @@ func backendDescription(backend string) string {
 
 func goodputTable(b *strings.Builder, rows []bench.Record) {
 	b.WriteString("### Goodput\n\n")
-	b.WriteString("| scenario | link | contender | goodput Mbit/s | spread | x tcp-cubic | of ceiling | CPU s/GB client | CPU s/GB server | runs |\n")
-	b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| scenario | link | contender | goodput Mbit/s | spread | x tcp-cubic | link ceiling Mbit/s | of ceiling | CPU s/GB client | CPU s/GB server | runs |\n")
+	b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range rows {
 		if r.Runs == 0 {
-			fmt.Fprintf(b, "| %s | %s | %s | - | | | | | | %s |\n", r.Scenario, link(r), r.Contender, notRun(r))
+			fmt.Fprintf(b, "| %s | %s | %s | - | | | %s | | | | %s |\n", r.Scenario, link(r), r.Contender, ceiling(r), notRun(r))
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s |\n",
-			r.Scenario, link(r), r.Contender, r.GoodputMbps, spread(r), ratio(r.RatioCubic), percent(r.RatioCeiling),
+		fmt.Fprintf(b, "| %s | %s | %s | %.1f | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Scenario, link(r), r.Contender, r.GoodputMbps, spread(r), ratio(r.RatioCubic), ceiling(r), percent(r.RatioCeiling),
 			cpu(r.CPUClientSPerGB), cpu(r.CPUServerSPerGB), runs(r))
 	}
 	b.WriteString("\n")
@@ -225,15 +353,47 @@ func cpu(v *float64) string {
 }
 
 func runs(r bench.Record) string {
+	var extra []string
 	if r.Failed > 0 {
-		return fmt.Sprintf("%d (+%d failed)", r.Runs, r.Failed)
+		extra = append(extra, fmt.Sprintf("+%d failed", r.Failed))
 	}
-	return fmt.Sprint(r.Runs)
+	if r.Interrupted {
+		extra = append(extra, "interrupted")
+	}
+	if len(extra) == 0 {
+		return fmt.Sprint(r.Runs)
+	}
+	return fmt.Sprintf("%d (%s)", r.Runs, strings.Join(extra, ", "))
+}
+
+// ceiling is the link ceiling cell, marked when the emulator set it.
+func ceiling(r bench.Record) string {
+	if r.CeilingMbps <= 0 {
+		return "-"
+	}
+	v := strconv.FormatFloat(r.CeilingMbps, 'f', 1, 64)
+	if r.CeilingLimitedBy != "" {
+		v += " *" + r.CeilingLimitedBy + "*"
+	}
+	return v
+}
+
+func cores(n int) string {
+	switch {
+	case n <= 0:
+		return "cores"
+	case n == 1:
+		return "single core"
+	}
+	return fmt.Sprintf("%d cores", n)
 }
 
 func notRun(r bench.Record) string {
 	if r.Note != "" {
 		return "not run: " + escape(r.Note)
+	}
+	if r.Interrupted {
+		return fmt.Sprintf("0 (%d failed, interrupted)", r.Failed)
 	}
 	return fmt.Sprintf("0 (%d failed)", r.Failed)
 }

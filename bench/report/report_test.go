@@ -46,9 +46,10 @@ func sampleRun(t *testing.T) (bench.Environment, []bench.Record) {
 	env := bench.Environment{
 		Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Finished: time.Date(2026, 1, 2, 3, 6, 5, 0, time.UTC),
 		Command: "quictun-bench --suite wan", Kernel: "6.1", CPU: "Test CPU", Cores: 2, Backend: "tun", HostCC: "bbr",
-		Versions:    map[string]string{"go": "go1.26", "iperf3": "iperf 3.12"},
-		Tuning:      map[string]string{"tcp-cubic": "kernel", "quictun": "default settings"},
-		SuiteTitles: map[string]string{"wan": "A WAN link."},
+		BackendReason: "auto: tun because tc-netem: kernel has no usable netem qdisc",
+		Versions:      map[string]string{"go": "go1.26", "iperf3": "iperf 3.12"},
+		Tuning:        map[string]string{"tcp-cubic": "kernel", "quictun": "default settings"},
+		SuiteTitles:   map[string]string{"wan": "A WAN link."},
 	}
 	return env, records
 }
@@ -79,13 +80,16 @@ func TestMarkdown(t *testing.T) {
 		"# quictun benchmark report",
 		"| kernel | 6.1 |",
 		"| CPU | Test CPU, 2 cores |",
+		"share this machine's 2 cores",
 		"| link emulation | tun: ",
+		"| why this backend | auto: tun because tc-netem: kernel has no usable netem qdisc |",
 		"| iperf3 | iperf 3.12 |",
 		"## Suite `wan`",
 		"A WAN link.",
-		"| rtt50ms-loss0 | 100 Mbit/s, RTT 50 ms, loss 0% | quictun | 92.0 | 91.0-93.0 | 0.99x | 92% | 4.3 | 2.2 | 3 |",
-		"| rtt50ms-loss0 | 100 Mbit/s, RTT 50 ms, loss 0% | tcp-cubic | 93.0 | 90.0-94.0 | 1.00x | 93% | - | - | 3 |",
-		"| kcptun | - | | | | | | 0 (1 failed) |",
+		"| rtt50ms-loss0 | 100 Mbit/s, RTT 50 ms, loss 0% | quictun | 92.0 | 91.0-93.0 | 0.99x | 100.0 | 92% | 4.3 | 2.2 | 3 |",
+		"| rtt50ms-loss0 | 100 Mbit/s, RTT 50 ms, loss 0% | tcp-cubic | 93.0 | 90.0-94.0 | 1.00x | 100.0 | 93% | - | - | 3 |",
+		"| rtt50ms-loss1 | 100 Mbit/s, RTT 50 ms, loss 1% | kcptun | - | | | 99.0 | | | | 0 (1 failed) |",
+		"TCP payload reaches at most 96.5% of it",
 		"- rtt50ms-loss1 / kcptun: kcptun-server: exit status 1: bind \\| failed",
 		"![wan: goodput vs loss, 100 Mbit/s, RTT 50 ms](charts/wan-rate100-rtt50.png)",
 		"(charts/wan-rate100-rtt200.svg)",
@@ -97,6 +101,11 @@ func TestMarkdown(t *testing.T) {
 	if strings.Contains(md, "| tcp-bbr |") {
 		t.Error("a contender that never ran has a table row; the notes explain it")
 	}
+	env.Cores = 64
+	if md64 := Markdown(env, records, charts, "charts", false); !strings.Contains(md64, "share this machine's 64 cores") || strings.Contains(md64, "2-core") {
+		t.Error("the report does not take the core count from the environment")
+	}
+	env.Cores = 2
 	if strings.Contains(md, "Interrupted") {
 		t.Error("complete run marked interrupted")
 	}
@@ -157,7 +166,7 @@ func TestWrite(t *testing.T) {
 		t.Error("stale chart survived")
 	}
 	md, _ := os.ReadFile(w.Latest)
-	if !strings.Contains(string(md), "(latest-charts/wan-rate100-rtt50.png)") || !strings.Contains(string(md), "[20260102T030405Z/]") {
+	if !strings.Contains(string(md), "(latest-charts/wan-rate100-rtt50.png)") || !strings.Contains(string(md), "[20260102T030405Z](20260102T030405Z/)") {
 		t.Error("latest.md does not link its charts and run folder")
 	}
 
@@ -180,16 +189,5 @@ func TestWrite(t *testing.T) {
 	}
 	if generic[1]["loss"].(float64) != 0 || generic[3]["loss"].(float64) != 0.01 {
 		t.Errorf("loss must be a fraction: %v, %v", generic[1]["loss"], generic[3]["loss"])
-	}
-}
-
-func TestWriteEmptyRunStillGivesAnArray(t *testing.T) {
-	out := t.TempDir()
-	if _, err := Write(out, bench.Environment{Started: time.Now()}, nil, nil, true); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := os.ReadFile(filepath.Join(out, "latest.json"))
-	if strings.TrimSpace(string(data)) != "[]" {
-		t.Fatalf("latest.json = %s", data)
 	}
 }

@@ -21,6 +21,9 @@ type Bed interface {
 	contender.Hosts
 	// Backend names the link emulation for the report: "tun", "tc-netem", "loopback".
 	Backend() string
+	// BackendReason says why that one: chosen by auto, and why the preferred backend
+	// was rejected, or requested.
+	BackendReason() string
 	Close() error
 }
 
@@ -40,8 +43,9 @@ func Loopback(_ context.Context, s bench.Scenario) (Bed, error) {
 
 type loopback struct{}
 
-func (loopback) Backend() string { return "loopback" }
-func (loopback) Close() error    { return nil }
+func (loopback) Backend() string       { return "loopback" }
+func (loopback) BackendReason() string { return "requested (--backend loopback)" }
+func (loopback) Close() error          { return nil }
 
 func (loopback) Command(ctx context.Context, _ contender.Side, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, name, args...)

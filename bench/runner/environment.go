@@ -18,18 +18,21 @@ import (
 // Environment describes this machine and the tools of the run, for the report.
 func Environment(cfg Config, res *Result, started, finished time.Time) bench.Environment {
 	env := bench.Environment{
-		Started:     started,
-		Finished:    finished,
-		Command:     strings.Join(os.Args, " "),
-		Kernel:      readTrimmed("/proc/sys/kernel/osrelease"),
-		CPU:         cpuModel(),
-		Cores:       runtime.NumCPU(),
-		Backend:     res.Backend,
-		HostCC:      readTrimmed("/proc/sys/net/ipv4/tcp_congestion_control"),
-		Versions:    map[string]string{"go": runtime.Version()},
-		Tuning:      res.Tuning,
-		Notes:       res.Notes,
-		SuiteTitles: map[string]string{},
+		Started:       started,
+		Finished:      finished,
+		Command:       strings.Join(os.Args, " "), // the CLI puts what the user typed here
+		Kernel:        readTrimmed("/proc/sys/kernel/osrelease"),
+		CPU:           cpuModel(),
+		Cores:         runtime.NumCPU(),
+		Backend:       res.Backend,
+		BackendReason: res.BackendReason,
+		HostCC:        readTrimmed("/proc/sys/net/ipv4/tcp_congestion_control"),
+		Versions:      map[string]string{"go": runtime.Version()},
+		Tuning:        res.Tuning,
+		Notes:         res.Notes,
+		SuiteTitles:   map[string]string{},
+		Incomplete:    res.Incomplete,
+		Emulator:      res.Emulator,
 	}
 	for _, s := range cfg.Suites {
 		env.SuiteTitles[s.Name] = s.Description

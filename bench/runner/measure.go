@@ -113,16 +113,12 @@ func (m measurement) fairness(ctx context.Context, sample *bench.Sample) error {
 }
 
 func (m measurement) latency(ctx context.Context, sample *bench.Sample) error {
-	echo, target, err := m.echoServer(ctx)
-	if err != nil {
-		return err
-	}
-	defer echo.Stop()
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, echo, err := m.echoPath(ctx)
 	if err != nil {
 		return err
 	}
 	defer path.Stop()
+	defer echo.Stop()
 	s := m.scenario
 	// Every round trip may cost a retransmission timeout on a lossy link.
 	timeout := 60*time.Second + time.Duration(s.Requests)*(2*s.RTT+10*time.Millisecond)
@@ -143,16 +139,12 @@ func (m measurement) latency(ctx context.Context, sample *bench.Sample) error {
 }
 
 func (m measurement) scale(ctx context.Context, sample *bench.Sample) error {
-	echo, target, err := m.echoServer(ctx)
-	if err != nil {
-		return err
-	}
-	defer echo.Stop()
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, echo, err := m.echoPath(ctx)
 	if err != nil {
 		return err
 	}
 	defer path.Stop()
+	defer echo.Stop()
 	s := m.scenario
 	rate := s.RateMbps
 	if rate <= 0 {
@@ -181,22 +173,36 @@ func (m measurement) scale(ctx context.Context, sample *bench.Sample) error {
 	return path.Failure()
 }
 
-// echoServer starts the load generator's echo server on the server host.
-func (m measurement) echoServer(ctx context.Context) (*contender.Process, netip.AddrPort, error) {
+// echoPath starts the contender towards a port on the server host, then the load
+// generator's echo server on that port. The echo server sends every byte back, so for
+// direct TCP its sockets use the contender's congestion control too (set on the
+// listener, inherited by accepted sockets); the contender is started first because
+// it says which. No contender connects to its target before an application does.
+func (m measurement) echoPath(ctx context.Context) (*contender.Path, *contender.Process, error) {
 	port, err := m.bed.FreePort(contender.ServerSide, "tcp")
 	if err != nil {
-		return nil, netip.AddrPort{}, err
+		return nil, nil, err
 	}
 	target := netip.AddrPortFrom(m.bed.Addr(contender.ServerSide), uint16(port))
-	p, err := contender.StartProcess("echo-server", m.bed.Command(ctx, contender.ServerSide, m.self, "loadgen", "echo", "--listen", target.String()))
+	path, err := m.contender.Start(ctx, m.bed, target)
 	if err != nil {
-		return nil, target, err
+		return nil, nil, err
+	}
+	args := []string{"loadgen", "echo", "--listen", target.String()}
+	if path.Congestion != "" {
+		args = append(args, "--congestion", path.Congestion)
+	}
+	p, err := contender.StartProcess("echo-server", m.bed.Command(ctx, contender.ServerSide, m.self, args...))
+	if err != nil {
+		path.Stop()
+		return nil, nil, err
 	}
 	if err := m.bed.WaitListening(ctx, contender.ServerSide, "tcp", port, 10*time.Second); err != nil {
 		p.Stop()
-		return nil, target, fmt.Errorf("echo server: %w: %s", err, p.Output())
+		path.Stop()
+		return nil, nil, fmt.Errorf("echo server: %w: %s", err, p.Output())
 	}
-	return p, target, nil
+	return path, p, nil
 }
 
 // loadgen runs a load generator subcommand on the client host and decodes its JSON.
@@ -257,4 +263,52 @@ func (m cpuMeter) used() (client, server float64) {
 		}
 	}
 	return out[0], out[1]
+}
+
+// measureEmulatorFirst runs the emulator probe before the scenarios and reports it; a
+// failed probe becomes a note, not a failed run.
+func measureEmulatorFirst(ctx context.Context, cfg Config, res *Result) {
+	fmt.Fprintf(cfg.Progress, "bench: measuring what the link emulator forwards unimpaired (%s of iperf3)\n", cfg.EmulatorProbe)
+	speed, err := measureEmulator(ctx, cfg.NewBed, cfg.EmulatorProbe)
+	if err != nil {
+		if ctx.Err() == nil {
+			res.Notes = append(res.Notes, "emulator speed not measured: "+oneLine(err.Error()))
+			fmt.Fprintf(cfg.Progress, "bench: emulator speed not measured: %v\n", err)
+		}
+		return
+	}
+	res.Emulator = speed
+	fmt.Fprintf(cfg.Progress, "bench: the emulator forwards %.0f Mbit/s of TCP payload (%.0f Mbit/s of IP packets)\n", speed.GoodputMbps, speed.LinkMbps)
+}
+
+// measureEmulator measures what the link emulator forwards when it limits nothing: one
+// TCP flow (iperf3, cubic) for d across a link without rate limit or loss. The link has
+// an RTT of 1 ms (the report suite's LAN link) so that every packet takes the
+// emulator's whole path, queue and scheduler: on a perfect link the tun forwarder
+// writes packets straight through, which is faster than any scenario gets.
+func measureEmulator(ctx context.Context, newBed BedFactory, d time.Duration) (*bench.EmulatorSpeed, error) {
+	s := bench.Scenario{Suite: "probe", Name: "emulator", Kind: bench.Goodput, RTT: time.Millisecond, QueueBDP: 1, Duration: d, Repetitions: 1}
+	bed, err := newBed(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	defer bed.Close()
+	server, target, err := iperfServer(ctx, bed)
+	if err != nil {
+		return nil, err
+	}
+	defer server.Stop()
+	client, err := startIperfClient(ctx, bed, target, "cubic", d)
+	if err != nil {
+		return nil, err
+	}
+	mbps, _, err := client.finish(d + 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &bench.EmulatorSpeed{
+		GoodputMbps: mbps,
+		LinkMbps:    mbps / bench.TCPPayloadShare,
+		How:         fmt.Sprintf("%g s of iperf3, one tcp-cubic flow, RTT 1 ms, no rate limit, no loss (%s backend)", d.Round(time.Second).Seconds(), bed.Backend()),
+	}, nil
 }

@@ -31,16 +31,26 @@ type Config struct {
 	Only []string
 	// Progress receives one line per run (scenario i of N, elapsed, ETA); nil discards.
 	Progress io.Writer
+	// EmulatorProbe, when positive, first measures what the link emulator forwards
+	// unimpaired with one iperf3 flow of this length (see measureEmulator); every
+	// ceiling then takes it into account. Zero skips it (the loopback bed has no
+	// emulator to measure).
+	EmulatorProbe time.Duration
 }
 
 // Result is what a run produced.
 type Result struct {
-	Records     []bench.Record
-	Samples     []bench.Sample
-	Backend     string
-	Tuning      map[string]string
-	Notes       []string
-	Interrupted bool
+	Records       []bench.Record
+	Samples       []bench.Sample
+	Backend       string
+	BackendReason string
+	Tuning        map[string]string
+	Notes         []string
+	Interrupted   bool
+	// Incomplete lists the suites with a planned scenario that did not finish.
+	Incomplete []string
+	// Emulator is the probe's measurement; nil when not made or failed (see Notes).
+	Emulator *bench.EmulatorSpeed
 }
 
 // Run executes every scenario of cfg.Suites. It returns the records gathered so far
@@ -55,14 +65,20 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{Tuning: map[string]string{}}
 	contenders, unavailable := resolveContenders(cfg, res)
 	plan := makePlan(cfg, contenders)
+	if cfg.EmulatorProbe > 0 && len(plan.scenarios) > 0 {
+		measureEmulatorFirst(ctx, cfg, res)
+	}
 	prog := newProgress(cfg.Progress, plan)
 
+	finished := map[string]bool{} // scenario IDs
 	for _, item := range plan.scenarios {
 		if ctx.Err() != nil {
 			break
 		}
 		samples := runScenario(ctx, cfg, item, contenders, prog, res)
 		res.Samples = append(res.Samples, samples...)
+		// Only a cancel cuts a scenario short: every other failure is a sample.
+		interrupted := len(samples) < len(item.contenders)*item.scenario.Repetitions
 		for _, name := range item.contenders {
 			var mine []bench.Sample
 			for _, s := range samples {
@@ -70,15 +86,35 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 					mine = append(mine, s)
 				}
 			}
-			res.Records = append(res.Records, bench.Summarize(item.scenario, name, mine))
+			if interrupted && len(mine) == 0 {
+				continue // nothing measured: no record, rather than "0 runs"
+			}
+			r := bench.Summarize(item.scenario, name, mine)
+			r.Interrupted = interrupted
+			res.Records = append(res.Records, r)
 		}
+		if interrupted {
+			continue
+		}
+		finished[item.scenario.ID()] = true
 		for _, name := range item.skipped {
 			r := bench.Summarize(item.scenario, name, nil)
 			r.Note = unavailable[name]
 			res.Records = append(res.Records, r)
 		}
 	}
+	for _, suite := range cfg.Suites {
+		for _, item := range plan.scenarios {
+			if item.scenario.Suite == suite.Name && !finished[item.scenario.ID()] {
+				res.Incomplete = append(res.Incomplete, suite.Name)
+				break
+			}
+		}
+	}
 	bench.FillRatios(res.Records)
+	if res.Emulator != nil {
+		bench.LimitCeilings(res.Records, res.Emulator.LinkMbps)
+	}
 	prog.finish()
 	if err := ctx.Err(); err != nil {
 		res.Interrupted = true
@@ -173,7 +209,7 @@ func runScenario(ctx context.Context, cfg Config, item planItem, contenders map[
 			fmt.Fprintf(os.Stderr, "bench: closing test hosts of %s: %v\n", s.ID(), err)
 		}
 	}()
-	res.Backend = bed.Backend()
+	res.Backend, res.BackendReason = bed.Backend(), bed.BackendReason()
 	for rep := 1; rep <= s.Repetitions; rep++ {
 		for _, name := range item.contenders {
 			if ctx.Err() != nil {

@@ -181,6 +181,9 @@ func TestCancelStopsPromptly(t *testing.T) {
 	if took := time.Since(start); took > 15*time.Second {
 		t.Fatalf("cancel took %s to stop the run", took)
 	}
+	if len(res.Records) != 0 || strings.Join(res.Incomplete, ",") != "test" {
+		t.Fatalf("records %+v (want none: nothing finished), incomplete %v", res.Records, res.Incomplete)
+	}
 	if out, _ := exec.Command("pgrep", "-f", "iperf3 -c 127.0.0.1 .* -t 60").Output(); len(out) > 0 {
 		t.Fatalf("iperf3 client still running: %s", out)
 	}
@@ -211,5 +214,69 @@ func TestLinkFromScenario(t *testing.T) {
 	l, _ = Link(s)
 	if l.Up.RateBps != 0 || l.Up.QueueBytes != 0 {
 		t.Fatalf("unlimited link has rate or queue: %+v", l.Up)
+	}
+}
+
+// cancelOn is a progress writer that cancels the run when a line contains marker:
+// a Ctrl-C at a known point of the plan rather than after a guessed delay.
+type cancelOn struct {
+	marker string
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	out    bytes.Buffer
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if strings.Contains(string(p), c.marker) {
+		c.cancel()
+	}
+	return c.out.Write(p)
+}
+
+// Ctrl-C in the middle of a suite: the scenarios that finished keep their records, the
+// one cut short keeps what it measured, marked interrupted, a contender that measured
+// nothing there has no record (not "0 runs"), and the suite is reported incomplete.
+func TestInterruptedScenario(t *testing.T) {
+	requireIperf3(t)
+	self, ccfg := buildBinaries(t)
+	first := scenario("echo", bench.Latency, "tcp-cubic")
+	second := scenario("bulk", bench.Goodput, "tcp-cubic", "tcp-bbr")
+	third := scenario("never", bench.Goodput, "tcp-cubic")
+	other := bench.Suite{Name: "other", Scenarios: []bench.Scenario{scenario("done", bench.Latency, "tcp-cubic")}}
+	other.Scenarios[0].Suite = "other"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := &cancelOn{marker: "test/bulk  tcp-bbr", cancel: cancel}
+	res, err := Run(ctx, Config{
+		Suites: []bench.Suite{other, {Name: "test", Scenarios: []bench.Scenario{first, second, third}}},
+		Self:   self, Contender: ccfg, NewBed: Loopback, Progress: progress,
+	})
+	if err == nil || !res.Interrupted {
+		t.Fatalf("err %v, interrupted %v", err, res.Interrupted)
+	}
+	type key struct{ scenario, contender string }
+	got := map[key]bench.Record{}
+	for _, r := range res.Records {
+		got[key{r.Scenario, r.Contender}] = r
+	}
+	if len(got) != 3 {
+		t.Fatalf("records %+v, want other/done, echo and bulk's tcp-cubic", res.Records)
+	}
+	if r := got[key{"done", "tcp-cubic"}]; r.Runs != 1 || r.Interrupted {
+		t.Errorf("finished scenario of a finished suite: %+v", r)
+	}
+	if r := got[key{"echo", "tcp-cubic"}]; r.Runs != 1 || r.Interrupted {
+		t.Errorf("finished scenario: %+v", r)
+	}
+	if r := got[key{"bulk", "tcp-cubic"}]; r.Runs != 1 || !r.Interrupted || r.GoodputMbps <= 0 {
+		t.Errorf("scenario cut short: %+v", r)
+	}
+	if _, ok := got[key{"bulk", "tcp-bbr"}]; ok {
+		t.Error("a contender that measured nothing has a record")
+	}
+	if strings.Join(res.Incomplete, ",") != "test" {
+		t.Errorf("incomplete suites %v, want [test]", res.Incomplete)
 	}
 }

@@ -5,6 +5,7 @@ package runner
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,15 +39,25 @@ func TestNamespaceSmoke(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := Run(ctx, Config{Suites: []bench.Suite{{Name: "smoke", Scenarios: []bench.Scenario{s}}}, Self: self, Contender: ccfg, NewBed: newBed})
+	res, err := Run(ctx, Config{Suites: []bench.Suite{{Name: "smoke", Scenarios: []bench.Scenario{s}}}, Self: self, Contender: ccfg, NewBed: newBed,
+		EmulatorProbe: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Backend != "tun" && res.Backend != "tc-netem" {
-		t.Errorf("backend %q", res.Backend)
+	if res.Backend != "tun" && res.Backend != "tc-netem" || res.BackendReason == "" {
+		t.Errorf("backend %q (%q)", res.Backend, res.BackendReason)
+	}
+	// The emulator forwards far more than 40 Mbit/s: it must not become the ceiling.
+	if e := res.Emulator; e == nil || e.LinkMbps < 100 || e.LinkMbps < e.GoodputMbps || !strings.Contains(e.How, res.Backend+" backend") {
+		t.Errorf("emulator speed %+v (notes %v)", e, res.Notes)
+	} else {
+		t.Logf("emulator: %.0f Mbit/s of TCP payload, %.0f of IP packets", e.GoodputMbps, e.LinkMbps)
 	}
 	for _, r := range res.Records {
 		t.Logf("%s: %.1f Mbit/s %v", r.Contender, r.GoodputMbps, r.Errors)
+		if r.CeilingMbps != 40*(1-0.005) || r.CeilingLimitedBy != "" {
+			t.Errorf("%s: ceiling %v (%q), want the link's", r.Contender, r.CeilingMbps, r.CeilingLimitedBy)
+		}
 		if r.Runs != 1 {
 			t.Errorf("%s failed: %v", r.Contender, r.Errors)
 			continue

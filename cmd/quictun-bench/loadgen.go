@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"time"
 
@@ -20,11 +19,12 @@ type loadgenCmd struct {
 }
 
 type echoCmd struct {
-	Listen string `required:"" help:"HOST:PORT to listen on."`
+	Listen     string `required:"" help:"HOST:PORT to listen on."`
+	Congestion string `help:"TCP congestion control of every accepted connection (empty: host default)."`
 }
 
 func (c echoCmd) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", c.Listen)
+	ln, err := loadgen.Listen(ctx, c.Listen, c.Congestion)
 	if err != nil {
 		return err
 	}

@@ -3,13 +3,18 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -70,6 +75,10 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("echo server sets congestion control", func(t *testing.T) {
+		testEchoCongestion(t, bin)
+	})
+
 	t.Run("not root", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			out, err := exec.Command(bin, "--suite", "quick", "--out", t.TempDir()).CombinedOutput()
@@ -92,5 +101,66 @@ func checkNotRoot(t *testing.T, out []byte, err error) {
 	}
 	if !strings.Contains(string(out), "this needs root") {
 		t.Fatalf("output does not say root is needed:\n%s", out)
+	}
+}
+
+// testEchoCongestion starts `loadgen echo --congestion X` with an algorithm other than
+// the default and reads the algorithm of the accepted socket back with ss.
+func testEchoCongestion(t *testing.T, bin string) {
+	if _, err := exec.LookPath("ss"); err != nil {
+		t.Skip("ss (iproute2) not installed")
+	}
+	def, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	avail, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+	want := ""
+	for _, name := range strings.Fields(string(avail)) {
+		if name != strings.TrimSpace(string(def)) {
+			want = name
+			break
+		}
+	}
+	if want == "" {
+		t.Skipf("the kernel offers only %q", def)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	echo := exec.CommandContext(ctx, bin, "loadgen", "echo", "--listen", addr, "--congestion", want)
+	if err := echo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		echo.Process.Signal(syscall.SIGTERM)
+		echo.Wait()
+	}()
+	var conn net.Conn
+	for conn == nil {
+		if conn, err = net.Dial("tcp", addr); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("echo server never listened: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	defer conn.Close()
+	// One echo, so the server has surely accepted.
+	if _, err := conn.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ss", "-tinH", "state", "established", "sport", "= :"+strconv.Itoa(port)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(" "+strings.Join(strings.Fields(string(out)), " ")+" ", " "+want+" ") {
+		t.Errorf("accepted socket does not use %s; ss says:\n%s", want, out)
 	}
 }

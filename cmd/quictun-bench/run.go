@@ -20,12 +20,14 @@ import (
 
 type runCmd struct {
 	Suite      []string `default:"quick" help:"Suites to run, comma separated: report, wan, latency, scale, quick, or all (every suite but quick)."`
-	Out        string   `default:"bench/results" help:"Folder for the results: <timestamp>/ and latest.md, latest.json, latest-charts/."`
+	Out        string   `default:"bench/results" help:"Folder for the results: <timestamp>/ per run, and latest.md, latest.json, latest-charts/ with each suite's latest complete results (merged by suite)."`
 	Scenarios  []string `type:"existingfile" help:"Extra suite files (TOML); a suite of the same name replaces the built-in one."`
 	Contenders []string `help:"Run only these contenders (default: each scenario's own list)."`
-	Backend    string   `enum:"auto,tun,tc-netem,loopback" default:"auto" help:"Link emulation: auto picks tc-netem where the kernel has it, else tun; loopback runs unimpaired scenarios without namespaces."`
+	Backend    string   `enum:"auto,tun,tc-netem,loopback" default:"auto" help:"Link emulation: auto picks tc-netem where the kernel's netem qdisc works (no user-space forwarding), else tun (a user-space forwarder between TUN devices); loopback runs unimpaired scenarios without namespaces."`
 	QuictunBin string   `type:"existingdir" help:"Folder with quictun-server and quictun-client (default: built from this module)."`
-	List       bool     `help:"List the selected scenarios and exit."`
+	// The probe is what lets the report tell a slow forwarder from a slow contender.
+	EmulatorProbe time.Duration `default:"3s" help:"First measure what the link emulator forwards unimpaired with one iperf3 flow this long; ceilings use it where it is below a scenario's rate (0 skips it)."`
+	List          bool          `help:"List the selected scenarios and exit."`
 }
 
 func (c runCmd) Run(ctx context.Context) error {
@@ -86,6 +88,9 @@ func (c runCmd) Run(ctx context.Context) error {
 		Progress:  os.Stderr,
 		Contender: contender.Config{StateDir: work},
 	}
+	if c.Backend != "loopback" {
+		cfg.EmulatorProbe = c.EmulatorProbe
+	}
 	var notes []string
 	if server, client, err := quictunBinaries(ctx, c.QuictunBin, work); err != nil {
 		notes = append(notes, "quictun: "+err.Error())
@@ -94,6 +99,7 @@ func (c runCmd) Run(ctx context.Context) error {
 		cfg.Contender.QuictunServer, cfg.Contender.QuictunClient = server, client
 	}
 	notes = append(notes, ensureBBR(ctx)...)
+	version := quictunVersion(ctx, c.QuictunBin, cfg.Contender.QuictunServer)
 
 	started := time.Now()
 	res, runErr := runner.Run(ctx, cfg)
@@ -102,13 +108,23 @@ func (c runCmd) Run(ctx context.Context) error {
 	}
 	res.Notes = append(notes, res.Notes...)
 	env := runner.Environment(cfg, res, started, time.Now())
+	env.Command = commandLine(os.Args, os.Getenv(viaEnv))
+	env.Versions["quictun"] = version
 	written, err := report.Write(c.Out, env, res.Records, res.Samples, res.Interrupted)
 	if err != nil {
 		return errors.Join(runErr, fmt.Errorf("write report: %w", err))
 	}
-	fmt.Fprintf(os.Stderr, "bench: report %s (all files in %s)\n", written.Latest, written.Dir)
+	if written.Dir != "" {
+		fmt.Fprintf(os.Stderr, "bench: report of this run: %s\n", filepath.Join(written.Dir, "report.md"))
+	}
+	if written.Latest != "" {
+		fmt.Fprintf(os.Stderr, "bench: %s now has suites %s from this run\n", written.Latest, strings.Join(written.Suites, ", "))
+	}
+	if written.Note != "" {
+		fmt.Fprintf(os.Stderr, "bench: %s\n", written.Note)
+	}
 	if runErr != nil {
-		return exitCode{code: 130, err: fmt.Errorf("interrupted: %w; partial report written", runErr)}
+		return exitCode{code: 130, err: fmt.Errorf("interrupted: %w", runErr)}
 	}
 	return nil
 }

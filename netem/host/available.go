@@ -41,17 +41,20 @@ func probe() ([]string, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("the ip tool (iproute2) is missing: %w", err)
 	}
+	// In the order auto prefers them: tc netem runs in the kernel, costs no user-space
+	// CPU and is what a real Linux host offers; the TUN forwarder is the fallback for
+	// kernels without sch_netem (this project's own machines).
 	var backends []string
 	var whyNot []error
-	if err := probeTUN(); err != nil {
-		whyNot = append(whyNot, fmt.Errorf("tun: %w", err))
-	} else {
-		backends = append(backends, BackendTUN)
-	}
-	if err := probeNetem(); err != nil {
-		whyNot = append(whyNot, fmt.Errorf("tc-netem: %w", err))
-	} else {
-		backends = append(backends, BackendTCNetem)
+	for _, b := range []struct {
+		name  string
+		probe func() error
+	}{{BackendTCNetem, probeNetem}, {BackendTUN, probeTUN}} {
+		if err := b.probe(); err != nil {
+			whyNot = append(whyNot, fmt.Errorf("%s: %w", b.name, err))
+		} else {
+			backends = append(backends, b.name)
+		}
 	}
 	return backends, errors.Join(whyNot...)
 }

@@ -83,7 +83,10 @@ func netemArgs(m netem.Model) ([]string, error) {
 		args = append(args, "loss", "gemodel", percent(g.P), percent(g.R), percent(g.LossBad), percent(g.LossGood))
 	}
 	if m.RateBps > 0 {
-		args = append(args, "rate", strconv.FormatInt(m.RateBps, 10)+"bit")
+		// The rate applies to IP packets, as in the tun backend (a TUN device carries
+		// bare IP packets): netem counts the 14-byte Ethernet header of a veth frame,
+		// so take it off again with a negative packet overhead.
+		args = append(args, "rate", strconv.FormatInt(m.RateBps, 10)+"bit", strconv.Itoa(-ethernetHeader))
 	}
 	args = append(args, "limit", strconv.Itoa(netemLimit(m)))
 	return args, nil
@@ -111,6 +114,9 @@ func netemLimit(m netem.Model) int {
 	inFlight := int(float64(m.RateBps) / 8 * (m.Delay + m.Jitter).Seconds())
 	return max((queue+inFlight+MTU-1)/MTU, 1)
 }
+
+// ethernetHeader is what a veth frame adds to an IP packet (no FCS, preamble or gap).
+const ethernetHeader = 14
 
 func usec(d time.Duration) string { return strconv.FormatInt(d.Microseconds(), 10) + "us" }
 

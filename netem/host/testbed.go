@@ -13,8 +13,9 @@
 //   - "tc-netem": a veth pair between the namespaces with the kernel's netem qdisc on
 //     each end's egress, where the kernel has sch_netem.
 //
-// "auto" picks tun when it is available, else tc-netem: tun is the backend this
-// project's own machines run and test, and its model is the one documented in netem.
+// "auto" picks tc-netem where the kernel has a working netem qdisc (it runs in the
+// kernel and costs no user-space CPU, which on a small machine the endpoints under test
+// need), else tun; Testbed.BackendReason says why, for reports.
 //
 // Cleanup: namespaces are named NAME-cli and NAME-srv, devices NAME-c and NAME-s. Close
 // removes them and kills processes left in them. A run that died without Close leaves
@@ -40,6 +41,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,6 +100,9 @@ type Testbed struct {
 	ClientNS, ServerNS     string
 	ClientAddr, ServerAddr netip.Addr
 	Backend                string // "tun" or "tc-netem"
+	// BackendReason says why Backend was used: that auto preferred it, that auto fell
+	// back to it and why the preferred one was rejected, or that the caller asked.
+	BackendReason string
 	// Realtime is true when the tun forwarder's threads run at real-time priority (they
 	// do as root; see forwarder), so the emulation stays accurate on a busy machine.
 	// Always true for tc-netem, which runs in the kernel.
@@ -130,7 +135,8 @@ func New(ctx context.Context, cfg Config) (_ *Testbed, err error) {
 	if err := cfg.Link.Validate(); err != nil {
 		return nil, fmt.Errorf("testbed %s: link: %w", cfg.Name, err)
 	}
-	backend, err := chooseBackend(cfg.Backend)
+	backends, why := Available()
+	backend, reason, err := chooseBackend(cfg.Backend, backends, why)
 	if err != nil {
 		return nil, fmt.Errorf("testbed %s: %w", cfg.Name, err)
 	}
@@ -143,14 +149,15 @@ func New(ctx context.Context, cfg Config) (_ *Testbed, err error) {
 		}
 	}
 	t := &Testbed{
-		ClientNS:   cfg.Name + "-cli",
-		ServerNS:   cfg.Name + "-srv",
-		ClientAddr: clientAddr,
-		ServerAddr: serverAddr,
-		Backend:    backend,
-		name:       cfg.Name,
-		devices:    [2]string{cfg.Name + "-c", cfg.Name + "-s"},
-		link:       cfg.Link,
+		ClientNS:      cfg.Name + "-cli",
+		ServerNS:      cfg.Name + "-srv",
+		ClientAddr:    clientAddr,
+		ServerAddr:    serverAddr,
+		Backend:       backend,
+		BackendReason: reason,
+		name:          cfg.Name,
+		devices:       [2]string{cfg.Name + "-c", cfg.Name + "-s"},
+		link:          cfg.Link,
 	}
 	for _, ns := range []string{t.ClientNS, t.ServerNS} {
 		if namespaceExists(ns) {
@@ -186,27 +193,41 @@ func New(ctx context.Context, cfg Config) (_ *Testbed, err error) {
 	return t, nil
 }
 
-func chooseBackend(want string) (string, error) {
+// chooseBackend picks the backend for want ("auto", "", "tun", "tc", "tc-netem") among
+// the available ones (in auto's order of preference; why says what is wrong with the
+// others) and says why, for reports.
+func chooseBackend(want string, available []string, why error) (backend, reason string, err error) {
 	switch want {
 	case "", BackendAuto:
-		backends, why := Available()
-		if len(backends) == 0 {
-			return "", fmt.Errorf("no link emulation backend: %w", why)
+		if len(available) == 0 {
+			return "", "", fmt.Errorf("no link emulation backend: %w", why)
 		}
-		return backends[0], nil
+		backend = available[0]
+		if backend == BackendTCNetem {
+			return backend, "auto: the kernel's netem qdisc works here (preferred: no user-space forwarding)", nil
+		}
+		reason = "auto: " + backend + " because " + oneLine(why)
+		return backend, reason, nil
 	case BackendTUN, "tc", BackendTCNetem:
 		if want == "tc" {
 			want = BackendTCNetem
 		}
-		backends, why := Available()
-		for _, b := range backends {
+		for _, b := range available {
 			if b == want {
-				return b, nil
+				return b, "requested (--backend " + want + ")", nil
 			}
 		}
-		return "", fmt.Errorf("backend %s not available: %w", want, why)
+		return "", "", fmt.Errorf("backend %s not available: %w", want, why)
 	}
-	return "", fmt.Errorf("backend %q: want auto, tun or tc", want)
+	return "", "", fmt.Errorf("backend %q: want auto, tun or tc", want)
+}
+
+// oneLine joins the lines of an errors.Join into one.
+func oneLine(err error) string {
+	if err == nil {
+		return "the preferred backend is unavailable"
+	}
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
 }
 
 // setupNamespace brings up loopback and sets the per-namespace TCP buffer limits: a

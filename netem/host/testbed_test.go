@@ -345,9 +345,9 @@ func TestNetemArgs(t *testing.T) {
 		{netem.Model{Delay: 25 * time.Millisecond, Jitter: time.Millisecond, Loss: 0.01},
 			"delay 25000us 1000us loss random 1% limit 100000"},
 		{netem.Model{Delay: 25 * time.Millisecond, RateBps: 100e6, QueueBytes: 150000},
-			"delay 25000us rate 100000000bit limit 309"}, // 100 queued + 209 on the wire
+			"delay 25000us rate 100000000bit -14 limit 309"}, // 100 queued + 209 on the wire
 		{netem.Model{Burst: burst, RateBps: 1e6, QueueDelay: 120 * time.Millisecond},
-			"loss gemodel 0.5102040816326531% 25% 100% 0% rate 1000000bit limit 10"},
+			"loss gemodel 0.5102040816326531% 25% 100% 0% rate 1000000bit -14 limit 10"},
 	}
 	for _, c := range cases {
 		args, err := netemArgs(c.m)
@@ -378,5 +378,38 @@ func TestParseQdiscStats(t *testing.T) {
 	}
 	if _, err := parseQdiscStats([]byte(`garbage`)); err == nil {
 		t.Error("no error on garbage")
+	}
+}
+
+func TestChooseBackend(t *testing.T) {
+	noNetem := errors.New("tc-netem: kernel has no usable netem qdisc: Error: Specified qdisc kind is unknown.")
+	both := []string{BackendTCNetem, BackendTUN}
+	for _, c := range []struct {
+		want      string
+		available []string
+		why       error
+		backend   string
+		reason    string // substring
+		fails     bool
+	}{
+		{want: "auto", available: both, backend: BackendTCNetem, reason: "netem qdisc works"},
+		{want: "", available: both, backend: BackendTCNetem, reason: "preferred"},
+		{want: "auto", available: []string{BackendTUN}, why: noNetem, backend: BackendTUN, reason: "auto: tun because tc-netem: kernel has no usable netem qdisc: Error: Specified qdisc kind is unknown."},
+		{want: "tun", available: both, backend: BackendTUN, reason: "requested (--backend tun)"},
+		{want: "tc", available: both, backend: BackendTCNetem, reason: "requested (--backend tc-netem)"},
+		{want: "tc-netem", available: []string{BackendTUN}, why: noNetem, fails: true, reason: "Specified qdisc kind is unknown"},
+		{want: "auto", why: errors.New("needs root"), fails: true, reason: "needs root"},
+		{want: "pigeon", available: both, fails: true, reason: "want auto, tun or tc"},
+	} {
+		backend, reason, err := chooseBackend(c.want, c.available, c.why)
+		if c.fails {
+			if err == nil || !strings.Contains(err.Error(), c.reason) {
+				t.Errorf("chooseBackend(%q, %v): err %v, want one containing %q", c.want, c.available, err, c.reason)
+			}
+			continue
+		}
+		if err != nil || backend != c.backend || !strings.Contains(reason, c.reason) {
+			t.Errorf("chooseBackend(%q, %v) = %q, %q, %v; want %q with reason containing %q", c.want, c.available, backend, reason, err, c.backend, c.reason)
+		}
 	}
 }
