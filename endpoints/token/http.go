@@ -3,6 +3,7 @@ package token
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +14,11 @@ import (
 
 // httpSource asks a web service: GET URL?addr=CLIENT-ADDR, answered with
 // {"token": "..."}. The request is bounded in time and the answer in size.
+// Errors name the service without the query string and user info, which may
+// hold an API key.
 type httpSource struct {
 	base   *url.URL
+	shown  string // base without user info and query, for errors
 	client *http.Client
 }
 
@@ -31,7 +35,8 @@ func newHTTP(raw string) (Source, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("token source Http: URL %q must be http:// or https:// with a host", raw)
 	}
-	return &httpSource{base: u, client: &http.Client{Timeout: httpTokenTimeout}}, nil
+	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return &httpSource{base: u, shown: shown.String(), client: &http.Client{Timeout: httpTokenTimeout}}, nil
 }
 
 func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, error) {
@@ -49,27 +54,31 @@ func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, er
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("token source Http: %w", err)
+		// A *url.Error quotes the whole URL, query string included.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("token source Http: ask %s: %w", h.shown, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPTokenBody+1))
 	if err != nil {
-		return "", fmt.Errorf("token source Http: read answer from %s: %w", h.base.Redacted(), err)
+		return "", fmt.Errorf("token source Http: read answer from %s: %w", h.shown, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("token source Http: %s answered %s", h.base.Redacted(), resp.Status)
+		return "", fmt.Errorf("token source Http: %s answered %s", h.shown, resp.Status)
 	}
 	if len(body) > maxHTTPTokenBody {
-		return "", fmt.Errorf("token source Http: answer from %s exceeds %d bytes", h.base.Redacted(), maxHTTPTokenBody)
+		return "", fmt.Errorf("token source Http: answer from %s exceeds %d bytes", h.shown, maxHTTPTokenBody)
 	}
 	var answer struct {
 		Token *string `json:"token"`
 	}
 	if err := json.Unmarshal(body, &answer); err != nil {
-		return "", fmt.Errorf("token source Http: answer from %s is not {\"token\": \"...\"}: %w", h.base.Redacted(), err)
+		return "", fmt.Errorf("token source Http: answer from %s is not {\"token\": \"...\"}: %w", h.shown, err)
 	}
 	if answer.Token == nil || *answer.Token == "" {
-		return "", fmt.Errorf("token source Http: answer from %s has no token", h.base.Redacted())
+		return "", fmt.Errorf("token source Http: answer from %s has no token", h.shown)
 	}
 	return *answer.Token, nil
 }
