@@ -63,8 +63,8 @@ type Limits struct {
 	MaxSessions          int // QUIC sessions at once (default 256)
 	MaxTunnels           int // tunnels at once over all sessions (default 8192)
 	MaxTunnelsPerSession int // tunnels at once on one session (default 4096)
-	// MaxHeaderSize bounds a stream's header: token plus secret (default and
-	// ceiling preamble.MaxHeaderLen).
+	// MaxHeaderSize bounds a stream's header: token plus secret (default
+	// preamble.MaxHeaderLen, which is also the most it may be).
 	MaxHeaderSize int
 	// MaxTokenSize bounds the token inside the header (default the smaller of
 	// preamble.MaxTokenLen and MaxHeaderSize; never more than either).
@@ -364,9 +364,9 @@ func (s *Server) closeSessions(why string) {
 // CONNECTION_CLOSE the client hears (a transport closed under a live session
 // leaves the client to find out by timeout).
 //
-// A stream counts against the tunnel limits from the moment it is accepted,
-// not from when its header is read: streams that never send one would
-// otherwise each hold a goroutine past every limit.
+// A stream counts against its session's tunnel limit from the moment it is
+// accepted, not from when its header is read: streams that never send one
+// would otherwise each hold a goroutine past the limit.
 func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers *sync.WaitGroup) {
 	defer s.untrackSession(sess.conn)
 	log := s.log.With("session", sess.peer)

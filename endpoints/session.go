@@ -123,7 +123,7 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 			var se *preamble.StatusError
 			refused := errors.As(err, &se)
 			switch {
-			case conn.Context().Err() != nil:
+			case conn.Context().Err() != nil || sessionGone(err):
 				// Lost before the answer: the next case says why.
 			case refused && se.Status.Code == preamble.CodeAuthFailed:
 				k.log.Error("the server endpoint refused this client's shared secret; check --secret", "server", k.endpoint)
@@ -186,6 +186,20 @@ func (k *sessionKeeper) hello(conn *quic.Conn) error {
 		return refusal(err)
 	}
 	return status.Err()
+}
+
+// sessionGone says whether err means the whole session ended, which a stream
+// may learn a moment before the session's context does.
+func sessionGone(err error) bool {
+	var (
+		app     *quic.ApplicationError
+		trans   *quic.TransportError
+		idle    *quic.IdleTimeoutError
+		reset   *quic.StatelessResetError
+		timeout *quic.HandshakeTimeoutError
+	)
+	return errors.As(err, &app) || errors.As(err, &trans) || errors.As(err, &idle) ||
+		errors.As(err, &reset) || errors.As(err, &timeout) || errors.Is(err, quic.ErrTransportClosed)
 }
 
 func (k *sessionKeeper) dial(ctx context.Context) (*quic.Conn, error) {
