@@ -28,7 +28,8 @@ type ClientConfig struct {
 	ServerEndpoint string
 	Tokens         token.Source
 	TLS            *tls.Config
-	// Secret is the shared secret sent in each header; empty sends none.
+	// Secret is the shared secret sent in each header; empty sends none. At
+	// most preamble.MaxSecretLen bytes.
 	Secret []byte
 	Engine engine.Config
 	// SessionWait is how long a new application connection waits for a session
@@ -80,6 +81,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Tokens == nil || cfg.TLS == nil {
 		return nil, errors.New("client: token source and TLS config are required")
 	}
+	if err := validateSecret(cfg.Secret); err != nil {
+		return nil, err
+	}
 	if err := address.ParseHostPort(cfg.ServerEndpoint); err != nil {
 		return nil, err
 	}
@@ -102,7 +106,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c := &Client{
 		cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine),
 		ln: ln, conn: pc, rec: rec, tr: tr,
-		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Logger),
+		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Secret, cfg.Logger),
 	}
 	var extra []prometheus.Collector
 	if rec != nil {

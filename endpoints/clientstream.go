@@ -242,7 +242,17 @@ func (s *clientStream) peerError(err error) error {
 	if confirmed {
 		return &PeerResetError{Code: preamble.Code(se.ErrorCode), Peer: engine.ServerEndpoint}
 	}
-	return &preamble.StatusError{Status: preamble.Status{Code: preamble.Code(se.ErrorCode)}}
+	return refusal(err)
+}
+
+// refusal reads a reset from the server that came before its status (of a
+// tunnel or of a session's hello) as the status it stands for.
+func refusal(err error) error {
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		return &preamble.StatusError{Status: preamble.Status{Code: preamble.Code(se.ErrorCode)}}
+	}
+	return err
 }
 
 // PeerResetError is a tunnel that ran until the other endpoint reset its

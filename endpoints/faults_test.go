@@ -1,14 +1,21 @@
 package endpoints
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
+	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/netem"
 )
 
@@ -181,4 +188,152 @@ func TestNATRebindingKeepsTheSession(t *testing.T) {
 	if live := p.client.sessions.live(); len(live) != 1 || live[0] != session {
 		t.Fatal("the client had to dial a new session")
 	}
+}
+
+// While the server is down, a new application connection waits SessionWait
+// for a session, then is closed with a log line that says why (that they get
+// through again once it is back: TestServerRestartClientRedials).
+func TestOutageApplicationsWaitThenFail(t *testing.T) {
+	app := startApp(t, loopbackTCP(), echo)
+	defer app.close()
+	srv, stopServer := startServer(t, pairOptions{})
+	udpAddr := srv.Addr().String()
+	const wait = 1500 * time.Millisecond
+	var logs logTap
+	cli, stopClient := startClient(t, udpAddr, pairOptions{token: app.addr.String(), clientMods: func(c *ClientConfig) {
+		c.SessionWait = wait
+		c.Logger = logs.logger("client")
+	}})
+	defer stopClient()
+	roundTrip(t, cli.Addr(), "before")
+	stopServer()
+	waitUntil(t, func() bool { return len(cli.sessions.live()) == 0 })
+
+	start := time.Now()
+	c := dialApp(t, cli.Addr())
+	c.SetReadDeadline(time.Now().Add(wait + 5*time.Second))
+	n, err := c.Read(make([]byte, 1))
+	took := time.Since(start)
+	c.Close()
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d bytes, %v: want the connection closed", n, err)
+	}
+	if took < wait || took > wait+2*time.Second {
+		t.Fatalf("closed after %v, want about the session wait of %v", took, wait)
+	}
+	logs.waitForLine(t, "level=WARN", "application connection closed: no tunnel", "no session to server endpoint "+udpAddr)
+}
+
+// captureInitials returns n QUIC Initial packets of distinct connection
+// attempts: the first packet of each of n dials by a quic-go client whose
+// socket sends nothing anywhere.
+func captureInitials(t *testing.T, server net.Addr, n int) [][]byte {
+	t.Helper()
+	tlsConf, err := trust.LoadClient(trust.ClientOptions{Endpoint: server.String(), InsecureSkipVerify: true}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &captureConn{packets: make(chan []byte, 64), closed: make(chan struct{})}
+	tr := &quic.Transport{Conn: cc}
+	defer tr.Close()
+	defer cc.Close() // first: quic-go does not close a socket it was given
+	seen := map[string]bool{}
+	var out [][]byte
+	for len(out) < n {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); tr.Dial(ctx, server, tlsConf, quicConfig()) }()
+		for dialed := false; !dialed; {
+			p := <-cc.packets
+			// A long header (v1 Initial: type bits 00), then version and the
+			// destination connection ID that names the attempt.
+			if len(p) < 7 || p[0]&0xb0 != 0x80 || len(p) < 6+int(p[5]) {
+				continue
+			}
+			if dcid := string(p[6 : 6+int(p[5])]); !seen[dcid] {
+				seen[dcid], dialed = true, true
+				out = append(out, p)
+			}
+		}
+		cancel()
+		<-done
+	}
+	return out
+}
+
+// captureConn is a socket that keeps what quic-go sends and receives nothing.
+type captureConn struct {
+	packets chan []byte
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (c *captureConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	select {
+	case c.packets <- append([]byte(nil), b...):
+	default:
+	}
+	return len(b), nil
+}
+func (c *captureConn) ReadFrom([]byte) (int, net.Addr, error) {
+	<-c.closed
+	return 0, nil, net.ErrClosed
+}
+func (c *captureConn) Close() error                     { c.once.Do(func() { close(c.closed) }); return nil }
+func (c *captureConn) LocalAddr() net.Addr              { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9} }
+func (c *captureConn) SetDeadline(time.Time) error      { return nil }
+func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
+
+// The socket buffers are of no concern (and quic-go warns without these).
+func (c *captureConn) SetReadBuffer(int) error  { return nil }
+func (c *captureConn) SetWriteBuffer(int) error { return nil }
+
+// Many handshakes that start and never finish, each from its own source port:
+// the server holds a bounded number at once (past maxPendingHandshakes, new
+// attempts must answer a Retry first, which costs the server nothing), keeps
+// serving a real client meanwhile, and drops them all within the handshake
+// timeout.
+func TestHalfOpenHandshakesCostBoundedResources(t *testing.T) {
+	const attempts = 400
+	app := startApp(t, loopbackTCP(), echo)
+	defer app.close()
+	var logs logTap
+	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.PreambleTimeout = 2 * time.Second
+		c.Logger = logs.logger("server")
+	}})
+	defer stopServer()
+	initials := captureInitials(t, srv.Addr(), attempts)
+
+	before := runtime.NumGoroutine()
+	for _, p := range initials {
+		s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.WriteTo(p, srv.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	pending, grown := srv.handshakes.pending.Load(), runtime.NumGoroutine()-before
+	t.Logf("%d Initials from %d ports: %d handshakes pending, %d goroutines more", len(initials), len(initials), pending, grown)
+	if pending > maxPendingHandshakes {
+		t.Errorf("%d handshakes pending, want at most %d", pending, maxPendingHandshakes)
+	}
+	if grown > 6*maxPendingHandshakes {
+		t.Errorf("%d goroutines more for %d half-open handshakes", grown, attempts)
+	}
+	logs.waitForLine(t, "level=WARN", "many handshakes in progress")
+
+	// A real client gets in meanwhile (through a Retry).
+	cli, stopClient := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String()})
+	defer stopClient()
+	roundTrip(t, cli.Addr(), "through the crowd")
+
+	// quic-go gives up on each after the handshake timeout.
+	waitUntil(t, func() bool { return srv.handshakes.pending.Load() == 0 })
+	roundTrip(t, cli.Addr(), "and after")
 }

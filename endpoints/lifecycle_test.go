@@ -48,15 +48,15 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 	parser, _ := token.NewParser("cleartext", "")
 	base := ServerConfig{ListenOn: "127.0.0.1:0", Parser: parser, TLS: id.TLS, Logger: testLogger(t)}
 	for want, mod := range map[string]func(*ServerConfig){
-		"DialTimeout is negative (-1s); 0 means the default, 5s":        func(c *ServerConfig) { c.DialTimeout = -time.Second },
-		"PreambleTimeout is negative":                                   func(c *ServerConfig) { c.PreambleTimeout = -1 },
-		"DrainTimeout is negative":                                      func(c *ServerConfig) { c.DrainTimeout = -1 },
-		"Limits.MaxSessions is negative (-1); 0 means the default, 256": func(c *ServerConfig) { c.Limits.MaxSessions = -1 },
-		"Limits.MaxTunnels is negative":                                 func(c *ServerConfig) { c.Limits.MaxTunnels = -1 },
-		"Limits.MaxTunnelsPerSession is negative":                       func(c *ServerConfig) { c.Limits.MaxTunnelsPerSession = -1 },
-		"Limits.MaxHeaderSize is negative":                              func(c *ServerConfig) { c.Limits.MaxHeaderSize = -1 },
-		"Limits.MaxHeaderSize 16385 is above the ceiling of 16384":      func(c *ServerConfig) { c.Limits.MaxHeaderSize = preamble.MaxHeaderLen + 1 },
-		"Engine.IdleTimeout is negative (-1s); 0 means never":           func(c *ServerConfig) { c.Engine.IdleTimeout = -time.Second },
+		"DialTimeout is negative (-1s); 0 means the default, 5s":                 func(c *ServerConfig) { c.DialTimeout = -time.Second },
+		"PreambleTimeout is negative":                                            func(c *ServerConfig) { c.PreambleTimeout = -1 },
+		"DrainTimeout is negative":                                               func(c *ServerConfig) { c.DrainTimeout = -1 },
+		"Limits.MaxSessions is negative (-1); 0 means the default, 256":          func(c *ServerConfig) { c.Limits.MaxSessions = -1 },
+		"Limits.MaxTunnels is negative":                                          func(c *ServerConfig) { c.Limits.MaxTunnels = -1 },
+		"Limits.MaxTunnelsPerSession is negative":                                func(c *ServerConfig) { c.Limits.MaxTunnelsPerSession = -1 },
+		"Limits.MaxHeaderSize is negative":                                       func(c *ServerConfig) { c.Limits.MaxHeaderSize = -1 },
+		"max preamble size 16385 bytes exceeds the wire format's limit of 16384": func(c *ServerConfig) { c.Limits.MaxHeaderSize = preamble.MaxHeaderLen + 1 },
+		"Engine.IdleTimeout is negative (-1s); 0 means never":                    func(c *ServerConfig) { c.Engine.IdleTimeout = -time.Second },
 	} {
 		cfg := base
 		mod(&cfg)
@@ -72,7 +72,7 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.conn.Close()
-	want := Limits{MaxSessions: 256, MaxTunnels: 8192, MaxTunnelsPerSession: 4096, MaxHeaderSize: preamble.MaxHeaderLen}
+	want := Limits{MaxSessions: 256, MaxTunnels: 8192, MaxTunnelsPerSession: 4096, MaxHeaderSize: preamble.MaxHeaderLen, MaxTokenSize: preamble.MaxTokenLen}
 	if c := srv.cfg; c.Limits != want || c.DialTimeout != 5*time.Second || c.PreambleTimeout != 10*time.Second || c.DrainTimeout != 10*time.Second {
 		t.Errorf("defaults: %+v", c)
 	}

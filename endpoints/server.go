@@ -37,13 +37,16 @@ type ServerConfig struct {
 	Engine   engine.Config
 	// DialTimeout bounds connecting to a server application (0: 5 s).
 	DialTimeout time.Duration
-	// PreambleTimeout bounds how long a new stream may take to send its header
-	// (0: 10 s).
+	// PreambleTimeout bounds how long a new session may take for its TLS
+	// handshake, a new stream to send its header, and a new session to present
+	// a valid header (its hello) before it is closed (0: 10 s).
 	PreambleTimeout time.Duration
 	// DrainTimeout is how long shutdown lets live tunnels finish (0: 10 s).
 	DrainTimeout time.Duration
 	// Secret, when set, must come in every stream's header (compared in
-	// constant time); a client without it is refused with CodeAuthFailed.
+	// constant time); a client without it is refused with CodeAuthFailed, and
+	// its session is closed unless it presented the secret before. At most
+	// preamble.MaxSecretLen bytes.
 	Secret []byte
 	// Policy restricts the targets tokens may name; nil allows every target.
 	Policy *policy.Policy
@@ -63,21 +66,45 @@ type Limits struct {
 	MaxSessions          int // QUIC sessions at once (default 256)
 	MaxTunnels           int // tunnels at once over all sessions (default 8192)
 	MaxTunnelsPerSession int // tunnels at once on one session (default 4096)
-	// MaxHeaderSize bounds a stream's header: token plus secret (default and
-	// ceiling preamble.MaxHeaderLen).
+	// MaxHeaderSize bounds a stream's header: token plus secret (default
+	// preamble.MaxHeaderLen, which is also the most it may be).
 	MaxHeaderSize int
+	// MaxTokenSize bounds the token inside the header (default the smaller of
+	// preamble.MaxTokenLen and MaxHeaderSize; never more than either).
+	MaxTokenSize int
 }
 
 func (l *Limits) setDefaults() error {
-	if l.MaxHeaderSize > preamble.MaxHeaderLen {
-		return fmt.Errorf("Limits.MaxHeaderSize %d is above the ceiling of %d", l.MaxHeaderSize, preamble.MaxHeaderLen)
-	}
-	return errors.Join(
+	err := errors.Join(
 		orDefault("Limits.MaxSessions", &l.MaxSessions, 256),
 		orDefault("Limits.MaxTunnels", &l.MaxTunnels, 8192),
 		orDefault("Limits.MaxTunnelsPerSession", &l.MaxTunnelsPerSession, 4096),
 		orDefault("Limits.MaxHeaderSize", &l.MaxHeaderSize, preamble.MaxHeaderLen),
 	)
+	// After MaxHeaderSize has its default: the token's defaults to what fits.
+	return errors.Join(err, orDefault("Limits.MaxTokenSize", &l.MaxTokenSize, min(preamble.MaxTokenLen, l.MaxHeaderSize)))
+}
+
+// validate names the first limit that the wire format cannot honour.
+func (l *Limits) validate() error {
+	switch {
+	case l.MaxHeaderSize > preamble.MaxHeaderLen:
+		return fmt.Errorf("max preamble size %d bytes exceeds the wire format's limit of %d", l.MaxHeaderSize, preamble.MaxHeaderLen)
+	case l.MaxTokenSize > preamble.MaxTokenLen:
+		return fmt.Errorf("max token size %d bytes exceeds the wire format's limit of %d", l.MaxTokenSize, preamble.MaxTokenLen)
+	case l.MaxTokenSize > l.MaxHeaderSize:
+		return fmt.Errorf("max token size %d bytes exceeds the max preamble size of %d bytes that holds it", l.MaxTokenSize, l.MaxHeaderSize)
+	}
+	return nil
+}
+
+// validateSecret refuses a secret that no header could carry: every tunnel
+// would fail.
+func validateSecret(secret []byte) error {
+	if len(secret) > preamble.MaxSecretLen {
+		return fmt.Errorf("shared secret of %d bytes exceeds the wire format's limit of %d", len(secret), preamble.MaxSecretLen)
+	}
+	return nil
 }
 
 func (c *ServerConfig) setDefaults() error {
@@ -126,21 +153,42 @@ type Server struct {
 	tr   *quic.Transport
 	ln   *quic.Listener
 
-	metrics  *metrics
-	draining atomic.Bool
-	tunnels  atomic.Int64 // admitted tunnels, for Limits.MaxTunnels
-	secret   [sha256.Size]byte
-	sessions struct {
+	metrics    *metrics
+	handshakes *handshakeGate
+	draining   atomic.Bool
+	tunnels    atomic.Int64 // admitted tunnels, for Limits.MaxTunnels
+	secret     [sha256.Size]byte
+	sessions   struct {
 		sync.Mutex
 		live map[*quic.Conn]*serverSession
 	}
 }
 
 // serverSession is one client endpoint's session as the server tracks it.
+//
+// A session holds one of the server's MaxSessions slots from its handshake on,
+// but mutual TLS aside, the handshake proves nothing about the client; the
+// shared secret comes in stream headers. So a session must present one valid
+// header (the client's hello, or any tunnel's) within PreambleTimeout, and one
+// that presents a wrong secret before a valid one is closed: without it, anyone
+// who reaches the port could hold every slot with keep-alives.
 type serverSession struct {
-	conn    *quic.Conn
-	peer    string       // the client's address, and its certificate's subject under mutual TLS
-	tunnels atomic.Int64 // admitted tunnels, for Limits.MaxTunnelsPerSession
+	conn     *quic.Conn
+	peer     string       // the client's address, and its certificate's subject under mutual TLS
+	tunnels  atomic.Int64 // admitted streams, for Limits.MaxTunnelsPerSession
+	authOnce sync.Once
+	authed   chan struct{} // closed once a header passed authentication
+}
+
+func (sess *serverSession) authenticate() { sess.authOnce.Do(func() { close(sess.authed) }) }
+
+func (sess *serverSession) authenticated() bool {
+	select {
+	case <-sess.authed:
+		return true
+	default:
+		return false
+	}
 }
 
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails
@@ -152,6 +200,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Parser == nil || cfg.TLS == nil {
 		return nil, errors.New("server: token parser and TLS config are required")
 	}
+	if err := cfg.Limits.validate(); err != nil {
+		return nil, err
+	}
+	if err := validateSecret(cfg.Secret); err != nil {
+		return nil, err
+	}
 	udpAddr, err := net.ResolveUDPAddr("udp", cfg.ListenOn)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %q: %w", cfg.ListenOn, err)
@@ -160,13 +214,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	qc := quicConfig()
-	qc.HandshakeIdleTimeout = min(qc.HandshakeIdleTimeout, cfg.PreambleTimeout)
+	qc := serverQUICConfig(cfg)
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, true, qc)
 	if err != nil {
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: pc}
+	gate := &handshakeGate{limit: maxPendingHandshakes, log: cfg.Logger}
+	tr := &quic.Transport{Conn: pc, ConnContext: gate.started, VerifySourceAddress: gate.crowded}
 	if cfg.ResetKey != nil {
 		k := quic.StatelessResetKey(*cfg.ResetKey)
 		tr.StatelessResetKey = &k
@@ -177,13 +231,53 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, rec: rec, tr: tr, ln: ln}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, rec: rec, tr: tr, ln: ln, handshakes: gate}
 	s.sessions.live = make(map[*quic.Conn]*serverSession)
 	if len(cfg.Secret) > 0 {
 		s.secret = sha256.Sum256(cfg.Secret)
 	}
 	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
+	warnIfOpen(s.log, s.Addr(), &cfg)
 	return s, nil
+}
+
+// serverQUICConfig is the server's QUIC configuration: the endpoints' common
+// one, with the handshake bounded by PreambleTimeout (quic-go aborts a
+// handshake that takes twice its idle timeout, or that hears nothing for the
+// idle timeout), and the streams a client may have open at once bounded by
+// the tunnel limit per session plus room for the refusals of a session at
+// its limit, so that streams waiting for their header cannot pile up past it.
+func serverQUICConfig(cfg ServerConfig) *quic.Config {
+	qc := quicConfig()
+	qc.HandshakeIdleTimeout = cfg.PreambleTimeout / 2
+	qc.MaxIncomingStreams = int64(min(cfg.Limits.MaxTunnelsPerSession+refusalsInFlight, maxStreamsPerSession))
+	return qc
+}
+
+// refusalsInFlight is how many streams past its tunnel limit a session may
+// open at once: each is answered at once with CodeOverloaded, and the client
+// learns of its refusal instead of waiting for QUIC stream credit.
+const refusalsInFlight = 64
+
+// warnIfOpen warns loudly when anyone who can reach the server may use it:
+// it listens beyond loopback with neither mutual TLS nor a shared secret.
+func warnIfOpen(log *slog.Logger, addr net.Addr, cfg *ServerConfig) {
+	if isLoopback(addr) {
+		return
+	}
+	if cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert && len(cfg.Secret) == 0 {
+		log.Warn("ANYONE CAN USE THIS SERVER: it listens beyond loopback with neither a shared secret (--secret) " +
+			"nor mutual TLS (--verify-remote-endpoint); every client that can reach the port can open tunnels " +
+			"to every target tokens may name")
+	}
+	if cfg.Policy == nil {
+		log.Warn("no allow rules (--allow): tokens may name any target this host can reach")
+	}
+}
+
+func isLoopback(a net.Addr) bool {
+	u, ok := a.(*net.UDPAddr)
+	return ok && u.IP.IsLoopback()
 }
 
 // Recovery is the server's loss-recovery layer.
@@ -264,7 +358,8 @@ func drain(reg *engine.Registry, bound time.Duration) {
 
 // trackSession registers a new session unless the server has MaxSessions.
 func (s *Server) trackSession(conn *quic.Conn) (*serverSession, bool) {
-	sess := &serverSession{conn: conn, peer: sessionPeer(conn)}
+	s.handshakes.accepted(conn)
+	sess := &serverSession{conn: conn, peer: sessionPeer(conn), authed: make(chan struct{})}
 	s.sessions.Lock()
 	defer s.sessions.Unlock()
 	if len(s.sessions.live) >= s.cfg.Limits.MaxSessions {
@@ -292,19 +387,65 @@ func (s *Server) closeSessions(why string) {
 // stays tracked until then, so that shutdown can close it with a
 // CONNECTION_CLOSE the client hears (a transport closed under a live session
 // leaves the client to find out by timeout).
+//
+// A stream counts against its session's tunnel limit from the moment it is
+// accepted, not from when its header is read: streams that never send one
+// would otherwise each hold a goroutine past the limit.
 func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers *sync.WaitGroup) {
 	defer s.untrackSession(sess.conn)
 	log := s.log.With("session", sess.peer)
 	log.Info("session opened")
 	handlers.Go(func() { discardProbes(sess.conn) })
+	handlers.Go(func() { s.closeIfSilent(sess, log) })
 	for {
 		stream, err := sess.conn.AcceptStream(sess.conn.Context())
 		if err != nil {
 			log.Info("session closed", "reason", sessionEndReason(sess.conn, err))
 			return
 		}
-		handlers.Go(func() { s.serveStream(ctx, sess, stream) })
+		if !s.admitStream(sess) {
+			handlers.Go(func() {
+				log.Warn("tunnel refused", "stream", int64(stream.StreamID()), "status", preamble.CodeOverloaded,
+					"session_streams", sess.tunnels.Load(), "max", s.cfg.Limits.MaxTunnelsPerSession)
+				s.refuse(stream, preamble.CodeOverloaded, "too many tunnels")
+			})
+			continue
+		}
+		handlers.Go(func() {
+			defer sess.tunnels.Add(-1)
+			s.serveStream(ctx, sess, stream)
+		})
 	}
+}
+
+// closeIfSilent closes a session that has presented no valid header within
+// PreambleTimeout, so that it frees its slot (see serverSession).
+func (s *Server) closeIfSilent(sess *serverSession, log *slog.Logger) {
+	timer := time.NewTimer(s.cfg.PreambleTimeout)
+	defer timer.Stop()
+	select {
+	case <-sess.authed:
+	case <-sess.conn.Context().Done():
+	case <-timer.C:
+		log.Warn("session closed: no valid header within the handshake timeout", "timeout", s.cfg.PreambleTimeout)
+		sess.conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeAuthFailed), "authentication failed: no valid header in time")
+	}
+}
+
+// closeRefused closes a session whose first secret was wrong, once the client
+// has had time to read the auth-failed status (a few round trips, within
+// bounds); the CONNECTION_CLOSE carries the same code, should the status be
+// lost. A client that hears the status closes the session itself first.
+func (s *Server) closeRefused(sess *serverSession) {
+	grace := min(max(3*sess.conn.ConnectionStats().SmoothedRTT, 100*time.Millisecond), time.Second)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-sess.conn.Context().Done():
+		return
+	}
+	sess.conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeAuthFailed), "authentication failed: wrong or missing shared secret")
 }
 
 // discardProbes reads the client's liveness probes (see probePeriod) so that
@@ -358,34 +499,53 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	}
 	_ = stream.SetReadDeadline(time.Time{})
 	if !s.authenticated(hdr.Secret) {
-		log.Warn("tunnel refused", "status", preamble.CodeAuthFailed, "secret_given", len(hdr.Secret) > 0)
+		first := !sess.authenticated()
+		log.Warn("tunnel refused", "status", preamble.CodeAuthFailed, "secret_given", len(hdr.Secret) > 0, "hello", hdr.Hello, "closing_session", first)
 		s.refuse(stream, preamble.CodeAuthFailed, "wrong or missing shared secret")
+		if first {
+			s.closeRefused(sess)
+		}
 		return
 	}
-	if !s.admit(sess) {
-		log.Warn("tunnel refused", "status", preamble.CodeOverloaded,
-			"tunnels", s.tunnels.Load(), "session_tunnels", sess.tunnels.Load())
+	sess.authenticate()
+	if hdr.Hello {
+		log.Debug("session authenticated")
+		_, _ = stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK}))
+		_ = stream.Close()
+		stream.CancelRead(0)
+		return
+	}
+	// What a client sent as its token is shown only when it is an address
+	// (see token.Describe): it may be a credential.
+	if len(hdr.Token) > s.cfg.Limits.MaxTokenSize {
+		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "token_len", len(hdr.Token), "max", s.cfg.Limits.MaxTokenSize)
+		s.refuse(stream, preamble.CodeBadToken, fmt.Sprintf("token of %d bytes exceeds the limit of %d", len(hdr.Token), s.cfg.Limits.MaxTokenSize))
+		return
+	}
+	if !s.admitTunnel() {
+		log.Warn("tunnel refused", "status", preamble.CodeOverloaded, "tunnels", s.tunnels.Load(), "max", s.cfg.Limits.MaxTunnels)
 		s.refuse(stream, preamble.CodeOverloaded, "too many tunnels")
 		return
 	}
-	defer s.release(sess)
+	defer s.tunnels.Add(-1)
 	target, err := s.cfg.Parser.Parse(hdr.Token)
 	if err != nil {
-		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "err", err)
-		s.refuse(stream, preamble.CodeBadToken, err.Error())
+		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "token", token.Describe(hdr.Token), "err", err)
+		s.refuse(stream, preamble.CodeBadToken, "")
 		return
 	}
+	// The target is an internal address: it goes to the log, not to the client.
 	log = log.With("target", target.String())
 	dialAddr, err := s.cfg.Policy.Check(ctx, target)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeForbidden, "err", err)
-		s.refuse(stream, preamble.CodeForbidden, target.String()+" is not allowed")
+		s.refuse(stream, preamble.CodeForbidden, "")
 		return
 	}
 	app, err := dialAddr.Dial(ctx, s.cfg.DialTimeout)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeUnreachable, "err", err)
-		s.refuse(stream, preamble.CodeUnreachable, err.Error())
+		s.refuse(stream, preamble.CodeUnreachable, "")
 		return
 	}
 	if _, err := stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {
@@ -418,19 +578,25 @@ func (s *Server) authenticated(secret []byte) bool {
 	return subtle.ConstantTimeCompare(h[:], s.secret[:]) == 1
 }
 
-// admit counts a tunnel against the limits, or refuses it.
-func (s *Server) admit(sess *serverSession) bool {
-	total, mine := s.tunnels.Add(1), sess.tunnels.Add(1)
-	if total > int64(s.cfg.Limits.MaxTunnels) || mine > int64(s.cfg.Limits.MaxTunnelsPerSession) {
-		s.release(sess)
+// admitStream counts a new stream, header or not, against the tunnel limit
+// of its session, or refuses it.
+func (s *Server) admitStream(sess *serverSession) bool {
+	if sess.tunnels.Add(1) > int64(s.cfg.Limits.MaxTunnelsPerSession) {
+		sess.tunnels.Add(-1)
 		return false
 	}
 	return true
 }
 
-func (s *Server) release(sess *serverSession) {
-	s.tunnels.Add(-1)
-	sess.tunnels.Add(-1)
+// admitTunnel counts a tunnel against the server's limit, or refuses it. It
+// is checked once the header is read, so that a new session's hello gets
+// through even while the server is full of other sessions' tunnels.
+func (s *Server) admitTunnel() bool {
+	if s.tunnels.Add(1) > int64(s.cfg.Limits.MaxTunnels) {
+		s.tunnels.Add(-1)
+		return false
+	}
+	return true
 }
 
 // refuse answers a stream with a failure status, then stops it: the status is

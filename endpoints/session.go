@@ -3,6 +3,7 @@ package endpoints
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/quictun/quictun/codecs/preamble"
 )
 
 // Redial backoff of the session keeper: capped exponential with jitter, so a
@@ -19,7 +22,29 @@ const (
 	minRedialBackoff = 100 * time.Millisecond
 	maxRedialBackoff = 10 * time.Second
 	dialTimeout      = 10 * time.Second
+	// provenLifetime is how long a session must last to count as proven when
+	// its hello was not answered OK (a server without hellos).
+	provenLifetime = maxRedialBackoff
 )
+
+// redialBackoff is the wait before the next dial: drawn at random from the
+// upper half of a ceiling that starts at minRedialBackoff and doubles with
+// each draw up to maxRedialBackoff. It is reset only by a session that proved
+// itself (see sessionKeeper.hold), not by a handshake: a server that accepts
+// a session and closes it at once (too many sessions, a wrong secret) is then
+// not asked again and again in a tight loop.
+type redialBackoff struct{ ceiling time.Duration }
+
+func (b *redialBackoff) next() time.Duration {
+	if b.ceiling == 0 {
+		b.ceiling = minRedialBackoff
+	}
+	wait := b.ceiling/2 + rand.N(b.ceiling/2+1)
+	b.ceiling = min(2*b.ceiling, maxRedialBackoff)
+	return wait
+}
+
+func (b *redialBackoff) reset() { b.ceiling = 0 }
 
 // sessionKeeper keeps one warm QUIC session to the server endpoint and redials
 // it when it drops. Tunnels ask it for the current session and wait, up to a
@@ -29,66 +54,152 @@ type sessionKeeper struct {
 	endpoint string
 	tls      *tls.Config
 	quic     *quic.Config
+	secret   []byte // sent in each session's hello
 	log      *slog.Logger
 
-	mu   sync.Mutex
-	conn *quic.Conn    // nil while there is no session
-	up   chan struct{} // closed when a session becomes available
+	mu      sync.Mutex
+	conn    *quic.Conn    // nil while there is no session
+	up      chan struct{} // closed when a session becomes available, or refused is set
+	refused error         // why the server refused the last session; nil once a new one is up
 }
 
-func newSessionKeeper(tr *quic.Transport, endpoint string, tlsConf *tls.Config, qc *quic.Config, log *slog.Logger) *sessionKeeper {
-	return &sessionKeeper{tr: tr, endpoint: endpoint, tls: tlsConf, quic: qc, log: log, up: make(chan struct{})}
+func newSessionKeeper(tr *quic.Transport, endpoint string, tlsConf *tls.Config, qc *quic.Config, secret []byte, log *slog.Logger) *sessionKeeper {
+	return &sessionKeeper{tr: tr, endpoint: endpoint, tls: tlsConf, quic: qc, secret: secret, log: log, up: make(chan struct{})}
 }
 
-// run is the keeper's routine: dial, hold the session until it ends, redial.
-// It returns when ctx ends, after closing the session.
+// run is the keeper's routine: dial, hold the session until it ends, wait,
+// redial. It returns when ctx ends, after closing the session.
 func (k *sessionKeeper) run(ctx context.Context) {
-	backoff := minRedialBackoff
+	var backoff redialBackoff
 	for {
 		conn, err := k.dial(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
+		if err == nil {
+			again, proven := k.hold(ctx, conn)
+			if !again {
 				return
 			}
-			wait := backoff/2 + rand.N(backoff/2+1)
-			k.log.Warn("cannot reach server endpoint; retrying", "server", k.endpoint, "in", wait.Round(time.Millisecond), "err", err)
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return
+			if proven {
+				backoff.reset()
 			}
-			backoff = min(2*backoff, maxRedialBackoff)
-			continue
+		} else if ctx.Err() != nil {
+			return
 		}
-		backoff = minRedialBackoff
-		k.log.Info("session established", "server", conn.RemoteAddr().String())
-		k.publish(conn)
-		if !k.hold(ctx, conn) {
+		wait := backoff.next()
+		if err != nil {
+			k.log.Warn("cannot reach server endpoint; retrying", "server", k.endpoint, "in", wait.Round(time.Millisecond), "err", err)
+		} else {
+			k.log.Info("redialling", "server", k.endpoint, "in", wait.Round(time.Millisecond))
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
 			return
 		}
 	}
 }
 
-// hold keeps a session until it ends (true: redial) or ctx does (false), and
-// probes it meanwhile (see probePeriod).
-func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) bool {
+// hold keeps a session until it ends (again: redial) or ctx does, and probes
+// it meanwhile (see probePeriod). It sends the session's hello first and
+// offers the session to tunnels once the server has answered: a server that
+// accepts a handshake may still close the session at once (too many
+// sessions, a wrong secret), and a tunnel opened on it would fail where a
+// moment's wait for the next session would not. The session is proven when
+// its hello was answered OK, or when it lasted provenLifetime (a server that
+// does not know hellos).
+func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, proven bool) {
+	start := time.Now()
 	probes := time.NewTicker(probePeriod)
 	defer probes.Stop()
 	probe := make([]byte, probeSize)
+	helloDone := make(chan error, 1)
+	var hello sync.WaitGroup
+	defer hello.Wait()
+	hello.Go(func() { helloDone <- k.hello(conn) })
 	for {
 		select {
 		case <-probes.C:
 			_ = conn.SendDatagram(probe)
+		case err := <-helloDone:
+			var se *preamble.StatusError
+			refused := errors.As(err, &se)
+			switch {
+			case conn.Context().Err() != nil || sessionGone(err):
+				// Lost before the answer: the next case says why.
+			case refused && se.Status.Code == preamble.CodeAuthFailed:
+				k.log.Error("the server endpoint refused this client's shared secret; check --secret", "server", k.endpoint)
+				k.refuse(fmt.Errorf("server endpoint %s refused this client: %w", k.endpoint, err))
+				conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeAuthFailed), "authentication failed")
+			case refused && se.Status.Code == preamble.CodeShutdown:
+				k.log.Info("server endpoint is shutting down; waiting for the next session", "server", k.endpoint)
+			default:
+				if err != nil {
+					k.log.Warn("server endpoint did not accept this session's hello; using the session anyway", "server", k.endpoint, "err", err)
+				}
+				proven = err == nil
+				k.log.Info("session established", "server", conn.RemoteAddr().String())
+				k.publish(conn)
+			}
 		case <-conn.Context().Done():
 			k.unpublish(conn)
-			k.log.Warn("session lost; redialling", "server", k.endpoint, "reason", context.Cause(conn.Context()))
-			return true
+			cause := context.Cause(conn.Context())
+			var ae *quic.ApplicationError
+			if errors.As(cause, &ae) && ae.Remote && preamble.Code(ae.ErrorCode) == preamble.CodeAuthFailed {
+				k.log.Error("the server endpoint refused this client's shared secret; check --secret", "server", k.endpoint, "reason", cause)
+				k.refuse(fmt.Errorf("server endpoint %s refused this client: %w", k.endpoint, cause))
+			}
+			k.log.Warn("session lost", "server", k.endpoint, "reason", cause)
+			return true, proven || time.Since(start) >= provenLifetime
 		case <-ctx.Done():
 			k.unpublish(conn)
 			conn.CloseWithError(0, "client shutting down")
-			return false
+			return false, proven
 		}
 	}
+}
+
+// hello presents the client's secret on a stream of its own, right after the
+// handshake, and returns the server's answer: nil when it is OK. The server
+// closes a session that presents no valid header within its handshake timeout
+// (see serverSession), which a session that carries no tunnel yet would not.
+func (k *sessionKeeper) hello(conn *quic.Conn) error {
+	ctx, cancel := context.WithTimeout(conn.Context(), dialTimeout)
+	defer cancel()
+	st, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return err
+	}
+	hdr, err := preamble.AppendHeader(nil, preamble.Header{Hello: true, Secret: k.secret})
+	if err != nil {
+		st.CancelWrite(quic.StreamErrorCode(preamble.CodeInternal))
+		st.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
+		return err
+	}
+	_ = st.SetDeadline(time.Now().Add(dialTimeout))
+	if _, err := st.Write(hdr); err != nil {
+		st.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
+		return err
+	}
+	_ = st.Close()
+	status, err := preamble.ReadStatus(st)
+	st.CancelRead(0)
+	if err != nil {
+		return refusal(err)
+	}
+	return status.Err()
+}
+
+// sessionGone says whether err means the whole session ended, which a stream
+// may learn a moment before the session's context does.
+func sessionGone(err error) bool {
+	var (
+		app     *quic.ApplicationError
+		trans   *quic.TransportError
+		idle    *quic.IdleTimeoutError
+		reset   *quic.StatelessResetError
+		timeout *quic.HandshakeTimeoutError
+	)
+	return errors.As(err, &app) || errors.As(err, &trans) || errors.As(err, &idle) ||
+		errors.As(err, &reset) || errors.As(err, &timeout) || errors.Is(err, quic.ErrTransportClosed)
 }
 
 func (k *sessionKeeper) dial(ctx context.Context) (*quic.Conn, error) {
@@ -104,8 +215,22 @@ func (k *sessionKeeper) dial(ctx context.Context) (*quic.Conn, error) {
 func (k *sessionKeeper) publish(conn *quic.Conn) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.conn = conn
+	k.conn, k.refused = conn, nil
 	close(k.up)
+}
+
+// refuse records that the server refused this client, and wakes every
+// application waiting for a session: until the next session is up, they fail
+// at once with err instead of waiting out SessionWait for a server that will
+// not have them.
+func (k *sessionKeeper) refuse(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.refused = err
+	if k.conn == nil { // else up is closed already, and waiters see this once it is unpublished
+		close(k.up)
+		k.up = make(chan struct{})
+	}
 }
 
 func (k *sessionKeeper) unpublish(conn *quic.Conn) {
@@ -131,10 +256,13 @@ func (k *sessionKeeper) live() []*quic.Conn {
 func (k *sessionKeeper) get(ctx context.Context) (*quic.Conn, error) {
 	for {
 		k.mu.Lock()
-		conn, up := k.conn, k.up
+		conn, up, refused := k.conn, k.up, k.refused
 		k.mu.Unlock()
 		if conn != nil && conn.Context().Err() == nil {
 			return conn, nil
+		}
+		if conn == nil && refused != nil {
+			return nil, refused
 		}
 		if conn != nil {
 			// Dead but not yet noticed by run: wait for run to replace it.

@@ -6,7 +6,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"time"
 
@@ -43,7 +42,8 @@ type flags struct {
 	MaxTunnels           int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\" (default ${default}; 0 means the default)."`
 	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session (default ${default}; 0 means the default)."`
 	MaxPreambleSize      int           `default:"16384" help:"Largest tunnel header (token plus secret) in bytes, at most 16384 (default ${default}; 0 means the default)."`
-	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and a new tunnel to send its header (default ${default}; 0 means the default)."`
+	MaxTokenSize         int           `help:"Largest token in bytes (default 8192, or --max-preamble-size if that is smaller; 0 means the default); a longer one is refused with \"bad token\"."`
+	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and then to present its secret; and a new tunnel to send its header (default ${default}; 0 means the default)."`
 
 	DialTimeout time.Duration `default:"5s" help:"How long to try to connect to a server application (default ${default}; 0 means the default)."`
 
@@ -99,18 +99,11 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
 		Secret: secret, Policy: pol,
 		Limits: endpoints.Limits{MaxSessions: f.MaxSessions, MaxTunnels: f.MaxTunnels,
-			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize},
+			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize, MaxTokenSize: f.MaxTokenSize},
 		Logger: log,
 	})
 	if err != nil {
 		return err
-	}
-	if !f.VerifyRemoteEndpoint && secret == nil && !isLoopback(srv.Addr()) {
-		log.Warn("ANYONE CAN USE THIS SERVER: it listens beyond loopback with neither --secret nor --verify-remote-endpoint; " +
-			"every client that can reach the port can open tunnels to every target tokens may name")
-	}
-	if pol == nil && !isLoopback(srv.Addr()) {
-		log.Warn("no --allow rules: tokens may name any target this host can reach")
 	}
 	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
 		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint,
@@ -119,9 +112,4 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log))
-}
-
-func isLoopback(a net.Addr) bool {
-	u, ok := a.(*net.UDPAddr)
-	return ok && u.IP.IsLoopback()
 }

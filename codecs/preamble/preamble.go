@@ -13,6 +13,12 @@
 //
 // Header fields are TLVs so later versions can add fields; unknown field types are
 // skipped, so an older server keeps working with a newer client.
+//
+// A hello is a header that opens no tunnel: it carries the hello field and no
+// token. The client sends one on a stream of its own right after each handshake,
+// so that a session proves its secret before any application connects; the server
+// answers it with a status frame and closes sessions that present no valid
+// header within its handshake timeout.
 package preamble
 
 import (
@@ -45,6 +51,7 @@ const (
 const (
 	fieldToken  = 0x01
 	fieldSecret = 0x02
+	fieldHello  = 0x03 // empty value
 )
 
 // Header is what a client endpoint says first on a stream.
@@ -54,6 +61,9 @@ type Header struct {
 	Token []byte
 	// Secret is the shared secret of the client, empty when none is configured.
 	Secret []byte
+	// Hello marks a header that opens no tunnel and carries no token: the
+	// client's proof, once per session, that it holds the secret.
+	Hello bool
 }
 
 // ErrMalformed wraps every decoding failure caused by the peer's bytes, so that a
@@ -62,7 +72,10 @@ var ErrMalformed = errors.New("malformed preamble")
 
 // AppendHeader appends the encoding of h to b.
 func AppendHeader(b []byte, h Header) ([]byte, error) {
-	if len(h.Token) == 0 {
+	if h.Hello && len(h.Token) > 0 {
+		return b, errors.New("preamble: a hello carries no token")
+	}
+	if !h.Hello && len(h.Token) == 0 {
 		return b, errors.New("preamble: empty token")
 	}
 	if len(h.Token) > MaxTokenLen {
@@ -71,13 +84,22 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	if len(h.Secret) > MaxSecretLen {
 		return b, fmt.Errorf("preamble: secret of %d bytes exceeds the limit of %d", len(h.Secret), MaxSecretLen)
 	}
-	bodyLen := fieldLen(fieldToken, len(h.Token))
+	bodyLen := 0
+	if h.Hello {
+		bodyLen += fieldLen(fieldHello, 0)
+	} else {
+		bodyLen += fieldLen(fieldToken, len(h.Token))
+	}
 	if len(h.Secret) > 0 {
 		bodyLen += fieldLen(fieldSecret, len(h.Secret))
 	}
 	b = append(b, Version)
 	b = quicvarint.Append(b, uint64(bodyLen))
-	b = appendField(b, fieldToken, h.Token)
+	if h.Hello {
+		b = appendField(b, fieldHello, nil)
+	} else {
+		b = appendField(b, fieldToken, h.Token)
+	}
 	if len(h.Secret) > 0 {
 		b = appendField(b, fieldSecret, h.Secret)
 	}
@@ -162,11 +184,22 @@ func ParseHeaderBody(body []byte) (Header, error) {
 				return Header{}, fmt.Errorf("%w: secret of %d bytes exceeds the limit of %d", ErrMalformed, len(v), MaxSecretLen)
 			}
 			h.Secret = v
+		case fieldHello:
+			if h.Hello {
+				return Header{}, fmt.Errorf("%w: hello given twice", ErrMalformed)
+			}
+			if len(v) != 0 {
+				return Header{}, fmt.Errorf("%w: hello field of %d bytes, want none", ErrMalformed, len(v))
+			}
+			h.Hello = true
 		default:
 			// A field from a newer version: skip it.
 		}
 	}
-	if len(h.Token) == 0 {
+	switch {
+	case h.Hello && h.Token != nil:
+		return Header{}, fmt.Errorf("%w: a hello with a token", ErrMalformed)
+	case !h.Hello && len(h.Token) == 0:
 		return Header{}, fmt.Errorf("%w: no token", ErrMalformed)
 	}
 	return h, nil

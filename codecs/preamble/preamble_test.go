@@ -13,6 +13,8 @@ func TestHeaderRoundTripLeavesApplicationBytes(t *testing.T) {
 		{Token: []byte("tcp:127.0.0.1:22")},
 		{Token: []byte("unix:/run/app.sock"), Secret: []byte("s3cret")},
 		{Token: bytes.Repeat([]byte("x"), MaxTokenLen), Secret: bytes.Repeat([]byte("y"), MaxSecretLen)},
+		{Hello: true, Secret: []byte("s3cret")},
+		{Hello: true},
 	} {
 		b, err := AppendHeader(nil, h)
 		if err != nil {
@@ -24,8 +26,8 @@ func TestHeaderRoundTripLeavesApplicationBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got.Token, h.Token) || !bytes.Equal(got.Secret, h.Secret) {
-			t.Fatalf("round trip: got %q/%q, want %q/%q", got.Token, got.Secret, h.Token, h.Secret)
+		if !bytes.Equal(got.Token, h.Token) || !bytes.Equal(got.Secret, h.Secret) || got.Hello != h.Hello {
+			t.Fatalf("round trip: got %q/%q/%v, want %q/%q/%v", got.Token, got.Secret, got.Hello, h.Token, h.Secret, h.Hello)
 		}
 		rest, _ := io.ReadAll(r)
 		if string(rest) != "application bytes" {
@@ -39,6 +41,7 @@ func TestAppendHeaderRefusesBadInput(t *testing.T) {
 		"empty token": {},
 		"long token":  {Token: make([]byte, MaxTokenLen+1)},
 		"long secret": {Token: []byte("a"), Secret: make([]byte, MaxSecretLen+1)},
+		"hello token": {Hello: true, Token: []byte("a")},
 	} {
 		if _, err := AppendHeader(nil, h); err == nil {
 			t.Errorf("%s: no error", name)
@@ -54,6 +57,9 @@ func TestReadHeaderRejectsMalformed(t *testing.T) {
 		"field overruns":   {1, 3, fieldToken, 10, 'a'},
 		"token twice":      {1, 6, fieldToken, 1, 'a', fieldToken, 1, 'b'},
 		"truncated varint": {1, 1, 0x40},
+		"hello and token":  {1, 5, fieldHello, 0, fieldToken, 1, 'a'},
+		"hello twice":      {1, 4, fieldHello, 0, fieldHello, 0},
+		"hello with value": {1, 3, fieldHello, 1, 'x'},
 	}
 	for name, b := range cases {
 		_, err := ReadHeader(bytes.NewReader(b))
@@ -107,13 +113,15 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add(ok)
 	f.Add([]byte{1, 0})
 	f.Add([]byte{1, 0xff, 0xff})
+	hello, _ := AppendHeader(nil, Header{Hello: true, Secret: []byte("k")})
+	f.Add(hello)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ReadHeader(bytes.NewReader(b))
 		if err != nil {
 			return
 		}
-		if len(h.Token) == 0 || len(h.Token) > MaxTokenLen || len(h.Secret) > MaxSecretLen {
-			t.Fatalf("accepted out-of-bounds header: token %d secret %d", len(h.Token), len(h.Secret))
+		if (len(h.Token) == 0) != h.Hello || len(h.Token) > MaxTokenLen || len(h.Secret) > MaxSecretLen {
+			t.Fatalf("accepted out-of-bounds header: token %d secret %d hello %v", len(h.Token), len(h.Secret), h.Hello)
 		}
 		// What decodes must re-encode to something that decodes the same.
 		again, err := AppendHeader(nil, h)
@@ -121,7 +129,7 @@ func FuzzReadHeader(f *testing.F) {
 			t.Fatalf("decoded header does not re-encode: %v", err)
 		}
 		h2, err := ReadHeader(bytes.NewReader(again))
-		if err != nil || !bytes.Equal(h2.Token, h.Token) || !bytes.Equal(h2.Secret, h.Secret) {
+		if err != nil || !bytes.Equal(h2.Token, h.Token) || !bytes.Equal(h2.Secret, h.Secret) || h2.Hello != h.Hello {
 			t.Fatalf("re-encoded header differs: %v", err)
 		}
 	})

@@ -2,6 +2,7 @@ package token
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -39,7 +40,9 @@ func (c cleartext) Parse(token []byte) (address.Address, error) {
 	}
 	a, err := address.Parse(text)
 	if err != nil {
-		return address.Address{}, fmt.Errorf("token: %w", err)
+		// Not address.Parse's error, which quotes the text: a token that is
+		// not an address may be a credential, and must not reach a log.
+		return address.Address{}, errors.New("token is not an address (want tcp:HOST:PORT, unix:PATH or HOST:PORT)")
 	}
 	return a, nil
 }

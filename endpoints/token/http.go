@@ -16,9 +16,11 @@ func init() { registerSource("Http", newHTTP) }
 
 // httpSource asks a web service: GET URL?addr=CLIENT-ADDR, answered with
 // {"token": "..."}. The request is bounded in time (SourceOptions.Timeout) and
-// the answer in size.
+// the answer in size. Errors name the service without the query string and user
+// info, which may hold an API key.
 type httpSource struct {
 	base    *url.URL
+	shown   string // base without user info and query, for errors
 	client  *http.Client
 	timeout time.Duration
 }
@@ -37,7 +39,8 @@ func newHTTP(raw string, o SourceOptions) (Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token source Http: %w", err)
 	}
-	return &httpSource{base: u, client: &http.Client{Timeout: timeout}, timeout: timeout}, nil
+	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return &httpSource{base: u, shown: shown.String(), client: &http.Client{Timeout: timeout}, timeout: timeout}, nil
 }
 
 func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, error) {
@@ -57,21 +60,25 @@ func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, er
 	if err != nil {
 		var ne net.Error
 		if ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout() {
-			return "", fmt.Errorf("token source Http: %s gave no answer within %v (--token-source-timeout)", h.base.Redacted(), h.timeout)
+			return "", fmt.Errorf("token source Http: %s gave no answer within %v (--token-source-timeout)", h.shown, h.timeout)
 		}
-		return "", fmt.Errorf("token source Http: %w", err)
+		// A *url.Error quotes the whole URL, query string included.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return "", fmt.Errorf("token source Http: ask %s: %w", h.shown, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPTokenBody+1))
 	if err != nil {
-		return "", fmt.Errorf("token source Http: read answer from %s: %w", h.base.Redacted(), err)
+		return "", fmt.Errorf("token source Http: read answer from %s: %w", h.shown, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("token source Http: %s answered %s", h.base.Redacted(), resp.Status)
+		return "", fmt.Errorf("token source Http: %s answered %s", h.shown, resp.Status)
 	}
 	tok, err := decodeAnswer(body)
 	if err != nil {
-		return "", fmt.Errorf("token source Http: answer from %s %w", h.base.Redacted(), err)
+		return "", fmt.Errorf("token source Http: answer from %s %w", h.shown, err)
 	}
 	return tok, nil
 }

@@ -76,5 +76,5 @@ func TestBlackHoledTargetTimesOut(t *testing.T) {
 		t.Fatalf("closed after %v: want the 400ms dial timeout, and under 2 s", took)
 	}
 	srv.waitLog(t, `level=WARN msg="tunnel refused" .*target=tcp:`+target+` status="target unreachable" err=".*i/o timeout"`)
-	cli.waitLog(t, `msg="tunnel closed" .*reason=".*server refused tunnel: target unreachable: dial tcp `+target+`: i/o timeout`)
+	cli.waitLog(t, `msg="tunnel closed" .*reason=".*server refused tunnel: target unreachable\\n`) // the dial error stays in the server's log
 }
