@@ -78,7 +78,7 @@ func BenchmarkLayerWrite(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				c.peers.lookup(c, keyOf(sink.LocalAddr()), sink.LocalAddr(), true, c.now()).state.Store(peerFramed)
+				c.peers.lookup(c, keyOf(sink.LocalAddr()), sink.LocalAddr(), weSpoke, c.now()).state.Store(peerFramed)
 				w = c
 			}
 			defer w.Close()

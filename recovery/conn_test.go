@@ -87,7 +87,7 @@ func newLink(t *testing.T, acfg, bcfg Config) *link {
 			}
 		}
 	}()
-	p := l.a.peers.lookup(l.a, keyOf(l.bSock.LocalAddr()), l.bSock.LocalAddr(), true, l.a.now())
+	p := l.a.peers.lookup(l.a, keyOf(l.bSock.LocalAddr()), l.bSock.LocalAddr(), weSpoke, l.a.now())
 	p.state.Store(peerFramed)
 	return l
 }

@@ -37,6 +37,16 @@ const (
 	offerCopies   = 32
 )
 
+// peerOrigin says who spoke first on a path, which decides how much the layer may
+// send there before the address is proven (see peer.amplification).
+type peerOrigin int
+
+const (
+	noCreate  peerOrigin = iota // look up only
+	weSpoke                     // our write made the peer: we chose the address
+	theySpoke                   // a datagram from the address made the peer
+)
+
 // peerKey identifies a remote address.
 type peerKey struct {
 	ap    netip.AddrPort
@@ -75,6 +85,17 @@ type peer struct {
 		copies int // datagrams sent in triplicate so far
 	}
 
+	// amplification bounds what the layer adds (Hellos, handshake copies) on a path
+	// that a datagram from the address opened: its source may be spoofed. quic-go
+	// sends an unproven address at most 3x what came from it (RFC 9000, section 8);
+	// the layer adds at most 1x more, until the peer answers our Hello (which
+	// proves the address and ends the copies). Without this bound the copies made
+	// a spoofed Initial worth 9x in reflected bytes.
+	amplification struct {
+		limited        bool         // a datagram opened the path (immutable)
+		received, sent atomic.Int64 // bytes from the peer; bytes the layer added
+	}
+
 	send sender
 	recv receiver
 
@@ -90,8 +111,9 @@ type peer struct {
 	peerLoss atomic.Uint64 // float64 bits: loss rate the peer reports for our sending
 }
 
-func newPeer(c *Conn, key peerKey, addr net.Addr, now time.Duration) *peer {
+func newPeer(c *Conn, key peerKey, addr net.Addr, origin peerOrigin, now time.Duration) *peer {
 	p := &peer{key: key, addr: addr}
+	p.amplification.limited = origin == theySpoke
 	var nb [8]byte
 	rand.Read(nb[:]) //nolint:errcheck // crypto/rand.Read never fails
 	p.hello.nonce = binary.BigEndian.Uint64(nb[:])
@@ -128,9 +150,10 @@ func (p *peer) rttOr(def time.Duration) time.Duration {
 	return def
 }
 
-// maybeHello offers the framing while the peer has not answered. It returns how
-// many extra copies of the datagram being written to send.
-func (p *peer) maybeHello(c *Conn, now time.Duration) (extraCopies int) {
+// maybeHello offers the framing while the peer has not answered. size is the
+// length of the datagrams being written (sent plain by the caller); it returns how
+// many extra copies of them to send.
+func (p *peer) maybeHello(c *Conn, size int, now time.Duration) (extraCopies int) {
 	p.hello.Lock()
 	defer p.hello.Unlock()
 	if p.state.Load() != peerOffering {
@@ -142,17 +165,41 @@ func (p *peer) maybeHello(c *Conn, now time.Duration) (extraCopies int) {
 		p.state.Store(peerPlain)
 		return 0
 	}
-	if p.hello.sent == 0 || now-p.hello.last >= helloInterval {
+	if (p.hello.sent == 0 || now-p.hello.last >= helloInterval) && p.mayAdd(fecframe.HelloLen) {
 		p.hello.sent++
 		p.hello.last = now
 		var b [fecframe.HelloLen]byte
 		c.inner.WriteTo(fecframe.AppendHello(b[:0], p.hello.nonce), p.addr) //nolint:errcheck // an offer; the next write retries
 	}
-	if p.hello.copies < offerCopies {
-		p.hello.copies++
-		return 2
+	for extraCopies < 2 && p.hello.copies < offerCopies && p.mayAdd(size) {
+		extraCopies++
 	}
-	return 0
+	if extraCopies > 0 {
+		p.hello.copies++
+	}
+	return extraCopies
+}
+
+// mayAdd reports whether n more bytes of the layer's own may go to the peer, and
+// counts them if so. Callers hold hello.
+func (p *peer) mayAdd(n int) bool {
+	a := &p.amplification
+	if !a.limited {
+		return true
+	}
+	if a.sent.Load()+int64(n) > a.received.Load() {
+		return false
+	}
+	a.sent.Add(int64(n))
+	return true
+}
+
+// onReceiveOffering counts a datagram from a peer we are still offering to, for the
+// amplification bound.
+func (p *peer) onReceiveOffering(n int) {
+	if p.amplification.limited {
+		p.amplification.received.Add(int64(n))
+	}
 }
 
 // onHelloAck switches our sending to framed if the peer echoed our nonce, even
@@ -198,14 +245,14 @@ type peerTable struct {
 	m  map[peerKey]*peer
 }
 
-// lookup returns the peer for addr, creating it when create is set and there is
+// lookup returns the peer for addr, creating it (unless origin is noCreate) when there is
 // room (evicting the longest-idle peer when the table is full and that peer has
 // been idle for a while). It returns nil when there is no peer.
-func (t *peerTable) lookup(c *Conn, key peerKey, addr net.Addr, create bool, now time.Duration) *peer {
+func (t *peerTable) lookup(c *Conn, key peerKey, addr net.Addr, origin peerOrigin, now time.Duration) *peer {
 	t.mu.RLock()
 	p := t.m[key]
 	t.mu.RUnlock()
-	if p != nil || !create {
+	if p != nil || origin == noCreate {
 		return p
 	}
 	t.mu.Lock()
@@ -226,7 +273,7 @@ func (t *peerTable) lookup(c *Conn, key peerKey, addr net.Addr, create bool, now
 		delete(t.m, oldest.key)
 		c.retirePeer(oldest)
 	}
-	p = newPeer(c, key, addr, now)
+	p = newPeer(c, key, addr, origin, now)
 	t.m[key] = p
 	c.flusher.wake(now + min(idleCheck, c.cfg.PeerIdle/2)) // so it is forgotten if it stays idle
 	return p

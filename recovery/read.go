@@ -149,6 +149,17 @@ func (c *Conn) process(i int, m *ipv4.Message) bool {
 	buf.n = raw.N
 	d := buf.b[:raw.N]
 	addr, p := c.peerOf(raw.Addr)
+	if p == nil && c.cfg.Mode != Off && addr != nil {
+		// The peer's first datagram: keep state from here, so that what we send
+		// back before the address is proven stays within QUIC's amplification limit.
+		p = c.peers.lookup(c, keyOf(addr), addr, theySpoke, c.now())
+		if p != nil {
+			addr = p.addr
+		}
+	}
+	if p != nil && p.state.Load() == peerOffering {
+		p.onReceiveOffering(raw.N)
+	}
 	if !fecframe.IsFramed(d) {
 		m.N = copy(m.Buffers[0], d)
 		m.Addr = addr
@@ -175,11 +186,11 @@ func (c *Conn) peerOf(a net.Addr) (net.Addr, *peer) {
 		if a == nil {
 			return a, nil
 		}
-		return a, c.peers.lookup(c, keyOf(a), a, false, 0)
+		return a, c.peers.lookup(c, keyOf(a), a, noCreate, 0)
 	}
 	ap := u.AddrPort()
 	key := peerKey{ap: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
-	if p := c.peers.lookup(c, key, nil, false, 0); p != nil {
+	if p := c.peers.lookup(c, key, nil, noCreate, 0); p != nil {
 		return p.addr, p
 	}
 	return a, nil
@@ -196,7 +207,7 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 	}
 	now := c.now()
 	if p == nil {
-		p = c.peers.lookup(c, keyOf(addr), addr, true, now)
+		p = c.peers.lookup(c, keyOf(addr), addr, theySpoke, now)
 	}
 	if p != nil {
 		p.lastActive.Store(int64(now))

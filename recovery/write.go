@@ -43,13 +43,13 @@ func (c *Conn) write(b []byte, seg int, addr net.Addr) error {
 	c.stats.datagramsSent.Add(uint64((len(b) + seg - 1) / max(seg, 1)))
 	if c.cfg.Mode != Off {
 		now := c.now()
-		if p := c.peers.lookup(c, keyOf(addr), addr, true, now); p != nil {
+		if p := c.peers.lookup(c, keyOf(addr), addr, weSpoke, now); p != nil {
 			p.lastActive.Store(int64(now))
 			switch p.state.Load() {
 			case peerFramed:
 				return p.send.send(c, p, b, seg, addr)
 			case peerOffering:
-				for range p.maybeHello(c, now) {
+				for range p.maybeHello(c, len(b), now) {
 					c.writePlain(b, seg, addr) //nolint:errcheck // a copy; the original below reports errors
 				}
 			}
