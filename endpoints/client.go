@@ -162,7 +162,9 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 
 	c.log.Info("shutting down: draining tunnels", "tunnels", c.reg.Len(), "for", c.cfg.DrainTimeout)
-	drain(c.reg, c.cfg.DrainTimeout)
+	deadline := time.Now().Add(c.cfg.DrainTimeout)
+	drain(c.reg, deadline)
+	settle(c.sessions.live(), deadline)
 	stopTunnels(engine.ErrShutdown)
 	handlers.Wait()
 	stopKeeper()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/netem"
+	"github.com/quictun/quictun/recovery"
 )
 
 // transferThrough sends size random bytes through the client endpoint to a
@@ -336,4 +337,52 @@ func TestHalfOpenHandshakesCostBoundedResources(t *testing.T) {
 	// quic-go gives up on each after the handshake timeout.
 	waitUntil(t, func() bool { return srv.handshakes.pending.Load() == 0 })
 	roundTrip(t, cli.Addr(), "and after")
+}
+
+// A graceful shutdown loses no byte on a lossy link: the server application
+// writes its last bytes and closes, the tunnel ends (its stream is closed, not
+// yet acknowledged), and the server endpoint shuts down at that moment. The
+// session must not be closed before quic-go has delivered the tail, or the
+// client application gets a reset instead of the end of the data. (Without
+// the loss-recovery layer, so that quic-go has to resend the tail itself.)
+func TestShutdownDeliversTheTailOnALossyLink(t *testing.T) {
+	const size = 1 << 20
+	data := make([]byte, size)
+	rand.NewChaCha8([32]byte{7}).Read(data)
+	wrote := make(chan struct{})
+	app := startApp(t, loopbackTCP(), func(c net.Conn) {
+		c.Write(data)
+		close(wrote)
+	})
+	defer app.close()
+	lossy := func(pc net.PacketConn) net.PacketConn {
+		return netem.NewPacketConn(pc, netem.Model{Delay: 20 * time.Millisecond, Loss: 0.1}, 3)
+	}
+	off := &recovery.Config{Mode: recovery.Off}
+	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.WrapUDP, c.Recovery, c.DrainTimeout = lossy, off, 20*time.Second
+	}})
+	cli, stopClient := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String(), clientMods: func(c *ClientConfig) {
+		c.WrapUDP, c.Recovery = lossy, off
+	}})
+	defer stopClient()
+	c := dialApp(t, cli.Addr())
+	defer c.Close()
+	closeWrite(c) // the client application has nothing to send
+	received := make(chan []byte, 1)
+	go func() {
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		got, _ := io.ReadAll(c)
+		received <- got
+	}()
+	select {
+	case <-wrote:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the server application could not write its data")
+	}
+	stopServer() // graceful: the tunnel has ended or is about to
+	got := <-received
+	if len(got) != size || sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("the client application got %d of %d bytes (intact: %v)", len(got), size, len(got) == size && sha256.Sum256(got) == sha256.Sum256(data))
+	}
 }

@@ -337,7 +337,9 @@ func (s *Server) Run(ctx context.Context) error {
 	} else {
 		s.log.Info("shutting down: draining tunnels", "tunnels", s.reg.Len(), "for", s.cfg.DrainTimeout)
 	}
-	drain(s.reg, s.cfg.DrainTimeout)
+	deadline := time.Now().Add(s.cfg.DrainTimeout)
+	drain(s.reg, deadline)
+	settle(s.liveSessions(), deadline)
 	stopTunnels(engine.ErrShutdown)
 	s.closeSessions("server shutting down")
 	handlers.Wait()
@@ -348,11 +350,50 @@ func (s *Server) Run(ctx context.Context) error {
 	return failed
 }
 
-// drain waits until reg has no live tunnel or the bound passes.
-func drain(reg *engine.Registry, bound time.Duration) {
-	deadline := time.Now().Add(bound)
+// drain waits until reg has no live tunnel or the deadline passes.
+func drain(reg *engine.Registry, deadline time.Time) {
 	for reg.Len() > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// settle gives quic-go time to deliver what the drained tunnels wrote last
+// before their sessions are closed: a tunnel ends when both its directions are
+// closed, not when the peer has acknowledged the data, and a CONNECTION_CLOSE
+// throws away whatever is still unacknowledged (on a lossy link, the tail of a
+// transfer). quic-go does not expose bytes in flight; a session whose traffic
+// has stopped for four probe timeouts (a lost tail is resent at one, two and
+// four of them) has nothing left to deliver. settle returns when every session
+// is that quiet, or has ended, or at the deadline.
+func settle(sessions []*quic.Conn, deadline time.Time) {
+	type progress struct {
+		bytes uint64
+		since time.Time
+	}
+	seen := make(map[*quic.Conn]progress, len(sessions))
+	for {
+		now := time.Now()
+		settled := true
+		for _, conn := range sessions {
+			if conn.Context().Err() != nil {
+				continue
+			}
+			st := conn.ConnectionStats()
+			bytes := st.BytesSent + st.BytesReceived
+			if p, ok := seen[conn]; !ok || p.bytes != bytes {
+				seen[conn] = progress{bytes, now}
+				settled = false
+				continue
+			}
+			pto := st.SmoothedRTT + max(4*st.MeanDeviation, time.Millisecond) + 25*time.Millisecond // RFC 9002, quic-go's max ACK delay
+			if now.Sub(seen[conn].since) < max(4*pto, 100*time.Millisecond) {
+				settled = false
+			}
+		}
+		if settled || !now.Before(deadline) {
+			return
+		}
+		time.Sleep(min(10*time.Millisecond, time.Until(deadline)))
 	}
 }
 

@@ -242,7 +242,7 @@ func (k *sessionKeeper) unpublish(conn *quic.Conn) {
 	}
 }
 
-// live lists the current session, for metrics.
+// live lists the current session, for metrics and shutdown.
 func (k *sessionKeeper) live() []*quic.Conn {
 	k.mu.Lock()
 	defer k.mu.Unlock()
