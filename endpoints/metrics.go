@@ -81,6 +81,7 @@ type liveCollector struct {
 	once        sync.Once
 	descs       struct {
 		open, opened, bytes, sessions, rtt, minRTT, cwnd, sent, lost, received *prometheus.Desc
+		sniffersAbandoned, sniffersStuck                                       *prometheus.Desc
 	}
 }
 
@@ -99,13 +100,16 @@ func (c *liveCollector) init() {
 		c.descs.sent = d("quictun_session_packets_sent_total", "QUIC packets sent by each session.", "session")
 		c.descs.lost = d("quictun_session_packets_lost_total", "QUIC packets each session's sender declared lost.", "session")
 		c.descs.received = d("quictun_session_packets_received_total", "QUIC packets received by each session.", "session")
+		c.descs.sniffersAbandoned = d("quictun_sniffers_abandoned_total", "Sniffer actors that did not stop within their bound when their tunnel ended (a Sniff call that does not return).")
+		c.descs.sniffersStuck = d("quictun_sniffers_stuck", "Abandoned sniffer actors still inside their Sniff call (goroutines held by a sniffer).")
 	})
 }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.init()
 	for _, d := range []*prometheus.Desc{c.descs.open, c.descs.opened, c.descs.bytes, c.descs.sessions,
-		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received} {
+		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received,
+		c.descs.sniffersAbandoned, c.descs.sniffersStuck} {
 		ch <- d
 	}
 }
@@ -117,6 +121,8 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	up, down := c.reg.Bytes()
 	ch <- prometheus.MustNewConstMetric(c.descs.bytes, prometheus.CounterValue, float64(up), "up")
 	ch <- prometheus.MustNewConstMetric(c.descs.bytes, prometheus.CounterValue, float64(down), "down")
+	ch <- prometheus.MustNewConstMetric(c.descs.sniffersAbandoned, prometheus.CounterValue, float64(c.reg.SniffersAbandoned()))
+	ch <- prometheus.MustNewConstMetric(c.descs.sniffersStuck, prometheus.GaugeValue, float64(c.reg.SniffersStuck()))
 	conns := c.sessions()
 	ch <- prometheus.MustNewConstMetric(c.descs.sessions, prometheus.GaugeValue, float64(len(conns)))
 	seen := map[string]bool{}

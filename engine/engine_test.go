@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -154,6 +155,7 @@ func (s stuckSniffer) Sniff(c, _ []byte) sniff.Result {
 
 func TestStuckSnifferDoesNotBlockData(t *testing.T) {
 	release := make(chan struct{})
+	defer close(release) // after the checks: the goroutine must not outlive the test
 	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{stuckSniffer{release}}})
 	h := startTunnel(t, reg)
 	const size = 8 << 20
@@ -163,10 +165,134 @@ func TestStuckSnifferDoesNotBlockData(t *testing.T) {
 	if err != nil || n != size {
 		t.Fatalf("moved %d bytes, %v, with the sniffer stuck", n, err)
 	}
-	close(release)
 	h.serverApp.CloseWrite()
+	// The sniffer is still stuck: teardown must not wait for it.
 	if err := h.wait(t); err != nil {
 		t.Fatal(err)
+	}
+	if reg.Len() != 0 {
+		t.Fatal("tunnel still registered")
+	}
+	if a, s := reg.SniffersAbandoned(), reg.SniffersStuck(); a != 1 || s != 1 {
+		t.Fatalf("abandoned %d, stuck %d; want 1, 1", a, s)
+	}
+}
+
+// A stuck sniffer must not hold a killed tunnel either, and an abandoned
+// sniffer that returns at last is no longer counted as stuck.
+func TestKillWithStuckSniffer(t *testing.T) {
+	release := make(chan struct{})
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{stuckSniffer{release}}})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	start := time.Now()
+	h.tunnel.Kill()
+	if err := h.wait(t); !errors.Is(err, ErrKilled) {
+		t.Fatalf("got %v, want ErrKilled", err)
+	}
+	if d := time.Since(start); d > snifferStopBound+2*time.Second {
+		t.Fatalf("teardown took %v with a stuck sniffer", d)
+	}
+	if reg.SniffersStuck() != 1 {
+		t.Fatalf("stuck %d, want 1", reg.SniffersStuck())
+	}
+	close(release)
+	waitFor(t, func() bool { return reg.SniffersStuck() == 0 })
+	if reg.SniffersAbandoned() != 1 {
+		t.Fatalf("abandoned %d, want 1", reg.SniffersAbandoned())
+	}
+}
+
+// A healthy sniffer is waited for, not abandoned.
+func TestSlowSnifferStopsWithTheTunnel(t *testing.T) {
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{slowSniffer{20 * time.Millisecond}}})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	h.tunnel.Kill()
+	h.wait(t)
+	if reg.SniffersAbandoned() != 0 {
+		t.Fatalf("a sniffer that returns within the bound was abandoned")
+	}
+}
+
+// flipSniffer matches on the client's bytes and turns the tunnel down once
+// the server has spoken, the way SSH and RFB may; it reports each NotMine.
+type flipSniffer struct{ notMine chan struct{} }
+
+func (s flipSniffer) Name() string { return "flip" }
+func (s flipSniffer) Sniff(c, srv []byte) sniff.Result {
+	switch {
+	case len(srv) > 0:
+		select {
+		case s.notMine <- struct{}{}:
+		default:
+		}
+		return sniff.Result{Verdict: sniff.NotMine}
+	case len(c) > 0:
+		return sniff.Result{Verdict: sniff.Match, Props: map[string]string{"seen": "client"}}
+	}
+	return sniff.Result{}
+}
+
+// sshFlip is the real SSH sniffer, reporting when it turns the tunnel down.
+type sshFlip struct {
+	sniff.SSH
+	notMine chan struct{}
+}
+
+func (s sshFlip) Sniff(c, srv []byte) sniff.Result {
+	r := s.SSH.Sniff(c, srv)
+	if r.Verdict == sniff.NotMine {
+		select {
+		case s.notMine <- struct{}{}:
+		default:
+		}
+	}
+	return r
+}
+
+// A Match that the sniffer later takes back keeps its protocol and properties.
+func TestFirstMatchWins(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		sniffer       func(chan struct{}) sniff.Sniffer
+		client, serve string
+		want          map[string]string
+	}{
+		{"flip", func(ch chan struct{}) sniff.Sniffer { return flipSniffer{ch} }, "hello", "no",
+			map[string]string{"seen": "client"}},
+		{"ssh", func(ch chan struct{}) sniff.Sniffer { return sshFlip{notMine: ch} },
+			"SSH-2.0-OpenSSH_9.2p1\r\n", "SSH-garbage\r\n", map[string]string{"clientVersion": "OpenSSH_9.2p1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			notMine := make(chan struct{}, 1)
+			s := c.sniffer(notMine)
+			reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{s}})
+			h := startTunnel(t, reg)
+			h.clientApp.Write([]byte(c.client))
+			io.ReadFull(h.serverApp, make([]byte, len(c.client)))
+			waitFor(t, func() bool { p, _ := h.tunnel.Protocol(); return p == s.Name() })
+			h.serverApp.Write([]byte(c.serve))
+			io.ReadFull(h.clientApp, make([]byte, len(c.serve)))
+			select {
+			case <-notMine:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the sniffer never turned the tunnel down")
+			}
+			// Run returns only after the sniffer actor did (it is not stuck),
+			// so whatever it made of the NotMine is recorded by then.
+			h.tunnel.Kill()
+			h.wait(t)
+			if reg.SniffersAbandoned() != 0 {
+				t.Fatal("sniffer abandoned")
+			}
+			p, props := h.tunnel.Protocol()
+			if p != s.Name() || !maps.Equal(props, c.want) {
+				t.Fatalf("after NotMine: %q %v, want %q %v", p, props, s.Name(), c.want)
+			}
+		})
 	}
 }
 

@@ -52,6 +52,12 @@ type Registry struct {
 
 	opened atomic.Uint64
 	bytes  struct{ up, down atomic.Uint64 } // of tunnels that have closed
+	// sniffers counts sniffer actors that teardown abandoned (see
+	// snifferStopBound): in all, and those still inside their Sniff call.
+	sniffers struct {
+		abandoned atomic.Uint64
+		stuck     atomic.Int64
+	}
 }
 
 // NewRegistry makes an empty registry that runs tunnels with cfg.
@@ -120,6 +126,14 @@ func (r *Registry) CountWhere(match func(Info) bool) int {
 
 // Opened is the number of tunnels opened since the registry was made.
 func (r *Registry) Opened() uint64 { return r.opened.Load() }
+
+// SniffersAbandoned is the number of sniffer actors that did not stop within
+// their bound when their tunnel ended, since the registry was made.
+func (r *Registry) SniffersAbandoned() uint64 { return r.sniffers.abandoned.Load() }
+
+// SniffersStuck is the number of abandoned sniffer actors still inside a
+// Sniff call: goroutines that a registered sniffer holds.
+func (r *Registry) SniffersStuck() int64 { return r.sniffers.stuck.Load() }
 
 // Bytes is the total carried up and down by all tunnels, live and closed.
 func (r *Registry) Bytes() (up, down uint64) {
