@@ -198,7 +198,7 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	t := c.reg.Open(tunnelsCtx, engine.Info{
 		Endpoint:           engine.ClientEndpoint,
 		StreamID:           stream.StreamID(),
-		ClientAppAddr:      app.RemoteAddr().String(),
+		ClientAppAddr:      address.DisplayConn(app),
 		ServerAppAddr:      displayTarget(tok),
 		RemoteEndpointAddr: conn.RemoteAddr().String(),
 		Session:            conn.RemoteAddr().String(),
@@ -215,11 +215,12 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 }
 
 // displayTarget shows the token as the server application's address when it
-// is one (the Fixed source's usual case), and nothing otherwise: a token may be
-// a credential and must not leak into the API.
+// is one (the Fixed source's usual case), in the API's form (see
+// address.Display), and nothing otherwise: a token may be a credential and
+// must not leak into the API.
 func displayTarget(tok string) string {
 	if a, err := address.Parse(tok); err == nil {
-		return a.String()
+		return a.Display()
 	}
 	return ""
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/engine"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -267,11 +268,41 @@ func TestTCPAndUnixInEveryCombination(t *testing.T) {
 				defer c.Close()
 				msg := []byte("hello over " + clientNet + " to " + serverNet)
 				c.Write(msg)
-				closeWrite(c)
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				got, err := io.ReadAll(c)
-				if err != nil || !bytes.Equal(got, msg) {
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
 					t.Fatalf("got %q, %v", got, err)
+				}
+				// The API shows TCP addresses bare (as quic-tun does) and UNIX
+				// sockets as unix:PATH, on both endpoints.
+				wantTarget := srvApp.addr.Addr
+				if serverNet == "unix" {
+					wantTarget = "unix:" + srvApp.addr.Addr
+				}
+				wantApp := c.LocalAddr().String()
+				if clientNet == "unix" {
+					wantApp = "unix:" + listen.Addr
+				}
+				for _, side := range []struct {
+					name     string
+					snaps    []engine.Snapshot
+					app      string
+					endpoint engine.Endpoint
+				}{
+					{"client", p.client.Registry().Snapshots(), wantApp, engine.ClientEndpoint},
+					{"server", p.server.Registry().Snapshots(), "", engine.ServerEndpoint},
+				} {
+					if len(side.snaps) != 1 {
+						t.Fatalf("%s: %d tunnels", side.name, len(side.snaps))
+					}
+					in := side.snaps[0].Info
+					if in.ServerAppAddr != wantTarget || in.ClientAppAddr != side.app || in.Endpoint != side.endpoint {
+						t.Errorf("%s: serverAppAddr %q, clientAppAddr %q; want %q, %q", side.name, in.ServerAppAddr, in.ClientAppAddr, wantTarget, side.app)
+					}
+				}
+				closeWrite(c)
+				if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+					t.Fatalf("after the echo: %q, %v", rest, err)
 				}
 			})
 		}

@@ -369,7 +369,7 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	t := s.reg.Open(ctx, engine.Info{
 		Endpoint:           engine.ServerEndpoint,
 		StreamID:           int64(stream.StreamID()),
-		ServerAppAddr:      target.String(),
+		ServerAppAddr:      target.Display(),
 		RemoteEndpointAddr: sess.conn.RemoteAddr().String(),
 		Session:            sess.peer,
 	})

@@ -93,7 +93,7 @@ func TestTunnelsListGetAndKill(t *testing.T) {
 	}
 
 	app, tun, done := liveTunnel(t, reg, engine.Info{Endpoint: engine.ClientEndpoint, StreamID: 4,
-		ClientAppAddr: "127.0.0.1:5555", ServerAppAddr: "tcp:10.0.0.5:22", RemoteEndpointAddr: "198.18.0.2:7500"})
+		ClientAppAddr: "127.0.0.1:5555", ServerAppAddr: "10.0.0.5:22", RemoteEndpointAddr: "198.18.0.2:7500"})
 	app.Write([]byte("ping"))
 	io.ReadFull(app, make([]byte, 4))
 
@@ -108,7 +108,7 @@ func TestTunnelsListGetAndKill(t *testing.T) {
 	got := list[0]
 	for k, want := range map[string]any{
 		"uuid": tun.ID.String(), "streamId": 4.0, "endpoint": "client", "clientAppAddr": "127.0.0.1:5555",
-		"serverAppAddr": "tcp:10.0.0.5:22", "remoteEndpointAddr": "198.18.0.2:7500", "protocol": "",
+		"serverAppAddr": "10.0.0.5:22", "remoteEndpointAddr": "198.18.0.2:7500", "protocol": "",
 		"protocolProperties": nil, "bytesUp": 4.0, "bytesDown": 4.0, "state": "open",
 	} {
 		if got[k] != want {
