@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -310,24 +311,76 @@ func TestSnifferReportsProtocol(t *testing.T) {
 }
 
 func TestSnapshotsAndRates(t *testing.T) {
-	reg := NewRegistry(Config{})
+	// Sampling is driven by hand below, with a fake clock.
+	reg := NewRegistry(Config{RateInterval: time.Hour})
 	var hs []*tunnelHarness
 	for range 3 {
 		hs = append(hs, startTunnel(t, reg))
 	}
-	hs[0].clientApp.Write(make([]byte, 1000))
-	io.ReadFull(hs[0].serverApp, make([]byte, 1000))
 	snaps := reg.Snapshots()
 	if len(snaps) != 3 || snaps[0].ID != hs[0].tunnel.ID {
 		t.Fatalf("snapshots: %d, oldest first: %v", len(snaps), snaps[0].ID == hs[0].tunnel.ID)
 	}
-	later := hs[0].tunnel.Snapshot(hs[0].tunnel.CreatedAt.Add(2 * time.Second))
-	if later.BytesUp != 1000 || later.UpBps < 400 || later.UpBps > 600 {
-		t.Fatalf("bytes %d, rate %.0f B/s over 2 s", later.BytesUp, later.UpBps)
+	move := func(n int) {
+		hs[0].clientApp.Write(make([]byte, n))
+		io.ReadFull(hs[0].serverApp, make([]byte, n))
+	}
+	move(1000)
+	t0 := hs[0].tunnel.CreatedAt
+	reg.sample(t0.Add(2*time.Second), nil)
+	move(3000)
+	// Readers see the rate of the last sampling interval, however many of them
+	// read and however often: reading changes nothing.
+	for range 3 {
+		if s := hs[0].tunnel.Snapshot(); s.BytesUp != 4000 || s.UpBps != 500 || s.DownBps != 0 {
+			t.Fatalf("bytes %d, rates %.0f/%.0f B/s, want 4000 and 500/0 (1000 B over 2 s)", s.BytesUp, s.UpBps, s.DownBps)
+		}
+	}
+	reg.sample(t0.Add(3*time.Second), nil)
+	if s := reg.Snapshots()[0]; s.UpBps != 3000 {
+		t.Fatalf("rate %.0f B/s, want 3000 (3000 B over the last 1 s)", s.UpBps)
+	}
+	reg.sample(t0.Add(5*time.Second), nil)
+	if s := reg.Snapshots()[0]; s.UpBps != 0 {
+		t.Fatalf("rate %.0f B/s after an idle interval, want 0", s.UpBps)
 	}
 	for _, h := range hs {
 		h.tunnel.Kill()
 		h.wait(t)
+	}
+}
+
+// The registry's sampler runs on its own while tunnels are live, and stops
+// (goleak checks) once the last one is gone.
+func TestRateSamplerRunsWithTunnels(t *testing.T) {
+	reg := NewRegistry(Config{RateInterval: 20 * time.Millisecond})
+	for round := range 2 { // the sampler stops with the last tunnel and starts with the next
+		h := startTunnel(t, reg)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h.clientApp.Write(buf)
+				io.ReadFull(h.serverApp, buf)
+			}
+		})
+		waitFor(t, func() bool { return h.tunnel.Snapshot().UpBps > 0 })
+		close(stop)
+		wg.Wait()
+		h.tunnel.Kill()
+		h.wait(t)
+		reg.mu.RLock()
+		running := reg.sampler != nil
+		reg.mu.RUnlock()
+		if running {
+			t.Fatalf("round %d: sampler still set with no tunnel", round)
+		}
 	}
 }
 

@@ -167,7 +167,7 @@ func (s *Server) tunnel(ctx *fasthttp.RequestCtx, idText string) {
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"uuid": id.String(), "status": "closing"})
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, toJSON(t.Snapshot(time.Now())))
+	writeJSON(ctx, fasthttp.StatusOK, toJSON(t.Snapshot()))
 }
 
 // authorized compares hashes in constant time, so neither the token nor its
