@@ -205,6 +205,12 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	})
 	log = log.With("tunnel", t.ID, "stream", stream.StreamID())
 	log.Debug("tunnel opened")
+	// A replay moves the tunnel to a stream of the next session: the API
+	// shows that one from then on.
+	stream.replayed = func(st *quic.Stream, conn *quic.Conn) {
+		t.SetStream(int64(st.StreamID()), conn.RemoteAddr().String())
+		log.Info("tunnel replayed on a new session", "new_stream", int64(st.StreamID()))
+	}
 	err = t.Run(engine.ConnSide(app), stream)
 	if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
 		c.metrics.failedWith(se.Status.Code)

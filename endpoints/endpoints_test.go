@@ -620,6 +620,7 @@ func TestServerCrashTunnelReplayedOnNextSession(t *testing.T) {
 		buf := make([]byte, 5)
 		io.ReadFull(c, buf)
 		c.Write(append([]byte("echo:"), buf...))
+		io.Copy(io.Discard, c) // hold the tunnel until the client is done
 	})
 	defer app.close()
 	stateDir := t.TempDir()
@@ -627,26 +628,40 @@ func TestServerCrashTunnelReplayedOnNextSession(t *testing.T) {
 	udpAddr := srv.Addr().String()
 	cli, stopClient := startClient(t, udpAddr, pairOptions{token: app.addr.String()})
 	defer stopClient()
-	ask := func() string {
+	// ask sends through a new tunnel, then runs inspect while it is live.
+	ask := func(inspect func()) string {
 		c := dialApp(t, cli.Addr())
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(8 * time.Second))
 		c.Write([]byte("hello"))
-		b, err := io.ReadAll(c)
-		if err != nil {
+		b := make([]byte, len("echo:hello"))
+		if _, err := io.ReadFull(c, b); err != nil {
 			return err.Error()
 		}
+		inspect()
 		return string(b)
 	}
-	if got := ask(); got != "echo:hello" {
+	if got := ask(func() {}); got != "echo:hello" {
 		t.Fatalf("before the crash: %q", got)
 	}
 	// Crash: the transport goes without CONNECTION_CLOSE to anyone.
 	srv.tr.Close()
 	stopServer()
-	_, stopServer = startServer(t, pairOptions{stateDir: stateDir, serverUDP: udpAddr})
+	srv, stopServer = startServer(t, pairOptions{stateDir: stateDir, serverUDP: udpAddr})
 	defer stopServer()
-	if got := ask(); got != "echo:hello" {
+	got := ask(func() {
+		// The client's view of the tunnel follows it to the new session's
+		// stream: the same stream the new server sees.
+		c, s := cli.Registry().Snapshots(), srv.Registry().Snapshots()
+		if len(c) != 1 || len(s) != 1 {
+			t.Fatalf("%d tunnels on the client, %d on the server", len(c), len(s))
+		}
+		if c[0].Info.StreamID != s[0].Info.StreamID || c[0].Info.RemoteEndpointAddr != srv.Addr().String() {
+			t.Errorf("client shows stream %d at %s; the server has stream %d at %s", c[0].Info.StreamID,
+				c[0].Info.RemoteEndpointAddr, s[0].Info.StreamID, srv.Addr())
+		}
+	})
+	if got != "echo:hello" {
 		t.Fatalf("first connection after the restart: %q", got)
 	}
 }

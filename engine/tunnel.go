@@ -19,7 +19,8 @@ const (
 	ServerEndpoint Endpoint = "server"
 )
 
-// Info is what is known about a tunnel when it opens; it never changes after.
+// Info is what is known about a tunnel when it opens. Only the stream can
+// change after (see SetStream); Info itself never does.
 type Info struct {
 	Endpoint           Endpoint
 	StreamID           int64
@@ -53,6 +54,10 @@ type Tunnel struct {
 	halfClosed   atomic.Bool
 	closing      atomic.Bool
 
+	// stream is the current stream when it is no longer the one in Info (a
+	// client's tunnel replayed on a new session); nil until then.
+	stream atomic.Pointer[streamRef]
+
 	sniffed struct {
 		sync.Mutex
 		protocol string
@@ -79,6 +84,19 @@ var ErrKilled = errors.New("closed by operator")
 
 // Kill closes the tunnel: both the application and the stream are aborted.
 func (t *Tunnel) Kill() { t.kill(ErrKilled) }
+
+// streamRef is the stream a tunnel rides on now.
+type streamRef struct {
+	id     int64
+	remote string
+}
+
+// SetStream records that the tunnel now rides on another stream: the client
+// replays a tunnel whose session turned out dead on the next one. Snapshots
+// show the new stream's ID and remote endpoint address from then on.
+func (t *Tunnel) SetStream(streamID int64, remoteEndpointAddr string) {
+	t.stream.Store(&streamRef{id: streamID, remote: remoteEndpointAddr})
+}
 
 // SetProtocol records what the sniffer found.
 func (t *Tunnel) SetProtocol(name string, props map[string]string) {
@@ -162,8 +180,12 @@ func (t *Tunnel) Snapshot() Snapshot {
 	if ns := t.lastActivity.Load(); ns != 0 {
 		last = time.Unix(0, ns)
 	}
+	info := t.Info
+	if st := t.stream.Load(); st != nil {
+		info.StreamID, info.RemoteEndpointAddr = st.id, st.remote
+	}
 	return Snapshot{
-		ID: t.ID, Info: t.Info, CreatedAt: t.CreatedAt, State: t.State(),
+		ID: t.ID, Info: info, CreatedAt: t.CreatedAt, State: t.State(),
 		Protocol: proto, Props: props,
 		BytesUp: up, BytesDown: down, UpBps: upBps, DownBps: downBps,
 		LastActivity: last,
