@@ -220,18 +220,25 @@ func (r *Registry) Bytes() (up, down uint64) {
 	return up, down
 }
 
-// Snapshots copies every live tunnel, oldest first.
-func (r *Registry) Snapshots() []Snapshot {
+// Tunnels lists the live tunnels, oldest first. It copies only pointers, so a
+// caller can snapshot them one at a time (the API streams /tunnels that way).
+func (r *Registry) Tunnels() []*Tunnel {
 	r.mu.RLock()
 	ts := make([]*Tunnel, 0, len(r.tunnels))
 	for _, t := range r.tunnels {
 		ts = append(ts, t)
 	}
 	r.mu.RUnlock()
+	slices.SortFunc(ts, func(a, b *Tunnel) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return ts
+}
+
+// Snapshots copies every live tunnel, oldest first.
+func (r *Registry) Snapshots() []Snapshot {
+	ts := r.Tunnels()
 	out := make([]Snapshot, len(ts))
 	for i, t := range ts {
 		out[i] = t.Snapshot()
 	}
-	slices.SortFunc(out, func(a, b Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out
 }

@@ -54,10 +54,19 @@ func liveTunnel(t *testing.T, reg *engine.Registry, info engine.Info) (clientApp
 
 func startAPI(t *testing.T, o Options) string {
 	t.Helper()
+	return startAPIWith(t, o, nil)
+}
+
+// startAPIWith lets tune change the server's limits before it serves.
+func startAPIWith(t *testing.T, o Options, tune func(*Server)) string {
+	t.Helper()
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := Listen("127.0.0.1:0", o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tune != nil {
+		tune(s)
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve() }()
@@ -226,10 +235,6 @@ func TestSlowClientsDoNotBlockTheAPI(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("answer took %v behind slow clients", d)
-	}
-	huge := strings.Repeat("a", 64<<10)
-	if code, _, _ := call(t, "GET", base+"/tunnels?"+huge, ""); code < 400 {
-		t.Fatalf("64 KiB request line accepted: %d", code)
 	}
 }
 
