@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 
@@ -252,6 +254,38 @@ func (s sshFlip) Sniff(c, srv []byte) sniff.Result {
 		}
 	}
 	return r
+}
+
+// greedySniffer reports far more, and far longer, properties than allowed.
+type greedySniffer struct{}
+
+func (greedySniffer) Name() string { return "greedy" }
+func (greedySniffer) Sniff(c, _ []byte) sniff.Result {
+	props := map[string]string{}
+	for i := range 100 {
+		props[fmt.Sprintf("k%03d", i)+strings.Repeat("k", 300)] = strings.Repeat("é", 300)
+	}
+	return sniff.Result{Verdict: sniff.Match, Props: props, Done: true}
+}
+
+// What a registered sniffer reports is held to the bounds of the built-in ones.
+func TestSnifferPropsBounded(t *testing.T) {
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{greedySniffer{}}})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	waitFor(t, func() bool { p, _ := h.tunnel.Protocol(); return p == "greedy" })
+	_, props := h.tunnel.Protocol()
+	if len(props) != sniff.MaxProps {
+		t.Fatalf("%d properties kept, want %d", len(props), sniff.MaxProps)
+	}
+	for k, v := range props {
+		if !strings.HasPrefix(k, "k00") || len(k) > sniff.MaxValueLen || len(v) > sniff.MaxValueLen || !utf8.ValidString(v) {
+			t.Fatalf("kept %d-byte key %.8q..., %d-byte value (valid UTF-8: %v)", len(k), k, len(v), utf8.ValidString(v))
+		}
+	}
+	h.tunnel.Kill()
+	h.wait(t)
 }
 
 // A Match that the sniffer later takes back keeps its protocol and properties.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/quictun/quictun/codecs/sniff"
 )
@@ -178,15 +179,37 @@ func (t *Tunnel) runSniffer(ctx context.Context, tp *tap, sniffers []sniff.Sniff
 				continue
 			}
 		}
-		if props == nil || !maps.Equal(props, res.Props) {
-			props = maps.Clone(res.Props)
-			if props == nil {
-				props = map[string]string{}
-			}
+		if got := boundProps(res.Props); props == nil || !maps.Equal(props, got) {
+			props = got
 			t.SetProtocol(matched.Name(), props)
 		}
 		if res.Done {
 			return
 		}
 	}
+}
+
+// boundProps copies what a sniffer reported within the bounds the built-in
+// sniffers keep (sniff.MaxProps properties, keys and values of at most
+// sniff.MaxValueLen bytes), so that a registered sniffer cannot grow the
+// registry or the API's answers either. Past MaxProps, the first keys in
+// order are kept. It never returns nil.
+func boundProps(in map[string]string) map[string]string {
+	keys := slices.Sorted(maps.Keys(in))
+	out := make(map[string]string, min(len(keys), sniff.MaxProps))
+	for _, k := range keys[:min(len(keys), sniff.MaxProps)] {
+		out[cut(k, sniff.MaxValueLen)] = cut(in[k], sniff.MaxValueLen)
+	}
+	return out
+}
+
+// cut shortens s to at most n bytes, at a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
