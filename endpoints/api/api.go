@@ -140,8 +140,17 @@ func requestErrorStatus(err error) (int, string) {
 	return fasthttp.StatusBadRequest, "bad request: " + err.Error()
 }
 
-// Shutdown stops the API and waits for open requests.
-func (s *Server) Shutdown() error { return s.http.Shutdown() }
+// Shutdown stops the API and waits for open requests. It may come before
+// Serve has started: Serve then returns at once.
+func (s *Server) Shutdown() error {
+	err := s.http.Shutdown()
+	// fasthttp closes only the listeners that Serve has registered, so a
+	// Shutdown that came first would leave Serve accepting forever.
+	if cerr := s.ln.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	return err
+}
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())

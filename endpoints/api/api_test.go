@@ -238,6 +238,27 @@ func TestSlowClientsDoNotBlockTheAPI(t *testing.T) {
 	}
 }
 
+// An endpoint that stops at once stops its API before Serve got going; Serve
+// must still return.
+func TestShutdownBeforeServe(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", Options{Registry: engine.NewRegistry(engine.Config{}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	s.Shutdown()
+	go func() { served <- s.Serve() }()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Shutdown")
+	}
+}
+
 // loopbackIP is a random 127.x.y.z. The machine's tests leave tens of thousands
 // of loopback connections in TIME_WAIT; once the even ephemeral ports run out,
 // a dial from 127.0.0.1 can pick a source port that mirrors a TIME_WAIT entry of
