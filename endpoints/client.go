@@ -101,11 +101,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ln: ln, conn: pc, rec: rec, tr: tr,
 		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Logger),
 	}
+	hs := newHandshakes(engine.ClientEndpoint)
+	c.sessions.dialFailed = hs.failed
 	var extra []prometheus.Collector
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
 	}
-	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live, extra...)
+	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live, hs, extra...)
 	return c, nil
 }
 

@@ -146,7 +146,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: pc}
+	hs := newHandshakes(engine.ServerEndpoint)
+	tr := &quic.Transport{Conn: pc, ConnContext: hs.watch}
 	if cfg.ResetKey != nil {
 		k := quic.StatelessResetKey(*cfg.ResetKey)
 		tr.StatelessResetKey = &k
@@ -162,7 +163,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(cfg.Secret) > 0 {
 		s.secret = sha256.Sum256(cfg.Secret)
 	}
-	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
+	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
 	return s, nil
 }
 
@@ -203,6 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			break
 		}
+		s.metrics.accepted(conn)
 		sess, ok := s.trackSession(conn)
 		if !ok {
 			s.log.Warn("session refused: too many sessions", "session", sess.peer, "max", s.cfg.Limits.MaxSessions)

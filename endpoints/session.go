@@ -30,6 +30,8 @@ type sessionKeeper struct {
 	tls      *tls.Config
 	quic     *quic.Config
 	log      *slog.Logger
+	// dialFailed, when set (before run), is told of each failed dial.
+	dialFailed func(error)
 
 	mu   sync.Mutex
 	conn *quic.Conn    // nil while there is no session
@@ -49,6 +51,9 @@ func (k *sessionKeeper) run(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if k.dialFailed != nil {
+				k.dialFailed(err)
 			}
 			wait := backoff/2 + rand.N(backoff/2+1)
 			k.log.Warn("cannot reach server endpoint; retrying", "server", k.endpoint, "in", wait.Round(time.Millisecond), "err", err)
