@@ -356,8 +356,11 @@ func TestSnapshotsAndRates(t *testing.T) {
 		t.Fatalf("snapshots: %d, oldest first: %v", len(snaps), snaps[0].ID == hs[0].tunnel.ID)
 	}
 	move := func(n int) {
+		want := hs[0].tunnel.BytesUp() + uint64(n)
 		hs[0].clientApp.Write(make([]byte, n))
 		io.ReadFull(hs[0].serverApp, make([]byte, n))
+		// The pump counts a chunk after writing it on: the reader can be first.
+		waitFor(t, func() bool { return hs[0].tunnel.BytesUp() == want })
 	}
 	move(1000)
 	t0 := hs[0].tunnel.CreatedAt

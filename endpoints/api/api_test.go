@@ -105,6 +105,8 @@ func TestTunnelsListGetAndKill(t *testing.T) {
 		ClientAppAddr: "127.0.0.1:5555", ServerAppAddr: "10.0.0.5:22", RemoteEndpointAddr: "198.18.0.2:7500"})
 	app.Write([]byte("ping"))
 	io.ReadFull(app, make([]byte, 4))
+	// A pump counts a chunk after writing it on: the reader can be first.
+	waitFor(t, "the echo counted", func() bool { return tun.BytesDown() == 4 })
 
 	code, body, hdr := call(t, "GET", base+"/tunnels", "")
 	if code != 200 || hdr.Get("Content-Type") != "application/json" {
