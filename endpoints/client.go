@@ -108,11 +108,13 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ln: ln, conn: pc, rec: rec, tr: tr,
 		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Secret, cfg.Logger),
 	}
+	hs := newHandshakes(engine.ClientEndpoint)
+	c.sessions.dialFailed = hs.failed
 	var extra []prometheus.Collector
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
 	}
-	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live, extra...)
+	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live, hs, extra...)
 	return c, nil
 }
 
@@ -207,13 +209,19 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 	t := c.reg.Open(tunnelsCtx, engine.Info{
 		Endpoint:           engine.ClientEndpoint,
 		StreamID:           stream.StreamID(),
-		ClientAppAddr:      app.RemoteAddr().String(),
+		ClientAppAddr:      address.DisplayConn(app),
 		ServerAppAddr:      displayTarget(tok),
 		RemoteEndpointAddr: conn.RemoteAddr().String(),
 		Session:            conn.RemoteAddr().String(),
 	})
 	log = log.With("tunnel", t.ID, "stream", stream.StreamID())
 	log.Debug("tunnel opened")
+	// A replay moves the tunnel to a stream of the next session: the API
+	// shows that one from then on.
+	stream.replayed = func(st *quic.Stream, conn *quic.Conn) {
+		t.SetStream(int64(st.StreamID()), conn.RemoteAddr().String())
+		log.Info("tunnel replayed on a new session", "new_stream", int64(st.StreamID()))
+	}
 	err = t.Run(engine.ConnSide(app), stream)
 	// Only a refusal (the status, or a reset before it came) is a tunnel that
 	// failed to start; a reset later ended a tunnel that ran.
@@ -226,11 +234,12 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 }
 
 // displayTarget shows the token as the server application's address when it
-// is one (the Fixed source's usual case), and nothing otherwise: a token may be
-// a credential and must not leak into the API.
+// is one (the Fixed source's usual case), in the API's form (see
+// address.Display), and nothing otherwise: a token may be a credential and
+// must not leak into the API.
 func displayTarget(tok string) string {
 	if a, err := address.Parse(tok); err == nil {
-		return a.String()
+		return a.Display()
 	}
 	return ""
 }

@@ -45,6 +45,8 @@ type clientStream struct {
 	aborted    bool          // Abort was called
 	changed    chan struct{} // closed when the stream is replaced or replay is ruled out
 	status     bool          // the reader has consumed the status frame (reader-only)
+	// replayed, when set (before the pumps start), is told of each new stream.
+	replayed func(*quic.Stream, *quic.Conn)
 }
 
 // openClientStream opens a stream and sends the header on it.
@@ -164,6 +166,9 @@ func (s *clientStream) replay() error {
 			close(s.changed)
 			s.changed = make(chan struct{})
 			s.mu.Unlock()
+			if s.replayed != nil {
+				s.replayed(st, conn)
+			}
 			return nil
 		}
 		chunk := append([]byte(nil), rest...)

@@ -24,6 +24,7 @@ import (
 	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/engine"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -267,11 +268,41 @@ func TestTCPAndUnixInEveryCombination(t *testing.T) {
 				defer c.Close()
 				msg := []byte("hello over " + clientNet + " to " + serverNet)
 				c.Write(msg)
-				closeWrite(c)
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				got, err := io.ReadAll(c)
-				if err != nil || !bytes.Equal(got, msg) {
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
 					t.Fatalf("got %q, %v", got, err)
+				}
+				// The API shows TCP addresses bare (as quic-tun does) and UNIX
+				// sockets as unix:PATH, on both endpoints.
+				wantTarget := srvApp.addr.Addr
+				if serverNet == "unix" {
+					wantTarget = "unix:" + srvApp.addr.Addr
+				}
+				wantApp := c.LocalAddr().String()
+				if clientNet == "unix" {
+					wantApp = "unix:" + listen.Addr
+				}
+				for _, side := range []struct {
+					name     string
+					snaps    []engine.Snapshot
+					app      string
+					endpoint engine.Endpoint
+				}{
+					{"client", p.client.Registry().Snapshots(), wantApp, engine.ClientEndpoint},
+					{"server", p.server.Registry().Snapshots(), "", engine.ServerEndpoint},
+				} {
+					if len(side.snaps) != 1 {
+						t.Fatalf("%s: %d tunnels", side.name, len(side.snaps))
+					}
+					in := side.snaps[0].Info
+					if in.ServerAppAddr != wantTarget || in.ClientAppAddr != side.app || in.Endpoint != side.endpoint {
+						t.Errorf("%s: serverAppAddr %q, clientAppAddr %q; want %q, %q", side.name, in.ServerAppAddr, in.ClientAppAddr, wantTarget, side.app)
+					}
+				}
+				closeWrite(c)
+				if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+					t.Fatalf("after the echo: %q, %v", rest, err)
 				}
 			})
 		}
@@ -589,6 +620,7 @@ func TestServerCrashTunnelReplayedOnNextSession(t *testing.T) {
 		buf := make([]byte, 5)
 		io.ReadFull(c, buf)
 		c.Write(append([]byte("echo:"), buf...))
+		io.Copy(io.Discard, c) // hold the tunnel until the client is done
 	})
 	defer app.close()
 	stateDir := t.TempDir()
@@ -596,26 +628,40 @@ func TestServerCrashTunnelReplayedOnNextSession(t *testing.T) {
 	udpAddr := srv.Addr().String()
 	cli, stopClient := startClient(t, udpAddr, pairOptions{token: app.addr.String()})
 	defer stopClient()
-	ask := func() string {
+	// ask sends through a new tunnel, then runs inspect while it is live.
+	ask := func(inspect func()) string {
 		c := dialApp(t, cli.Addr())
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(8 * time.Second))
 		c.Write([]byte("hello"))
-		b, err := io.ReadAll(c)
-		if err != nil {
+		b := make([]byte, len("echo:hello"))
+		if _, err := io.ReadFull(c, b); err != nil {
 			return err.Error()
 		}
+		inspect()
 		return string(b)
 	}
-	if got := ask(); got != "echo:hello" {
+	if got := ask(func() {}); got != "echo:hello" {
 		t.Fatalf("before the crash: %q", got)
 	}
 	// Crash: the transport goes without CONNECTION_CLOSE to anyone.
 	srv.tr.Close()
 	stopServer()
-	_, stopServer = startServer(t, pairOptions{stateDir: stateDir, serverUDP: udpAddr})
+	srv, stopServer = startServer(t, pairOptions{stateDir: stateDir, serverUDP: udpAddr})
 	defer stopServer()
-	if got := ask(); got != "echo:hello" {
+	got := ask(func() {
+		// The client's view of the tunnel follows it to the new session's
+		// stream: the same stream the new server sees.
+		c, s := cli.Registry().Snapshots(), srv.Registry().Snapshots()
+		if len(c) != 1 || len(s) != 1 {
+			t.Fatalf("%d tunnels on the client, %d on the server", len(c), len(s))
+		}
+		if c[0].Info.StreamID != s[0].Info.StreamID || c[0].Info.RemoteEndpointAddr != srv.Addr().String() {
+			t.Errorf("client shows stream %d at %s; the server has stream %d at %s", c[0].Info.StreamID,
+				c[0].Info.RemoteEndpointAddr, s[0].Info.StreamID, srv.Addr())
+		}
+	})
+	if got != "echo:hello" {
 		t.Fatalf("first connection after the restart: %q", got)
 	}
 }

@@ -1,8 +1,14 @@
 package endpoints
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,9 +23,10 @@ import (
 // time, so the data path does nothing for a scrape that may never come; only
 // events that nothing else counts (refusals, ends by reason) are counters.
 type metrics struct {
-	registry *prometheus.Registry
-	failures *prometheus.CounterVec
-	closed   *prometheus.CounterVec
+	registry   *prometheus.Registry
+	failures   *prometheus.CounterVec
+	closed     *prometheus.CounterVec
+	handshakes *handshakes
 }
 
 // Reasons a tunnel failed to start, as counted in quictun_tunnel_failures_total.
@@ -28,10 +35,11 @@ const (
 	failNoSession = "no session"
 )
 
-func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*quic.Conn, extra ...prometheus.Collector) *metrics {
+func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*quic.Conn, hs *handshakes, extra ...prometheus.Collector) *metrics {
 	constLabels := prometheus.Labels{"endpoint": string(side)}
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
+		handshakes: hs,
+		registry:   prometheus.NewRegistry(),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "quictun_tunnel_failures_total", ConstLabels: constLabels,
 			Help: "Tunnels that failed to start, by reason (the status the server answered, or what the client lacked).",
@@ -41,7 +49,7 @@ func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*q
 			Help: "Tunnels that ended after they started, by how: clean, error, killed, idle, shutdown, peer (reset by the other endpoint).",
 		}, []string{"how"}),
 	}
-	m.registry.MustRegister(m.failures, m.closed,
+	m.registry.MustRegister(m.failures, m.closed, hs,
 		&liveCollector{reg: reg, sessions: sessions, constLabels: constLabels},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
@@ -49,6 +57,10 @@ func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*q
 	}
 	return m
 }
+
+// accepted tells the handshake count that the server accepted conn: its
+// handshake did not fail.
+func (m *metrics) accepted(conn *quic.Conn) { m.handshakes.accepted(conn) }
 
 // failed counts a tunnel that did not start.
 func (m *metrics) failed(reason string) { m.failures.WithLabelValues(reason).Inc() }
@@ -83,6 +95,7 @@ type liveCollector struct {
 	once        sync.Once
 	descs       struct {
 		open, opened, bytes, sessions, rtt, minRTT, cwnd, sent, lost, received *prometheus.Desc
+		sniffersAbandoned, sniffersStuck                                       *prometheus.Desc
 	}
 }
 
@@ -101,13 +114,16 @@ func (c *liveCollector) init() {
 		c.descs.sent = d("quictun_session_packets_sent_total", "QUIC packets sent by each session.", "session")
 		c.descs.lost = d("quictun_session_packets_lost_total", "QUIC packets each session's sender declared lost.", "session")
 		c.descs.received = d("quictun_session_packets_received_total", "QUIC packets received by each session.", "session")
+		c.descs.sniffersAbandoned = d("quictun_sniffers_abandoned_total", "Sniffer actors that did not stop within their bound when their tunnel ended (a Sniff call that does not return).")
+		c.descs.sniffersStuck = d("quictun_sniffers_stuck", "Abandoned sniffer actors still inside their Sniff call (goroutines held by a sniffer).")
 	})
 }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.init()
 	for _, d := range []*prometheus.Desc{c.descs.open, c.descs.opened, c.descs.bytes, c.descs.sessions,
-		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received} {
+		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received,
+		c.descs.sniffersAbandoned, c.descs.sniffersStuck} {
 		ch <- d
 	}
 }
@@ -119,6 +135,8 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	up, down := c.reg.Bytes()
 	ch <- prometheus.MustNewConstMetric(c.descs.bytes, prometheus.CounterValue, float64(up), "up")
 	ch <- prometheus.MustNewConstMetric(c.descs.bytes, prometheus.CounterValue, float64(down), "down")
+	ch <- prometheus.MustNewConstMetric(c.descs.sniffersAbandoned, prometheus.CounterValue, float64(c.reg.SniffersAbandoned()))
+	ch <- prometheus.MustNewConstMetric(c.descs.sniffersStuck, prometheus.GaugeValue, float64(c.reg.SniffersStuck()))
 	conns := c.sessions()
 	ch <- prometheus.MustNewConstMetric(c.descs.sessions, prometheus.GaugeValue, float64(len(conns)))
 	seen := map[string]bool{}
@@ -136,4 +154,112 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.descs.lost, prometheus.CounterValue, float64(st.PacketsLost), name)
 		ch <- prometheus.MustNewConstMetric(c.descs.received, prometheus.CounterValue, float64(st.PacketsReceived), name)
 	}
+}
+
+// handshakes counts QUIC sessions that failed their handshake, by reason
+// (quictun_handshake_failures_total). It exists before the QUIC transport,
+// whose ConnContext hook it provides on the server, and is registered with the
+// endpoint's other metrics as a collector.
+type handshakes struct {
+	*prometheus.CounterVec
+}
+
+func newHandshakes(side engine.Endpoint) *handshakes {
+	return &handshakes{prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "quictun_handshake_failures_total", ConstLabels: prometheus.Labels{"endpoint": string(side)},
+		Help: "QUIC sessions that failed their handshake, by reason: on the server every session that closed " +
+			"before it was accepted (TLS alerts sent: 'tls local', received: 'tls remote'; timeouts); on the client every failed dial.",
+	}, []string{"reason"})}
+}
+
+// failed counts a failed handshake.
+func (h *handshakes) failed(err error) { h.WithLabelValues(handshakeReason(err)).Inc() }
+
+// handshakeWatch rides in a server session's context until the server
+// accepts the session.
+type handshakeWatch struct{ accepted atomic.Bool }
+
+type handshakeWatchKey struct{}
+
+// watch is the server transport's ConnContext hook: quic-go calls it for each
+// new session and cancels ctx, with the cause, when that session closes, also
+// when its handshake failed (nothing else in quic-go hears of those). A
+// session that closes before the server accepted it (see accepted) is
+// counted. A stalled handshake ends by the handshake's idle timeout, so the
+// cause alone would not tell.
+func (h *handshakes) watch(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
+	w := &handshakeWatch{}
+	context.AfterFunc(ctx, func() {
+		if !w.accepted.Load() {
+			h.failed(context.Cause(ctx))
+		}
+	})
+	return context.WithValue(ctx, handshakeWatchKey{}, w), nil
+}
+
+// accepted marks a session whose handshake completed: quic-go hands a server
+// only those.
+func (h *handshakes) accepted(conn *quic.Conn) {
+	if w, ok := conn.Context().Value(handshakeWatchKey{}).(*handshakeWatch); ok {
+		w.accepted.Store(true)
+	}
+}
+
+// handshakeReason names why a handshake failed, from a small set of values
+// (TLS alerts are named by crypto/tls).
+func handshakeReason(err error) string {
+	var (
+		version   *quic.VersionNegotiationError
+		timeout   *quic.HandshakeTimeoutError
+		idle      *quic.IdleTimeoutError
+		reset     *quic.StatelessResetError
+		te        *quic.TransportError
+		app       *quic.ApplicationError
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		dns       *net.DNSError
+		netErr    net.Error
+	)
+	switch {
+	case errors.As(err, &version):
+		return "version negotiation"
+	case errors.As(err, &timeout), errors.As(err, &idle):
+		// Until the handshake completes, quic-go's idle timeout is the
+		// handshake's: a peer that fell silent mid-handshake.
+		return "handshake timeout"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	// Go's own check of a certificate chain (--ca-file, or the server's
+	// check of client certificates under mutual TLS).
+	case errors.As(err, &unknownCA):
+		return "unknown CA"
+	case errors.As(err, &hostname):
+		return "certificate name mismatch"
+	case errors.As(err, &invalid):
+		return "certificate invalid"
+	case errors.As(err, &te) && te.ErrorCode.IsCryptoError():
+		// The client's own checks of the server's key (endpoints/trust).
+		if msg := te.Error(); !te.Remote && strings.Contains(msg, "does not match the pinned fingerprint") {
+			return "pin mismatch"
+		} else if !te.Remote && strings.Contains(msg, "SERVER KEY CHANGED") {
+			return "server key changed"
+		}
+		side := "tls local: "
+		if te.Remote {
+			side = "tls remote: "
+		}
+		return side + strings.TrimPrefix(tls.AlertError(te.ErrorCode-0x100).Error(), "tls: ")
+	case errors.As(err, &te):
+		return "transport error"
+	case errors.As(err, &reset):
+		return "stateless reset"
+	case errors.As(err, &app):
+		return "closed"
+	case errors.As(err, &dns):
+		return "resolve"
+	case errors.As(err, &netErr):
+		return "network"
+	}
+	return "other"
 }

@@ -220,7 +220,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	gate := &handshakeGate{limit: maxPendingHandshakes, log: cfg.Logger}
-	tr := &quic.Transport{Conn: pc, ConnContext: gate.started, VerifySourceAddress: gate.crowded}
+	hs := newHandshakes(engine.ServerEndpoint)
+	tr := &quic.Transport{Conn: pc, VerifySourceAddress: gate.crowded,
+		ConnContext: func(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+			ctx, err := gate.started(ctx, info) // counts it against the pending handshakes
+			if err != nil {
+				return ctx, err
+			}
+			return hs.watch(ctx, info) // counts its failure by reason
+		}}
 	if cfg.ResetKey != nil {
 		k := quic.StatelessResetKey(*cfg.ResetKey)
 		tr.StatelessResetKey = &k
@@ -236,7 +244,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(cfg.Secret) > 0 {
 		s.secret = sha256.Sum256(cfg.Secret)
 	}
-	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
+	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
 	warnIfOpen(s.log, s.Addr(), &cfg)
 	return s, nil
 }
@@ -321,6 +329,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			break
 		}
+		s.metrics.accepted(conn)
 		sess, ok := s.trackSession(conn)
 		if !ok {
 			s.log.Warn("session refused: too many sessions", "session", sess.peer, "max", s.cfg.Limits.MaxSessions)
@@ -598,7 +607,7 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	t := s.reg.Open(ctx, engine.Info{
 		Endpoint:           engine.ServerEndpoint,
 		StreamID:           int64(stream.StreamID()),
-		ServerAppAddr:      target.String(),
+		ServerAppAddr:      target.Display(),
 		RemoteEndpointAddr: sess.conn.RemoteAddr().String(),
 		Session:            sess.peer,
 	})

@@ -56,6 +56,8 @@ type sessionKeeper struct {
 	quic     *quic.Config
 	secret   []byte // sent in each session's hello
 	log      *slog.Logger
+	// dialFailed, when set (before run), is told of each failed dial.
+	dialFailed func(error)
 
 	mu      sync.Mutex
 	conn    *quic.Conn    // nil while there is no session
@@ -83,6 +85,8 @@ func (k *sessionKeeper) run(ctx context.Context) {
 			}
 		} else if ctx.Err() != nil {
 			return
+		} else if k.dialFailed != nil {
+			k.dialFailed(err)
 		}
 		wait := backoff.next()
 		if err != nil {

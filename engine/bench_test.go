@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/quictun/quictun/codecs/sniff"
 )
@@ -79,7 +80,30 @@ func BenchmarkRelayTunnelStuckSniffer(b *testing.B) {
 		t := reg.Open(b.Context(), Info{})
 		done := make(chan struct{})
 		go func() { t.Run(ConnSide(client), ConnSide(server)); close(done) }()
-		// Teardown waits for the sniffer actor: let it go once the data is through.
-		return func() { close(release); <-done }
+		// Teardown must not wait for the stuck sniffer: it is let go only
+		// after the tunnel has ended (so that it does not outlive the test).
+		return func() { <-done; close(release) }
+	})
+}
+
+// slowSniffer takes delay per call and never decides: the sniffer actor falls
+// behind the data, the pumps must not.
+type slowSniffer struct{ delay time.Duration }
+
+func (s slowSniffer) Name() string { return "slow" }
+func (s slowSniffer) Sniff(_, _ []byte) sniff.Result {
+	time.Sleep(s.delay)
+	return sniff.Result{Verdict: sniff.Undecided}
+}
+
+// BenchmarkRelayTunnelSlowSniffer has a sniffer that sleeps 10 ms per call:
+// throughput must match BenchmarkRelayTunnel.
+func BenchmarkRelayTunnelSlowSniffer(b *testing.B) {
+	benchmarkRelay(b, func(b *testing.B, client, server *net.TCPConn) func() {
+		reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{slowSniffer{10 * time.Millisecond}}})
+		t := reg.Open(b.Context(), Info{})
+		done := make(chan struct{})
+		go func() { t.Run(ConnSide(client), ConnSide(server)); close(done) }()
+		return func() { <-done }
 	})
 }

@@ -3,13 +3,17 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 
@@ -154,6 +158,7 @@ func (s stuckSniffer) Sniff(c, _ []byte) sniff.Result {
 
 func TestStuckSnifferDoesNotBlockData(t *testing.T) {
 	release := make(chan struct{})
+	defer close(release) // after the checks: the goroutine must not outlive the test
 	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{stuckSniffer{release}}})
 	h := startTunnel(t, reg)
 	const size = 8 << 20
@@ -163,10 +168,166 @@ func TestStuckSnifferDoesNotBlockData(t *testing.T) {
 	if err != nil || n != size {
 		t.Fatalf("moved %d bytes, %v, with the sniffer stuck", n, err)
 	}
-	close(release)
 	h.serverApp.CloseWrite()
+	// The sniffer is still stuck: teardown must not wait for it.
 	if err := h.wait(t); err != nil {
 		t.Fatal(err)
+	}
+	if reg.Len() != 0 {
+		t.Fatal("tunnel still registered")
+	}
+	if a, s := reg.SniffersAbandoned(), reg.SniffersStuck(); a != 1 || s != 1 {
+		t.Fatalf("abandoned %d, stuck %d; want 1, 1", a, s)
+	}
+}
+
+// A stuck sniffer must not hold a killed tunnel either, and an abandoned
+// sniffer that returns at last is no longer counted as stuck.
+func TestKillWithStuckSniffer(t *testing.T) {
+	release := make(chan struct{})
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{stuckSniffer{release}}})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	start := time.Now()
+	h.tunnel.Kill()
+	if err := h.wait(t); !errors.Is(err, ErrKilled) {
+		t.Fatalf("got %v, want ErrKilled", err)
+	}
+	if d := time.Since(start); d > snifferStopBound+2*time.Second {
+		t.Fatalf("teardown took %v with a stuck sniffer", d)
+	}
+	if reg.SniffersStuck() != 1 {
+		t.Fatalf("stuck %d, want 1", reg.SniffersStuck())
+	}
+	close(release)
+	waitFor(t, func() bool { return reg.SniffersStuck() == 0 })
+	if reg.SniffersAbandoned() != 1 {
+		t.Fatalf("abandoned %d, want 1", reg.SniffersAbandoned())
+	}
+}
+
+// A healthy sniffer is waited for, not abandoned.
+func TestSlowSnifferStopsWithTheTunnel(t *testing.T) {
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{slowSniffer{20 * time.Millisecond}}})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	h.tunnel.Kill()
+	h.wait(t)
+	if reg.SniffersAbandoned() != 0 {
+		t.Fatalf("a sniffer that returns within the bound was abandoned")
+	}
+}
+
+// flipSniffer matches on the client's bytes and turns the tunnel down once
+// the server has spoken, the way SSH and RFB may; it reports each NotMine.
+type flipSniffer struct{ notMine chan struct{} }
+
+func (s flipSniffer) Name() string { return "flip" }
+func (s flipSniffer) Sniff(c, srv []byte) sniff.Result {
+	switch {
+	case len(srv) > 0:
+		select {
+		case s.notMine <- struct{}{}:
+		default:
+		}
+		return sniff.Result{Verdict: sniff.NotMine}
+	case len(c) > 0:
+		return sniff.Result{Verdict: sniff.Match, Props: map[string]string{"seen": "client"}}
+	}
+	return sniff.Result{}
+}
+
+// sshFlip is the real SSH sniffer, reporting when it turns the tunnel down.
+type sshFlip struct {
+	sniff.SSH
+	notMine chan struct{}
+}
+
+func (s sshFlip) Sniff(c, srv []byte) sniff.Result {
+	r := s.SSH.Sniff(c, srv)
+	if r.Verdict == sniff.NotMine {
+		select {
+		case s.notMine <- struct{}{}:
+		default:
+		}
+	}
+	return r
+}
+
+// greedySniffer reports far more, and far longer, properties than allowed.
+type greedySniffer struct{}
+
+func (greedySniffer) Name() string { return "greedy" }
+func (greedySniffer) Sniff(c, _ []byte) sniff.Result {
+	props := map[string]string{}
+	for i := range 100 {
+		props[fmt.Sprintf("k%03d", i)+strings.Repeat("k", 300)] = strings.Repeat("é", 300)
+	}
+	return sniff.Result{Verdict: sniff.Match, Props: props, Done: true}
+}
+
+// What a registered sniffer reports is held to the bounds of the built-in ones.
+func TestSnifferPropsBounded(t *testing.T) {
+	reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{greedySniffer{}}})
+	h := startTunnel(t, reg)
+	h.clientApp.Write([]byte("x"))
+	io.ReadFull(h.serverApp, make([]byte, 1))
+	waitFor(t, func() bool { p, _ := h.tunnel.Protocol(); return p == "greedy" })
+	_, props := h.tunnel.Protocol()
+	if len(props) != sniff.MaxProps {
+		t.Fatalf("%d properties kept, want %d", len(props), sniff.MaxProps)
+	}
+	for k, v := range props {
+		if !strings.HasPrefix(k, "k00") || len(k) > sniff.MaxValueLen || len(v) > sniff.MaxValueLen || !utf8.ValidString(v) {
+			t.Fatalf("kept %d-byte key %.8q..., %d-byte value (valid UTF-8: %v)", len(k), k, len(v), utf8.ValidString(v))
+		}
+	}
+	h.tunnel.Kill()
+	h.wait(t)
+}
+
+// A Match that the sniffer later takes back keeps its protocol and properties.
+func TestFirstMatchWins(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		sniffer       func(chan struct{}) sniff.Sniffer
+		client, serve string
+		want          map[string]string
+	}{
+		{"flip", func(ch chan struct{}) sniff.Sniffer { return flipSniffer{ch} }, "hello", "no",
+			map[string]string{"seen": "client"}},
+		{"ssh", func(ch chan struct{}) sniff.Sniffer { return sshFlip{notMine: ch} },
+			"SSH-2.0-OpenSSH_9.2p1\r\n", "SSH-garbage\r\n", map[string]string{"clientVersion": "OpenSSH_9.2p1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			notMine := make(chan struct{}, 1)
+			s := c.sniffer(notMine)
+			reg := NewRegistry(Config{Sniffers: []sniff.Sniffer{s}})
+			h := startTunnel(t, reg)
+			h.clientApp.Write([]byte(c.client))
+			io.ReadFull(h.serverApp, make([]byte, len(c.client)))
+			waitFor(t, func() bool { p, _ := h.tunnel.Protocol(); return p == s.Name() })
+			h.serverApp.Write([]byte(c.serve))
+			io.ReadFull(h.clientApp, make([]byte, len(c.serve)))
+			select {
+			case <-notMine:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the sniffer never turned the tunnel down")
+			}
+			// Run returns only after the sniffer actor did (it is not stuck),
+			// so whatever it made of the NotMine is recorded by then.
+			h.tunnel.Kill()
+			h.wait(t)
+			if reg.SniffersAbandoned() != 0 {
+				t.Fatal("sniffer abandoned")
+			}
+			p, props := h.tunnel.Protocol()
+			if p != s.Name() || !maps.Equal(props, c.want) {
+				t.Fatalf("after NotMine: %q %v, want %q %v", p, props, s.Name(), c.want)
+			}
+		})
 	}
 }
 
@@ -184,24 +345,79 @@ func TestSnifferReportsProtocol(t *testing.T) {
 }
 
 func TestSnapshotsAndRates(t *testing.T) {
-	reg := NewRegistry(Config{})
+	// Sampling is driven by hand below, with a fake clock.
+	reg := NewRegistry(Config{RateInterval: time.Hour})
 	var hs []*tunnelHarness
 	for range 3 {
 		hs = append(hs, startTunnel(t, reg))
 	}
-	hs[0].clientApp.Write(make([]byte, 1000))
-	io.ReadFull(hs[0].serverApp, make([]byte, 1000))
 	snaps := reg.Snapshots()
 	if len(snaps) != 3 || snaps[0].ID != hs[0].tunnel.ID {
 		t.Fatalf("snapshots: %d, oldest first: %v", len(snaps), snaps[0].ID == hs[0].tunnel.ID)
 	}
-	later := hs[0].tunnel.Snapshot(hs[0].tunnel.CreatedAt.Add(2 * time.Second))
-	if later.BytesUp != 1000 || later.UpBps < 400 || later.UpBps > 600 {
-		t.Fatalf("bytes %d, rate %.0f B/s over 2 s", later.BytesUp, later.UpBps)
+	move := func(n int) {
+		want := hs[0].tunnel.BytesUp() + uint64(n)
+		hs[0].clientApp.Write(make([]byte, n))
+		io.ReadFull(hs[0].serverApp, make([]byte, n))
+		// The pump counts a chunk after writing it on: the reader can be first.
+		waitFor(t, func() bool { return hs[0].tunnel.BytesUp() == want })
+	}
+	move(1000)
+	t0 := hs[0].tunnel.CreatedAt
+	reg.sample(t0.Add(2*time.Second), nil)
+	move(3000)
+	// Readers see the rate of the last sampling interval, however many of them
+	// read and however often: reading changes nothing.
+	for range 3 {
+		if s := hs[0].tunnel.Snapshot(); s.BytesUp != 4000 || s.UpBps != 500 || s.DownBps != 0 {
+			t.Fatalf("bytes %d, rates %.0f/%.0f B/s, want 4000 and 500/0 (1000 B over 2 s)", s.BytesUp, s.UpBps, s.DownBps)
+		}
+	}
+	reg.sample(t0.Add(3*time.Second), nil)
+	if s := reg.Snapshots()[0]; s.UpBps != 3000 {
+		t.Fatalf("rate %.0f B/s, want 3000 (3000 B over the last 1 s)", s.UpBps)
+	}
+	reg.sample(t0.Add(5*time.Second), nil)
+	if s := reg.Snapshots()[0]; s.UpBps != 0 {
+		t.Fatalf("rate %.0f B/s after an idle interval, want 0", s.UpBps)
 	}
 	for _, h := range hs {
 		h.tunnel.Kill()
 		h.wait(t)
+	}
+}
+
+// The registry's sampler runs on its own while tunnels are live, and stops
+// (goleak checks) once the last one is gone.
+func TestRateSamplerRunsWithTunnels(t *testing.T) {
+	reg := NewRegistry(Config{RateInterval: 20 * time.Millisecond})
+	for round := range 2 { // the sampler stops with the last tunnel and starts with the next
+		h := startTunnel(t, reg)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			buf := make([]byte, 4096)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				h.clientApp.Write(buf)
+				io.ReadFull(h.serverApp, buf)
+			}
+		})
+		waitFor(t, func() bool { return h.tunnel.Snapshot().UpBps > 0 })
+		close(stop)
+		wg.Wait()
+		h.tunnel.Kill()
+		h.wait(t)
+		reg.mu.RLock()
+		running := reg.sampler != nil
+		reg.mu.RUnlock()
+		if running {
+			t.Fatalf("round %d: sampler still set with no tunnel", round)
+		}
 	}
 }
 

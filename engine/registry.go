@@ -27,6 +27,9 @@ type Config struct {
 	// TeardownBound is how long teardown waits for the pumps after it aborted both
 	// sides (default 5 s).
 	TeardownBound time.Duration
+	// RateInterval is how often the registry samples every tunnel's counters
+	// to derive its rates (default 1 s).
+	RateInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -39,19 +42,33 @@ func (c *Config) setDefaults() {
 	if c.TeardownBound <= 0 {
 		c.TeardownBound = 5 * time.Second
 	}
+	if c.RateInterval <= 0 {
+		c.RateInterval = time.Second
+	}
 }
 
 // Registry owns the tunnel table of one endpoint. Tunnels register when they
 // open and deregister when Run returns; the API reads snapshots without ever
 // blocking a pump (pumps do not take the registry lock).
+//
+// While any tunnel is live, the registry runs its rate sampler (see
+// runSampler): one goroutine that it starts with the first tunnel and stops,
+// and waits for, when the last one deregisters.
 type Registry struct {
 	cfg Config
 
 	mu      sync.RWMutex
 	tunnels map[uuid.UUID]*Tunnel
+	sampler *sampler // nil while no tunnel is live
 
 	opened atomic.Uint64
 	bytes  struct{ up, down atomic.Uint64 } // of tunnels that have closed
+	// sniffers counts sniffer actors that teardown abandoned (see
+	// snifferStopBound): in all, and those still inside their Sniff call.
+	sniffers struct {
+		abandoned atomic.Uint64
+		stuck     atomic.Int64
+	}
 }
 
 // NewRegistry makes an empty registry that runs tunnels with cfg.
@@ -67,6 +84,9 @@ func (r *Registry) Open(ctx context.Context, info Info) *Tunnel {
 	t.ctx, t.kill = context.WithCancelCause(ctx)
 	r.mu.Lock()
 	r.tunnels[t.ID] = t
+	if r.sampler == nil {
+		r.sampler = r.startSampler()
+	}
 	r.mu.Unlock()
 	r.opened.Add(1)
 	return t
@@ -78,7 +98,66 @@ func (r *Registry) remove(t *Tunnel) {
 	delete(r.tunnels, t.ID)
 	r.bytes.up.Add(t.bytesUp.Load())
 	r.bytes.down.Add(t.bytesDown.Load())
+	var idle *sampler
+	if len(r.tunnels) == 0 {
+		idle, r.sampler = r.sampler, nil
+	}
 	r.mu.Unlock()
+	if idle != nil {
+		// Outside the lock: a sampling round takes it.
+		idle.stop()
+	}
+}
+
+// sampler is the handle on a running rate sampler.
+type sampler struct {
+	quit chan struct{}
+	done chan struct{}
+}
+
+// startSampler starts the rate sampler; the caller holds mu.
+func (r *Registry) startSampler() *sampler {
+	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
+	go r.runSampler(s)
+	return s
+}
+
+func (s *sampler) stop() {
+	close(s.quit)
+	<-s.done
+}
+
+// runSampler is the registry's rate sampler: every RateInterval it reads the
+// counters of every live tunnel and sets each tunnel's rates to what it
+// carried since the previous round. Rates are thus the same whoever reads
+// them and however often, and the pumps only ever add to their atomics.
+func (r *Registry) runSampler(s *sampler) {
+	defer close(s.done)
+	tick := time.NewTicker(r.cfg.RateInterval)
+	defer tick.Stop()
+	var live []*Tunnel
+	for {
+		select {
+		case <-s.quit:
+			return
+		case now := <-tick.C:
+			live = r.sample(now, live[:0])
+			clear(live[:cap(live)]) // hold no tunnel between rounds
+		}
+	}
+}
+
+// sample runs one sampling round at now, using buf for the list of tunnels.
+func (r *Registry) sample(now time.Time, buf []*Tunnel) []*Tunnel {
+	r.mu.RLock()
+	for _, t := range r.tunnels {
+		buf = append(buf, t)
+	}
+	r.mu.RUnlock()
+	for _, t := range buf {
+		t.sampleRate(now)
+	}
+	return buf
 }
 
 // Get finds a live tunnel.
@@ -121,6 +200,14 @@ func (r *Registry) CountWhere(match func(Info) bool) int {
 // Opened is the number of tunnels opened since the registry was made.
 func (r *Registry) Opened() uint64 { return r.opened.Load() }
 
+// SniffersAbandoned is the number of sniffer actors that did not stop within
+// their bound when their tunnel ended, since the registry was made.
+func (r *Registry) SniffersAbandoned() uint64 { return r.sniffers.abandoned.Load() }
+
+// SniffersStuck is the number of abandoned sniffer actors still inside a
+// Sniff call: goroutines that a registered sniffer holds.
+func (r *Registry) SniffersStuck() int64 { return r.sniffers.stuck.Load() }
+
 // Bytes is the total carried up and down by all tunnels, live and closed.
 func (r *Registry) Bytes() (up, down uint64) {
 	r.mu.RLock()
@@ -133,19 +220,25 @@ func (r *Registry) Bytes() (up, down uint64) {
 	return up, down
 }
 
-// Snapshots copies every live tunnel, oldest first.
-func (r *Registry) Snapshots() []Snapshot {
+// Tunnels lists the live tunnels, oldest first. It copies only pointers, so a
+// caller can snapshot them one at a time (the API streams /tunnels that way).
+func (r *Registry) Tunnels() []*Tunnel {
 	r.mu.RLock()
 	ts := make([]*Tunnel, 0, len(r.tunnels))
 	for _, t := range r.tunnels {
 		ts = append(ts, t)
 	}
 	r.mu.RUnlock()
-	now := time.Now()
+	slices.SortFunc(ts, func(a, b *Tunnel) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return ts
+}
+
+// Snapshots copies every live tunnel, oldest first.
+func (r *Registry) Snapshots() []Snapshot {
+	ts := r.Tunnels()
 	out := make([]Snapshot, len(ts))
 	for i, t := range ts {
-		out[i] = t.Snapshot(now)
+		out[i] = t.Snapshot()
 	}
-	slices.SortFunc(out, func(a, b Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out
 }

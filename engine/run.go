@@ -26,8 +26,9 @@ var errStuck = errors.New("pumps did not stop after abort")
 // A clean end of one direction (EOF) is passed on as a half-close and the other
 // direction keeps flowing. The first error, the tunnel's context ending (kill,
 // shutdown) or the idle timeout aborts both sides at once; Run then waits for
-// both pumps, at most TeardownBound. Run returns nil after a clean close and
-// otherwise the reasons, each tagged with its direction.
+// both pumps, at most TeardownBound, and for the sniffer actor, at most
+// snifferStopBound. Run returns nil after a clean close and otherwise the
+// reasons, each tagged with its direction.
 func (t *Tunnel) Run(client, server Side) error {
 	defer t.reg.remove(t)
 	defer t.kill(nil)
@@ -45,13 +46,13 @@ func (t *Tunnel) Run(client, server Side) error {
 	stopAbort := context.AfterFunc(t.ctx, abort)
 	defer stopAbort()
 
-	var sniffing sync.WaitGroup
 	var tp *tap
 	if len(cfg.Sniffers) > 0 {
 		tp = newTap(cfg.SniffBytes)
-		sniffCtx, stopSniffer := context.WithCancel(t.ctx)
-		defer func() { stopSniffer(); sniffing.Wait() }()
-		sniffing.Go(func() { t.runSniffer(sniffCtx, tp, cfg.Sniffers, cfg.SniffWindow) })
+		// Stopped before the tunnel deregisters, but waited for only up to
+		// snifferStopBound: a Sniff call that never returns cannot hold the
+		// tunnel (see startSniffer).
+		defer t.startSniffer(tp).stop()
 	}
 
 	t.lastActivity.Store(time.Now().UnixNano())

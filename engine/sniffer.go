@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/quictun/quictun/codecs/sniff"
 )
@@ -51,9 +52,72 @@ func (tp *tap) offer(d direction, b []byte) {
 	}
 }
 
+// snifferStopBound is how long teardown waits for the sniffer actor once it
+// was told to stop. The actor checks for the stop between Sniff calls, and a
+// built-in sniffer's call takes microseconds, so a healthy actor is gone long
+// before. A registered sniffer whose call never returns cannot be stopped from
+// outside: its goroutine is abandoned, counted by the registry (see
+// Registry.SniffersAbandoned and SniffersStuck), and ends by itself if the call
+// ever returns. The tunnel deregisters and Run returns either way.
+const snifferStopBound = 250 * time.Millisecond
+
+// Life of a sniffer actor, as seen by its goroutine and by teardown; whichever
+// moves it out of snifferRunning first decides who accounts for it.
+const (
+	snifferRunning int32 = iota
+	snifferFinished
+	snifferAbandoned
+)
+
+// snifferActor is the handle the supervisor keeps on the tunnel's sniffer.
+type snifferActor struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	state  atomic.Int32
+	reg    *Registry
+}
+
+// startSniffer starts the tunnel's sniffer actor on the tap.
+func (t *Tunnel) startSniffer(tp *tap) *snifferActor {
+	cfg := &t.reg.cfg
+	ctx, cancel := context.WithCancel(t.ctx)
+	a := &snifferActor{cancel: cancel, done: make(chan struct{}), reg: t.reg}
+	go func() {
+		defer close(a.done)
+		t.runSniffer(ctx, tp, cfg.Sniffers, cfg.SniffWindow)
+		if !a.state.CompareAndSwap(snifferRunning, snifferFinished) {
+			// Teardown gave up on us earlier; we are no longer stuck.
+			a.reg.sniffers.stuck.Add(-1)
+		}
+	}()
+	return a
+}
+
+// stop tells the actor to stop and waits for it, at most snifferStopBound.
+func (a *snifferActor) stop() {
+	a.cancel()
+	timer := time.NewTimer(snifferStopBound)
+	defer timer.Stop()
+	select {
+	case <-a.done:
+	case <-timer.C:
+		if a.state.CompareAndSwap(snifferRunning, snifferAbandoned) {
+			a.reg.sniffers.abandoned.Add(1)
+			a.reg.sniffers.stuck.Add(1)
+		}
+	}
+}
+
 // runSniffer is the tunnel's sniffer actor. It runs the candidate sniffers on
 // the captured prefixes after each chunk until one has learnt all it can, none
 // is left, the window closes, or the tunnel ends.
+//
+// The first Match wins: from then on only that sniffer is asked, and its
+// verdict is not taken back. A later NotMine (SSH and RFB read both sides and
+// may turn a Match down when the other side proves not to speak the protocol)
+// ends sniffing with the protocol and the properties of its last Match; a
+// later Undecided (a sniffer bug) changes nothing. So the API never shows a
+// protocol without its properties, nor sees one vanish.
 func (t *Tunnel) runSniffer(ctx context.Context, tp *tap, sniffers []sniff.Sniffer, window time.Duration) {
 	defer tp.active.Store(false)
 	timeout := time.NewTimer(window)
@@ -85,6 +149,9 @@ func (t *Tunnel) runSniffer(ctx context.Context, tp *tap, sniffers []sniff.Sniff
 		if matched == nil {
 			for i := 0; i < len(candidates) && matched == nil; {
 				res = candidates[i].Sniff(seen[upstream], seen[downstream])
+				if ctx.Err() != nil {
+					return // a slow call outlived the tunnel
+				}
 				switch res.Verdict {
 				case sniff.NotMine:
 					candidates = slices.Delete(candidates, i, i+1)
@@ -102,16 +169,47 @@ func (t *Tunnel) runSniffer(ctx context.Context, tp *tap, sniffers []sniff.Sniff
 			}
 		} else {
 			res = matched.Sniff(seen[upstream], seen[downstream])
-		}
-		if props == nil || !maps.Equal(props, res.Props) {
-			props = maps.Clone(res.Props)
-			if props == nil {
-				props = map[string]string{}
+			if ctx.Err() != nil {
+				return
 			}
+			switch res.Verdict {
+			case sniff.NotMine:
+				return
+			case sniff.Undecided:
+				continue
+			}
+		}
+		if got := boundProps(res.Props); props == nil || !maps.Equal(props, got) {
+			props = got
 			t.SetProtocol(matched.Name(), props)
 		}
 		if res.Done {
 			return
 		}
 	}
+}
+
+// boundProps copies what a sniffer reported within the bounds the built-in
+// sniffers keep (sniff.MaxProps properties, keys and values of at most
+// sniff.MaxValueLen bytes), so that a registered sniffer cannot grow the
+// registry or the API's answers either. Past MaxProps, the first keys in
+// order are kept. It never returns nil.
+func boundProps(in map[string]string) map[string]string {
+	keys := slices.Sorted(maps.Keys(in))
+	out := make(map[string]string, min(len(keys), sniff.MaxProps))
+	for _, k := range keys[:min(len(keys), sniff.MaxProps)] {
+		out[cut(k, sniff.MaxValueLen)] = cut(in[k], sniff.MaxValueLen)
+	}
+	return out
+}
+
+// cut shortens s to at most n bytes, at a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

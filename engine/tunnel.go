@@ -19,7 +19,8 @@ const (
 	ServerEndpoint Endpoint = "server"
 )
 
-// Info is what is known about a tunnel when it opens; it never changes after.
+// Info is what is known about a tunnel when it opens. Only the stream can
+// change after (see SetStream); Info itself never does.
 type Info struct {
 	Endpoint           Endpoint
 	StreamID           int64
@@ -53,16 +54,20 @@ type Tunnel struct {
 	halfClosed   atomic.Bool
 	closing      atomic.Bool
 
+	// stream is the current stream when it is no longer the one in Info (a
+	// client's tunnel replayed on a new session); nil until then.
+	stream atomic.Pointer[streamRef]
+
 	sniffed struct {
 		sync.Mutex
 		protocol string
 		props    map[string]string
 	}
 
-	rate struct { // derived on read, see Snapshot
+	rate struct { // set by the registry's sampler, see sampleRate
 		sync.Mutex
-		at       time.Time
-		up, down uint64
+		at       time.Time // of the previous sample
+		up, down uint64    // the counters then
 		upBps    float64
 		downBps  float64
 	}
@@ -79,6 +84,19 @@ var ErrKilled = errors.New("closed by operator")
 
 // Kill closes the tunnel: both the application and the stream are aborted.
 func (t *Tunnel) Kill() { t.kill(ErrKilled) }
+
+// streamRef is the stream a tunnel rides on now.
+type streamRef struct {
+	id     int64
+	remote string
+}
+
+// SetStream records that the tunnel now rides on another stream: the client
+// replays a tunnel whose session turned out dead on the next one. Snapshots
+// show the new stream's ID and remote endpoint address from then on.
+func (t *Tunnel) SetStream(streamID int64, remoteEndpointAddr string) {
+	t.stream.Store(&streamRef{id: streamID, remote: remoteEndpointAddr})
+}
 
 // SetProtocol records what the sniffer found.
 func (t *Tunnel) SetProtocol(name string, props map[string]string) {
@@ -126,28 +144,35 @@ type Snapshot struct {
 	Props        map[string]string
 	BytesUp      uint64
 	BytesDown    uint64
-	UpBps        float64 // bytes per second, averaged since the previous sample (>= 1 s)
+	UpBps        float64 // bytes per second over the registry's last sampling interval (RateInterval)
 	DownBps      float64
 	LastActivity time.Time
 }
 
-// minRateWindow is the shortest window over which a rate is averaged, so that
-// rapid polling does not turn the rate into noise.
-const minRateWindow = time.Second
-
-// Snapshot copies the tunnel's state. Rates are derived here, from the counters,
-// so that nothing on the data path does work for an API that may never ask.
-func (t *Tunnel) Snapshot(now time.Time) Snapshot {
+// sampleRate sets the tunnel's rates to what it carried since the previous
+// sample (or since it opened), per second. Only the registry's sampler calls
+// it; the lock keeps readers from seeing half an update.
+func (t *Tunnel) sampleRate(now time.Time) {
 	up, down := t.bytesUp.Load(), t.bytesDown.Load()
 	t.rate.Lock()
+	defer t.rate.Unlock()
 	if t.rate.at.IsZero() {
-		t.rate.at, t.rate.up, t.rate.down = t.CreatedAt, 0, 0
+		t.rate.at = t.CreatedAt
 	}
-	if dt := now.Sub(t.rate.at); dt >= minRateWindow {
-		t.rate.upBps = float64(up-t.rate.up) / dt.Seconds()
-		t.rate.downBps = float64(down-t.rate.down) / dt.Seconds()
-		t.rate.at, t.rate.up, t.rate.down = now, up, down
+	dt := now.Sub(t.rate.at).Seconds()
+	if dt <= 0 {
+		return
 	}
+	t.rate.upBps = float64(up-t.rate.up) / dt
+	t.rate.downBps = float64(down-t.rate.down) / dt
+	t.rate.at, t.rate.up, t.rate.down = now, up, down
+}
+
+// Snapshot copies the tunnel's state. It changes nothing, so any number of
+// readers see the same rates.
+func (t *Tunnel) Snapshot() Snapshot {
+	up, down := t.bytesUp.Load(), t.bytesDown.Load()
+	t.rate.Lock()
 	upBps, downBps := t.rate.upBps, t.rate.downBps
 	t.rate.Unlock()
 	proto, props := t.Protocol()
@@ -155,8 +180,12 @@ func (t *Tunnel) Snapshot(now time.Time) Snapshot {
 	if ns := t.lastActivity.Load(); ns != 0 {
 		last = time.Unix(0, ns)
 	}
+	info := t.Info
+	if st := t.stream.Load(); st != nil {
+		info.StreamID, info.RemoteEndpointAddr = st.id, st.remote
+	}
 	return Snapshot{
-		ID: t.ID, Info: t.Info, CreatedAt: t.CreatedAt, State: t.State(),
+		ID: t.ID, Info: info, CreatedAt: t.CreatedAt, State: t.State(),
 		Protocol: proto, Props: props,
 		BytesUp: up, BytesDown: down, UpBps: upBps, DownBps: downBps,
 		LastActivity: last,

@@ -13,7 +13,8 @@
 // NotMine stays NotMine, Done stays Done with the same properties, a Match never goes back
 // to Undecided, and a property once reported keeps its value. (SSH and RFB, which read
 // both sides, may turn a Match into NotMine if the other side later proves not to speak
-// the protocol; real peers never do.)
+// the protocol; real peers never do. The engine keeps the first Match: such a NotMine
+// only ends sniffing, with the properties of the last Match.)
 package sniff
 
 import (

@@ -3,6 +3,7 @@ package sniff
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"math"
 	"strconv"
 )
 
@@ -119,7 +120,7 @@ func (SPICE) Sniff(fromClient, fromServer []byte) Result {
 // captured yet yields zero words for caps beyond the capture, which only delays what
 // depends on them. ok is false for a message that contradicts its own size.
 func parseSpiceCaps(link []byte, size uint32, countsAt, headerLen int) (spiceLink, bool) {
-	l := spiceLink{end: headerLen + int(size)}
+	l := spiceLink{end: spiceEnd(headerLen, size)}
 	if len(link) < countsAt+12 {
 		return l, true
 	}
@@ -137,6 +138,17 @@ func parseSpiceCaps(link []byte, size uint32, countsAt, headerLen int) (spiceLin
 		l.chanCaps0 = binary.LittleEndian.Uint32(link[chanAt:])
 	}
 	return l, true
+}
+
+// spiceEnd is headerLen + size without overflow: where int has 32 bits a size near
+// 4 GiB would wrap to a negative offset, which then indexes out of range. An end past
+// what int holds is never captured, so it is clamped to math.MaxInt.
+func spiceEnd(headerLen int, size uint32) int {
+	end := uint64(headerLen) + uint64(size)
+	if end > math.MaxInt {
+		return math.MaxInt
+	}
+	return int(end)
 }
 
 func spiceSessionID(id uint32) string {
@@ -182,7 +194,7 @@ func sniffSpiceMain(p *props, fromClient, fromServer []byte, client spiceLink) b
 	if hasCap(client.commonCaps0, spiceCapAuthSelection) && hasCap(server.commonCaps0, spiceCapAuthSelection) {
 		// The client names its auth mechanism first. SASL puts an exchange we do not
 		// follow between the reply and the link result.
-		if len(fromClient) < client.end+spiceAuthMechLen {
+		if len(fromClient)-client.end < spiceAuthMechLen {
 			return false
 		}
 		if binary.LittleEndian.Uint32(fromClient[client.end:]) == spiceAuthSASL {
@@ -190,7 +202,7 @@ func sniffSpiceMain(p *props, fromClient, fromServer []byte, client spiceLink) b
 		}
 	}
 	at := server.end
-	if len(s) < at+spiceLinkResultLen {
+	if len(s)-at < spiceLinkResultLen {
 		return false
 	}
 	if binary.LittleEndian.Uint32(s[at:]) != 0 {

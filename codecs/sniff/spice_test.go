@@ -140,3 +140,18 @@ func spiceCases() []sniffCase {
 }
 
 func TestSPICECases(t *testing.T) { runSniffCases(t, SPICE{}, spiceCases()) }
+
+// A link message whose size is near 4 GiB must not wrap the end offset where int has
+// 32 bits (GOARCH=386 go test runs this there): the message is simply never whole.
+func TestSpiceHugeLinkSize(t *testing.T) {
+	client := cat(spiceLinkMess(0, spiceChannelMain, 0, []uint32{capsMini | capsAuthSelSpice}, []uint32{capsNameUUID}), le32(1))
+	binary.LittleEndian.PutUint32(client[12:], 0xFFFFFF00)
+	server := spiceMainServer(capsMini|capsAuthSelSpice, spiceMsg(true, spiceMsgMainInit, spiceInit(1)))
+	r := SPICE{}.Sniff(client, server)
+	if r.Verdict != Match || r.Done || r.Props["sessionId"] != "" {
+		t.Fatalf("got %+v, want a Match that waits for the rest of the link message", r)
+	}
+	if end := spiceEnd(spiceLinkHeaderLen, 0xFFFFFFFF); end < spiceLinkHeaderLen {
+		t.Fatalf("spiceEnd wrapped to %d", end)
+	}
+}

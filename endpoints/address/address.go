@@ -113,6 +113,32 @@ func checkPort(port string) error {
 
 func (a Address) String() string { return a.Network + ":" + a.Addr }
 
+// Display is the address as the API shows it, in the original quic-tun's form:
+// a bare HOST:PORT for TCP ("10.0.0.5:22", "[::1]:22") and unix:PATH for a
+// UNIX socket, so that the two cannot be confused.
+func (a Address) Display() string {
+	if a.Network == TCP {
+		return a.Addr
+	}
+	return a.String()
+}
+
+// DisplayConn is the application end of an accepted connection as the API
+// shows it: the peer's HOST:PORT for TCP, and unix:PATH for a UNIX socket,
+// where the path is the peer's name or, for the usual unnamed peer, the socket
+// it connected to.
+func DisplayConn(c net.Conn) string {
+	ua, ok := c.RemoteAddr().(*net.UnixAddr)
+	if !ok {
+		return c.RemoteAddr().String()
+	}
+	name := ua.Name
+	if name == "" || name == "@" {
+		name = c.LocalAddr().String()
+	}
+	return Unix + ":" + name
+}
+
 // Dial connects to the address within timeout (and ctx).
 func (a Address) Dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}

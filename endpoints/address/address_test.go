@@ -41,6 +41,49 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestDisplay(t *testing.T) {
+	for in, want := range map[string]string{
+		"tcp:172.18.31.97:22": "172.18.31.97:22",
+		"172.18.31.97:22":     "172.18.31.97:22",
+		"tcp:[::1]:22":        "[::1]:22",
+		"tcp:db.internal:22":  "db.internal:22",
+		"unix:/run/app.sock":  "unix:/run/app.sock",
+	} {
+		a, err := Parse(in)
+		if err != nil || a.Display() != want {
+			t.Errorf("Parse(%q).Display() = %q, %v; want %q", in, a.Display(), err, want)
+		}
+	}
+}
+
+func TestDisplayConn(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, a := range []Address{{TCP, "[::1]:0"}, {Unix, filepath.Join(t.TempDir(), "app.sock")}} {
+		ln, err := a.Listen()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := c.LocalAddr().String()
+		if a.Network == Unix {
+			want = "unix:" + a.Addr
+		}
+		if got := DisplayConn(s); got != want {
+			t.Errorf("%s: DisplayConn = %q, want %q", a, got, want)
+		}
+		s.Close()
+		c.Close()
+		ln.Close()
+	}
+}
+
 func TestListenRemovesOnlyStaleSockets(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	path := filepath.Join(t.TempDir(), "app.sock")

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -37,16 +39,25 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// maxListings bounds the GET /tunnels answers in flight at once; past it a
+// listing is refused with 503. Each listing streams its tunnels one at a time:
+// it holds 8 bytes per live tunnel (the list), one tunnel's JSON (a few KiB)
+// and about 32 KiB of buffers (fasthttp's pipe of 5 x 4 KiB and its writers),
+// for at most the write timeout. So all of them together hold at most
+// maxListings x (8 B x tunnels + about 40 KiB), whatever their clients do.
+const maxListings = 16
+
 // Server serves the API of one endpoint.
 type Server struct {
-	ln      net.Listener
-	http    *fasthttp.Server
-	reg     *engine.Registry
-	status  func() any
-	metrics fasthttp.RequestHandler
-	token   [sha256.Size]byte // hash of the bearer token; zero when none
-	guarded bool
-	start   time.Time
+	ln       *limitListener
+	listings chan struct{} // a slot per GET /tunnels in flight
+	http     *fasthttp.Server
+	reg      *engine.Registry
+	status   func() any
+	metrics  fasthttp.RequestHandler
+	token    [sha256.Size]byte // hash of the bearer token; zero when none
+	guarded  bool
+	start    time.Time
 }
 
 // Listen binds the API's TCP address.
@@ -59,7 +70,8 @@ func Listen(addr string, o Options) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{ln: ln, reg: o.Registry, status: o.Status, start: time.Now()}
+	s := &Server{ln: newLimitListener(ln, maxConns, maxConnsPerIP), listings: make(chan struct{}, maxListings),
+		reg: o.Registry, status: o.Status, start: time.Now()}
 	if o.Gatherer != nil {
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
 			ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4, Timeout: 10 * time.Second,
@@ -76,16 +88,21 @@ func Listen(addr string, o Options) (*Server, error) {
 		IdleTimeout:        30 * time.Second,
 		MaxRequestBodySize: 4 << 10,
 		ReadBufferSize:     8 << 10,
-		Concurrency:        256,
-		MaxConnsPerIP:      32,
+		// The limit listener admits at most maxConns connections, so this is
+		// never reached (it only leaves room for connections that are closed
+		// but whose worker has not yet returned).
+		Concurrency: 2 * maxConns,
 		// The worker pool's cleaner sleeps this long between rounds and only
 		// sees the stop after waking, so this bounds how long it outlives
 		// Shutdown.
 		MaxIdleWorkerDuration: 100 * time.Millisecond,
 		Logger:                slogPrinter{log},
+		// Parse errors name the error, not the request's bytes.
+		SecureErrorLogMessage: true,
 		// Error pages are JSON like every other answer.
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			writeError(ctx, fasthttp.StatusBadRequest, "bad request: "+err.Error())
+			status, msg := requestErrorStatus(err)
+			writeError(ctx, status, msg)
 		},
 	}
 	return s, nil
@@ -97,14 +114,43 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve answers requests until Shutdown.
 func (s *Server) Serve() error {
 	err := s.http.Serve(s.ln)
+	// No connection is rejected after the accept loop ended: the last drains
+	// are all started.
+	s.ln.drains.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
-// Shutdown stops the API and waits for open requests.
-func (s *Server) Shutdown() error { return s.http.Shutdown() }
+// requestErrorStatus maps what fasthttp failed to read to the status it calls
+// for: a header over the read buffer is 431, a body over the limit 413, a
+// client too slow to send its request 408, anything else 400.
+func requestErrorStatus(err error) (int, string) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		return fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return fasthttp.StatusRequestEntityTooLarge, "request body too large"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return fasthttp.StatusRequestTimeout, "request not received in time"
+	}
+	return fasthttp.StatusBadRequest, "bad request: " + err.Error()
+}
+
+// Shutdown stops the API and waits for open requests. It may come before
+// Serve has started: Serve then returns at once.
+func (s *Server) Shutdown() error {
+	err := s.http.Shutdown()
+	// fasthttp closes only the listeners that Serve has registered, so a
+	// Shutdown that came first would leave Serve accepting forever.
+	if cerr := s.ln.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	return err
+}
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
@@ -118,7 +164,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		if !allow(ctx, fasthttp.MethodGet) {
 			return
 		}
-		s.metrics(ctx)
+		s.serveMetrics(ctx)
 	case path == "/healthz":
 		if !allow(ctx, fasthttp.MethodGet) {
 			return
@@ -135,16 +181,74 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		if !allow(ctx, fasthttp.MethodGet) {
 			return
 		}
-		snaps := s.reg.Snapshots()
-		out := make([]tunnelJSON, len(snaps))
-		for i, sn := range snaps {
-			out[i] = toJSON(sn)
-		}
-		writeJSON(ctx, fasthttp.StatusOK, out)
+		s.listTunnels(ctx)
 	case strings.HasPrefix(path, "/tunnels/"):
 		s.tunnel(ctx, strings.TrimPrefix(path, "/tunnels/"))
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, "no such resource: "+path)
+	}
+}
+
+// listTunnels streams the live tunnels as a JSON array, snapshotting each one
+// as it is written, so that a client reading slowly holds a bounded amount of
+// memory (see maxListings) rather than the whole answer.
+func (s *Server) listTunnels(ctx *fasthttp.RequestCtx) {
+	select {
+	case s.listings <- struct{}{}:
+	default:
+		ctx.Response.Header.Set("Retry-After", "1")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("too many /tunnels answers in flight (limit %d)", maxListings))
+		return
+	}
+	tunnels := s.reg.Tunnels()
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("application/json")
+	// fasthttp runs the writer on a goroutine of its own at once, and ends
+	// it (writes fail) when the answer is done or the connection fails.
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer func() { <-s.listings }()
+		if _, err := w.WriteString("["); err != nil {
+			return
+		}
+		for i, t := range tunnels {
+			tunnels[i] = nil // let go of each tunnel once written
+			b, err := json.MarshalIndent(toJSON(t.Snapshot()), "  ", "  ")
+			if err != nil {
+				return
+			}
+			sep := ",\n  "
+			if i == 0 {
+				sep = "\n  "
+			}
+			w.WriteString(sep)
+			// In pieces no larger than w's buffer: a larger write would go
+			// to fasthttp's pipe whole, and the pipe holds several.
+			for len(b) > 0 {
+				n := min(len(b), w.Size())
+				if _, err := w.Write(b[:n]); err != nil {
+					return
+				}
+				b = b[n:]
+			}
+		}
+		if len(tunnels) > 0 {
+			w.WriteString("\n")
+		}
+		w.WriteString("]\n")
+	})
+}
+
+// serveMetrics serves /metrics; its errors (promhttp's in-flight limit and
+// timeout, both 503) become JSON like every other error.
+func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
+	s.metrics(ctx)
+	if status := ctx.Response.StatusCode(); status >= 400 {
+		msg := strings.TrimSpace(string(ctx.Response.Body()))
+		if len(msg) > 1024 {
+			msg = msg[:1024]
+		}
+		ctx.Response.ResetBody()
+		writeError(ctx, status, "metrics: "+msg)
 	}
 }
 
@@ -167,7 +271,7 @@ func (s *Server) tunnel(ctx *fasthttp.RequestCtx, idText string) {
 		writeJSON(ctx, fasthttp.StatusOK, map[string]string{"uuid": id.String(), "status": "closing"})
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, toJSON(t.Snapshot(time.Now())))
+	writeJSON(ctx, fasthttp.StatusOK, toJSON(t.Snapshot()))
 }
 
 // authorized compares hashes in constant time, so neither the token nor its

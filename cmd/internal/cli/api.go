@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -38,6 +39,11 @@ func RunWithAPI(ctx context.Context, httpd, token string, ep Endpoint, log *slog
 		return errors.Join(&trust.OptionError{Option: "httpd-listen-on", Err: err}, ep.Run(stopped))
 	}
 	log.Info("REST API listening", "addr", srv.Addr().String())
+	if token == "" && beyondLoopback(srv.Addr()) {
+		log.Warn("ANYONE CAN USE THIS API: it listens beyond loopback without --httpd-token; "+
+			"every host that can reach the port can list tunnels, read metrics and close tunnels. "+
+			"Bind it to 127.0.0.1, set --httpd-token, or put an authenticating proxy in front", "addr", srv.Addr().String())
+	}
 	return runBeside(ctx, ep, srv, log)
 }
 
@@ -64,4 +70,12 @@ func runBeside(ctx context.Context, ep Endpoint, srv apiServer, log *slog.Logger
 		return errors.Join(runErr, fmt.Errorf("REST API stopped early: %w", err))
 	}
 	return runErr
+}
+
+// beyondLoopback says whether addr can be reached from other hosts: any
+// address but a loopback one, the unspecified address (every interface)
+// included.
+func beyondLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return !ok || !ta.IP.IsLoopback()
 }

@@ -270,7 +270,7 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 
 	var tunnels []map[string]any
 	getJSON(t, "http://"+apiAddr+"/tunnels", &tunnels)
-	if len(tunnels) != 1 || tunnels[0]["endpoint"] != "server" || tunnels[0]["serverAppAddr"] != "tcp:"+target {
+	if len(tunnels) != 1 || tunnels[0]["endpoint"] != "server" || tunnels[0]["serverAppAddr"] != target {
 		t.Fatalf("tunnels: %v", tunnels)
 	}
 	var status struct {
