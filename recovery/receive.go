@@ -107,16 +107,6 @@ type receiver struct {
 	lastWithheld    time.Duration
 	lastCongestion  time.Duration // the latest loss classified as congestion
 
-	// The second cut: quic-go's Reno answers a congestion episode with one cut to
-	// 0.7 and grows one packet per round trip, which takes ~70% of a queue it shares
-	// with a TCP cubic flow (measured: 0.70-0.72). A second withheld datagram, one
-	// that quic-go sent after its first cut (so in a new recovery epoch), makes the
-	// episode cost 0.7 x 0.7 = 0.49: the response of standard TCP to congestion.
-	// Random loss is repaired and never reaches this path.
-	secondCutPending bool
-	secondCutDue     time.Duration
-	lastSecondCut    time.Duration
-
 	retired bool // the peer is gone: keep nothing
 
 	nacks   []fecframe.NACK
@@ -222,17 +212,8 @@ func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) 
 		r.lastCongestion = now
 		r.congestionLost += uint32(gap)
 		c.stats.congestionLost.Add(uint64(gap))
-		rtt := p.rttOr(100 * time.Millisecond)
-		if !r.withholdPending && now-r.lastWithheld > rtt {
+		if !r.withholdPending && now-r.lastWithheld > p.rttOr(100*time.Millisecond) {
 			r.withholdPending, r.withholdSince = true, now
-		}
-		if !r.secondCutPending && now-r.lastSecondCut > secondCutSpacing*rtt &&
-			r.path.queueDelay() >= secondCutShare*float64(p.minRTT.Load()) {
-			// quic-go learns of this loss about half a round trip from now and cuts;
-			// what it sends after that arrives here a round trip from now at the
-			// earliest.
-			// The round trip now is the minimum plus the queue, which is full.
-			r.secondCutPending, r.secondCutDue = true, now+(time.Duration(p.minRTT.Load())+time.Duration(r.path.queueDelay()))*3/2
 		}
 	case gap > 0:
 		c.stats.ambiguousLost.Add(uint64(gap))
@@ -263,26 +244,8 @@ func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now 
 	g.data[f.Index] = buf
 	g.dataHave++
 	r.tryRebuild(c, p, e, now)
-	if r.secondCutPending && now >= r.secondCutDue {
-		r.secondCutPending = false
-		if now-r.secondCutDue < p.rttOr(100*time.Millisecond) { // else the episode is long over
-			r.lastSecondCut = now
-			c.stats.withheld.Add(1)
-			return false, true // kept for the group's repairs, hidden from quic-go
-		}
-	}
 	return true, true
 }
-
-// secondCutShare: a second cut leaves 0.49 x (1 + q/minRTT) bandwidth-delay products
-// in flight; only with a queue q of at least this share of the minimum round trip
-// does that still keep the link 90% busy. Shallower queues get the one cut.
-const secondCutShare = 0.84
-
-// secondCutSpacing: at most one second cut per this many round trips, so one
-// congestion episode (losses spread over a round trip or two) costs two cuts, not
-// more.
-const secondCutSpacing = 4
 
 // onParity takes a parity datagram and reports whether it kept buf.
 func (r *receiver) onParity(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (kept bool) {
@@ -667,9 +630,6 @@ func (m *pathMonitor) sample(ts uint32, now, minRTT time.Duration) queueState {
 	m.deep = deep
 	return m.state(q, now, minRTT)
 }
-
-// queueDelay is the smoothed queueing delay, in nanoseconds.
-func (m *pathMonitor) queueDelay() float64 { return m.smoothed * float64(time.Microsecond) }
 
 // state classifies the queue at smoothed queueing delay q.
 func (m *pathMonitor) state(q, now, minRTT time.Duration) queueState {
