@@ -63,7 +63,10 @@ type Scenario struct {
 	// QueueBDP sizes the bottleneck's drop-tail queue in bandwidth-delay products.
 	QueueBDP float64
 
-	Duration    time.Duration // of one bulk flow (goodput, fairness)
+	Duration    time.Duration // of one bulk flow (goodput, fairness), as measured
+	// Warmup runs the bulk flows this long before Duration starts counting (iperf3
+	// --omit): slow start, or two flows still finding their shares.
+	Warmup time.Duration
 	Repetitions int
 	Contenders  []string
 
@@ -174,6 +177,9 @@ func (s Scenario) Validate() error {
 	case Goodput, Fairness:
 		if s.Duration < time.Second || s.Duration > 10*time.Minute {
 			bad("duration %s must be in [1s, 10m]", s.Duration)
+		}
+		if s.Warmup < 0 || s.Warmup > 10*time.Minute || s.Warmup%time.Second != 0 {
+			bad("warmup %s must be whole seconds in [0s, 10m]", s.Warmup)
 		}
 	case Latency:
 		if s.Requests < 1 || s.Requests > 1_000_000 {

@@ -123,6 +123,7 @@ type entry struct {
 	JitterMs     *float64 `toml:"jitter_ms"`
 	QueueBDP     *float64 `toml:"queue_bdp"`
 	Duration     *string  `toml:"duration"`
+	Warmup       *string  `toml:"warmup"`
 	Repetitions  *int     `toml:"repetitions"`
 	Contenders   []string `toml:"contenders"`
 	Requests     *int     `toml:"requests"`
@@ -260,6 +261,10 @@ func expand(suite string, defaults, e entry) ([]Scenario, error) {
 	durText := first(e.Duration, defaults.Duration, "10s")
 	if base.Duration, err = time.ParseDuration(durText); err != nil {
 		return nil, fmt.Errorf("key duration: %q is not a duration like \"10s\"", durText)
+	}
+	warmText := first(e.Warmup, defaults.Warmup, "0s")
+	if base.Warmup, err = time.ParseDuration(warmText); err != nil {
+		return nil, fmt.Errorf("key warmup: %q is not a duration like \"20s\"", warmText)
 	}
 
 	var out []Scenario

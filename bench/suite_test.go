@@ -119,6 +119,7 @@ loss = [0, 0.01, 0.1]
 name = "named"
 rtt_ms = 5.5
 jitter_ms = 1
+warmup = "3s"
 [[scenario]]
 name = "many"
 kind = "scale"
@@ -144,7 +145,7 @@ total_bytes = 1000
 		t.Fatalf("ceiling = %v, want 9.9", s.CeilingMbps())
 	}
 	named := suite.Scenarios[6]
-	if named.RTT != 5500*time.Microsecond || named.Jitter != time.Millisecond {
+	if named.RTT != 5500*time.Microsecond || named.Jitter != time.Millisecond || named.Warmup != 3*time.Second || s.Warmup != 0 {
 		t.Fatalf("named scenario = %+v", named)
 	}
 	many := suite.Scenarios[8]
@@ -177,6 +178,8 @@ func TestParseSuiteErrorsNameTheKey(t *testing.T) {
 		{"empty list", head + "[[scenario]]\nloss = []\n", "key loss: empty list"},
 		{"negative rate", "suite = \"t\"\n[[scenario]]\nrate_mbps = -1\n", "rate_mbps -1 must be in"},
 		{"bad duration", head + "[[scenario]]\nduration = \"ten\"\n", `key duration: "ten" is not a duration`},
+		{"bad warmup", head + "[[scenario]]\nwarmup = \"soon\"\n", `key warmup: "soon" is not a duration`},
+		{"fractional warmup", head + "[[scenario]]\nwarmup = \"1.5s\"\n", "warmup 1.5s must be whole seconds"},
 		{"bad kind", head + "[[scenario]]\nkind = \"speed\"\n", `kind "speed" is not one of`},
 		{"unknown contender", head + "[[scenario]]\ncontenders = [\"wireguard\"]\n", `contenders: "wireguard" is not one of`},
 		{"duplicate contender", head + "[[scenario]]\ncontenders = [\"quictun\", \"quictun\"]\n", `"quictun" listed twice`},

@@ -73,9 +73,12 @@ type iperfClient struct {
 	out  *bytes.Buffer
 }
 
-func startIperfClient(ctx context.Context, bed Bed, dial netip.AddrPort, congestion string, d time.Duration) (*iperfClient, error) {
+func startIperfClient(ctx context.Context, bed Bed, dial netip.AddrPort, congestion string, d, warmup time.Duration) (*iperfClient, error) {
 	args := []string{"-c", dial.Addr().String(), "-p", strconv.Itoa(int(dial.Port())),
 		"-t", strconv.Itoa(int(d.Round(time.Second).Seconds())), "-J", "--connect-timeout", "10000"}
+	if warmup > 0 {
+		args = append(args, "--omit", strconv.Itoa(int(warmup.Round(time.Second).Seconds())))
+	}
 	if congestion != "" {
 		args = append(args, "-C", congestion)
 	}

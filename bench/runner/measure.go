@@ -41,7 +41,9 @@ func (m measurement) run(ctx context.Context, sample *bench.Sample) error {
 
 // flowTimeout bounds a bulk flow: its duration plus time to drain what the tunnels
 // buffered and to start and stop.
-func (m measurement) flowTimeout() time.Duration { return m.scenario.Duration + 60*time.Second }
+func (m measurement) flowTimeout() time.Duration {
+	return m.scenario.Warmup + m.scenario.Duration + 60*time.Second
+}
 
 func (m measurement) goodput(ctx context.Context, sample *bench.Sample) error {
 	server, target, err := iperfServer(ctx, m.bed)
@@ -55,7 +57,7 @@ func (m measurement) goodput(ctx context.Context, sample *bench.Sample) error {
 	}
 	defer path.Stop()
 	cpu := startCPU(path)
-	client, err := startIperfClient(ctx, m.bed, path.Dial, path.Congestion, m.scenario.Duration)
+	client, err := startIperfClient(ctx, m.bed, path.Dial, path.Congestion, m.scenario.Duration, m.scenario.Warmup)
 	if err != nil {
 		return err
 	}
@@ -90,11 +92,11 @@ func (m measurement) fairness(ctx context.Context, sample *bench.Sample) error {
 	}
 	defer path.Stop()
 	cpu := startCPU(path)
-	client, err := startIperfClient(ctx, m.bed, path.Dial, path.Congestion, m.scenario.Duration)
+	client, err := startIperfClient(ctx, m.bed, path.Dial, path.Congestion, m.scenario.Duration, m.scenario.Warmup)
 	if err != nil {
 		return err
 	}
-	rival, err := startIperfClient(ctx, m.bed, rivalTarget, "cubic", m.scenario.Duration)
+	rival, err := startIperfClient(ctx, m.bed, rivalTarget, "cubic", m.scenario.Duration, m.scenario.Warmup)
 	if err != nil {
 		client.proc.Stop()
 		return err
@@ -298,7 +300,7 @@ func measureEmulator(ctx context.Context, newBed BedFactory, d time.Duration) (*
 		return nil, err
 	}
 	defer server.Stop()
-	client, err := startIperfClient(ctx, bed, target, "cubic", d)
+	client, err := startIperfClient(ctx, bed, target, "cubic", d, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ func trafficTime(s bench.Scenario) time.Duration {
 		}
 		return time.Duration(float64(s.TotalBytes) * 8 / (rate * 1e6) * float64(time.Second))
 	}
-	return s.Duration
+	return s.Warmup + s.Duration
 }
 
 func (p *progress) eta() time.Duration {
