@@ -63,10 +63,10 @@ type Scenario struct {
 	// QueueBDP sizes the bottleneck's drop-tail queue in bandwidth-delay products.
 	QueueBDP float64
 
-	Duration    time.Duration // of one bulk flow (goodput, fairness), as measured
+	Duration time.Duration // of one bulk flow (goodput, fairness), as measured
 	// Warmup runs the bulk flows this long before Duration starts counting (iperf3
 	// --omit): slow start, or two flows still finding their shares.
-	Warmup time.Duration
+	Warmup      time.Duration
 	Repetitions int
 	Contenders  []string
 
