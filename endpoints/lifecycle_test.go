@@ -1,13 +1,10 @@
 package endpoints
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,28 +12,6 @@ import (
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 )
-
-// logBuffer is a log destination that a test reads while endpoints write.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // Zero limits and timeouts take their defaults; negative ones, and a header
 // limit above the ceiling, are errors that name the field.
@@ -94,14 +69,14 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 // A server whose socket fails cannot accept sessions any more: Run shuts down
 // and returns the error (the program exits non-zero), instead of nil.
 func TestServerRunReturnsAFatalAcceptError(t *testing.T) {
-	var logs logBuffer
+	var logs logTap
 	id, err := trust.LoadServer(trust.ServerOptions{StateDir: t.TempDir()}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	parser, _ := token.NewParser("cleartext", "")
 	srv, err := NewServer(ServerConfig{ListenOn: "127.0.0.1:0", Parser: parser, TLS: id.TLS,
-		Logger: logs.logger(), DrainTimeout: time.Second})
+		Logger: logs.logger("server"), DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,9 +110,9 @@ func TestServerResetAfterStartIsNotARefusal(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // the Close after this returns sends RST
 	})
 	defer srvApp.close()
-	var clientLog logBuffer
+	var clientLog logTap
 	p := startPair(t, pairOptions{token: srvApp.addr.String(),
-		clientMods: func(c *ClientConfig) { c.Logger = clientLog.logger() }})
+		clientMods: func(c *ClientConfig) { c.Logger = clientLog.logger("client") }})
 	defer p.stop()
 
 	c := dialApp(t, p.client.Addr())
@@ -173,9 +148,9 @@ func TestServerResetAfterStartIsNotARefusal(t *testing.T) {
 // A refused tunnel is still a refusal on the client, also when the reset
 // overtakes the status frame; this one's target is unreachable.
 func TestRefusalIsStillAFailure(t *testing.T) {
-	var clientLog logBuffer
+	var clientLog logTap
 	p := startPair(t, pairOptions{token: "tcp:127.0.0.1:1",
-		clientMods: func(c *ClientConfig) { c.Logger = clientLog.logger() }})
+		clientMods: func(c *ClientConfig) { c.Logger = clientLog.logger("client") }})
 	defer p.stop()
 	assertClosedPromptly(t, p.client.Addr(), true)
 	waitUntil(t, func() bool {

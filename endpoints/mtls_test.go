@@ -86,15 +86,15 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serverLog logBuffer
+	var serverLog logTap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.TLS = id.TLS
-		c.Logger = serverLog.logger()
+		c.Logger = serverLog.logger("server")
 	}})
 	defer stopServer()
 	endpoint := srv.Addr().String()
 
-	startWith := func(certFile, keyFile string, log *logBuffer) (*Client, func()) {
+	startWith := func(certFile, keyFile string, log *logTap) (*Client, func()) {
 		tlsConf, err := trust.LoadClient(trust.ClientOptions{Endpoint: endpoint, CAFile: ca.file,
 			CertFile: certFile, KeyFile: keyFile, RequireVerified: true}, testLogger(t))
 		if err != nil {
@@ -103,7 +103,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 		return startClient(t, endpoint, pairOptions{token: srvApp.addr.String(), clientMods: func(c *ClientConfig) {
 			c.TLS = tlsConf
 			c.SessionWait = time.Second
-			c.Logger = log.logger()
+			c.Logger = log.logger("client")
 		}})
 	}
 
@@ -115,7 +115,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 		"no certificate":            {"", "", "certificate required"},
 		"an impostor's certificate": {malloryCert, malloryKey, "unknown certificate authority"},
 	} {
-		var log logBuffer
+		var log logTap
 		cli, stop := startWith(c.cert, c.key, &log)
 		app := dialApp(t, cli.Addr())
 		app.SetDeadline(time.Now().Add(10 * time.Second))
@@ -139,7 +139,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 
 	// Admitted: a certificate of the server's CA, under its name.
 	aliceCert, aliceKey := ca.issue(t, "alice", false)
-	var log logBuffer
+	var log logTap
 	cli, stop := startWith(aliceCert, aliceKey, &log)
 	defer stop()
 	c := dialApp(t, cli.Addr())
@@ -154,7 +154,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 	if len(snaps) != 1 || !strings.HasPrefix(snaps[0].Info.Session, "alice@127.0.0.1:") {
 		t.Fatalf("server tunnels: %+v", snaps)
 	}
-	if !strings.Contains(serverLog.String(), `msg="session opened" session=alice@127.0.0.1:`) {
+	if len(serverLog.lines(`msg="session opened"`, `session=alice@127.0.0.1:`)) == 0 {
 		t.Errorf("server log:\n%s", serverLog.String())
 	}
 }

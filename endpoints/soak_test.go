@@ -6,10 +6,13 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +30,8 @@ import (
 // CI exercises it; `task soak` runs the real one:
 //
 //	QUICTUN_SOAK=10m QUICTUN_SOAK_TUNNELS=1000 go test -run Soak -timeout 30m -v ./endpoints/
+//
+// QUICTUN_SOAK_PROFILE=DIR also writes a heap profile at each sample.
 func TestSoak(t *testing.T) {
 	duration, tunnels := 10*time.Second, 200
 	if v := os.Getenv("QUICTUN_SOAK"); v != "" {
@@ -62,9 +67,12 @@ func TestSoak(t *testing.T) {
 	link := netem.Model{Delay: 5 * time.Millisecond, Loss: 0.01}
 	var seed atomic.Int64
 	wrap := func(pc net.PacketConn) net.PacketConn { return netem.NewPacketConn(pc, link, seed.Add(1)) }
+	// Warnings only: with -v the endpoints would log every one of the
+	// hundreds of thousands of tunnels, and the samples below are the point.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	p := startPair(t, pairOptions{token: app.addr.String(),
-		serverMods: func(c *ServerConfig) { c.WrapUDP = wrap },
-		clientMods: func(c *ClientConfig) { c.WrapUDP = wrap }})
+		serverMods: func(c *ServerConfig) { c.WrapUDP, c.Logger = wrap, quiet.With("side", "server") },
+		clientMods: func(c *ClientConfig) { c.WrapUDP, c.Logger = wrap, quiet.With("side", "client") }})
 
 	var verified, failed, bytesSent atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
@@ -112,6 +120,12 @@ func TestSoak(t *testing.T) {
 		if fds > maxFDs {
 			t.Errorf("%d file descriptors for %d tunnels at once, want at most %d", fds, tunnels, maxFDs)
 		}
+		if dir := os.Getenv("QUICTUN_SOAK_PROFILE"); dir != "" {
+			// Heap profiles to compare the first sample with the last
+			// (go tool pprof -base heap-01.pprof heap-10.pprof) when the
+			// heap creeps.
+			writeHeapProfile(t, filepath.Join(dir, fmt.Sprintf("heap-%02d.pprof", len(heaps))))
+		}
 	}
 	every := max(duration/10, time.Second)
 	ticker := time.NewTicker(every)
@@ -131,7 +145,7 @@ func TestSoak(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d tunnels failed", failed.Load())
 	}
-	t.Logf("soak: %d tunnels verified, %.1f MiB each way, %d at once, %v, link %s",
+	t.Logf("soak: %d tunnels verified, %.1f MiB carried and checked, %d at once, %v, link %s",
 		verified.Load(), float64(bytesSent.Load())/(1<<20), tunnels, duration, link)
 	// Everything the run started has ended: goroutines and descriptors are
 	// back to where they were before it started anything (goleak checks which
@@ -192,6 +206,18 @@ func checkedTunnel(a net.Addr, data []byte) error {
 		return fmt.Errorf("checksum mismatch over %d bytes", len(data))
 	}
 	return nil
+}
+
+func writeHeapProfile(t *testing.T, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Errorf("heap profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		t.Errorf("heap profile: %v", err)
+	}
 }
 
 func openFDs() int {

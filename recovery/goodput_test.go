@@ -37,6 +37,11 @@ func wanModel(rtt time.Duration, loss float64, burst *netem.GilbertElliott) nete
 	}
 }
 
+// lanModel is the report suite's link: 1 Gbit/s, RTT 1 ms, a one-BDP queue.
+func lanModel(loss float64) netem.Model {
+	return netem.Model{Delay: 500 * time.Microsecond, Loss: loss, RateBps: 1_000_000_000, QueueDelay: time.Millisecond}
+}
+
 // autoConfig is the Auto config of the benchmarks, with the experiment flags.
 func autoConfig() *Config {
 	return &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlogwriter"
 	"golang.org/x/sys/unix"
 
 	"github.com/quictun/quictun/netem"
@@ -43,8 +44,9 @@ func hostTestbed(b *testing.B, name string, link netem.Link) *host.Testbed {
 }
 
 // hostQUIC dials one quic-go connection from the client namespace to the server
-// namespace, each side on its own UDP socket, with recovery when cfg is set.
-func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config) *pair {
+// namespace, each side on its own UDP socket, with recovery when cfg is set and
+// quic-go's loss recovery traced when trace is.
+func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, trace *lossTrace) *pair {
 	b.Helper()
 	var cu, su *net.UDPConn
 	if err := tb.Do(host.Server, func() (err error) {
@@ -73,7 +75,12 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config) 
 		return e
 	}
 	p := &pair{client: mk(cu), server: mk(su)}
-	ln, err := p.server.transport.Listen(serverTLS(b), quicConfig())
+	scfg, ccfg := quicConfig(), quicConfig()
+	if trace != nil {
+		scfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return &trace.server }
+		ccfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return trace }
+	}
+	ln, err := p.server.transport.Listen(serverTLS(b), scfg)
 	if err != nil {
 		p.close()
 		b.Fatal(err)
@@ -87,7 +94,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config) 
 		}
 		close(accepted)
 	}()
-	cc, err := p.client.transport.Dial(ctx, su.LocalAddr(), clientTLS(), quicConfig())
+	cc, err := p.client.transport.Dial(ctx, su.LocalAddr(), clientTLS(), ccfg)
 	if err != nil {
 		p.close()
 		<-accepted
@@ -223,12 +230,19 @@ func BenchmarkHostFairness(b *testing.B) {
 func shareRun(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) (quicMbps, tcpMbps float64) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	p := hostQUIC(b, ctx, tb, cfg)
+	var trace *lossTrace
+	if *goodputTrace {
+		trace = new(lossTrace)
+	}
+	p := hostQUIC(b, ctx, tb, cfg, trace)
 	defer p.close()
 	runCtx, stop := context.WithTimeout(ctx, d)
 	defer stop()
 	var qBytes, tBytes atomic.Int64
 	qDone := quicBulk(runCtx, p, &qBytes)
+	if trace != nil {
+		go traceGoodput(b, runCtx, p, &qBytes, trace)
+	}
 	tDone := tcpBulk(b, runCtx, tb, "cubic", &tBytes)
 	time.Sleep(d / 2)
 	q0, t0, start := qBytes.Load(), tBytes.Load(), time.Now()
@@ -268,6 +282,10 @@ func BenchmarkHostGoodput(b *testing.B) {
 		{"rtt50-loss10", wanModel(50*time.Millisecond, 0.10, nil)},
 		{"rtt200-loss1", wanModel(200*time.Millisecond, 0.01, nil)},
 		{"rtt50-ge2b3", wanModel(50*time.Millisecond, 0, ge)},
+		// The report suite's LAN: what the layer costs where the link is
+		// fast and the RTT short (run alone with -bench 'HostGoodput/lan').
+		{"lan-loss0", lanModel(0)},
+		{"lan-loss1", lanModel(0.01)},
 	} {
 		for _, md := range []struct {
 			name string
@@ -289,12 +307,19 @@ func BenchmarkHostGoodput(b *testing.B) {
 func hostGoodput(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	p := hostQUIC(b, ctx, tb, cfg)
+	var trace *lossTrace
+	if *goodputTrace {
+		trace = new(lossTrace)
+	}
+	p := hostQUIC(b, ctx, tb, cfg, trace)
 	defer p.close()
 	runCtx, stop := context.WithTimeout(ctx, d)
 	defer stop()
 	var n atomic.Int64
 	done := quicBulk(runCtx, p, &n)
+	if trace != nil {
+		go traceGoodput(b, runCtx, p, &n, trace)
+	}
 	start := time.Now()
 	<-runCtx.Done()
 	mbps := float64(n.Load()) * 8 / time.Since(start).Seconds() / 1e6

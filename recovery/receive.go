@@ -366,11 +366,7 @@ func (r *receiver) tryRebuild(c *Conn, p *peer, e *ringEntry, now time.Duration)
 				shards[g.k+j] = nil
 			}
 		}
-		enc, err := c.codecs.get(g.k, g.m)
-		if err == nil {
-			err = enc.ReconstructData(shards)
-		}
-		ok = err == nil
+		ok = c.codecs.reconstructData(g.k, g.m, shards) == nil
 	}
 	if !ok {
 		for _, nb := range missing {
