@@ -487,3 +487,57 @@ func TestPeerTableBoundedAndExpired(t *testing.T) {
 	srv.Close()
 	<-done
 }
+
+// On a path whose round trip is too short for the queueing delay to show
+// congestion, a run of losses is a queue overflowing: it is counted as
+// congestion and does not raise the parity, while isolated losses still count
+// as random loss. On a longer path runs are random loss as before (bursty
+// links), left to the delay signal. Synthetic arrivals at a constant one-way
+// delay, so that only the rule is tested.
+func TestBlindPathCountsLossRunsAsCongestion(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, tc := range []struct {
+		name       string
+		minRTT     time.Duration
+		drop       func(seq int) bool
+		congestion bool
+	}{
+		{"1 ms, isolated", time.Millisecond, func(n int) bool { return n%25 == 0 }, false},
+		{"1 ms, runs of 4", time.Millisecond, func(n int) bool { return n%100 >= 96 }, true},
+		{"50 ms, runs of 4", 50 * time.Millisecond, func(n int) bool { return n%100 >= 96 }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewConn(listenLoopback(t), Config{Mode: Auto})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+			p := c.peers.lookup(c, keyOf(addr), addr, theySpoke, c.now())
+			p.minRTT.Store(int64(tc.minRTT))
+			r := &p.recv
+			now := 10 * time.Second
+			r.mu.Lock()
+			var lost uint64          // those a later arrival reveals
+			for seq := range 10002 { // ends with an arrival in every case
+				now += 10 * time.Microsecond
+				if tc.drop(seq) {
+					lost++
+					continue
+				}
+				r.account(c, p, uint32(seq), stamp(now)-500, now)
+			}
+			r.mu.Unlock()
+			if tc.drop(0) {
+				lost-- // before the first arrival: nothing to count from
+			}
+			st := c.Stats()
+			if tc.congestion && (st.CongestionLost != lost || st.Lost != 0) {
+				t.Fatalf("runs of losses on a blind path: %d counted random, %d congestion, want all %d congestion", st.Lost, st.CongestionLost, lost)
+			}
+			if !tc.congestion && (st.Lost != lost || st.CongestionLost != 0) {
+				t.Fatalf("%d counted random, %d congestion, want all %d random", st.Lost, st.CongestionLost, lost)
+			}
+		})
+	}
+}

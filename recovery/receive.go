@@ -198,11 +198,19 @@ func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) 
 		r.feedbackDue = true
 		c.flusher.wake(max(now, r.lastFeedback+feedbackInterval))
 	}
-	state := r.path.sample(ts, now, time.Duration(p.minRTT.Load()))
+	minRTT := time.Duration(p.minRTT.Load())
+	state := r.path.sample(ts, now, minRTT)
+	gap := r.seqs.arrive(seq)
+	if gap >= blindRun && blindPath(minRTT) {
+		// On a path too short for the delay signal (below), a run of losses
+		// is a queue overflowing, not random loss: repairing such runs and
+		// sizing parity for them made parity feed its own overflow on a
+		// 1 Gbit/s, 1 ms link (parity went to 64+66 on a clean link).
+		state = queueFull
+	}
 	if state == queueClear {
 		r.sampled++
 	}
-	gap := r.seqs.arrive(seq)
 	switch {
 	case gap > 0 && state == queueClear:
 		r.lost += uint32(gap)
@@ -584,6 +592,22 @@ const (
 	// scheduling noise from passing for a queue.
 	queueNoise = 2 * time.Millisecond
 )
+
+// blindPath reports whether a path's round trip is too short for the queueing
+// delay to tell congestion: a queue that holds congestionShare of it is below
+// queueNoise. Such a queue (a LAN switch's, tens of microseconds to a
+// millisecond) overflows in runs, from the bursts quic-go and the parity send
+// into it, while random loss rarely takes blindRun datagrams in a row (at 1%,
+// one run in 10^4 losses): on a blind path a run of that length counts as
+// congestion. Bursty random loss on such a path is repaired as far as the
+// parity of its shorter runs reaches, and quic-go sees the rest, which at a
+// round trip of a few milliseconds costs it little time.
+func blindPath(minRTT time.Duration) bool {
+	return minRTT > 0 && congestionShare*float64(minRTT) < float64(queueNoise)
+}
+
+// blindRun is the loss run that counts as congestion on a blind path.
+const blindRun = 3
 
 // queueState classifies the path queue at one moment.
 type queueState int
