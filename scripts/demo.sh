@@ -22,7 +22,8 @@ fi
 
 echo "== building"
 mkdir -p bin
-go build -o bin/ ./cmd/quictun-server ./cmd/quictun-client
+# -buildvcs=auto: --version names the commit even where GOFLAGS turns stamping off.
+go build -buildvcs=auto -o bin/ ./cmd/quictun-server ./cmd/quictun-client
 
 work=$(mktemp -d)
 pids=()
