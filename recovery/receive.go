@@ -555,7 +555,8 @@ func (t *seqTracker) marked(s uint32) bool { return t.seen[(s%seqWindow)/64]&(1<
 //   - q below most of the ceiling (or below a noise floor): the queue was not
 //     full, the loss is random. Only these losses, and the datagrams received in the same
 //     state, feed the loss estimate, so queue overflows never raise the parity (and
-//     parity never feeds its own overflow).
+//     parity never feeds its own overflow). On a path too short to show a queue
+//     this way, loss runs stand in for the delay (blindPath).
 //   - q near the ceiling, at least congestionShare of the path's minimum round
 //     trip, and so for a whole round trip already: congestion. It is shown to
 //     quic-go, whose Reno cut (x0.7) then still leaves at least a bandwidth-delay
