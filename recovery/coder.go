@@ -73,7 +73,7 @@ func (c *codecs) reconstructData(k, m int, shards [][]byte) error {
 	// A k x k matrix, and the inversion tree's node with a child slot per shard.
 	c.charged += k*k + 8*(k+m) + 64
 	if c.charged > rebuildBudget {
-		c.m, c.charged = nil, 0
+		c.m = nil // getLocked builds afresh, and starts the charge over
 	}
 	enc, err := c.getLocked(k, m)
 	c.mu.Unlock()

@@ -62,10 +62,7 @@ func measureGoodput(tb testing.TB, m netem.Model, cfg *Config, d time.Duration, 
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
 	up, down := m, m
-	var trace *lossTrace
-	if *goodputTrace {
-		trace = new(lossTrace)
-	}
+	trace := goodputTracer()
 	p := dialPairTraced(tb, ctx,
 		side{model: &up, recovery: cfg, seed: seed, realtime: true},
 		side{model: &down, recovery: cfg, seed: seed + 1000, realtime: true}, trace)
@@ -106,12 +103,11 @@ func measureGoodput(tb testing.TB, m netem.Model, cfg *Config, d time.Duration, 
 			}
 		}
 	}()
-	if *goodputTrace {
-		go traceGoodput(tb, sendCtx, p, &received, trace)
-	}
+	traced := traceWhile(tb, sendCtx, p, &received, trace)
 	<-sendCtx.Done()
 	got := received.Load()
 	elapsed := time.Since(start)
+	traced()
 	<-sendDone
 	st.CancelWrite(0)
 	p.clientConn.CloseWithError(0, "")
@@ -173,6 +169,29 @@ func logStats(tb testing.TB, r goodputResult) {
 	tb.Logf("%.1f Mbit/s | sender: data %d parity %d resent %d (%.1f%%) shape %d+%d peerloss %.2f%% rtt %v | receiver: lost %d congestion %d repaired %d unrepaired %d withheld %d nacked %d",
 		r.mbps, c.DataSent, c.ParitySent, c.Resent, 100*c.Overhead, c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
 		s.Lost, s.CongestionLost, s.Repaired, s.Unrepaired, s.Withheld, s.NACKed)
+}
+
+// goodputTracer is the trace of quic-go's loss recovery for a goodput
+// benchmark when -goodput.trace asks for one, else nil.
+func goodputTracer() *lossTrace {
+	if !*goodputTrace {
+		return nil
+	}
+	return new(lossTrace)
+}
+
+// traceWhile runs traceGoodput until ctx ends, when trace is set; the function
+// it returns waits for that, so that nothing logs after the benchmark.
+func traceWhile(tb testing.TB, ctx context.Context, p *pair, received *atomic.Int64, trace *lossTrace) (wait func()) {
+	if trace == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		traceGoodput(tb, ctx, p, received, trace)
+	}()
+	return func() { <-done }
 }
 
 // traceGoodput logs, every second, what quic-go's sender and the layer are doing.

@@ -178,6 +178,17 @@ func quicConfig() *quic.Config {
 	return cfg
 }
 
+// tracedConfigs are the server's and the client's quic-go configs, with their
+// loss recovery traced into trace when it is set.
+func tracedConfigs(trace *lossTrace) (server, client *quic.Config) {
+	server, client = quicConfig(), quicConfig()
+	if trace != nil {
+		server.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return &trace.server }
+		client.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return trace }
+	}
+	return server, client
+}
+
 // pair is a connected client and server.
 type pair struct {
 	client, server         *endpoint
@@ -193,10 +204,7 @@ func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
 func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *lossTrace) *pair {
 	tb.Helper()
 	p := &pair{client: newEndpoint(tb, cs), server: newEndpoint(tb, ss)}
-	scfg := quicConfig()
-	if trace != nil {
-		scfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return &trace.server }
-	}
+	scfg, ccfg := tracedConfigs(trace)
 	ln, err := p.server.transport.Listen(serverTLS(tb), scfg)
 	if err != nil {
 		p.close()
@@ -213,10 +221,6 @@ func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *loss
 		}
 		accepted <- c
 	}()
-	ccfg := quicConfig()
-	if trace != nil {
-		ccfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return trace }
-	}
 	cc, err := p.client.transport.Dial(ctx, p.server.udp.LocalAddr(), clientTLS(), ccfg)
 	if err != nil {
 		p.close()

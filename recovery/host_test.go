@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/qlogwriter"
 	"golang.org/x/sys/unix"
 
 	"github.com/quictun/quictun/netem"
@@ -75,11 +74,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 		return e
 	}
 	p := &pair{client: mk(cu), server: mk(su)}
-	scfg, ccfg := quicConfig(), quicConfig()
-	if trace != nil {
-		scfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return &trace.server }
-		ccfg.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return trace }
-	}
+	scfg, ccfg := tracedConfigs(trace)
 	ln, err := p.server.transport.Listen(serverTLS(b), scfg)
 	if err != nil {
 		p.close()
@@ -230,19 +225,14 @@ func BenchmarkHostFairness(b *testing.B) {
 func shareRun(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) (quicMbps, tcpMbps float64) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	var trace *lossTrace
-	if *goodputTrace {
-		trace = new(lossTrace)
-	}
+	trace := goodputTracer()
 	p := hostQUIC(b, ctx, tb, cfg, trace)
 	defer p.close()
 	runCtx, stop := context.WithTimeout(ctx, d)
 	defer stop()
 	var qBytes, tBytes atomic.Int64
 	qDone := quicBulk(runCtx, p, &qBytes)
-	if trace != nil {
-		go traceGoodput(b, runCtx, p, &qBytes, trace)
-	}
+	traced := traceWhile(b, runCtx, p, &qBytes, trace)
 	tDone := tcpBulk(b, runCtx, tb, "cubic", &tBytes)
 	time.Sleep(d / 2)
 	q0, t0, start := qBytes.Load(), tBytes.Load(), time.Now()
@@ -250,6 +240,7 @@ func shareRun(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) (qui
 	el := time.Since(start).Seconds()
 	quicMbps = float64(qBytes.Load()-q0) * 8 / el / 1e6
 	tcpMbps = float64(tBytes.Load()-t0) * 8 / el / 1e6
+	traced()
 	if p.client.rec != nil {
 		st := p.server.rec.Stats()
 		cs := p.client.rec.Stats()
@@ -307,22 +298,18 @@ func BenchmarkHostGoodput(b *testing.B) {
 func hostGoodput(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	var trace *lossTrace
-	if *goodputTrace {
-		trace = new(lossTrace)
-	}
+	trace := goodputTracer()
 	p := hostQUIC(b, ctx, tb, cfg, trace)
 	defer p.close()
 	runCtx, stop := context.WithTimeout(ctx, d)
 	defer stop()
 	var n atomic.Int64
 	done := quicBulk(runCtx, p, &n)
-	if trace != nil {
-		go traceGoodput(b, runCtx, p, &n, trace)
-	}
+	traced := traceWhile(b, runCtx, p, &n, trace)
 	start := time.Now()
 	<-runCtx.Done()
 	mbps := float64(n.Load()) * 8 / time.Since(start).Seconds() / 1e6
+	traced()
 	if p.client.rec != nil {
 		logStats(b, goodputResult{mbps: mbps, client: p.client.rec.Stats(), server: p.server.rec.Stats()})
 	}
