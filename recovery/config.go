@@ -42,12 +42,14 @@ type Config struct {
 	Mode Mode
 	// Data and Parity are the group shape of Fixed mode: K data datagrams protected
 	// by M parity datagrams, K+M <= 256. In Auto mode Data is the largest group
-	// (default 64) and Parity is ignored.
+	// (default 128, and at most 64 until the peer has trained our quic-go
+	// connection to tolerate late repairs) and Parity is ignored.
 	Data, Parity int
 	// GroupSpan is the longest a group stays open before its parity is sent, so a
 	// repair reaches quic-go within about this much of the loss even when traffic
 	// is slow. Default: an eighth of the measured round trip, within 2-10 ms (5 ms
-	// until the round trip is known).
+	// until the round trip is known); half, within 2-25 ms, once the peer has
+	// trained our quic-go connection to tolerate late repairs.
 	GroupSpan time.Duration
 	// Interleave is how many groups are filled at once, round-robin, so that a burst
 	// of consecutive losses spreads over several groups. 0: Auto picks it from the
@@ -77,11 +79,15 @@ type Config struct {
 	// MaxBuffers bounds the datagram buffers (2 KiB each) a Conn holds for coding.
 	// Default 16384 (32 MiB).
 	MaxBuffers int
+
+	// noTrain turns the trainer off (benchmarks only: experiments).
+	noTrain bool
 }
 
 // Defaults.
 const (
-	defaultAutoData               = 64
+	defaultAutoData               = 128
+	untrainedData                 = 64
 	defaultTargetResidual         = 1e-4
 	defaultTargetResidualNoResend = 1e-5
 	defaultResendBudget           = 0.02
@@ -92,6 +98,7 @@ const (
 	initialGroupSpan              = 5 * time.Millisecond
 	minGroupSpan                  = 2 * time.Millisecond
 	maxGroupSpan                  = 10 * time.Millisecond
+	maxTrainedGroupSpan           = 25 * time.Millisecond
 )
 
 // DefaultConfig is what quictun runs with unless told otherwise.

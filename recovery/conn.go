@@ -52,7 +52,8 @@ type Conn struct {
 	readMu      sync.Mutex
 	pending     []delivery // rebuilt datagrams not yet handed to quic-go
 	pendingHead int
-	in          inBatch // datagrams read from inner, not yet processed
+	held        []heldDelivery // data datagrams held back by a trainer
+	in          inBatch        // datagrams read from inner, not yet processed
 	one         [1]ipv4.Message
 
 	plain     plainBatch

@@ -389,10 +389,11 @@ func TestMalformedFramesAreDropped(t *testing.T) {
 	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, DefaultConfig())
 	defer l.close()
 	junk := [][]byte{
-		{0x11},             // data, truncated
-		{0x12, 1, 2, 3},    // parity, truncated
-		{0x2f, 0, 0},       // unknown version
-		{0x13, 0, 0, 0, 0}, // feedback, truncated
+		{0x21},             // data, truncated
+		{0x22, 1, 2, 3},    // parity, truncated
+		{0x3f, 0, 0},       // unknown version
+		{0x11, 0, 0},       // the old version 1
+		{0x23, 0, 0, 0, 0}, // feedback, truncated
 	}
 	for _, j := range junk {
 		l.aSock.UDPConn.WriteTo(j, l.bSock.LocalAddr())

@@ -24,6 +24,10 @@ type controller struct {
 	loss, burst                 float64 // their ratios
 	srtt                        time.Duration
 	minRTT                      windowedMin
+	// trained: the peer's latest Feedback says it has taught our quic-go
+	// connection to tolerate repairs up to about a round trip late (see
+	// trainer), so groups may be longer.
+	trained bool
 	// rate is the sender's data datagrams per second, measured over windows.
 	rate      float64
 	rateCount uint64
@@ -36,6 +40,7 @@ type controller struct {
 	applied struct {
 		sizing, burst, rate float64
 		span                time.Duration
+		k                   int
 	}
 }
 
@@ -107,6 +112,7 @@ func (ct *controller) onFeedback(fb *fecframe.Feedback, now, rtt time.Duration, 
 			ct.srtt += (rtt - ct.srtt) / 8
 		}
 	}
+	ct.trained = fb.Flags&fecframe.FeedbackTrained != 0
 	if !ct.have {
 		ct.have = true
 		ct.last = *fb
@@ -139,7 +145,7 @@ func (ct *controller) onFeedback(fb *fecframe.Feedback, now, rtt time.Duration, 
 }
 
 func (ct *controller) spanChanged() bool {
-	return ct.cfg.GroupSpan == 0 && ct.span() != ct.applied.span
+	return ct.cfg.GroupSpan == 0 && ct.span() != ct.applied.span || ct.largest() != ct.applied.k
 }
 
 func (ct *controller) estimateChanged() bool {
@@ -148,6 +154,12 @@ func (ct *controller) estimateChanged() bool {
 		math.Abs(ct.rate-a.rate) > 0.25*a.rate
 }
 
+// span is how long a group may stay open. A repair reaches quic-go up to about a
+// span after the loss; an untrained quic-go declares a loss 1/8 of a round trip
+// after the packet was due, a trained one a round trip after (README, point 2),
+// and a repair must also beat quic-go's acknowledgement of the ACK that reported
+// the gap (about a round trip), so a trained peer gets half the round trip, at
+// most 25 ms.
 func (ct *controller) span() time.Duration {
 	if ct.cfg.GroupSpan > 0 {
 		return ct.cfg.GroupSpan
@@ -155,17 +167,37 @@ func (ct *controller) span() time.Duration {
 	if ct.srtt == 0 {
 		return initialGroupSpan
 	}
+	div, most := time.Duration(8), maxGroupSpan
+	if ct.trained {
+		div, most = 4, maxTrainedGroupSpan
+	}
 	// Round to 0.5 ms so that RTT noise does not reshape groups all the time.
-	s := (ct.srtt / 8).Round(500 * time.Microsecond)
-	return min(max(s, minGroupSpan), maxGroupSpan)
+	s := (ct.srtt / div).Round(500 * time.Microsecond)
+	return min(max(s, minGroupSpan), most)
+}
+
+// largest is the largest group. Longer groups need less parity for the same
+// residual loss (the law of large numbers), but a repair is as late as its
+// group is long, so groups grow beyond untrainedData only for a trained peer,
+// and only where the span, not the shortest span allowed, bounds them: on a LAN
+// (round trip under 4 x minGroupSpan) a group of Config.Data can take longer to
+// fill than quic-go waits even when trained. Tying the size to the measured
+// rate instead (as many as fill a quarter round trip) did worse: the size
+// followed every window cut down and back up.
+func (ct *controller) largest() int {
+	if ct.cfg.Mode == Auto && (!ct.trained || ct.srtt/4 < minGroupSpan) {
+		return min(ct.cfg.Data, untrainedData)
+	}
+	return ct.cfg.Data
 }
 
 // shape computes the group shape for the current estimate.
 func (ct *controller) shape() shape {
 	var sh shape
 	ct.applied.sizing, ct.applied.burst, ct.applied.span, ct.applied.rate = ct.sizingLoss(), ct.burst, ct.span(), ct.rate
+	ct.applied.k = ct.largest()
 	sh.span = ct.span()
-	sh.k = ct.cfg.Data
+	sh.k = ct.largest()
 	if ct.cfg.Mode == Fixed {
 		sh.depth = ct.cfg.Interleave
 		for n := 1; n <= sh.k; n++ {

@@ -23,6 +23,7 @@ var (
 	goodputInter    = flag.Int("goodput.interleave", 0, "override Config.Interleave of the auto runs (experiments)")
 	goodputNoResend = flag.Bool("goodput.noresend", false, "set Config.NoResend in the auto runs (experiments)")
 	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
+	goodputNoTrain  = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
@@ -45,7 +46,7 @@ func lanModel(loss float64) netem.Model {
 // autoConfig is the Auto config of the benchmarks, with the experiment flags.
 func autoConfig() *Config {
 	return &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,
-		NoResend: *goodputNoResend, TargetResidual: *goodputResidual}
+		NoResend: *goodputNoResend, TargetResidual: *goodputResidual, noTrain: *goodputNoTrain}
 }
 
 // goodputResult is what one timed transfer measured.
@@ -214,10 +215,10 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 		lastBytes, lastLost = n, cs.PacketsLost
 		if p.client.rec != nil {
 			c, s := p.client.rec.Stats(), p.server.rec.Stats()
-			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d (delay %v max %v) unrep %d wh %d",
+			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d (delay %v max %v) unrep %d wh %d nack %d resent %d",
 				c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
 				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.RepairDelay.Round(100*time.Microsecond),
-				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld)
+				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld, s.NACKed, c.Resent)
 		}
 		if p.client.emu != nil {
 			es := p.client.emu.Stats()

@@ -20,9 +20,16 @@ import (
 // checks they arrive intact, by SHA-256.
 func transferIntact(t *testing.T, cs, ss side, size int) *pair {
 	t.Helper()
+	return transferIntactTraced(t, cs, ss, size, nil)
+}
+
+// transferIntactTraced is transferIntact with the client's quic-go loss recovery
+// traced.
+func transferIntactTraced(t *testing.T, cs, ss side, size int, trace *lossTrace) *pair {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p := dialPair(t, ctx, cs, ss)
+	p := dialPairTraced(t, ctx, cs, ss, trace)
 
 	data := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -93,6 +100,36 @@ func TestTenPercentLossIntact(t *testing.T) {
 	// Most losses must be rebuilt; quic-go retransmits the rest.
 	if float64(sst.Repaired) < 0.8*float64(sst.Lost)*float64(cst.DataSent)/float64(cst.DataSent+cst.ParitySent) {
 		t.Fatalf("repaired %d of about %d lost data datagrams", sst.Repaired, sst.Lost)
+	}
+}
+
+// TestTrainerTeachesQUICGoToWait: while a bulk transfer runs, the receiving
+// layer holds back a few datagrams until quic-go's sender has relaxed its loss
+// detection to a whole round trip (its time threshold reaches 2 x RTT), says so
+// in Feedback, and the sending layer then codes over longer groups. Without the
+// trainer the threshold stays near its start (1.125 x RTT) on a link whose
+// losses the layer repairs within milliseconds.
+func TestTrainerTeachesQUICGoToWait(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	link := netem.Model{Delay: 10 * time.Millisecond, Loss: 0.01, RateBps: 40_000_000, QueueDelay: 20 * time.Millisecond}
+	auto := DefaultConfig()
+	trace := new(lossTrace)
+	// 40 Mbit/s for about 3 s: training starts a second in.
+	p := transferIntactTraced(t,
+		side{model: &link, recovery: &auto, seed: 3},
+		side{model: &link, recovery: &auto, seed: 4},
+		15<<20, trace)
+	cst := p.client.rec.Stats()
+	p.close()
+	trace.mu.Lock()
+	threshold, packetOff := trace.timeThreshold, trace.packetThresholdOff
+	trace.mu.Unlock()
+	t.Logf("quic-go time threshold %.3f x RTT, packet threshold off %v; client shape %d+%d", threshold, packetOff, cst.Data, cst.Parity)
+	if threshold < 2 || !packetOff {
+		t.Fatalf("quic-go's time threshold is %.3f x RTT (packet threshold off: %v), want 2 and off", threshold, packetOff)
+	}
+	if cst.Data != defaultAutoData {
+		t.Fatalf("the sender codes groups of %d after training, want %d", cst.Data, defaultAutoData)
 	}
 }
 

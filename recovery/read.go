@@ -3,6 +3,7 @@ package recovery
 import (
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.org/x/net/ipv4"
 
@@ -63,6 +64,9 @@ func (c *Conn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, e
 func (c *Conn) readBatch(ms []ipv4.Message) (int, error) {
 	n := 0
 	for {
+		if len(c.held) > 0 {
+			c.releaseHeld()
+		}
 		n = c.takePending(ms, n)
 		if n == len(ms) {
 			return n, nil
@@ -219,7 +223,10 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 		if p == nil || !pooled {
 			return n, true, false // no state to code with; quic-go still gets it
 		}
-		deliver, kept := p.recv.onData(c, p, &f, buf, now)
+		deliver, kept, hold := p.recv.onData(c, p, &f, buf, now)
+		if deliver && hold > 0 && c.holdBack(b[:n], addr, now+hold) {
+			deliver = false
+		}
 		return n, deliver, kept
 	case fecframe.TypeParity:
 		c.stats.framedReceived.Add(1)
@@ -245,4 +252,39 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 		}
 	}
 	return 0, false, false
+}
+
+// heldDelivery is a data datagram the trainer holds back until due.
+type heldDelivery struct {
+	delivery
+	due time.Duration
+}
+
+// holdBack keeps a copy of payload to hand to quic-go at due instead of now. It
+// reports false (deliver now) when no buffer is free.
+func (c *Conn) holdBack(payload []byte, addr net.Addr, due time.Duration) bool {
+	nb := c.pool.get()
+	if nb == nil {
+		return false
+	}
+	nb.n = fecframe.DataHeaderLen + copy(nb.b[fecframe.DataHeaderLen:], payload)
+	c.held = append(c.held, heldDelivery{delivery{buf: nb, addr: addr}, due})
+	return true
+}
+
+// releaseHeld moves the held datagrams that are due to pending. A held datagram
+// waits for the next read to come due; the trainer holds only while its peer
+// sends in earnest, so that is a fraction of a millisecond late at worst.
+func (c *Conn) releaseHeld() {
+	now := c.now()
+	kept := c.held[:0]
+	for _, h := range c.held {
+		if h.due <= now {
+			c.pending = append(c.pending, h.delivery)
+		} else {
+			kept = append(kept, h)
+		}
+	}
+	clear(c.held[len(kept):])
+	c.held = kept
 }

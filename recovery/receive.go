@@ -109,6 +109,8 @@ type receiver struct {
 
 	retired bool // the peer is gone: keep nothing
 
+	train trainer
+
 	nacks   []fecframe.NACK
 	scratch [fecframe.MaxShards][]byte
 	rebuilt [fecframe.MaxShards]*buffer
@@ -229,26 +231,30 @@ func (r *receiver) account(c *Conn, p *peer, seq, ts uint32, now time.Duration) 
 }
 
 // onData takes a data datagram whose payload the caller has already copied out.
-// It reports whether to hand it to quic-go, and whether it kept buf.
-func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (deliver, kept bool) {
+// It reports whether to hand it to quic-go, whether it kept buf, and for how
+// long to hold the datagram back before quic-go gets it (see trainer).
+func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (deliver, kept bool, hold time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.retired {
-		return true, false
+		return true, false, 0
 	}
 	r.account(c, p, f.Seq, f.Timestamp, now)
 	e, g := r.group(c, f.Group, now)
 	if e == nil {
-		return true, false // too old to code; quic-go may still use it
+		return true, false, 0 // too old to code; quic-go may still use it
 	}
 	if e.done || g.isDelivered(f.Index) || (g.k > 0 && int(f.Index) >= g.n) {
-		return false, false // duplicate, or a shard already rebuilt or withheld
+		return false, false, 0 // duplicate, or a shard already rebuilt or withheld
 	}
 	g.setDelivered(f.Index)
 	g.data[f.Index] = buf
 	g.dataHave++
 	r.tryRebuild(c, p, e, now)
-	return true, true
+	if c.cfg.noTrain {
+		return true, true, 0
+	}
+	return true, true, r.train.hold(f.Payload, now, p.rttOr(0))
 }
 
 // onParity takes a parity datagram and reports whether it kept buf.
@@ -276,7 +282,7 @@ func (r *receiver) onParity(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, no
 	g.parHave++
 	r.tryRebuild(c, p, e, now)
 	if c.cfg.resend() {
-		r.maybeNACK(c, p, f.Group, int(f.Depth), now)
+		r.maybeNACK(c, p, f.Group, int(f.Depth), f.Index == f.M-1, now)
 	}
 	return true
 }
@@ -287,39 +293,52 @@ const nackScan = 16
 // maybeNACK asks for resends of the groups that can no longer be rebuilt from
 // parity: the parity of group `newest` has arrived, so every group at least
 // `depth` older has had all its datagrams sent, and on a FIFO path whatever of
-// them has not arrived is lost. It asks for just enough data shards to rebuild
-// each group (the lowest missing indexes), once per group.
-func (r *receiver) maybeNACK(c *Conn, p *peer, newest uint32, depth int, now time.Duration) {
+// them has not arrived is lost. When the shard that arrived is the group's last
+// parity (lastParity), the group itself is complete too and is asked for at once:
+// a resend must beat quic-go's acknowledgement of the ACK that reported the loss
+// (about a round trip after it), or quic-go drops it as a duplicate and its window
+// cut sticks, so the span of one more group is the difference between a repair
+// and none. It asks for just enough data shards to rebuild each group (the
+// lowest missing indexes), once per group.
+func (r *receiver) maybeNACK(c *Conn, p *peer, newest uint32, depth int, lastParity bool, now time.Duration) {
 	if r.lastCongestion > 0 && now-r.lastCongestion < 2*p.rttOr(100*time.Millisecond) {
 		// Losses now are (at least partly) congestion: a resend would let quic-go
 		// undo the window cut they should cause.
 		return
 	}
 	nacks := r.nacks[:0]
+	if lastParity {
+		nacks = r.nackGroup(newest, nacks)
+	}
 	for i := range nackScan {
-		id := (newest - uint32(depth) - uint32(i)) & (1<<24 - 1)
-		e := &r.ring[id%recvRing]
-		if !e.used || e.id != id || e.done || e.nacked || e.g.k == 0 {
-			continue
-		}
-		g := e.g
-		need := g.n - g.dataHave - g.parHave
-		if need <= 0 {
-			continue
-		}
-		e.nacked = true
-		for idx := 0; idx < g.n && need > 0 && len(nacks) < fecframe.MaxNACKs; idx++ {
-			if g.data[idx] == nil {
-				nacks = append(nacks, fecframe.NACK{Group: id, Index: uint8(idx)})
-				need--
-			}
-		}
+		nacks = r.nackGroup((newest-uint32(depth)-uint32(i))&(1<<24-1), nacks)
 	}
 	if len(nacks) > 0 {
 		r.sendFeedbackNACKs(c, p, now, nacks)
 		c.stats.nacked.Add(uint64(len(nacks)))
 	}
 	r.nacks = nacks[:0]
+}
+
+// nackGroup appends to nacks the data shards group id still needs, once per group.
+func (r *receiver) nackGroup(id uint32, nacks []fecframe.NACK) []fecframe.NACK {
+	e := &r.ring[id%recvRing]
+	if !e.used || e.id != id || e.done || e.nacked || e.g.k == 0 {
+		return nacks
+	}
+	g := e.g
+	need := g.n - g.dataHave - g.parHave
+	if need <= 0 {
+		return nacks
+	}
+	e.nacked = true
+	for idx := 0; idx < g.n && need > 0 && len(nacks) < fecframe.MaxNACKs; idx++ {
+		if g.data[idx] == nil {
+			nacks = append(nacks, fecframe.NACK{Group: id, Index: uint8(idx)})
+			need--
+		}
+	}
+	return nacks
 }
 
 // tryRebuild completes a group when all its data is in, or rebuilds the missing
@@ -465,6 +484,9 @@ func (r *receiver) sendFeedbackNACKs(c *Conn, p *peer, now time.Duration, nacks 
 		Bursts:         r.bursts,
 		CongestionLost: r.congestionLost,
 		Unrepaired:     r.unrepaired,
+	}
+	if r.train.trained(now) {
+		fb.Flags |= fecframe.FeedbackTrained
 	}
 	b, err := fecframe.AppendFeedback(r.fbBuf[:0], fb)
 	if err != nil {

@@ -283,7 +283,7 @@ func TestPathMonitor(t *testing.T) {
 func TestShapeFollowsEstimate(t *testing.T) {
 	ct := newController(Config{Mode: Auto}.withDefaults())
 	prior := ct.shape()
-	if prior.k != defaultAutoData || prior.depth != 1 || prior.span != initialGroupSpan {
+	if prior.k != untrainedData || prior.depth != 1 || prior.span != initialGroupSpan {
 		t.Fatalf("prior shape k=%d depth=%d span=%v", prior.k, prior.depth, prior.span)
 	}
 	for n := 2; n <= prior.k; n++ {
@@ -325,9 +325,78 @@ func TestShapeFollowsEstimate(t *testing.T) {
 	if m := sh.mFor[sh.k]; m <= prior.mFor[prior.k] {
 		t.Fatalf("parity %d at 10%% loss is not above the prior's %d", m, prior.mFor[prior.k])
 	}
+	// Once the peer says it has trained our quic-go, groups may be longer and
+	// stay open for a quarter of the round trip.
+	fb.Flags = fecframe.FeedbackTrained
+	now += 25 * time.Millisecond
+	if !ct.onFeedback(&fb, now, 40*time.Millisecond, sent) {
+		t.Fatal("a trained peer does not reshape the groups")
+	}
+	tr := ct.shape()
+	if tr.k != defaultAutoData || tr.span != 10*time.Millisecond {
+		t.Fatalf("trained shape k=%d span=%v, want k=%d span=10ms", tr.k, tr.span, defaultAutoData)
+	}
+	// The point of longer groups: less parity per datagram for the same residual.
+	if long, short := float64(tr.mFor[tr.k])/float64(tr.k), float64(tr.mFor[64])/64; long >= short {
+		t.Fatalf("parity per datagram %.3f for %d, %.3f for 64", long, tr.k, short)
+	}
+	// On a LAN the shortest span is longer than a quarter of the round trip, so a
+	// longer group would make its repairs too late even for a trained quic-go.
+	lan := newController(Config{Mode: Auto}.withDefaults())
+	lan.onFeedback(&fecframe.Feedback{Flags: fecframe.FeedbackTrained}, 0, time.Millisecond, 0)
+	if k := lan.shape().k; k != untrainedData {
+		t.Fatalf("trained LAN peer: groups of %d, want %d", k, untrainedData)
+	}
 	fixed := newController(Config{Mode: Fixed, Data: 10, Parity: 3}.withDefaults())
 	fs := fixed.shape()
 	if fs.k != 10 || fs.depth != 1 || fs.mFor[10] != 3 || fs.mFor[1] != 3 {
 		t.Fatalf("fixed shape %+v", fs)
+	}
+}
+
+func TestTrainerHoldsAFewDatagramsOnceTheFlowIsUnderWay(t *testing.T) {
+	const rtt = 40 * time.Millisecond
+	short := []byte{0x40, 1, 2, 3} // a QUIC 1-RTT packet
+	long := []byte{0xc0, 1, 2, 3}  // a handshake packet
+	var tr trainer
+	if h := tr.hold(short, 0, 0); h != 0 {
+		t.Fatalf("held %v without a round-trip estimate", h)
+	}
+	// Busy traffic (a datagram every 100 us) from t=0: nothing is held during the
+	// first trainAfter, then exactly trainRounds datagrams, far enough apart.
+	var holds []time.Duration
+	now := time.Duration(0)
+	for ; now < 5*time.Second; now += 100 * time.Microsecond {
+		if h := tr.hold(short, now, rtt); h > 0 {
+			if h != time.Duration(trainHold*float64(rtt)) {
+				t.Fatalf("held for %v, want %v", h, time.Duration(trainHold*float64(rtt)))
+			}
+			holds = append(holds, now)
+		}
+	}
+	if len(holds) != trainRounds {
+		t.Fatalf("%d rounds, want %d", len(holds), trainRounds)
+	}
+	if holds[0] < trainAfter {
+		t.Fatalf("first round at %v, before the flow is %v old", holds[0], trainAfter)
+	}
+	for i := 1; i < len(holds); i++ {
+		if gap := holds[i] - holds[i-1]; gap < time.Duration(trainHold*float64(rtt))+2*rtt {
+			t.Fatalf("rounds %d and %d only %v apart", i-1, i, gap)
+		}
+	}
+	if !tr.trained(now) {
+		t.Fatal("not trained after every round")
+	}
+	// A new connection (its handshake) starts over.
+	if h := tr.hold(long, now, rtt); h != 0 || tr.trained(now) {
+		t.Fatalf("handshake packet held %v, trained %v", h, tr.trained(now))
+	}
+	// A trickle (one datagram per round trip, an idle ssh session) is never held:
+	// nothing behind the held datagram would make quic-go declare it lost.
+	for end := now + 10*time.Second; now < end; now += rtt {
+		if h := tr.hold(short, now, rtt); h != 0 {
+			t.Fatalf("held %v on a trickle", h)
+		}
 	}
 }

@@ -17,7 +17,7 @@
 //	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 len:u16 payload[len]
 //	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 depth:u8 shard[...]
 //	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
-//	           congestionLost:u32 unrepaired:u32 nackCount:u8 nackCount*(group:u24 index:u8)
+//	           congestionLost:u32 unrepaired:u32 flags:u8 nackCount:u8 nackCount*(group:u24 index:u8)
 //	Hello    = b0 nonce:u64
 //	HelloAck = b0 nonce:u64
 //
@@ -35,6 +35,14 @@
 // its coder), its parity count m, and over how many groups the sender interleaves
 // (depth): once a group's parity arrives, every group at least depth older has
 // had all its datagrams sent, which tells the receiver when to ask for a resend.
+//
+// Feedback flags say what the receiver has done for the sender; a receiver sets only
+// the bits it knows and a sender ignores the others. FeedbackTrained: the receiver
+// has taught the sending quic-go connection to tolerate late repairs (see package
+// recovery), so the sender may code over longer groups.
+//
+// Version 2 added the flags byte; peers of different versions drop each other's
+// frames and so never agree to frame (they talk plain QUIC).
 package fecframe
 
 import (
@@ -44,7 +52,7 @@ import (
 )
 
 // Version is the framing version this package speaks.
-const Version = 1
+const Version = 2
 
 // Type is the kind of a framed datagram.
 type Type uint8
@@ -86,7 +94,7 @@ const (
 	// HelloLen is the length of a Hello or HelloAck datagram.
 	HelloLen = 9
 	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
-	FeedbackBaseLen = 34
+	FeedbackBaseLen = 35
 	// MaxPayload bounds a data payload that takes part in coding. QUIC packets are
 	// far smaller (quic-go sends at most 1452 bytes).
 	MaxPayload = 1600
@@ -143,8 +151,16 @@ type Feedback struct {
 	Bursts         uint32 // runs of consecutive random losses
 	CongestionLost uint32 // datagrams seen missing while the path queue was full
 	Unrepaired     uint32 // data datagrams neither received nor rebuilt
+	Flags          uint8  // FeedbackTrained; unknown bits are ignored
 	NACKs          []NACK // data shards the receiver asks to be resent
 }
+
+// Feedback flags.
+const (
+	// FeedbackTrained: the receiver has taught the sender's quic-go connection
+	// that this path reorders, so repairs may arrive up to about a round trip late.
+	FeedbackTrained uint8 = 1 << 0
+)
 
 // NACK names one data shard.
 type NACK struct {
@@ -270,7 +286,7 @@ func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, f.Bursts)
 	b = binary.BigEndian.AppendUint32(b, f.CongestionLost)
 	b = binary.BigEndian.AppendUint32(b, f.Unrepaired)
-	b = append(b, byte(len(f.NACKs)))
+	b = append(b, f.Flags, byte(len(f.NACKs)))
 	for _, n := range f.NACKs {
 		if n.Group >= 1<<24 {
 			return b, fmt.Errorf("fecframe: NACK group %d does not fit 24 bits", n.Group)
@@ -359,7 +375,8 @@ func Decode(b []byte) (Frame, error) {
 		fb.Bursts = binary.BigEndian.Uint32(b[21:])
 		fb.CongestionLost = binary.BigEndian.Uint32(b[25:])
 		fb.Unrepaired = binary.BigEndian.Uint32(b[29:])
-		count := int(b[33])
+		fb.Flags = b[33]
+		count := int(b[34])
 		if count > MaxNACKs {
 			return f, malformed("%d NACKs exceed the limit of %d", count, MaxNACKs)
 		}

@@ -74,7 +74,7 @@ func TestParityRoundTrip(t *testing.T) {
 
 func TestFeedbackRoundTrip(t *testing.T) {
 	fb := Feedback{
-		EchoTimestamp: 1, EchoDelay: 2, Received: 3, Sampled: 8, Lost: 4, Bursts: 5, CongestionLost: 6, Unrepaired: 7,
+		EchoTimestamp: 1, EchoDelay: 2, Received: 3, Sampled: 8, Lost: 4, Bursts: 5, CongestionLost: 6, Unrepaired: 7, Flags: FeedbackTrained | 0x80,
 		NACKs: []NACK{{Group: 0xffffff, Index: 0}, {Group: 12, Index: 254}},
 	}
 	b, err := AppendFeedback(nil, fb)
@@ -96,7 +96,7 @@ func TestFeedbackRoundTrip(t *testing.T) {
 		got.NACKs = append(got.NACKs, f.NACK(i))
 	}
 	if got.EchoTimestamp != 1 || got.EchoDelay != 2 || got.Received != 3 || got.Sampled != 8 || got.Lost != 4 ||
-		got.Bursts != 5 || got.CongestionLost != 6 || got.Unrepaired != 7 {
+		got.Bursts != 5 || got.CongestionLost != 6 || got.Unrepaired != 7 || got.Flags != FeedbackTrained|0x80 {
 		t.Fatalf("counters %+v", got)
 	}
 	for i := range fb.NACKs {
@@ -166,9 +166,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty", nil, "empty"},
 		{"quic short header", []byte{0x40, 1, 2}, "QUIC packet"},
 		{"quic long header", []byte{0xc0, 1, 2}, "QUIC packet"},
-		{"version", []byte{0x21}, "version 2"},
+		{"version 1", []byte{0x11}, "version 1, want 2"},
+		{"version 3", []byte{0x31}, "version 3"},
 		{"version 0", []byte{0x01}, "version 0"},
-		{"unknown type", []byte{0x1f}, "unknown frame type"},
+		{"unknown type", []byte{0x2f}, "unknown frame type"},
 		{"data short", data[:10], "shorter than its header"},
 		{"data truncated", data[:len(data)-1], "says 3 payload bytes but carries 2"},
 		{"data trailing", append(append([]byte(nil), data...), 0), "says 3 payload bytes but carries 4"},
