@@ -58,15 +58,16 @@ type Config struct {
 	// TargetResidual is, in Auto mode, the share of data datagrams that may stay
 	// lost after coding (for a group of n, the probability that it cannot be
 	// rebuilt is kept below n x TargetResidual). quic-go's Reno needs a residual
-	// loss around 1e-5 to fill 100 Mbit/s at 50 ms; resends take care of most of
-	// what parity leaves. Default 1e-4, or 1e-5 with NoResend.
+	// loss around 1e-5 to fill 100 Mbit/s at 50 ms; the sizing's margin (two
+	// standard errors of the estimate) and resends close the gap. Default 1e-4,
+	// or 1e-5 with NoResend.
 	TargetResidual float64
 	// NoResend turns off the last resort: NACK-driven resends of data that parity
 	// could not rebuild, at most ResendBudget of the data sent. A resend arrives a
-	// round trip late, after quic-go has declared the packet lost, but in time for
-	// quic-go to find the loss spurious and undo its window cut. With resends on,
-	// parity can be sized for a tenth of the residual loss, which it pays back
-	// several times over (see README.md).
+	// round trip late; quic-go accepts it (and undoes its window cut) only if its
+	// acknowledgement of the ACK that reported the gap has not reached the
+	// receiver first, which favours losses near the end of a group (see
+	// README.md, point 3).
 	NoResend bool
 	// ResendBudget bounds resent datagrams as a fraction of data datagrams sent.
 	// Default 0.02.
