@@ -44,7 +44,11 @@ echo "== fuzz (${FUZZTIME:=5s} each)"
 for pkg in $(go list ./...); do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     echo "-- $pkg $target"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/dev/null
+    # quiet when it passes; the whole output (the failing input) when it does not
+    if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1); then
+      echo "$out"
+      exit 1
+    fi
   done
 done
 echo "== all tests passed"
