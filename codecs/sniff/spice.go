@@ -220,18 +220,20 @@ func sniffSpiceMain(p *props, fromClient, fromServer []byte, client spiceLink) b
 		}
 		at = next
 		switch typ {
+		// The first of each counts: a server that repeated one must not change what
+		// a shorter capture already reported (the sniffer re-reads from the start).
 		case spiceMsgMainInit:
-			if len(body) >= spiceMainInitMinLen {
+			if !seenInit && len(body) >= spiceMainInitMinLen {
 				p.setString("sessionId", spiceSessionID(binary.LittleEndian.Uint32(body)))
 				seenInit = true
 			}
 		case spiceMsgMainName:
-			if name, ok := spiceName(body); ok {
+			if name, ok := spiceName(body); ok && !seenName {
 				p.set("serverName", name)
 				seenName = true
 			}
 		case spiceMsgMainUUID:
-			if len(body) >= spiceUUIDLen {
+			if !seenUUID && len(body) >= spiceUUIDLen {
 				p.setString("serverUUID", formatUUID(body[:spiceUUIDLen]))
 				seenUUID = true
 			}
