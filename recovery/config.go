@@ -48,7 +48,7 @@ type Config struct {
 	// GroupSpan is the longest a group stays open before its parity is sent, so a
 	// repair reaches quic-go within about this much of the loss even when traffic
 	// is slow. Default: an eighth of the measured round trip, within 2-10 ms (5 ms
-	// until the round trip is known); half, within 2-25 ms, once the peer has
+	// until the round trip is known); a quarter, within 2-25 ms, once the peer has
 	// trained our quic-go connection to tolerate late repairs.
 	GroupSpan time.Duration
 	// Interleave is how many groups are filled at once, round-robin, so that a burst
@@ -100,6 +100,9 @@ const (
 	minGroupSpan                  = 2 * time.Millisecond
 	maxGroupSpan                  = 10 * time.Millisecond
 	maxTrainedGroupSpan           = 25 * time.Millisecond
+	// Default spans are the smoothed round trip divided by these.
+	untrainedSpanDivisor = 8
+	trainedSpanDivisor   = 4
 )
 
 // DefaultConfig is what quictun runs with unless told otherwise.

@@ -158,8 +158,8 @@ func (ct *controller) estimateChanged() bool {
 // span after the loss; an untrained quic-go declares a loss 1/8 of a round trip
 // after the packet was due, a trained one a round trip after (README, point 2),
 // and a repair must also beat quic-go's acknowledgement of the ACK that reported
-// the gap (about a round trip), so a trained peer gets half the round trip, at
-// most 25 ms.
+// the gap (about a round trip), so a trained peer gets a quarter of the round
+// trip, at most 25 ms.
 func (ct *controller) span() time.Duration {
 	if ct.cfg.GroupSpan > 0 {
 		return ct.cfg.GroupSpan
@@ -167,9 +167,9 @@ func (ct *controller) span() time.Duration {
 	if ct.srtt == 0 {
 		return initialGroupSpan
 	}
-	div, most := time.Duration(8), maxGroupSpan
+	div, most := time.Duration(untrainedSpanDivisor), maxGroupSpan
 	if ct.trained {
-		div, most = 4, maxTrainedGroupSpan
+		div, most = trainedSpanDivisor, maxTrainedGroupSpan
 	}
 	// Round to 0.5 ms so that RTT noise does not reshape groups all the time.
 	s := (ct.srtt / div).Round(500 * time.Microsecond)
@@ -180,12 +180,12 @@ func (ct *controller) span() time.Duration {
 // residual loss (the law of large numbers), but a repair is as late as its
 // group is long, so groups grow beyond untrainedData only for a trained peer,
 // and only where the span, not the shortest span allowed, bounds them: on a LAN
-// (round trip under 4 x minGroupSpan) a group of Config.Data can take longer to
+// (round trip under trainedSpanDivisor x minGroupSpan) a group of Config.Data can take longer to
 // fill than quic-go waits even when trained. Tying the size to the measured
 // rate instead (as many as fill a quarter round trip) did worse: the size
 // followed every window cut down and back up.
 func (ct *controller) largest() int {
-	if ct.cfg.Mode == Auto && (!ct.trained || ct.srtt/4 < minGroupSpan) {
+	if ct.cfg.Mode == Auto && (!ct.trained || ct.srtt/trainedSpanDivisor < minGroupSpan) {
 		return min(ct.cfg.Data, untrainedData)
 	}
 	return ct.cfg.Data
