@@ -51,19 +51,24 @@ type clientStream struct {
 
 // openClientStream opens a stream and sends the header on it.
 func openClientStream(ctx context.Context, sessions *sessionKeeper, wait time.Duration, hdr []byte) (*clientStream, error) {
-	st, conn, err := sessions.openStream(ctx)
-	if err != nil {
-		return nil, err
+	for {
+		st, conn, err := sessions.openStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// The header goes out now and the application's bytes right behind
+		// it, without waiting for the server's answer: no extra round trip.
+		if _, err := st.Write(hdr); err != nil {
+			st.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
+			if sessionWasLost(conn, err) {
+				continue // reset between open and write: nothing was sent
+			}
+			return nil, err
+		}
+		return &clientStream{sessions: sessions, wait: wait, ctx: context.WithoutCancel(ctx),
+			stream: st, conn: conn, sent: append([]byte(nil), hdr...), replayable: true,
+			changed: make(chan struct{})}, nil
 	}
-	// The header goes out now and the application's bytes right behind it,
-	// without waiting for the server's answer: no extra round trip.
-	if _, err := st.Write(hdr); err != nil {
-		st.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
-		return nil, err
-	}
-	return &clientStream{sessions: sessions, wait: wait, ctx: context.WithoutCancel(ctx),
-		stream: st, conn: conn, sent: append([]byte(nil), hdr...), replayable: true,
-		changed: make(chan struct{})}, nil
 }
 
 func (s *clientStream) current() (*quic.Stream, *quic.Conn) {
@@ -86,7 +91,7 @@ func (s *clientStream) Write(p []byte) (int, error) {
 	}
 	s.mu.Unlock()
 	n, err := st.Write(p)
-	if err == nil || !kept || !sessionWasLost(conn) {
+	if err == nil || !kept || !sessionWasLost(conn, err) {
 		return n, s.peerError(err)
 	}
 	// p is kept: the reader either replays it on a new stream or gives up.
@@ -123,7 +128,7 @@ func (s *clientStream) readStatus() error {
 			s.mu.Unlock()
 			return status.Err()
 		}
-		if replays == 0 && sessionWasLost(conn) && s.replay() == nil {
+		if replays == 0 && sessionWasLost(conn, err) && s.replay() == nil {
 			continue
 		}
 		s.mu.Lock()
@@ -222,12 +227,18 @@ func (s *clientStream) StreamID() int64 {
 }
 
 // sessionWasLost says whether conn ended with a stateless reset: its server
-// did not know it, so nothing sent on it was acted on.
-func sessionWasLost(conn *quic.Conn) bool {
+// did not know it, so nothing sent on it was acted on. err is what a stream
+// of conn failed with: quic-go fails the streams of a closing connection with
+// its cause a moment before it cancels the connection's context, so a reader
+// can learn of the reset before conn.Context() says so.
+func sessionWasLost(conn *quic.Conn, err error) bool {
+	var sr *quic.StatelessResetError
+	if errors.As(err, &sr) {
+		return true
+	}
 	if conn.Context().Err() == nil {
 		return false
 	}
-	var sr *quic.StatelessResetError
 	return errors.As(context.Cause(conn.Context()), &sr)
 }
 

@@ -302,8 +302,16 @@ func (k *sessionKeeper) openStream(ctx context.Context) (*quic.Stream, *quic.Con
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("open stream: %w", context.Cause(ctx))
 		}
-		if conn.Context().Err() == nil {
+		if conn.Context().Err() == nil && !sessionGone(err) {
 			return nil, nil, fmt.Errorf("open stream: %w", err)
+		}
+		// quic-go fails a closing session's streams a moment before it
+		// cancels the session's context: wait for that, so that get does not
+		// hand out the same session again.
+		select {
+		case <-conn.Context().Done():
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("open stream: %w", context.Cause(ctx))
 		}
 	}
 }

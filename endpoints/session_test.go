@@ -1,8 +1,11 @@
 package endpoints
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // The redial wait is drawn from the upper half of a ceiling that doubles from
@@ -62,4 +65,19 @@ func TestRefusedClientDoesNotHammerTheServer(t *testing.T) {
 		t.Fatalf("%v sessions refused in 3 s, want 3 to 6", n)
 	}
 	roundTrip(t, first.Addr(), "first still works")
+}
+
+// A stream learns of a stateless reset a moment before its session's context
+// does (quic-go fails the streams first): the stream's error alone must be
+// enough to replay the tunnel, or a client racing that moment drops the
+// application instead (seen in CI as a reset application connection in
+// TestServerCrashTunnelReplayedOnNextSession).
+func TestStreamErrorAloneSaysTheSessionWasLost(t *testing.T) {
+	reset := fmt.Errorf("read status: %w", &quic.StatelessResetError{})
+	if !sessionWasLost(nil, reset) {
+		t.Error("a stateless reset on the stream was not taken for a lost session")
+	}
+	if !sessionGone(reset) {
+		t.Error("sessionGone does not know a stateless reset")
+	}
 }
