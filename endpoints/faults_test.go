@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/internal/logtap"
 	"github.com/quictun/quictun/netem"
 	"github.com/quictun/quictun/recovery"
 )
@@ -200,10 +202,10 @@ func TestOutageApplicationsWaitThenFail(t *testing.T) {
 	srv, stopServer := startServer(t, pairOptions{})
 	udpAddr := srv.Addr().String()
 	const wait = 1500 * time.Millisecond
-	var logs logTap
+	var logs logtap.Tap
 	cli, stopClient := startClient(t, udpAddr, pairOptions{token: app.addr.String(), clientMods: func(c *ClientConfig) {
 		c.SessionWait = wait
-		c.Logger = logs.logger("client")
+		c.Logger = logs.Logger(slog.LevelDebug, "side", "client")
 	}})
 	defer stopClient()
 	roundTrip(t, cli.Addr(), "before")
@@ -222,7 +224,7 @@ func TestOutageApplicationsWaitThenFail(t *testing.T) {
 	if took < wait || took > wait+2*time.Second {
 		t.Fatalf("closed after %v, want about the session wait of %v", took, wait)
 	}
-	logs.waitForLine(t, "level=WARN", "application connection closed: no tunnel", "no session to server endpoint "+udpAddr)
+	logs.WaitForLine(t, "level=WARN", "application connection closed: no tunnel", "no session to server endpoint "+udpAddr)
 }
 
 // captureInitials returns n QUIC Initial packets of distinct connection
@@ -299,10 +301,10 @@ func TestHalfOpenHandshakesCostBoundedResources(t *testing.T) {
 	const attempts = 400
 	app := startApp(t, loopbackTCP(), echo)
 	defer app.close()
-	var logs logTap
+	var logs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.PreambleTimeout = 2 * time.Second
-		c.Logger = logs.logger("server")
+		c.Logger = logs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	initials := captureInitials(t, srv.Addr(), attempts)
@@ -327,7 +329,7 @@ func TestHalfOpenHandshakesCostBoundedResources(t *testing.T) {
 	if grown > 6*maxPendingHandshakes {
 		t.Errorf("%d goroutines more for %d half-open handshakes", grown, attempts)
 	}
-	logs.waitForLine(t, "level=WARN", "many handshakes in progress")
+	logs.WaitForLine(t, "level=WARN", "many handshakes in progress")
 
 	// A real client gets in meanwhile (through a Retry).
 	cli, stopClient := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String()})

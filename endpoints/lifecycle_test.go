@@ -3,6 +3,7 @@ package endpoints
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/quictun/quictun/codecs/preamble"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/internal/logtap"
 )
 
 // Zero limits and timeouts take their defaults; negative ones, and a header
@@ -69,14 +71,14 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 // A server whose socket fails cannot accept sessions any more: Run shuts down
 // and returns the error (the program exits non-zero), instead of nil.
 func TestServerRunReturnsAFatalAcceptError(t *testing.T) {
-	var logs logTap
+	var logs logtap.Tap
 	id, err := trust.LoadServer(trust.ServerOptions{StateDir: t.TempDir()}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	parser, _ := token.NewParser("cleartext", "")
 	srv, err := NewServer(ServerConfig{ListenOn: "127.0.0.1:0", Parser: parser, TLS: id.TLS,
-		Logger: logs.logger("server"), DrainTimeout: time.Second})
+		Logger: logs.Logger(slog.LevelDebug, "side", "server"), DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,9 +112,9 @@ func TestServerResetAfterStartIsNotARefusal(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // the Close after this returns sends RST
 	})
 	defer srvApp.close()
-	var clientLog logTap
+	var clientLog logtap.Tap
 	p := startPair(t, pairOptions{token: srvApp.addr.String(),
-		clientMods: func(c *ClientConfig) { c.Logger = clientLog.logger("client") }})
+		clientMods: func(c *ClientConfig) { c.Logger = clientLog.Logger(slog.LevelDebug, "side", "client") }})
 	defer p.stop()
 
 	c := dialApp(t, p.client.Addr())
@@ -148,9 +150,9 @@ func TestServerResetAfterStartIsNotARefusal(t *testing.T) {
 // A refused tunnel is still a refusal on the client, also when the reset
 // overtakes the status frame; this one's target is unreachable.
 func TestRefusalIsStillAFailure(t *testing.T) {
-	var clientLog logTap
+	var clientLog logtap.Tap
 	p := startPair(t, pairOptions{token: "tcp:127.0.0.1:1",
-		clientMods: func(c *ClientConfig) { c.Logger = clientLog.logger("client") }})
+		clientMods: func(c *ClientConfig) { c.Logger = clientLog.Logger(slog.LevelDebug, "side", "client") }})
 	defer p.stop()
 	assertClosedPromptly(t, p.client.Addr(), true)
 	waitUntil(t, func() bool {

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/internal/logtap"
 )
 
 // testCA is a certificate authority for tests, kept in a directory.
@@ -86,15 +88,15 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var serverLog logTap
+	var serverLog logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.TLS = id.TLS
-		c.Logger = serverLog.logger("server")
+		c.Logger = serverLog.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	endpoint := srv.Addr().String()
 
-	startWith := func(certFile, keyFile string, log *logTap) (*Client, func()) {
+	startWith := func(certFile, keyFile string, log *logtap.Tap) (*Client, func()) {
 		tlsConf, err := trust.LoadClient(trust.ClientOptions{Endpoint: endpoint, CAFile: ca.file,
 			CertFile: certFile, KeyFile: keyFile, RequireVerified: true}, testLogger(t))
 		if err != nil {
@@ -103,7 +105,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 		return startClient(t, endpoint, pairOptions{token: srvApp.addr.String(), clientMods: func(c *ClientConfig) {
 			c.TLS = tlsConf
 			c.SessionWait = time.Second
-			c.Logger = log.logger("client")
+			c.Logger = log.Logger(slog.LevelDebug, "side", "client")
 		}})
 	}
 
@@ -115,7 +117,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 		"no certificate":            {"", "", "certificate required"},
 		"an impostor's certificate": {malloryCert, malloryKey, "unknown certificate authority"},
 	} {
-		var log logTap
+		var log logtap.Tap
 		cli, stop := startWith(c.cert, c.key, &log)
 		app := dialApp(t, cli.Addr())
 		app.SetDeadline(time.Now().Add(10 * time.Second))
@@ -139,7 +141,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 
 	// Admitted: a certificate of the server's CA, under its name.
 	aliceCert, aliceKey := ca.issue(t, "alice", false)
-	var log logTap
+	var log logtap.Tap
 	cli, stop := startWith(aliceCert, aliceKey, &log)
 	defer stop()
 	c := dialApp(t, cli.Addr())
@@ -154,7 +156,7 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 	if len(snaps) != 1 || !strings.HasPrefix(snaps[0].Info.Session, "alice@127.0.0.1:") {
 		t.Fatalf("server tunnels: %+v", snaps)
 	}
-	if len(serverLog.lines(`msg="session opened"`, `session=alice@127.0.0.1:`)) == 0 {
+	if len(serverLog.Lines(`msg="session opened"`, `session=alice@127.0.0.1:`)) == 0 {
 		t.Errorf("server log:\n%s", serverLog.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/internal/logtap"
 )
 
 // roundTrip sends a message through the client endpoint and expects it back.
@@ -116,12 +118,12 @@ func sessionClosedWith(t *testing.T, conn *quic.Conn, code preamble.Code, within
 func TestUnauthenticatedSessionsFreeTheirSlots(t *testing.T) {
 	app := startApp(t, loopbackTCP(), echo)
 	defer app.close()
-	var logs logTap
+	var logs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.Secret = []byte("open sesame")
 		c.Limits.MaxSessions = 2
 		c.PreambleTimeout = time.Second
-		c.Logger = logs.logger("server")
+		c.Logger = logs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	// Two sessions that complete the handshake, then only keep alive.
@@ -140,7 +142,7 @@ func TestUnauthenticatedSessionsFreeTheirSlots(t *testing.T) {
 	for _, c := range idle {
 		sessionClosedWith(t, c, preamble.CodeAuthFailed, 5*time.Second)
 	}
-	logs.waitForLine(t, "session closed: no valid header within the handshake timeout")
+	logs.WaitForLine(t, "session closed: no valid header within the handshake timeout")
 
 	// The real client's session presented its secret: it outlives the timeout.
 	session := cli.sessions.live()[0]
@@ -168,15 +170,15 @@ func TestRefusedSecretFailsApplicationsFast(t *testing.T) {
 	defer app.close()
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) { c.Secret = []byte("open sesame") }})
 	defer stopServer()
-	var logs logTap
+	var logs logtap.Tap
 	cli, stop := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String(),
 		clientMods: func(c *ClientConfig) {
 			c.Secret = []byte("wrong")
 			c.SessionWait = 30 * time.Second
-			c.Logger = logs.logger("client")
+			c.Logger = logs.Logger(slog.LevelDebug, "side", "client")
 		}})
 	defer stop()
-	logs.waitForLine(t, "refused this client's shared secret")
+	logs.WaitForLine(t, "refused this client's shared secret")
 	for range 5 {
 		assertClosedPromptly(t, cli.Addr(), true)
 	}
@@ -385,10 +387,10 @@ func TestStalledHeadersAndGarbage(t *testing.T) {
 func TestOversizedTokenIsRefused(t *testing.T) {
 	app := startApp(t, loopbackTCP(), echo)
 	defer app.close()
-	var srvLogs, cliLogs logTap
+	var srvLogs, cliLogs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.Limits.MaxTokenSize = 64
-		c.Logger = srvLogs.logger("server")
+		c.Logger = srvLogs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	good, stopGood := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String()})
@@ -401,11 +403,11 @@ func TestOversizedTokenIsRefused(t *testing.T) {
 
 	long := app.addr.String() + "#" + strings.Repeat("x", 100)
 	bad, stopBad := startClient(t, srv.Addr().String(), pairOptions{token: long,
-		clientMods: func(c *ClientConfig) { c.Logger = cliLogs.logger("client") }})
+		clientMods: func(c *ClientConfig) { c.Logger = cliLogs.Logger(slog.LevelDebug, "side", "client") }})
 	defer stopBad()
 	assertClosedPromptly(t, bad.Addr(), true)
-	srvLogs.waitForLine(t, "tunnel refused", "status=\"bad token\"", fmt.Sprintf("token_len=%d", len(long)), "max=64")
-	cliLogs.waitForLine(t, "tunnel closed", fmt.Sprintf("token of %d bytes exceeds the limit of 64", len(long)))
+	srvLogs.WaitForLine(t, "tunnel refused", "status=\"bad token\"", fmt.Sprintf("token_len=%d", len(long)), "max=64")
+	cliLogs.WaitForLine(t, "tunnel closed", fmt.Sprintf("token of %d bytes exceeds the limit of 64", len(long)))
 
 	live.Write([]byte("still here"))
 	if _, err := io.ReadFull(live, make([]byte, 10)); err != nil {
@@ -493,24 +495,24 @@ func TestSecretsAndInternalAddressesStayOnTheServer(t *testing.T) {
 	}
 	forbidden := "tcp:127.0.0.4:22"
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-	var srvLogs, cliLogs logTap
+	var srvLogs, cliLogs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.Parser, _ = token.NewParser("cleartext", "base64")
 		c.Policy = pol
-		c.Logger = srvLogs.logger("server")
+		c.Logger = srvLogs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	for _, tok := range []string{secretToken, b64(dead), b64(forbidden)} {
 		cli, stop := startClient(t, srv.Addr().String(), pairOptions{token: tok,
-			clientMods: func(c *ClientConfig) { c.Logger = cliLogs.logger("client") }})
+			clientMods: func(c *ClientConfig) { c.Logger = cliLogs.Logger(slog.LevelDebug, "side", "client") }})
 		assertClosedPromptly(t, cli.Addr(), true)
 		stop()
 	}
-	srvLogs.waitForLine(t, "tunnel refused", `status="bad token"`, fmt.Sprintf("(%d bytes, not an address)", len(secretToken)))
-	srvLogs.waitForLine(t, "tunnel refused", `status="target unreachable"`, dead)
-	srvLogs.waitForLine(t, "tunnel refused", `status="forbidden target"`, forbidden)
+	srvLogs.WaitForLine(t, "tunnel refused", `status="bad token"`, fmt.Sprintf("(%d bytes, not an address)", len(secretToken)))
+	srvLogs.WaitForLine(t, "tunnel refused", `status="target unreachable"`, dead)
+	srvLogs.WaitForLine(t, "tunnel refused", `status="forbidden target"`, forbidden)
 	for _, refusal := range []string{"bad token", "target unreachable", "forbidden target"} {
-		cliLogs.waitForLine(t, "tunnel closed", "server refused tunnel: "+refusal)
+		cliLogs.WaitForLine(t, "tunnel closed", "server refused tunnel: "+refusal)
 	}
 	if strings.Contains(srvLogs.String()+cliLogs.String(), secretToken) {
 		t.Error("the secret-like token was logged")
@@ -567,13 +569,13 @@ func TestForbiddenTargetLogNamesTheClient(t *testing.T) {
 	certFile, keyFile := ca.issue(t, "alice", false)
 	caFile := ca.file
 	pol, _ := policy.Parse([]string{"127.0.0.1:1"})
-	var logs logTap
+	var logs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		id, err := trust.LoadServer(trust.ServerOptions{StateDir: t.TempDir(), VerifyClient: true, CAFile: caFile}, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.TLS, c.Policy, c.Logger = id.TLS, pol, logs.logger("server")
+		c.TLS, c.Policy, c.Logger = id.TLS, pol, logs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	cli, stop := startClient(t, srv.Addr().String(), pairOptions{token: "tcp:127.0.0.5:22", clientMods: func(c *ClientConfig) {
@@ -587,7 +589,7 @@ func TestForbiddenTargetLogNamesTheClient(t *testing.T) {
 	defer stop()
 	assertClosedPromptly(t, cli.Addr(), true)
 	udpPort := cli.conn.LocalAddr().(*net.UDPAddr).Port
-	logs.waitForLine(t, "tunnel refused", `status="forbidden target"`, fmt.Sprintf("session=alice@127.0.0.1:%d", udpPort), "target=tcp:127.0.0.5:22")
+	logs.WaitForLine(t, "tunnel refused", `status="forbidden target"`, fmt.Sprintf("session=alice@127.0.0.1:%d", udpPort), "target=tcp:127.0.0.5:22")
 }
 
 // A server that anyone who reaches it may use says so loudly at start.
@@ -607,12 +609,12 @@ func TestOpenServerWarnsLoudly(t *testing.T) {
 		"mutual TLS":    {public, ServerConfig{TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Policy: pol}, false, false},
 		"loopback only": {loopback, ServerConfig{TLS: &tls.Config{}}, false, false},
 	} {
-		var logs logTap
-		warnIfOpen(logs.logger("server"), tc.addr, &tc.cfg)
-		if got := len(logs.lines("level=WARN", "ANYONE CAN USE THIS SERVER")) > 0; got != tc.open {
+		var logs logtap.Tap
+		warnIfOpen(logs.Logger(slog.LevelDebug, "side", "server"), tc.addr, &tc.cfg)
+		if got := len(logs.Lines("level=WARN", "ANYONE CAN USE THIS SERVER")) > 0; got != tc.open {
 			t.Errorf("%s: open-server warning %v, want %v", name, got, tc.open)
 		}
-		if got := len(logs.lines("level=WARN", "no allow rules")) > 0; got != tc.noRules {
+		if got := len(logs.Lines("level=WARN", "no allow rules")) > 0; got != tc.noRules {
 			t.Errorf("%s: no-rules warning %v, want %v", name, got, tc.noRules)
 		}
 	}

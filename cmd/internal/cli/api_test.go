@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,43 +19,13 @@ import (
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/internal/logtap"
 )
 
 // fasthttp's date updater lives as long as the process once a server starts.
 var ignoreFasthttp = goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1")
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, ignoreFasthttp) }
-
-// logBuffer is a log destination that tests read while endpoints write.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitFor waits until the log matches re and returns the submatches.
-func (b *logBuffer) waitFor(t *testing.T, re string) []string {
-	t.Helper()
-	rx := regexp.MustCompile(re)
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if m := rx.FindStringSubmatch(b.String()); m != nil {
-			return m
-		}
-	}
-	t.Fatalf("no log line matching %q in:\n%s", re, b.String())
-	return nil
-}
 
 // newServer is a real server endpoint on loopback, not yet running.
 func newServer(t *testing.T, log *slog.Logger) *endpoints.Server {
@@ -96,13 +64,13 @@ func wait(t *testing.T, done <-chan error) error {
 // together when the context ends.
 func TestRunWithAPIServesAndStops(t *testing.T) {
 	defer goleak.VerifyNone(t, ignoreFasthttp)
-	var out logBuffer
-	log := slog.New(slog.NewTextHandler(&out, nil))
+	var out logtap.Tap
+	log := out.Logger(slog.LevelInfo)
 	srv := newServer(t, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := runAsync(func() error { return RunWithAPI(ctx, "127.0.0.1:0", "let-me-in", srv, log) })
-	addr := out.waitFor(t, `REST API listening" addr=(\S+)`)[1]
+	addr := out.WaitForMatch(t, `REST API listening" addr=(\S+)`)[1]
 
 	client := &http.Client{Timeout: 5 * time.Second}
 	defer client.CloseIdleConnections()
@@ -173,14 +141,14 @@ func (b brokenAPI) Shutdown() error { close(b.shutdown); return nil }
 // keeps running, and the error is returned when it stops.
 func TestRunBesideReportsAFailedAPI(t *testing.T) {
 	defer goleak.VerifyNone(t, ignoreFasthttp)
-	var out logBuffer
-	log := slog.New(slog.NewTextHandler(&out, nil))
+	var out logtap.Tap
+	log := out.Logger(slog.LevelInfo)
 	srv := newServer(t, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	api := brokenAPI{shutdown: make(chan struct{})}
 	done := runAsync(func() error { return runBeside(ctx, srv, api, log) })
-	out.waitFor(t, `level=ERROR msg="REST API stopped; the endpoint keeps running without it" err="accept: too many open files"`)
+	out.WaitForMatch(t, `level=ERROR msg="REST API stopped; the endpoint keeps running without it" err="accept: too many open files"`)
 	select {
 	case err := <-done:
 		t.Fatalf("the endpoint stopped with its API: %v", err)
