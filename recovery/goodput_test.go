@@ -200,7 +200,7 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 	tick := time.NewTicker(*goodputEvery)
 	defer tick.Stop()
 	var lastBytes int64
-	var lastLost uint64
+	var lastLost, lastSent, lastRcvd, lastLate uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -209,16 +209,22 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 		}
 		cs := p.clientConn.ConnectionStats()
 		n := received.Load()
-		line := fmt.Sprintf("%5.1f Mbit/s cwnd %4d pkts srtt %v minrtt %v lost(quic) +%d",
+		ss := p.serverConn.ConnectionStats()
+		line := fmt.Sprintf("%5.1f Mbit/s cwnd %4d pkts srtt %v minrtt %v lost(quic) +%d sent +%d rcvd +%d",
 			float64(n-lastBytes)*8/1e6/goodputEvery.Seconds(), cs.CongestionWindow/1400, cs.SmoothedRTT.Round(time.Millisecond),
-			cs.MinRTT.Round(time.Millisecond), cs.PacketsLost-lastLost)
-		lastBytes, lastLost = n, cs.PacketsLost
+			cs.MinRTT.Round(time.Millisecond), cs.PacketsLost-lastLost, cs.PacketsSent-lastSent, ss.PacketsReceived-lastRcvd)
+		lastBytes, lastLost, lastSent, lastRcvd = n, cs.PacketsLost, cs.PacketsSent, ss.PacketsReceived
 		if p.client.rec != nil {
 			c, s := p.client.rec.Stats(), p.server.rec.Stats()
 			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d (delay %v max %v) unrep %d wh %d nack %d resent %d",
 				c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
 				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.RepairDelay.Round(100*time.Microsecond),
 				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld, s.NACKed, c.Resent)
+		}
+		if p.hostLink != nil {
+			es := p.hostLink()
+			line += fmt.Sprintf(" | link qdrop %d late +%d maxlate %v", es.DroppedQueue, es.Late-lastLate, es.MaxLate)
+			lastLate = es.Late
 		}
 		if p.client.emu != nil {
 			es := p.client.emu.Stats()

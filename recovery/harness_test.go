@@ -194,6 +194,9 @@ type pair struct {
 	client, server         *endpoint
 	clientConn, serverConn *quic.Conn
 	listener               *quic.Listener
+	// hostLink, when set, reads the host testbed's emulator counters of the
+	// client-to-server direction, for traces.
+	hostLink func() netem.Stats
 }
 
 func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
@@ -284,7 +287,10 @@ type lossTrace struct {
 	maxTimeReorder        time.Duration
 	timeThreshold         float64
 	packetThresholdOff    bool
-	server                dropTrace
+	// blocked counts DATA_BLOCKED and STREAM_DATA_BLOCKED frames the client
+	// sent: its quic-go ran out of the peer's flow-control credit.
+	blocked int
+	server  dropTrace
 }
 
 // dropTrace counts the datagrams the server's quic-go drops.
@@ -326,6 +332,13 @@ func (t *lossTrace) RecordEvent(e qlogwriter.Event) {
 	case qlog.RecoveryParametersSet:
 		t.timeThreshold = ev.TimeThreshold
 		t.packetThresholdOff = ev.PacketThresholdDisabled
+	case qlog.PacketSent:
+		for _, f := range ev.Frames {
+			switch f.Frame.(type) {
+			case *qlog.DataBlockedFrame, *qlog.StreamDataBlockedFrame:
+				t.blocked++
+			}
+		}
 	}
 }
 
@@ -333,9 +346,9 @@ func (t *lossTrace) RecordEvent(e qlogwriter.Event) {
 func (t *lossTrace) take() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := fmt.Sprintf("lost time %d reord %d spurious %d (max %v) thr %.2f pktthr-off %v",
-		t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder.Round(time.Millisecond), t.timeThreshold, t.packetThresholdOff)
-	t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder = 0, 0, 0, 0
+	s := fmt.Sprintf("lost time %d reord %d spurious %d (max %v) thr %.2f pktthr-off %v blocked %d",
+		t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder.Round(time.Millisecond), t.timeThreshold, t.packetThresholdOff, t.blocked)
+	t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder, t.blocked = 0, 0, 0, 0, 0
 	t.server.mu.Lock()
 	if len(t.server.dropped) > 0 {
 		s += fmt.Sprintf(" | server dropped %v", t.server.dropped)
