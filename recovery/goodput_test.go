@@ -221,14 +221,10 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.RepairDelay.Round(100*time.Microsecond),
 				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld, s.NACKed, c.Resent)
 		}
-		if p.hostLink != nil {
-			es := p.hostLink()
+		if p.link != nil {
+			es := p.link()
 			line += fmt.Sprintf(" | link qdrop %d late +%d maxlate %v", es.DroppedQueue, es.Late-lastLate, es.MaxLate)
 			lastLate = es.Late
-		}
-		if p.client.emu != nil {
-			es := p.client.emu.Stats()
-			line += fmt.Sprintf(" | emu qdrop %d late %d maxlate %v", es.DroppedQueue, es.Late, es.MaxLate)
 		}
 		tb.Log(line + " | quic " + trace.take())
 	}

@@ -194,9 +194,9 @@ type pair struct {
 	client, server         *endpoint
 	clientConn, serverConn *quic.Conn
 	listener               *quic.Listener
-	// hostLink, when set, reads the host testbed's emulator counters of the
-	// client-to-server direction, for traces.
-	hostLink func() netem.Stats
+	// link, when set, reads the counters of the emulator of the client-to-server
+	// direction (the client's netem egress, or the host testbed's), for traces.
+	link func() netem.Stats
 }
 
 func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
@@ -207,6 +207,9 @@ func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
 func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *lossTrace) *pair {
 	tb.Helper()
 	p := &pair{client: newEndpoint(tb, cs), server: newEndpoint(tb, ss)}
+	if p.client.emu != nil {
+		p.link = p.client.emu.Stats
+	}
 	scfg, ccfg := tracedConfigs(trace)
 	ln, err := p.server.transport.Listen(serverTLS(tb), scfg)
 	if err != nil {

@@ -96,7 +96,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 		b.Fatalf("dial: %v", err)
 	}
 	p.clientConn = cc
-	p.hostLink = func() netem.Stats { st, _ := tb.Stats(); return st.Up }
+	p.link = func() netem.Stats { st, _ := tb.Stats(); return st.Up }
 	p.serverConn = <-accepted
 	if p.serverConn == nil {
 		p.close()
