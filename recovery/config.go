@@ -83,6 +83,8 @@ type Config struct {
 
 	// noTrain turns the trainer off (benchmarks only: experiments).
 	noTrain bool
+	// noRamp turns the slow-start guard off (benchmarks only: experiments).
+	noRamp bool
 }
 
 // Defaults.

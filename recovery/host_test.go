@@ -272,6 +272,7 @@ func BenchmarkHostGoodput(b *testing.B) {
 		{"rtt50-loss1", wanModel(50*time.Millisecond, 0.01, nil)},
 		{"rtt50-loss5", wanModel(50*time.Millisecond, 0.05, nil)},
 		{"rtt50-loss10", wanModel(50*time.Millisecond, 0.10, nil)},
+		{"rtt200-loss0", wanModel(200*time.Millisecond, 0, nil)},
 		{"rtt200-loss1", wanModel(200*time.Millisecond, 0.01, nil)},
 		{"rtt50-ge2b3", wanModel(50*time.Millisecond, 0, ge)},
 		// The report suite's LAN: what the layer costs where the link is

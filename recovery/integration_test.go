@@ -284,3 +284,30 @@ func TestNATRebinding(t *testing.T) {
 type countingWriter struct{ n *atomic.Int64 }
 
 func (w countingWriter) Write(b []byte) (int, error) { w.n.Add(int64(len(b))); return len(b), nil }
+
+// TestSlowStartGuardSparesTheQueue: on a clean long fat path with a one-BDP
+// drop-tail queue, quic-go's slow start (whose delay test can miss the queue
+// building up) would overshoot until the queue drops a round's worth of
+// datagrams, enough holes in one stream to approach quic-go's limit of 1000,
+// past which it closes the connection. The receiving layer's guard ends slow
+// start first, so the queue drops little or nothing.
+func TestSlowStartGuardSparesTheQueue(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	// 40 Mbit/s x 200 ms: about 690 datagrams in flight, a queue as deep.
+	link := netem.Model{Delay: 100 * time.Millisecond, RateBps: 40_000_000, QueueDelay: 200 * time.Millisecond}
+	auto := DefaultConfig()
+	if *goodputNoRamp {
+		auto.noRamp = true
+	}
+	p := transferIntact(t,
+		side{model: &link, recovery: &auto, seed: 5},
+		side{model: &link, recovery: &auto, seed: 6},
+		16<<20)
+	drops := p.link().DroppedQueue
+	sst := p.server.rec.Stats()
+	p.close()
+	t.Logf("queue drops %d, withheld by the server's layer %d", drops, sst.Withheld)
+	if drops > 150 {
+		t.Fatalf("the queue dropped %d datagrams in slow start", drops)
+	}
+}

@@ -110,6 +110,7 @@ type receiver struct {
 	retired bool // the peer is gone: keep nothing
 
 	train trainer
+	ramp  rampGuard
 
 	nacks   []fecframe.NACK
 	scratch [fecframe.MaxShards][]byte
@@ -176,6 +177,7 @@ func (r *receiver) retire(c *Conn, e *ringEntry) {
 			if missing > 0 {
 				// quic-go sees this loss on its own; no need to withhold another.
 				r.withholdPending = false
+				r.ramp.lossShown()
 			}
 		}
 		g.release(c)
@@ -251,6 +253,11 @@ func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now 
 	g.data[f.Index] = buf
 	g.dataHave++
 	r.tryRebuild(c, p, e, now)
+	if !c.cfg.noRamp && r.ramp.drop(f.Payload, r.path.queue(), now, time.Duration(p.minRTT.Load())) {
+		// Kept for decoding the group, never shown to quic-go (see rampGuard).
+		c.stats.withheld.Add(1)
+		return false, true, 0
+	}
 	if c.cfg.noTrain {
 		return true, true, 0
 	}
@@ -421,6 +428,7 @@ func (r *receiver) tryRebuild(c *Conn, p *peer, e *ringEntry, now time.Duration)
 		if r.withholdPending {
 			r.withholdPending = false
 			r.lastWithheld = now
+			r.ramp.lossShown()
 			c.stats.withheld.Add(1)
 			c.pool.put(nb)
 			continue
@@ -671,6 +679,9 @@ func (m *pathMonitor) sample(ts uint32, now, minRTT time.Duration) queueState {
 	m.deep = deep
 	return m.state(q, now, minRTT)
 }
+
+// queue is the smoothed queueing delay.
+func (m *pathMonitor) queue() time.Duration { return time.Duration(m.smoothed) * time.Microsecond }
 
 // state classifies the queue at smoothed queueing delay q.
 func (m *pathMonitor) state(q, now, minRTT time.Duration) queueState {

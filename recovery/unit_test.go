@@ -400,3 +400,115 @@ func TestTrainerHoldsAFewDatagramsOnceTheFlowIsUnderWay(t *testing.T) {
 		}
 	}
 }
+
+// TestRampGuardEndsAnOvershootingSlowStart: the guard drops one datagram once a
+// flow that is still ramping up on a large path builds a lasting queue, and
+// never on a flow at a steady rate, on a small path, on a stall's passing
+// backlog, or after quic-go has seen a loss.
+func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
+	const rtt = 200 * time.Millisecond
+	short := []byte{0x40, 1, 2, 3} // a QUIC 1-RTT packet
+	long := []byte{0xc0, 1, 2, 3}  // a handshake packet
+	// run feeds rounds of one rtt each; perRound(r) datagrams arrive evenly spread
+	// in round r and meet the queueing delay queue(r, i) (i-th of the round). It
+	// returns the round and index of every drop.
+	type at struct{ round, i int }
+	run := func(g *rampGuard, rounds int, perRound func(int) int, queue func(r, i int) time.Duration, lossAt int) []at {
+		var drops []at
+		for r := range rounds {
+			if r == lossAt {
+				g.lossShown()
+			}
+			n := perRound(r)
+			for i := range n {
+				now := time.Duration(r)*rtt + time.Duration(i)*rtt/time.Duration(n)
+				if g.drop(short, queue(r, i), now, rtt) {
+					drops = append(drops, at{r, i})
+				}
+			}
+		}
+		return drops
+	}
+	// Slow start doubles from 32 a round until the path (capacity per round) is
+	// full; from then on the queue grows by 0.1 ms a datagram.
+	slowStart := func(capacity int) (func(int) int, func(r, i int) time.Duration) {
+		per := func(r int) int { return min(32<<r, capacity) }
+		q := func(r, i int) time.Duration {
+			if 32<<r < capacity {
+				return 0
+			}
+			full := 0
+			for 32<<full < capacity {
+				full++
+			}
+			return time.Duration((r-full)*capacity+i) * 100 * time.Microsecond
+		}
+		return per, q
+	}
+	never := -1
+
+	var g rampGuard
+	per, q := slowStart(1500)
+	drops := run(&g, 12, per, q, never)
+	if len(drops) != 1 {
+		t.Fatalf("slow start on a large path: drops at %v, want one", drops)
+	}
+	// rampQueue(200 ms) is 16 ms, reached at the 160th datagram of the full
+	// round and held for 16 ms (120 datagrams at 1500 a round) after that.
+	if d := drops[0]; d.round != 6 || d.i < 160+120 || d.i > 160+130 {
+		t.Fatalf("dropped at round %d datagram %d, want round 6 datagram ~280", d.round, d.i)
+	}
+	// A new connection arms it again.
+	g.drop(long, 0, 12*rtt, rtt)
+	if drops := run(&g, 12, per, q, never); len(drops) != 1 {
+		t.Fatalf("after a reconnection: drops at %v, want one", drops)
+	}
+
+	// quic-go saw a loss before the queue built up: slow start is over already.
+	g = rampGuard{}
+	if drops := run(&g, 12, per, q, 3); len(drops) != 0 {
+		t.Fatalf("after a loss: drops at %v", drops)
+	}
+
+	// A small path: an overshoot stays under quic-go's gap limit.
+	g = rampGuard{}
+	per, q = slowStart(400)
+	if drops := run(&g, 12, per, q, never); len(drops) != 0 {
+		t.Fatalf("on a path of 400 datagrams a round: drops at %v", drops)
+	}
+
+	// A steady flow whose queue builds (congestion avoidance, or a flow that left
+	// slow start on its own): not the guard's business.
+	g = rampGuard{}
+	steady := func(int) int { return 1500 }
+	if drops := run(&g, 12, steady, func(r, i int) time.Duration { return time.Duration(r*1500+i) * 10 * time.Microsecond }, never); len(drops) != 0 {
+		t.Fatalf("steady flow: drops at %v", drops)
+	}
+
+	// A stall in the middle of a ramp: 200 datagrams come in late by up to 50 ms
+	// all at once (1 us apart), then the delay is gone.
+	g = rampGuard{}
+	per, _ = slowStart(1500)
+	stalled := func(r, i int) time.Duration {
+		if r == 5 && i >= 500 && i < 700 {
+			return time.Duration(700-i) * 250 * time.Microsecond
+		}
+		return 0
+	}
+	var stallDrops []at
+	for r := range 8 {
+		n := per(r)
+		for i := range n {
+			now := time.Duration(r)*rtt + time.Duration(i)*rtt/time.Duration(n)
+			if r == 5 && i >= 500 && i < 700 {
+				now = time.Duration(r)*rtt + 500*rtt/time.Duration(n) + time.Duration(i-500)*time.Microsecond
+			}
+			if g.drop(short, stalled(r, i), now, rtt) {
+				stallDrops = append(stallDrops, at{r, i})
+			}
+		}
+	}
+	if len(stallDrops) != 0 {
+		t.Fatalf("a stall's backlog: drops at %v", stallDrops)
+	}
+}
