@@ -16,10 +16,11 @@ import "time"
 // received data" when the holes of one stream outnumber that.
 //
 // The receiver sees every datagram's queueing delay, not 8 a round. While the
-// peer's flow is still ramping up (its arrival rate grew by half within the last
-// few round trips) and quic-go has been shown no loss yet, a queue that holds
-// rampQueue of delay for as long again is slow start overshooting the path: the
-// guard then drops one data datagram. quic-go declares it lost a round trip later,
+// peer's flow has ramped up (its arrival rate grew by half from one round trip to
+// the next since it was last idle) and quic-go has been shown no loss yet, a queue
+// that holds rampQueue of delay for as long again, growing as fast as an
+// overshoot makes it grow, is slow start overshooting the path: the guard then
+// drops one data datagram. quic-go declares it lost a round trip later,
 // cuts its window to 0.7 and leaves slow start, by which time its window is about
 // twice what the path held when the queue began to build, so the cut still leaves
 // a full path and the queue never overflows. It fires once per connection, and
@@ -34,14 +35,15 @@ const (
 	rampQueueMin = 4 * time.Millisecond
 	rampQueueMax = 16 * time.Millisecond
 	// rampGrowth is the growth of the arrival rate, from one round trip to the
-	// next, that counts as slow start (which doubles it), seen within rampRecent
-	// round trips.
+	// next, that counts as slow start (which doubles it).
 	rampGrowth = 1.5
-	rampRecent = 3
 	// rampMinBin: a rate is only compared with one of at least this many datagrams
 	// per round trip, so that a flow's first packets, or its start after an idle
 	// spell, are no evidence of a ramp.
 	rampMinBin = 16
+	// rampSlopeWindows: the queue's growth is measured from a starting point
+	// this many thresholds old at most.
+	rampSlopeWindows = 4
 	// rampLargePath is half of quic-go's gap limit.
 	rampLargePath = 500
 )
@@ -61,10 +63,10 @@ type rampGuard struct {
 	// Data datagrams per minimum round trip, in the current bin and the one before.
 	binStart     time.Duration
 	bin, prevBin int
-	grewAt       time.Duration // when a bin last held rampGrowth x the one before
-	grew         bool
+	grew         bool // a bin held rampGrowth x the one before, since the last idle spell
 	deep         bool // the queue holds rampQueue
 	deepSince    time.Duration
+	deepFrom     time.Duration // the queueing delay at deepSince
 }
 
 // drop reports whether to withhold the data datagram arriving now. quic is its
@@ -82,10 +84,10 @@ func (g *rampGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
 	}
 	if el := now - g.binStart; el >= minRTT {
 		if el >= 2*minRTT {
-			g.bin = 0 // an idle spell: nothing to compare with
+			g.bin, g.grew = 0, false // an idle spell: nothing to compare with
 		}
 		if g.prevBin >= rampMinBin && float64(g.bin) >= rampGrowth*float64(g.prevBin) {
-			g.grew, g.grewAt = true, now
+			g.grew = true
 		}
 		g.prevBin, g.bin, g.binStart = g.bin, 0, now
 	}
@@ -95,12 +97,22 @@ func (g *rampGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
 		g.deep = false
 		return false
 	}
-	if !g.deep {
-		g.deep, g.deepSince = true, now
+	if !g.deep || now-g.deepSince > rampSlopeWindows*threshold {
+		// The queue's growth is judged over windows of threshold: start one.
+		g.deep, g.deepSince, g.deepFrom = true, now, q
 	}
-	// A queue, not a stall of this machine or the path's: a stall's backlog comes
-	// in at once and clears, a queue holds for as long as the senders keep it full.
-	if now-g.deepSince < threshold || !g.grew || now-g.grewAt > rampRecent*minRTT ||
+	// A growing queue, and not a stall of this machine or the path's: a stall's
+	// backlog comes in at once and clears, while a queue holds for as long as the
+	// senders keep it full. And it must grow as an overshoot makes it grow: a
+	// sender in slow start sends about twice what the path delivers, so the queue
+	// gains about as much delay as time passes. A queue that holds still is a
+	// sender limited by something else (its flow-control window): when that limit
+	// lifts, the ramp goes on and the guard can still act, whereas a cut now
+	// would leave quic-go with a window hardly above the path's, and at a long
+	// round trip Reno's growth of one packet per round trip takes minutes to make
+	// up a cut after that (measured: 73 instead of 94 Mbit/s for the rest of the
+	// run at RTT 200 ms).
+	if now-g.deepSince < threshold || q-g.deepFrom < threshold/2 || !g.grew ||
 		max(g.bin, g.prevBin) < rampLargePath {
 		return false
 	}

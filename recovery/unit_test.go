@@ -485,6 +485,26 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 		t.Fatalf("steady flow: drops at %v", drops)
 	}
 
+	// A ramp held at a plateau (the sender's flow-control window, not its congestion
+	// window, stops it a little above the path): the queue holds still at 20 ms, and
+	// a cut would only shrink the window below the path. When the window opens
+	// again, the queue grows and the guard drops.
+	g = rampGuard{}
+	per, _ = slowStart(1500)
+	plateau := func(r, i int) time.Duration {
+		switch {
+		case r < 6:
+			return 0
+		case r < 9:
+			return 20 * time.Millisecond
+		}
+		return 20*time.Millisecond + time.Duration((r-9)*1500+i)*100*time.Microsecond
+	}
+	drops = run(&g, 12, per, plateau, never)
+	if len(drops) != 1 || drops[0].round != 9 {
+		t.Fatalf("a plateau, then growth: drops at %v, want one in round 9", drops)
+	}
+
 	// A stall in the middle of a ramp: 200 datagrams come in late by up to 50 ms
 	// all at once (1 us apart), then the delay is gone.
 	g = rampGuard{}
