@@ -26,6 +26,12 @@ type Sample struct {
 	RoundTrips                         int
 
 	Tunnels, Verified int // scale
+
+	// EmulatorLateMs is the worst lateness of the emulator's own scheduling during
+	// the run, both directions (0: within netem.LateThreshold), and -1 when the
+	// backend does not report it (tc-netem, loopback). A run whose link stalled
+	// this long measured the emulator's hiccup as much as the contender.
+	EmulatorLateMs float64
 }
 
 // Record summarises every repetition of one contender on one scenario: one element of
@@ -85,6 +91,10 @@ type Record struct {
 	Tunnels     int  `json:"tunnels,omitempty"`
 	AllVerified bool `json:"all_verified,omitempty"` // every byte of every tunnel of every run
 
+	// EmulatorLateRuns is Sample.EmulatorLateMs of each successful run, in the
+	// order of Goodputs; absent when the backend does not report it.
+	EmulatorLateRuns []float64 `json:"emulator_late_runs_ms,omitempty"`
+
 	Errors []string `json:"errors,omitempty"`
 	// Note says why a contender did not run at all (not installed).
 	Note string `json:"note,omitempty"`
@@ -121,7 +131,7 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 	if s.Kind == Scale {
 		r.Tunnels = s.Tunnels
 	}
-	var goodput, cpuC, cpuS, competitor, share, first, total, p50, p99 []float64
+	var goodput, cpuC, cpuS, competitor, share, first, total, p50, p99, late []float64
 	allVerified := s.Kind == Scale
 	for _, x := range samples {
 		if x.Err != "" {
@@ -133,6 +143,9 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 		r.Runs++
 		if s.Kind != Latency {
 			goodput = append(goodput, x.GoodputMbps)
+		}
+		if x.EmulatorLateMs >= 0 {
+			late = append(late, x.EmulatorLateMs)
 		}
 		if gb := float64(x.Bytes) / 1e9; gb > 0 {
 			if x.CPUClientS >= 0 {
@@ -178,6 +191,9 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 	r.P50Ms = stats.Summarize(p50).Median
 	r.P99Ms = stats.Summarize(p99).Median
 	r.AllVerified = allVerified && r.Runs > 0
+	if len(late) == r.Runs {
+		r.EmulatorLateRuns = late
+	}
 	return r
 }
 

@@ -74,6 +74,7 @@ type Pipe struct {
 	delivered, deliveredBytes, deliverErrors   atomic.Uint64
 	late                                       atomic.Uint64
 	maxLate                                    atomic.Int64
+	worstSinceTake                             atomic.Int64 // see TakeWorstLate
 	realtime                                   atomic.Bool
 }
 
@@ -347,9 +348,22 @@ func (p *Pipe) noteLateness(worst, now time.Duration, batch []arrivalEntry) {
 		}
 	}
 	p.late.Add(n)
+	raiseTo(&p.maxLate, int64(worst))
+	raiseTo(&p.worstSinceTake, int64(worst))
+}
+
+// TakeWorstLate returns the worst lateness (above LateThreshold, else 0) since the
+// previous call, and starts over: what one measurement on a long-lived Pipe suffered
+// from the emulator's own scheduling.
+func (p *Pipe) TakeWorstLate() time.Duration {
+	return time.Duration(p.worstSinceTake.Swap(0))
+}
+
+// raiseTo sets a to v if v is larger.
+func raiseTo(a *atomic.Int64, v int64) {
 	for {
-		cur := p.maxLate.Load()
-		if int64(worst) <= cur || p.maxLate.CompareAndSwap(cur, int64(worst)) {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
 			return
 		}
 	}

@@ -214,3 +214,43 @@ func TestArrivalQueueOrder(t *testing.T) {
 		prev = e
 	}
 }
+
+// A scheduler held up (here by a slow receiver) delivers the packets behind late;
+// TakeWorstLate reports the worst of it once, for one measurement, while Stats keeps
+// the worst of the Pipe's life.
+func TestPipeReportsItsOwnLatenessPerMeasurement(t *testing.T) {
+	const hold = 40 * time.Millisecond
+	var calls sync.WaitGroup
+	calls.Add(2)
+	first := true
+	deliver := func([]byte, net.Addr) error {
+		if first {
+			first = false
+			time.Sleep(hold) // the scheduler delivers in its own goroutine, one batch at a time
+		}
+		calls.Done()
+		return nil
+	}
+	p, err := NewPipe(Model{Delay: time.Millisecond}, 1, deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if w := p.TakeWorstLate(); w != 0 {
+		t.Fatalf("worst lateness %v before any packet", w)
+	}
+	p.Send([]byte{1}, nil)
+	time.Sleep(5 * time.Millisecond) // the first is being delivered when the second is due
+	p.Send([]byte{2}, nil)
+	calls.Wait()
+	w := p.TakeWorstLate()
+	if w < hold/2 || w > 10*hold {
+		t.Fatalf("worst lateness %v behind a %v hold", w, hold)
+	}
+	if again := p.TakeWorstLate(); again != 0 {
+		t.Fatalf("worst lateness %v on the second take", again)
+	}
+	if st := p.Stats(); st.MaxLate != w || st.Late != 1 {
+		t.Fatalf("stats: max late %v (took %v), late %d packets, want 1", st.MaxLate, w, st.Late)
+	}
+}

@@ -172,7 +172,35 @@ func writeSuiteBody(b *strings.Builder, suite string, env *bench.Environment, re
 			scaleTable(b, rows)
 		}
 	}
+	emulatorHiccups(b, mine)
 	failures(b, mine)
+}
+
+// lateNoteMs is the emulator lateness above which a run is listed: more than a
+// fifth of the shortest round trip the suites emulate (50 ms over WAN links).
+const lateNoteMs = 10
+
+// emulatorHiccups lists the runs during which the emulator's own scheduling was
+// late by more than lateNoteMs: a delay spike on the link that no scenario asked
+// for, which a contender may read as loss.
+func emulatorHiccups(b *strings.Builder, rows []bench.Record) {
+	var lines []string
+	for _, r := range rows {
+		for i, ms := range r.EmulatorLateRuns {
+			if ms <= lateNoteMs {
+				continue
+			}
+			run := fmt.Sprintf("run %d", i+1)
+			if i < len(r.Goodputs) && r.Kind != bench.Latency {
+				run += fmt.Sprintf(", %.1f Mbit/s", r.Goodputs[i])
+			}
+			lines = append(lines, fmt.Sprintf("- %s / %s (%s): %.0f ms", r.Scenario, r.Contender, run, ms))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "Runs during which the emulator itself was late by more than %d ms (its scheduling error, worst packet, either direction), so their link had a delay spike the scenario did not ask for:\n\n%s\n\n", lateNoteMs, strings.Join(lines, "\n"))
 }
 
 // emulatorLimits says where the emulator, not the scenario's rate, was the ceiling.

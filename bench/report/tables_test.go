@@ -220,3 +220,26 @@ func TestMarkdownEmulatorCeiling(t *testing.T) {
 		t.Log(md)
 	}
 }
+
+// Runs whose emulator stalled are named under the table, with their goodput; runs
+// within the threshold and backends that do not report lateness are not.
+func TestMarkdownEmulatorHiccups(t *testing.T) {
+	s := scenarioOf("wan", "rtt50-loss5", bench.Goodput, 100, 50*time.Millisecond, 0.05)
+	run := func(contender string, goodput, lateMs float64) bench.Sample {
+		return bench.Sample{Scenario: s, Contender: contender, GoodputMbps: goodput, Bytes: 1e8, CPUClientS: -1, CPUServerS: -1, EmulatorLateMs: lateMs}
+	}
+	stalled := bench.Summarize(s, "quictun", []bench.Sample{run("quictun", 82.1, 2), run("quictun", 72.4, 112), run("quictun", 81.9, 0)})
+	unknown := bench.Summarize(s, "tcp-bbr", []bench.Sample{run("tcp-bbr", 81, -1), run("tcp-bbr", 82, 30)})
+	if len(stalled.EmulatorLateRuns) != 3 || unknown.EmulatorLateRuns != nil {
+		t.Fatalf("lateness per run: %v and %v", stalled.EmulatorLateRuns, unknown.EmulatorLateRuns)
+	}
+	md := Markdown(testEnv("wan"), []bench.Record{stalled, unknown}, nil, "charts", false)
+	want := "- rtt50-loss5 / quictun (run 2, 72.4 Mbit/s): 112 ms"
+	if !strings.Contains(md, want) || strings.Contains(md, "run 1, 82.1") || strings.Contains(md, "tcp-bbr (run") {
+		t.Errorf("report lacks %q or names another run:\n%s", want, md)
+	}
+	clean := bench.Summarize(s, "quictun", []bench.Sample{run("quictun", 82.1, 2)})
+	if md := Markdown(testEnv("wan"), []bench.Record{clean}, nil, "charts", false); strings.Contains(md, "emulator itself was late") {
+		t.Errorf("a clean run is listed:\n%s", md)
+	}
+}

@@ -27,6 +27,12 @@ type Bed interface {
 	Close() error
 }
 
+// lateReporter is a Bed whose emulator reports its own scheduling error: the
+// worst lateness since the previous call, and whether it knows it.
+type lateReporter interface {
+	TakeWorstLate() (time.Duration, bool)
+}
+
 // BedFactory sets up hosts whose link matches the scenario.
 type BedFactory func(ctx context.Context, s bench.Scenario) (Bed, error)
 

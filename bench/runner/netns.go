@@ -100,6 +100,8 @@ func (b *namespaceBed) Backend() string       { return b.tb.Backend }
 func (b *namespaceBed) BackendReason() string { return b.tb.BackendReason }
 func (b *namespaceBed) Close() error          { return b.tb.Close() }
 
+func (b *namespaceBed) TakeWorstLate() (time.Duration, bool) { return b.tb.TakeWorstLate() }
+
 func (b *namespaceBed) Command(ctx context.Context, s contender.Side, name string, args ...string) *exec.Cmd {
 	return b.tb.Command(ctx, side(s), name, args...)
 }

@@ -216,13 +216,22 @@ func runScenario(ctx context.Context, cfg Config, item planItem, contenders map[
 				return samples
 			}
 			prog.start(s, name, rep)
-			sample := bench.Sample{Scenario: s, Contender: name, Repetition: rep, CPUClientS: -1, CPUServerS: -1}
+			sample := bench.Sample{Scenario: s, Contender: name, Repetition: rep, CPUClientS: -1, CPUServerS: -1, EmulatorLateMs: -1}
 			m := measurement{bed: bed, scenario: s, contender: contenders[name], self: cfg.Self}
+			late, _ := bed.(lateReporter)
+			if late != nil {
+				late.TakeWorstLate() // what the settling and the previous run left
+			}
 			if err := m.run(ctx, &sample); err != nil {
 				if ctx.Err() != nil {
 					return samples // interrupted: not a result
 				}
 				sample.Err = oneLine(err.Error())
+			}
+			if late != nil {
+				if w, ok := late.TakeWorstLate(); ok {
+					sample.EmulatorLateMs = float64(w) / float64(time.Millisecond)
+				}
 			}
 			prog.done(sample)
 			samples = append(samples, sample)

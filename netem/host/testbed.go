@@ -429,6 +429,18 @@ func (t *Testbed) Stats() (Stats, error) {
 	}
 }
 
+// TakeWorstLate returns the worst lateness of the emulator's own scheduling, in
+// either direction, since the previous call (see netem.Pipe.TakeWorstLate), and
+// whether it is known: the tc-netem backend runs in the kernel, which reports none.
+func (t *Testbed) TakeWorstLate() (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.Backend != BackendTUN {
+		return 0, false
+	}
+	return max(t.fwd.up.TakeWorstLate(), t.fwd.down.TakeWorstLate()), true
+}
+
 // Close stops the forwarder, kills processes left in the namespaces and removes the
 // namespaces and devices. It is idempotent and safe after a failed New.
 func (t *Testbed) Close() error {

@@ -170,6 +170,10 @@ func TestTestbedCarriesTCPWithDelay(t *testing.T) {
 	if s.Up.DeliveredBytes < uint64(len(data)) || s.Down.Delivered == 0 || s.Up.DroppedLoss+s.Up.DroppedQueue != 0 {
 		t.Errorf("stats %+v: want all of %d bytes delivered up, ACKs down, nothing dropped", s, len(data))
 	}
+	// The first take covers the testbed's whole life so far: at least what Stats saw.
+	if w, ok := tb.TakeWorstLate(); !ok || w < max(s.Up.MaxLate, s.Down.MaxLate) {
+		t.Errorf("worst lateness %v (known %v), stats say %v up and %v down", w, ok, s.Up.MaxLate, s.Down.MaxLate)
+	}
 }
 
 func TestTestbedLossAndSetLink(t *testing.T) {
