@@ -71,7 +71,12 @@ func releaseProcs() {
 }
 
 // realtimePriority is low among real-time priorities: above every ordinary process,
-// below the kernel's own real-time threads.
+// below the kernel's own real-time threads. It is the readers'; the Pipes' schedulers
+// run one above, because SCHED_FIFO threads of equal priority never preempt each
+// other: on two cores, two readers draining their TUNs held the schedulers off their
+// due deliveries, and the emulator was 28-61 ms late in most runs of a TCP bbr flow at
+// 100 Mbit/s and 5% loss. With the schedulers above, 5-10 ms in 8 of 9 such runs
+// (32 ms in the other).
 const realtimePriority = 10
 
 // newForwarder takes ownership of the two TUN fds (also on error).
@@ -84,7 +89,7 @@ func newForwarder(client, server int, link netem.Link, seed int64) (*forwarder, 
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	f.stopFD = stopFD
-	rt := netem.RealtimeScheduler(realtimePriority)
+	rt := netem.RealtimeScheduler(realtimePriority + 1) // see realtimePriority
 	if f.up, err = netem.NewPipe(link.Up, seed, writeTo(server), rt); err != nil {
 		f.closeFDs()
 		return nil, fmt.Errorf("up: %w", err)
