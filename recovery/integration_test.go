@@ -296,9 +296,7 @@ func TestSlowStartGuardSparesTheQueue(t *testing.T) {
 	// 40 Mbit/s x 200 ms: about 690 datagrams in flight, a queue as deep.
 	link := netem.Model{Delay: 100 * time.Millisecond, RateBps: 40_000_000, QueueDelay: 200 * time.Millisecond}
 	auto := DefaultConfig()
-	if *goodputNoRamp {
-		auto.noRamp = true
-	}
+	auto.noRamp = *goodputNoRamp
 	p := transferIntact(t,
 		side{model: &link, recovery: &auto, seed: 5},
 		side{model: &link, recovery: &auto, seed: 6},

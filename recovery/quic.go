@@ -57,3 +57,9 @@ func TuneQUICConfig(cfg *quic.Config) {
 		cfg.KeepAlivePeriod = keepAlivePeriod
 	}
 }
+
+// connecting reports whether a QUIC packet is not a 1-RTT one: a long header (the
+// peer's quic-go is connecting, or reconnecting with a new connection, which
+// starts over in slow start and untrained) or nothing. The trainer and the
+// slow-start guard start over on such packets and never hold or drop them.
+func connecting(quic []byte) bool { return len(quic) == 0 || quic[0]&0x80 != 0 }

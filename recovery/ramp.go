@@ -73,9 +73,7 @@ type rampGuard struct {
 // QUIC packet, q the queueing delay it met, minRTT the path's minimum round trip
 // (0 while unknown).
 func (g *rampGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
-	if len(quic) == 0 || quic[0]&0x80 != 0 {
-		// A long header: the peer is (re)connecting, and a new quic-go connection
-		// starts in slow start. Handshake packets are never dropped.
+	if connecting(quic) {
 		*g = rampGuard{}
 		return false
 	}

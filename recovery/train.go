@@ -52,9 +52,7 @@ type trainer struct {
 // not at all. quic is the datagram's QUIC packet, rtt the smoothed round trip (0
 // while unknown).
 func (t *trainer) hold(quic []byte, now, rtt time.Duration) time.Duration {
-	if len(quic) == 0 || quic[0]&0x80 != 0 {
-		// A long header: the peer is (re)connecting, and a new quic-go connection
-		// starts untrained. Handshake packets are never held.
+	if connecting(quic) {
 		*t = trainer{}
 		return 0
 	}
