@@ -85,6 +85,10 @@ type Config struct {
 	noTrain bool
 	// noRamp turns the slow-start guard off (benchmarks only: experiments).
 	noRamp bool
+	// rlc sends with the sliding-window code (rlc.go) instead of groups
+	// (benchmarks only, until it is measured in the wan suite). Receivers take
+	// both.
+	rlc bool
 }
 
 // Defaults.
@@ -180,7 +184,7 @@ func (c Config) Validate() error {
 }
 
 // resend reports whether NACK-driven resends are on.
-func (c Config) resend() bool { return c.Mode != Off && !c.NoResend }
+func (c Config) resend() bool { return c.Mode != Off && !c.NoResend && !c.rlc }
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {

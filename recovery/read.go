@@ -234,6 +234,23 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 			return 0, false, false
 		}
 		return 0, false, p.recv.onParity(c, p, &f, buf, now)
+	case fecframe.TypeSource:
+		c.stats.framedReceived.Add(1)
+		n := copy(b, f.Payload)
+		if p == nil || !pooled {
+			return n, true, false
+		}
+		deliver, kept, hold := p.recv.onSource(c, p, &f, buf, now)
+		if deliver && hold > 0 && c.holdBack(b[:n], addr, now+hold) {
+			deliver = false
+		}
+		return n, deliver, kept
+	case fecframe.TypeRepair:
+		c.stats.framedReceived.Add(1)
+		if p == nil || !pooled {
+			return 0, false, false
+		}
+		return 0, false, p.recv.onRepair(c, p, &f, buf, now)
 	case fecframe.TypeFeedback:
 		if p != nil {
 			p.onFeedback(c, &f, now)

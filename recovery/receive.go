@@ -112,6 +112,11 @@ type receiver struct {
 	train trainer
 	ramp  rampGuard
 
+	// rlc decodes the sliding-window code, for a peer that sends it (created
+	// on its first source or repair); rlcGaveUp is its give-ups already counted.
+	rlc       *rlcDecoder
+	rlcGaveUp int
+
 	nacks   []fecframe.NACK
 	scratch [fecframe.MaxShards][]byte
 	rebuilt [fecframe.MaxShards]*buffer
@@ -262,6 +267,90 @@ func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now 
 		return true, true, 0
 	}
 	return true, true, r.train.hold(f.Payload, now, p.rttOr(0))
+}
+
+// onSource takes a source datagram of the sliding-window code, as onData a data
+// datagram.
+func (r *receiver) onSource(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (deliver, kept bool, hold time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retired {
+		return true, false, 0
+	}
+	r.account(c, p, f.Seq, f.Timestamp, now)
+	if r.rlc == nil {
+		r.rlc = newRLCDecoder(c.pool)
+	}
+	kept = r.rlc.source(f.SSN, buf, fecframe.DataShardOffset, 2+len(f.Payload), now)
+	r.deliverSolved(c, p, now)
+	if !c.cfg.noRamp && r.ramp.drop(f.Payload, r.path.queue(), now, time.Duration(p.minRTT.Load())) {
+		c.stats.withheld.Add(1) // see rampGuard
+		return false, kept, 0
+	}
+	if c.cfg.noTrain {
+		return true, kept, 0
+	}
+	return true, kept, r.train.hold(f.Payload, now, p.rttOr(0))
+}
+
+// onRepair takes a repair datagram of the sliding-window code and reports
+// whether it kept buf.
+func (r *receiver) onRepair(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now time.Duration) (kept bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retired {
+		return false
+	}
+	r.account(c, p, f.Seq, f.Timestamp, now)
+	if r.rlc == nil {
+		r.rlc = newRLCDecoder(c.pool)
+	}
+	kept = r.rlc.repair(f.Seq, f.First, int(f.Count), buf, fecframe.RepairHeaderLen, len(f.Payload), now)
+	r.deliverSolved(c, p, now)
+	return kept
+}
+
+// deliverSolved hands what the sliding-window decoder rebuilt to quic-go (or
+// withholds one for congestion, as tryRebuild), and counts what it gave up.
+func (r *receiver) deliverSolved(c *Conn, p *peer, now time.Duration) {
+	if n := r.rlc.gaveUp - r.rlcGaveUp; n > 0 {
+		r.rlcGaveUp = r.rlc.gaveUp
+		r.unrepaired += uint32(n)
+		c.stats.unrepaired.Add(uint64(n))
+		r.withholdPending = false // quic-go sees this loss on its own
+		r.ramp.lossShown()
+	}
+	for _, s := range r.rlc.take() {
+		if len(s.shard) < 2 {
+			continue
+		}
+		plen := int(binary.BigEndian.Uint16(s.shard))
+		if 2+plen > len(s.shard) {
+			continue // garbage from inconsistent repairs; quic-go would drop it anyway
+		}
+		if r.withholdPending && now-r.withholdSince > p.rttOr(100*time.Millisecond) {
+			r.withholdPending = false
+		}
+		if r.withholdPending {
+			r.withholdPending = false
+			r.lastWithheld = now
+			r.ramp.lossShown()
+			c.stats.withheld.Add(1)
+			continue
+		}
+		nb := c.pool.get()
+		if nb == nil {
+			continue
+		}
+		nb.n = fecframe.DataHeaderLen + copy(nb.b[fecframe.DataHeaderLen:], s.shard[2:2+plen])
+		c.pending = append(c.pending, delivery{buf: nb, addr: p.addr})
+		c.stats.repaired.Add(1)
+		delay := int64(now - s.since)
+		c.stats.repairDelaySum.Add(delay)
+		if delay > c.stats.repairDelayMax.Load() {
+			c.stats.repairDelayMax.Store(delay)
+		}
+	}
 }
 
 // onParity takes a parity datagram and reports whether it kept buf.
@@ -511,6 +600,9 @@ func (r *receiver) shutdown(c *Conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.retired = true
+	if r.rlc != nil {
+		r.rlc.reset()
+	}
 	for i := range r.ring {
 		if e := &r.ring[i]; e.used {
 			if e.g != nil {

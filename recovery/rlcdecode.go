@@ -1,6 +1,8 @@
 package recovery
 
 import (
+	"time"
+
 	"github.com/klauspost/reedsolomon"
 
 	"github.com/quictun/quictun/codecs/fecframe"
@@ -48,9 +50,10 @@ type rlcSource struct {
 }
 
 type rlcUnknownEntry struct {
-	used bool
-	ssn  uint32
-	row  int // the equation it is the pivot of, -1 for none
+	used  bool
+	ssn   uint32
+	row   int           // the equation it is the pivot of, -1 for none
+	since time.Duration // when the decoder learnt it was missing
 }
 
 // rlcRow is one equation: sum of coef[slot] x unknown(slot) = data.
@@ -70,6 +73,7 @@ func (r *rlcRow) data() []byte { return r.buf.b[r.off : r.off+r.n] }
 type rlcSolved struct {
 	ssn   uint32
 	shard []byte
+	since time.Duration // when it was found missing
 }
 
 // rlcDecoder decodes one direction of one peer. Not safe for concurrent use.
@@ -94,7 +98,7 @@ func before(a, b uint32) bool { return int32(a-b) < 0 }
 
 // track makes ssn trackable, creating unknowns for the numbers skipped up to it.
 // It reports false when ssn is too old to track.
-func (d *rlcDecoder) track(ssn uint32) bool {
+func (d *rlcDecoder) track(ssn uint32, now time.Duration) bool {
 	if !d.started {
 		d.started = true
 		d.highest, d.coverFrom = ssn-1, ssn
@@ -111,7 +115,7 @@ func (d *rlcDecoder) track(ssn uint32) bool {
 	}
 	for s := d.highest + 1; before(s, ssn); s++ {
 		d.evict(s)
-		d.addUnknown(s)
+		d.addUnknown(s, now)
 	}
 	d.evict(ssn)
 	d.highest = ssn
@@ -130,7 +134,7 @@ func (d *rlcDecoder) evict(ssn uint32) {
 	*e = rlcSource{}
 }
 
-func (d *rlcDecoder) addUnknown(ssn uint32) {
+func (d *rlcDecoder) addUnknown(ssn uint32, now time.Duration) {
 	if d.nUnknown == rlcMaxUnknowns {
 		oldest := -1
 		for i := range d.unk {
@@ -142,7 +146,7 @@ func (d *rlcDecoder) addUnknown(ssn uint32) {
 	}
 	for i := range d.unk {
 		if !d.unk[i].used {
-			d.unk[i] = rlcUnknownEntry{used: true, ssn: ssn, row: -1}
+			d.unk[i] = rlcUnknownEntry{used: true, ssn: ssn, row: -1, since: now}
 			d.nUnknown++
 			d.src[ssn%rlcRing] = rlcSource{ssn: ssn, state: rlcUnknown, slot: uint8(i)}
 			return
@@ -180,8 +184,8 @@ func (d *rlcDecoder) dropRow(i int) {
 
 // source takes an arriving source's shard, buf.b[off:off+n]. It reports whether
 // the decoder kept buf (then it is the decoder's until released to the pool).
-func (d *rlcDecoder) source(ssn uint32, buf *buffer, off, n int) (kept bool) {
-	if !d.track(ssn) {
+func (d *rlcDecoder) source(ssn uint32, buf *buffer, off, n int, now time.Duration) (kept bool) {
+	if !d.track(ssn, now) {
 		return false
 	}
 	e := &d.src[ssn%rlcRing]
@@ -236,17 +240,17 @@ func (d *rlcDecoder) grow(r *rlcRow, n int) {
 
 // repair takes repair id over the count sources from first, with its data in
 // buf.b[off:off+n]. It reports whether the decoder kept buf.
-func (d *rlcDecoder) repair(id, first uint32, count int, buf *buffer, off, n int) (kept bool) {
+func (d *rlcDecoder) repair(id, first uint32, count int, buf *buffer, off, n int, now time.Duration) (kept bool) {
 	if count <= 0 || count > rlcRing || off+fecframe.MaxShardLen > bufSize || n > fecframe.MaxShardLen {
 		return false
 	}
 	last := first + uint32(count) - 1
 	newest := !d.started || before(d.highest, last)
-	if !d.track(last) || before(first, d.highest-rlcRing+1) {
+	if !d.track(last, now) || before(first, d.highest-rlcRing+1) {
 		return false
 	}
 	if newest {
-		d.addUnknown(last) // lost, or overtaken by this repair
+		d.addUnknown(last, now) // lost, or overtaken by this repair
 	}
 	var r rlcRow
 	r.buf, r.off, r.n = buf, off, n
@@ -346,11 +350,11 @@ func (d *rlcDecoder) collectSolved() {
 			continue
 		}
 		slot := r.pivot
-		ssn := d.unk[slot].ssn
+		ssn, since := d.unk[slot].ssn, d.unk[slot].since
 		d.unk[slot] = rlcUnknownEntry{}
 		d.nUnknown--
 		d.src[ssn%rlcRing] = rlcSource{ssn: ssn, state: rlcKnown, buf: r.buf, off: r.off, n: r.n}
-		d.solved = append(d.solved, rlcSolved{ssn: ssn, shard: r.data()})
+		d.solved = append(d.solved, rlcSolved{ssn: ssn, shard: r.data(), since: since})
 		r.used, r.buf = false, nil
 	}
 }

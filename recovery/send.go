@@ -33,6 +33,8 @@ type shape struct {
 	depth int                           // groups filled at once
 	mFor  [fecframe.MaxShards + 1]uint8 // parity for a group closed with n data shards
 	span  time.Duration
+	// every is, for the sliding-window code, how many sources go out per repair.
+	every float64
 }
 
 // sender is the sending half of a peer: it frames quic-go's datagrams, assigns them
@@ -63,7 +65,33 @@ type sender struct {
 	resendTokens float64
 	retired      bool // the peer is gone; send plain
 	dataSent     atomic.Uint64
+	rlc          rlcSend
 }
+
+// rlcSend is the sender's state for the sliding-window code (Config.rlc): the
+// latest sources, which repairs combine.
+type rlcSend struct {
+	ssn    uint32
+	ring   [rlcWindowMax]*buffer // by ssn % rlcWindowMax
+	sentAt [rlcWindowMax]time.Duration
+	have   int     // sources in ring
+	credit float64 // repairs earned and not sent
+	// The current span: a flow that sends fewer than a group's worth of
+	// sources within it gets at its end at least the parity such a group
+	// would have, so that a slow flow's losses come back within the span too.
+	spanStart   time.Duration
+	spanSources int
+	spanRepairs int
+	shards      [rlcWindowMax][]byte
+}
+
+const (
+	// rlcWindowMax bounds the sources one repair combines: 33 ms at 100 Mbit/s.
+	rlcWindowMax = 256
+	// rlcWindowAge: older sources are left out of repairs; the receiver has long
+	// solved or given up what they could help with.
+	rlcWindowAge = 50 * time.Millisecond
+)
 
 // historyLen is how many closed groups a sender can keep for resends: more than a
 // second of traffic at 100 Mbit/s with full groups. Groups leave it after
@@ -159,6 +187,10 @@ func (s *sender) send(c *Conn, p *peer, b []byte, seg int, addr net.Addr) error 
 
 // frame puts one datagram into a group and the batch. Callers hold mu.
 func (s *sender) frame(c *Conn, p *peer, b []byte, buf *buffer, addr net.Addr, now time.Duration) {
+	if c.cfg.rlc {
+		s.frameSource(c, b, buf, now)
+		return
+	}
 	slot := s.next
 	s.next++
 	if s.next >= s.shape.depth {
@@ -194,10 +226,92 @@ func (s *sender) frame(c *Conn, p *peer, b []byte, buf *buffer, addr net.Addr, n
 	}
 }
 
-// flushDue closes the groups that have been open for their span.
+// frameSource sends one datagram as a source of the sliding-window code, and a
+// repair when one is due. Callers hold mu.
+func (s *sender) frameSource(c *Conn, b []byte, buf *buffer, now time.Duration) {
+	r := &s.rlc
+	i := r.ssn % rlcWindowMax
+	c.pool.put(r.ring[i]) // rlcWindowMax sources ago: long out of the batch
+	copy(buf.b[fecframe.DataHeaderLen:], b)
+	fecframe.PutSource(buf.b[:], fecframe.Source{Seq: s.seq, SSN: r.ssn, Timestamp: stamp(now)}, len(b))
+	s.seq++
+	buf.n = fecframe.DataHeaderLen + len(b)
+	r.ring[i], r.sentAt[i] = buf, now
+	r.ssn++
+	r.have = min(r.have+1, rlcWindowMax)
+	if r.spanSources == 0 {
+		r.spanStart = now
+		c.flusher.wake(now + s.shape.span)
+	}
+	r.spanSources++
+	s.out.dgrams = append(s.out.dgrams, buf.b[:buf.n])
+	c.stats.dataSent.Add(1)
+	s.dataSent.Add(1)
+	r.credit += 1 / max(s.shape.every, 1)
+	if r.credit >= 1 {
+		r.credit--
+		s.repair(c, now)
+	}
+	if r.spanSources >= s.shape.k {
+		r.spanSources, r.spanRepairs = 0, 0 // fast enough for the rate alone
+	}
+}
+
+// closeSpan ends the current span, topping its repairs up to what a group of
+// its sources would have had. Callers hold mu.
+func (s *sender) closeSpan(c *Conn, now time.Duration) {
+	r := &s.rlc
+	for range int(s.shape.mFor[min(r.spanSources, s.shape.k)]) - r.spanRepairs {
+		s.repair(c, now)
+	}
+	r.spanSources, r.spanRepairs = 0, 0
+}
+
+// repair adds to the batch a repair over the latest sources: at most
+// rlcWindowMax, none older than rlcWindowAge. Callers hold mu.
+func (s *sender) repair(c *Conn, now time.Duration) {
+	r := &s.rlc
+	count := 0
+	for count < r.have && now-r.sentAt[(r.ssn-1-uint32(count))%rlcWindowMax] <= rlcWindowAge {
+		count++
+	}
+	if count == 0 {
+		return
+	}
+	first := r.ssn - uint32(count)
+	shards := r.shards[:count]
+	L := 0
+	for k := range shards {
+		b := r.ring[(first+uint32(k))%rlcWindowMax]
+		shards[k] = b.b[fecframe.DataShardOffset:b.n]
+		L = max(L, b.n-fecframe.DataShardOffset)
+	}
+	pb := c.pool.get()
+	if pb == nil {
+		return // out of buffers: these sources go unprotected
+	}
+	rlcEncode(pb.b[fecframe.RepairHeaderLen:fecframe.RepairHeaderLen+L], s.seq, first, shards)
+	clear(shards)
+	fecframe.PutRepair(pb.b[:], fecframe.Repair{Seq: s.seq, Timestamp: stamp(now), First: first, Count: uint16(count)})
+	s.seq++
+	s.out.dgrams = append(s.out.dgrams, pb.b[:fecframe.RepairHeaderLen+L])
+	s.out.bufs = append(s.out.bufs, pb)
+	c.stats.paritySent.Add(1)
+	r.spanRepairs++
+}
+
+// flushDue closes the groups that have been open for their span, and the
+// sliding-window code's span.
 func (s *sender) flushDue(c *Conn, p *peer, now time.Duration) (next time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r := &s.rlc; r.spanSources > 0 {
+		if due := r.spanStart + s.shape.span; due <= now {
+			s.closeSpan(c, now)
+		} else {
+			next = due
+		}
+	}
 	for _, g := range s.open[:maxInterleave] {
 		if g == nil {
 			continue
@@ -353,6 +467,10 @@ func (s *sender) shutdown(c *Conn) {
 	}
 	for s.historyLen > 0 {
 		s.dropOldest(c)
+	}
+	for i, b := range s.rlc.ring {
+		c.pool.put(b)
+		s.rlc.ring[i] = nil
 	}
 }
 

@@ -18,6 +18,8 @@
 //	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 depth:u8 shard[...]
 //	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
 //	           congestionLost:u32 unrepaired:u32 flags:u8 nackCount:u8 nackCount*(group:u24 index:u8)
+//	Source   = b0 seq:u32 ssn:u32 ts:u32 len:u16 payload[len]
+//	Repair   = b0 seq:u32 ts:u32 first:u32 count:u16 shard[...]
 //	Hello    = b0 nonce:u64
 //	HelloAck = b0 nonce:u64
 //
@@ -35,6 +37,12 @@
 // its coder), its parity count m, and over how many groups the sender interleaves
 // (depth): once a group's parity arrives, every group at least depth older has
 // had all its datagrams sent, which tells the receiver when to ask for a resend.
+//
+// Source and Repair are the sliding-window code's frames (package recovery,
+// rlc.go), in place of Data and Parity: ssn numbers the sources of one direction,
+// and a repair is a combination of the count sources from first, its seq naming
+// the coefficients. A source's coded shard is, as for Data, its len field and
+// payload (from DataShardOffset on), and Source has Data's layout.
 //
 // Feedback flags say what the receiver has done for the sender; a receiver sets only
 // the bits it knows and a sender ignores the others. FeedbackTrained: the receiver
@@ -64,6 +72,8 @@ const (
 	TypeFeedback Type = 3
 	TypeHello    Type = 4
 	TypeHelloAck Type = 5
+	TypeSource   Type = 6
+	TypeRepair   Type = 7
 )
 
 func (t Type) String() string {
@@ -78,6 +88,10 @@ func (t Type) String() string {
 		return "hello"
 	case TypeHelloAck:
 		return "hello-ack"
+	case TypeSource:
+		return "source"
+	case TypeRepair:
+		return "repair"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -91,6 +105,10 @@ const (
 	DataShardOffset = 13
 	// ParityHeaderLen is the number of bytes in front of a parity shard.
 	ParityHeaderLen = 17
+	// RepairHeaderLen is the number of bytes in front of a repair shard.
+	RepairHeaderLen = 15
+	// MaxRepairCount bounds the sources one repair combines.
+	MaxRepairCount = 1024
 	// HelloLen is the length of a Hello or HelloAck datagram.
 	HelloLen = 9
 	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
@@ -139,6 +157,23 @@ type Parity struct {
 	Depth     uint8 // groups the sender fills at once, 1..MaxDepth
 }
 
+// Source is the header of a source datagram of the sliding-window code.
+type Source struct {
+	Seq       uint32
+	SSN       uint32
+	Timestamp uint32
+}
+
+// Repair is the header of a repair datagram of the sliding-window code: a
+// combination of the sources First .. First+Count-1 whose coefficients its Seq
+// names.
+type Repair struct {
+	Seq       uint32
+	Timestamp uint32
+	First     uint32
+	Count     uint16
+}
+
 // Feedback is what a receiver tells the sender about the direction it receives.
 // Counters are cumulative and wrap, so a lost Feedback datagram loses nothing but
 // timeliness.
@@ -178,6 +213,9 @@ type Frame struct {
 	Timestamp uint32
 	// Parity only.
 	K, N, M, Depth uint8
+	// Source: SSN. Repair: First and Count (Seq and Timestamp as above).
+	SSN, First uint32
+	Count      uint16
 	// Payload is the data payload (Data) or the coded shard (Parity).
 	Payload []byte
 	// Feedback, with NACKs undecoded: use NACKs.
@@ -272,6 +310,28 @@ func AppendParity(b []byte, h Parity, shard []byte) ([]byte, error) {
 	return append(b, shard...), nil
 }
 
+// PutSource writes the header of a source datagram carrying payloadLen bytes
+// into b[:DataHeaderLen]. The caller places the payload at b[DataHeaderLen:].
+func PutSource(b []byte, h Source, payloadLen int) {
+	_ = b[DataHeaderLen-1]
+	b[0] = firstByte(TypeSource)
+	binary.BigEndian.PutUint32(b[1:], h.Seq)
+	binary.BigEndian.PutUint32(b[5:], h.SSN)
+	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
+	binary.BigEndian.PutUint16(b[13:], uint16(payloadLen))
+}
+
+// PutRepair writes the header of a repair datagram into b[:RepairHeaderLen].
+// The caller places the shard at b[RepairHeaderLen:].
+func PutRepair(b []byte, h Repair) {
+	_ = b[RepairHeaderLen-1]
+	b[0] = firstByte(TypeRepair)
+	binary.BigEndian.PutUint32(b[1:], h.Seq)
+	binary.BigEndian.PutUint32(b[5:], h.Timestamp)
+	binary.BigEndian.PutUint32(b[9:], h.First)
+	binary.BigEndian.PutUint16(b[13:], h.Count)
+}
+
 // AppendFeedback appends a feedback datagram to b.
 func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
 	if len(f.NACKs) > MaxNACKs {
@@ -362,6 +422,36 @@ func Decode(b []byte) (Frame, error) {
 			return f, malformed("parity shard of %d bytes exceeds the limit of %d", len(b)-ParityHeaderLen, MaxShardLen)
 		}
 		f.Payload = b[ParityHeaderLen:]
+	case TypeSource:
+		if len(b) < DataHeaderLen {
+			return f, malformed("source frame of %d bytes is shorter than its header", len(b))
+		}
+		f.Seq = binary.BigEndian.Uint32(b[1:])
+		f.SSN = binary.BigEndian.Uint32(b[5:])
+		f.Timestamp = binary.BigEndian.Uint32(b[9:])
+		n := int(binary.BigEndian.Uint16(b[13:]))
+		if n > MaxPayload {
+			return f, malformed("source payload of %d bytes exceeds the limit of %d", n, MaxPayload)
+		}
+		if len(b) != DataHeaderLen+n {
+			return f, malformed("source frame says %d payload bytes but carries %d", n, len(b)-DataHeaderLen)
+		}
+		f.Payload = b[DataHeaderLen:]
+	case TypeRepair:
+		if len(b) < RepairHeaderLen+2 {
+			return f, malformed("repair frame of %d bytes is shorter than its header and shard", len(b))
+		}
+		f.Seq = binary.BigEndian.Uint32(b[1:])
+		f.Timestamp = binary.BigEndian.Uint32(b[5:])
+		f.First = binary.BigEndian.Uint32(b[9:])
+		f.Count = binary.BigEndian.Uint16(b[13:])
+		if f.Count == 0 || f.Count > MaxRepairCount {
+			return f, malformed("repair over %d sources, want 1..%d", f.Count, MaxRepairCount)
+		}
+		if len(b)-RepairHeaderLen > MaxShardLen {
+			return f, malformed("repair shard of %d bytes exceeds the limit of %d", len(b)-RepairHeaderLen, MaxShardLen)
+		}
+		f.Payload = b[RepairHeaderLen:]
 	case TypeFeedback:
 		if len(b) < FeedbackBaseLen {
 			return f, malformed("feedback frame of %d bytes is shorter than %d", len(b), FeedbackBaseLen)

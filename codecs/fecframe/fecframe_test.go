@@ -37,6 +37,44 @@ func TestDataRoundTrip(t *testing.T) {
 	}
 }
 
+func TestSourceAndRepairRoundTrip(t *testing.T) {
+	payload := []byte("a QUIC packet")
+	b := make([]byte, DataHeaderLen+len(payload))
+	PutSource(b, Source{Seq: 1, SSN: 0xfffffff0, Timestamp: 3}, len(payload))
+	copy(b[DataHeaderLen:], payload)
+	f, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != TypeSource || f.Seq != 1 || f.SSN != 0xfffffff0 || f.Timestamp != 3 || !bytes.Equal(f.Payload, payload) {
+		t.Fatalf("decoded %+v", f)
+	}
+	// A source's coded shard is laid out as a data datagram's.
+	if shard := b[DataShardOffset:]; int(shard[0])<<8|int(shard[1]) != len(payload) {
+		t.Fatalf("shard %x does not start with the payload length", shard)
+	}
+	shard := []byte{0, 2, 7, 7}
+	b = make([]byte, RepairHeaderLen+len(shard))
+	PutRepair(b, Repair{Seq: 4, Timestamp: 5, First: 6, Count: 256})
+	copy(b[RepairHeaderLen:], shard)
+	f, err = Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != TypeRepair || f.Seq != 4 || f.Timestamp != 5 || f.First != 6 || f.Count != 256 || !bytes.Equal(f.Payload, shard) {
+		t.Fatalf("decoded %+v", f)
+	}
+	for _, bad := range []Repair{{Count: 0}, {Count: MaxRepairCount + 1}} {
+		PutRepair(b, bad)
+		if _, err := Decode(b); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "repair over") {
+			t.Fatalf("count %d: error %v", bad.Count, err)
+		}
+	}
+	if _, err := Decode(b[:RepairHeaderLen+1]); err == nil {
+		t.Fatal("a repair without a shard was accepted")
+	}
+}
+
 func TestPutDataMatchesAppend(t *testing.T) {
 	payload := bytes.Repeat([]byte{7}, 1200)
 	h := Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}

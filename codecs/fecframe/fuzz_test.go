@@ -13,7 +13,11 @@ func FuzzDecode(f *testing.F) {
 	data, _ := AppendData(nil, Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}, []byte("payload"))
 	parity, _ := AppendParity(nil, Parity{Seq: 5, Group: 6, Index: 1, Timestamp: 7, K: 10, N: 8, M: 3, Depth: 1}, []byte{0, 3, 1, 2, 3})
 	fb, _ := AppendFeedback(nil, Feedback{Received: 10, Lost: 1, NACKs: []NACK{{Group: 6, Index: 2}}})
-	for _, seed := range [][]byte{data, parity, fb, AppendHello(nil, 42), AppendHelloAck(nil, 42), {0x40}, {}} {
+	source := make([]byte, DataHeaderLen+3)
+	PutSource(source, Source{Seq: 8, SSN: 9, Timestamp: 10}, 3)
+	repair := make([]byte, RepairHeaderLen+5)
+	PutRepair(repair, Repair{Seq: 11, Timestamp: 12, First: 13, Count: 14})
+	for _, seed := range [][]byte{data, parity, fb, source, repair, AppendHello(nil, 42), AppendHelloAck(nil, 42), {0x40}, {}} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -30,6 +34,14 @@ func FuzzDecode(f *testing.F) {
 			again, err = AppendData(nil, Data{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp}, fr.Payload)
 		case TypeParity:
 			again, err = AppendParity(nil, Parity{Seq: fr.Seq, Group: fr.Group, Index: fr.Index, Timestamp: fr.Timestamp, K: fr.K, N: fr.N, M: fr.M, Depth: fr.Depth}, fr.Payload)
+		case TypeSource:
+			again = make([]byte, DataHeaderLen+len(fr.Payload))
+			PutSource(again, Source{Seq: fr.Seq, SSN: fr.SSN, Timestamp: fr.Timestamp}, len(fr.Payload))
+			copy(again[DataHeaderLen:], fr.Payload)
+		case TypeRepair:
+			again = make([]byte, RepairHeaderLen+len(fr.Payload))
+			PutRepair(again, Repair{Seq: fr.Seq, Timestamp: fr.Timestamp, First: fr.First, Count: fr.Count})
+			copy(again[RepairHeaderLen:], fr.Payload)
 		case TypeFeedback:
 			fb := fr.Feedback
 			for i := range fr.NACKCount() {
