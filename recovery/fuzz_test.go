@@ -10,7 +10,8 @@ import (
 // FuzzReceive feeds a Conn's receive path arbitrary sequences of datagrams (each
 // input is split into datagrams at 0xff 0xfe markers), valid frames with
 // hostile headers among them: shapes that disagree, indexes past n, shard lengths
-// that do not match, garbage that decodes. It must never panic, never hand quic-go
+// that do not match, garbage that decodes, sources and repairs of the
+// sliding-window code in any order. It must never panic, never hand quic-go
 // more bytes than a datagram holds, and return every buffer it takes.
 func FuzzReceive(f *testing.F) {
 	d0, _ := fecframe.AppendData(nil, fecframe.Data{Seq: 1, Group: 0, Index: 0}, []byte("hello"))
@@ -18,6 +19,24 @@ func FuzzReceive(f *testing.F) {
 	p0, _ := fecframe.AppendParity(nil, fecframe.Parity{Seq: 3, Group: 0, Index: 0, K: 2, N: 2, M: 1, Depth: 1}, make([]byte, 8))
 	p1, _ := fecframe.AppendParity(nil, fecframe.Parity{Seq: 4, Group: 0, Index: 0, K: 4, N: 3, M: 2, Depth: 2}, make([]byte, 3))
 	fb, _ := fecframe.AppendFeedback(nil, fecframe.Feedback{Received: 9, NACKs: []fecframe.NACK{{Group: 0, Index: 1}}})
+	source := func(seq, ssn uint32, payload string) []byte {
+		b := make([]byte, fecframe.DataHeaderLen+len(payload))
+		fecframe.PutSource(b, fecframe.Source{Seq: seq, SSN: ssn}, len(payload))
+		copy(b[fecframe.DataHeaderLen:], payload)
+		return b
+	}
+	s0, s2 := source(10, 100, "first"), source(12, 102, "third!")
+	repair := func(seq, first uint32, count uint16, shards ...[]byte) []byte {
+		L := 0
+		for _, sh := range shards {
+			L = max(L, len(sh))
+		}
+		b := make([]byte, fecframe.RepairHeaderLen+L)
+		fecframe.PutRepair(b, fecframe.Repair{Seq: seq, First: first, Count: count})
+		rlcEncode(b[fecframe.RepairHeaderLen:], seq, first, shards)
+		return b
+	}
+	r0 := repair(13, 100, 3, s0[fecframe.DataShardOffset:], source(11, 101, "second")[fecframe.DataShardOffset:], s2[fecframe.DataShardOffset:])
 	sep := []byte{0xff, 0xfe}
 	join := func(parts ...[]byte) []byte {
 		var out []byte
@@ -33,6 +52,8 @@ func FuzzReceive(f *testing.F) {
 	f.Add(join(d1, p0, d0))
 	f.Add(join(d0, p1, p0, fb))
 	f.Add(join(fecframe.AppendHello(nil, 1), fecframe.AppendHelloAck(nil, 2), d0))
+	f.Add(join(s0, s2, r0))                       // the middle source lost, rebuilt
+	f.Add(join(s2, r0, s0, repair(14, 99, 1024))) // late and out of order, a repair of nothing
 
 	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
