@@ -85,10 +85,10 @@ type Config struct {
 	noTrain bool
 	// noRamp turns the slow-start guard off (benchmarks only: experiments).
 	noRamp bool
-	// rlc sends with the sliding-window code (rlc.go) instead of groups
-	// (benchmarks only, until it is measured in the wan suite). Receivers take
-	// both.
-	rlc bool
+	// groups sends with the block code (Reed-Solomon groups, coder.go)
+	// instead of the sliding-window code (rlc.go): benchmarks only, to compare.
+	// Receivers take both.
+	groups bool
 }
 
 // Defaults.
@@ -184,7 +184,7 @@ func (c Config) Validate() error {
 }
 
 // resend reports whether NACK-driven resends are on.
-func (c Config) resend() bool { return c.Mode != Off && !c.NoResend && !c.rlc }
+func (c Config) resend() bool { return c.Mode != Off && !c.NoResend && c.groups }
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {

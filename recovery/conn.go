@@ -141,7 +141,7 @@ func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
 		ct := newController(cfg)
 		sh := ct.shape()
 		c.stats.data.Store(int64(sh.k))
-		c.stats.parity.Store(int64(sh.mFor[sh.k]))
+		c.stats.parity.Store(int64(sh.parityPer(sh.k, cfg.groups)))
 	}
 	c.flusher.start(c)
 	return c, nil

@@ -175,7 +175,7 @@ func frameIs(typ fecframe.Type, indexes ...uint8) func([]byte) bool {
 
 func TestRebuildsLostData(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 2}, Config{Mode: Fixed, Data: 4, Parity: 2})
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 2, groups: true}, Config{Mode: Fixed, Data: 4, Parity: 2, groups: true})
 	defer l.close()
 	l.aSock.setDrop(frameIs(fecframe.TypeData, 1, 3))
 	want := payloads(4, 1200)
@@ -191,7 +191,7 @@ func TestRebuildsLostData(t *testing.T) {
 
 func TestRebuildsWithParityLostToo(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	l := newLink(t, Config{Mode: Fixed, Data: 6, Parity: 3}, Config{Mode: Fixed, Data: 6, Parity: 3})
+	l := newLink(t, Config{Mode: Fixed, Data: 6, Parity: 3, groups: true}, Config{Mode: Fixed, Data: 6, Parity: 3, groups: true})
 	defer l.close()
 	dropData := frameIs(fecframe.TypeData, 0, 5)
 	dropParity := frameIs(fecframe.TypeParity, 1)
@@ -203,7 +203,7 @@ func TestRebuildsWithParityLostToo(t *testing.T) {
 
 func TestTooManyLostIsCounted(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, Config{Mode: Off})
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1, groups: true}, Config{Mode: Off})
 	defer l.close()
 	l.aSock.setDrop(frameIs(fecframe.TypeData, 0, 2))
 	want := payloads(4, 500)
@@ -219,9 +219,85 @@ func TestTooManyLostIsCounted(t *testing.T) {
 	}
 }
 
+// sourceAt matches the source datagrams at the given offsets from the first
+// source seen (source numbers start at a random point).
+func sourceAt(offsets ...uint32) func([]byte) bool {
+	var mu sync.Mutex
+	first, seen := uint32(0), false
+	return func(b []byte) bool {
+		f, err := fecframe.Decode(b)
+		if err != nil || f.Type != fecframe.TypeSource {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !seen {
+			first, seen = f.SSN, true
+		}
+		for _, o := range offsets {
+			if f.SSN-first == o {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func TestSlidingWindowRebuildsLostSources(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 2} // a repair every 2 sources
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	l.aSock.setDrop(sourceAt(1, 3))
+	want := payloads(4, 1200)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 4, 2*time.Second), want)
+	if st := l.b.Stats(); st.Repaired != 2 || st.Lost != 2 {
+		t.Fatalf("receiver stats %+v, want 2 lost and 2 repaired", st)
+	}
+	if st := l.a.Stats(); st.DataSent != 4 || st.ParitySent != 2 {
+		t.Fatalf("sender stats %+v, want 4 sources and 2 repairs", st)
+	}
+}
+
+func TestSlidingWindowCountsWhatItCannotRebuild(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, Config{Mode: Off})
+	defer l.close()
+	l.aSock.setDrop(sourceAt(1, 2))
+	want := payloads(4, 500)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 2, time.Second), [][]byte{want[0], want[3]})
+	// Two unknowns, one repair: given up once too old for quic-go to use.
+	deadline := time.Now().Add(2 * time.Second)
+	for l.b.Stats().Unrepaired != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver stats %+v, want 2 unrepaired", l.b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSlidingWindowDeliversADuplicateOnce(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1}
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	// Duplicate every source datagram on the wire.
+	l.aSock.setDrop(func(b []byte) bool {
+		if f, err := fecframe.Decode(b); err == nil && f.Type == fecframe.TypeSource {
+			l.aSock.UDPConn.WriteTo(b, l.bSock.LocalAddr())
+		}
+		return false
+	})
+	want := payloads(4, 300)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 4, time.Second), want)
+}
+
 func TestSpanClosesShortGroup(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	cfg := Config{Mode: Fixed, Data: 32, Parity: 2, GroupSpan: 5 * time.Millisecond}
+	cfg := Config{Mode: Fixed, Data: 32, Parity: 2, GroupSpan: 5 * time.Millisecond, groups: true}
 	l := newLink(t, cfg, cfg)
 	defer l.close()
 	l.aSock.setDrop(frameIs(fecframe.TypeData, 0))
@@ -241,7 +317,7 @@ func TestInterleaveSpreadsBurst(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	// Two groups filled alternately, one parity each: a burst of two consecutive
 	// datagrams hits each group once, and both are rebuilt.
-	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, Interleave: 2}
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, Interleave: 2, groups: true}
 	l := newLink(t, cfg, cfg)
 	defer l.close()
 	var n int
@@ -260,7 +336,7 @@ func TestInterleaveSpreadsBurst(t *testing.T) {
 
 func TestDuplicateDeliveredOnce(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, Config{Mode: Fixed, Data: 4, Parity: 1})
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1, groups: true}, Config{Mode: Fixed, Data: 4, Parity: 1, groups: true})
 	defer l.close()
 	// Duplicate every data datagram on the wire.
 	l.aSock.setDrop(func(b []byte) bool {
@@ -389,11 +465,14 @@ func TestMalformedFramesAreDropped(t *testing.T) {
 	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, DefaultConfig())
 	defer l.close()
 	junk := [][]byte{
-		{0x21},             // data, truncated
-		{0x22, 1, 2, 3},    // parity, truncated
-		{0x3f, 0, 0},       // unknown version
+		{0x31},             // data, truncated
+		{0x32, 1, 2, 3},    // parity, truncated
+		{0x36, 1},          // source, truncated
+		{0x37, 1, 2},       // repair, truncated
+		{0x3f, 0, 0},       // unknown type
 		{0x11, 0, 0},       // the old version 1
-		{0x23, 0, 0, 0, 0}, // feedback, truncated
+		{0x21, 0, 0},       // the old version 2
+		{0x33, 0, 0, 0, 0}, // feedback, truncated
 	}
 	for _, j := range junk {
 		l.aSock.UDPConn.WriteTo(j, l.bSock.LocalAddr())
@@ -411,7 +490,7 @@ func TestMalformedFramesAreDropped(t *testing.T) {
 // resent shards complete it.
 func TestNACKResend(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, ResendBudget: 1}
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, ResendBudget: 1, groups: true}
 	l := newLink(t, cfg, cfg)
 	defer l.close()
 	var mu sync.Mutex

@@ -208,7 +208,7 @@ func (ct *controller) shape() shape {
 	}
 	p, b := ct.sizingLoss(), ct.burst
 	maxM := fecframe.MaxShards - sh.k
-	if ct.cfg.rlc {
+	if !ct.cfg.groups {
 		sh.depth = 1 // a sliding window answers bursts with the repairs after them
 	} else if ct.cfg.Interleave > 0 {
 		sh.depth = ct.cfg.Interleave
@@ -237,13 +237,20 @@ func (ct *controller) shape() shape {
 		m = parityNeededFrom(m, n, maxM, p, b, sh.depth, float64(n)*ct.cfg.TargetResidual)
 		sh.mFor[n] = uint8(min(m, n+maxParityOver))
 	}
-	if ct.cfg.rlc {
+	if !ct.cfg.groups {
 		// The sliding-window code: repairs at rlcMargin times the loss they
 		// must answer (README: at one in 11 for 5%, every loss came back
-		// within 50 ms), more for bursts, at least one per 128 sources. A flow
-		// too slow to fill a group within the span gets, per span, at least the
-		// parity a group of what it sent would have (sender.repair).
-		sh.every = 1 / max(1.0/128, rlcMargin*b*p/(1-p))
+		// within 50 ms), more for bursts; at least the parity a group as large
+		// as a full window would need (where few losses fall in a window, their
+		// count varies more than their rate says); at least one per 128 sources.
+		// A flow too slow to fill a group within the span gets, per span, at
+		// least the parity a group of what it sent would have (closeSpan).
+		w := rlcWindowMax
+		if ct.rate > 0 {
+			w = min(max(int(ct.rate*rlcWindowAge.Seconds()), sh.k), rlcWindowMax)
+		}
+		window := float64(parityNeededFrom(1, w, rlcWindowMax/2, p, b, 1, float64(w)*ct.cfg.TargetResidual)) / float64(w)
+		sh.every = 1 / max(1.0/128, rlcMargin*b*p/(1-p), window)
 	}
 	return sh
 }

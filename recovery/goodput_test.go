@@ -25,7 +25,7 @@ var (
 	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
 	goodputNoTrain  = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
 	goodputNoRamp   = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
-	goodputRLC      = flag.Bool("goodput.rlc", false, "send with the sliding-window code in the auto runs (experiments)")
+	goodputGroups   = flag.Bool("goodput.groups", false, "send with the block code (groups) instead of the sliding-window code in the auto runs (experiments)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
@@ -48,7 +48,7 @@ func lanModel(loss float64) netem.Model {
 // autoConfig is the Auto config of the benchmarks, with the experiment flags.
 func autoConfig() *Config {
 	return &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,
-		NoResend: *goodputNoResend, TargetResidual: *goodputResidual, noTrain: *goodputNoTrain, noRamp: *goodputNoRamp, rlc: *goodputRLC}
+		NoResend: *goodputNoResend, TargetResidual: *goodputResidual, noTrain: *goodputNoTrain, noRamp: *goodputNoRamp, groups: *goodputGroups}
 }
 
 // goodputResult is what one timed transfer measured.

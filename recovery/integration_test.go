@@ -76,15 +76,15 @@ func transferIntactTraced(t *testing.T, cs, ss side, size int, trace *lossTrace)
 
 // TestTenPercentLossIntact: quic-go over recovery over a link that loses 10% of the
 // datagrams each way moves data intact, and the layer really repaired losses,
-// with groups (the default) and with the sliding-window code.
+// with the sliding-window code (the default) and with groups.
 func TestTenPercentLossIntact(t *testing.T) {
-	for _, rlc := range []bool{false, true} {
-		name := map[bool]string{false: "groups", true: "sliding window"}[rlc]
+	for _, groups := range []bool{false, true} {
+		name := map[bool]string{false: "sliding window", true: "groups"}[groups]
 		t.Run(name, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
 			lossy := netem.Model{Delay: 5 * time.Millisecond, Loss: 0.10}
 			auto := DefaultConfig()
-			auto.rlc = rlc
+			auto.groups = groups
 			p := transferIntact(t,
 				side{model: &lossy, recovery: &auto, seed: 1},
 				side{model: &lossy, recovery: &auto, seed: 2},

@@ -117,13 +117,15 @@ func newPeer(c *Conn, key peerKey, addr net.Addr, origin peerOrigin, now time.Du
 	var nb [8]byte
 	rand.Read(nb[:]) //nolint:errcheck // crypto/rand.Read never fails
 	p.hello.nonce = binary.BigEndian.Uint64(nb[:])
-	// Sequence and group numbers start at random points. If this side forgets the
+	// Sequence, group and source numbers start at random points. If this side forgets the
 	// peer and meets it again (a NAT rebinding gives it a new address, idle
 	// expiry), the peer's receiver, which still remembers our old numbers, sees a
 	// jump far beyond any reordering and starts afresh instead of taking the new
 	// numbers for duplicates of old ones.
 	p.send.seq = binary.BigEndian.Uint32(nb[:4]) ^ uint32(now)
 	p.send.nextGroup = binary.BigEndian.Uint32(nb[4:]) ^ uint32(now>>20)
+	rand.Read(nb[:4]) //nolint:errcheck // as above
+	p.send.rlc.ssn = binary.BigEndian.Uint32(nb[:4])
 	if c.cfg.Mode == Off {
 		p.state.Store(peerPlain)
 	}
@@ -232,7 +234,7 @@ func (p *peer) onFeedback(c *Conn, f *fecframe.Frame, now time.Duration) {
 	if reshape && c.cfg.Mode != Off {
 		p.send.setShape(c, p, &sh, now)
 		c.stats.data.Store(int64(sh.k))
-		c.stats.parity.Store(int64(sh.mFor[sh.k]))
+		c.stats.parity.Store(int64(sh.parityPer(sh.k, c.cfg.groups)))
 	}
 	if c.cfg.resend() && f.NACKCount() > 0 {
 		p.send.resend(c, p, f, now)

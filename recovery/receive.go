@@ -281,8 +281,11 @@ func (r *receiver) onSource(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, no
 	if r.rlc == nil {
 		r.rlc = newRLCDecoder(c.pool)
 	}
-	kept = r.rlc.source(f.SSN, buf, fecframe.DataShardOffset, 2+len(f.Payload), now)
+	kept, dup := r.rlc.source(f.SSN, buf, fecframe.DataShardOffset, 2+len(f.Payload), now)
 	r.deliverSolved(c, p, now)
+	if dup {
+		return false, false, 0 // received or rebuilt before
+	}
 	if !c.cfg.noRamp && r.ramp.drop(f.Payload, r.path.queue(), now, time.Duration(p.minRTT.Load())) {
 		c.stats.withheld.Add(1) // see rampGuard
 		return false, kept, 0
@@ -549,6 +552,13 @@ func (r *receiver) service(c *Conn, p *peer, now time.Duration) (next time.Durat
 		} else if next == 0 || deadline < next {
 			next = deadline
 		}
+	}
+	if r.rlc != nil {
+		timeout := r.groupTimeout(c, p)
+		if oldest := r.rlc.giveUpBefore(now - timeout); oldest > 0 && (next == 0 || oldest+timeout < next) {
+			next = oldest + timeout
+		}
+		r.deliverSolved(c, p, now) // counts what was given up
 	}
 	if r.feedbackDue {
 		due := r.lastFeedback + feedbackInterval

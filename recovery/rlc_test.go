@@ -63,7 +63,7 @@ func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64
 		default:
 			b := pool.get()
 			copy(b.b[fecframe.DataShardOffset:], sh)
-			if !d.source(ssn, b, fecframe.DataShardOffset, len(sh), 0) {
+			if kept, _ := d.source(ssn, b, fecframe.DataShardOffset, len(sh), 0); !kept {
 				pool.put(b)
 			}
 			check()
@@ -95,7 +95,7 @@ func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64
 			lateOnes = lateOnes[1:]
 			b := pool.get()
 			copy(b.b[fecframe.DataShardOffset:], sent[s])
-			if !d.source(s, b, fecframe.DataShardOffset, len(sent[s]), 0) {
+			if kept, _ := d.source(s, b, fecframe.DataShardOffset, len(sent[s]), 0); !kept {
 				pool.put(b)
 			}
 			check()
@@ -230,7 +230,7 @@ func TestRLCDecoderSurvivesGarbage(t *testing.T) {
 		n := rng.IntN(fecframe.MaxShardLen + 1)
 		first := rng.Uint32() % 4096
 		if rng.IntN(2) == 0 {
-			if !d.source(first, b, fecframe.DataShardOffset, min(n, fecframe.MaxShardLen), 0) {
+			if kept, _ := d.source(first, b, fecframe.DataShardOffset, min(n, fecframe.MaxShardLen), 0); !kept {
 				pool.put(b)
 			}
 		} else if !d.repair(rng.Uint32(), first, rng.IntN(2*rlcRing), b, 16, n, 0) {

@@ -96,19 +96,30 @@ func newRLCDecoder(pool *bufferPool) *rlcDecoder { return &rlcDecoder{pool: pool
 // before reports whether source number a comes before b (serial arithmetic).
 func before(a, b uint32) bool { return int32(a-b) < 0 }
 
+// rlcRestart: a source number this far from the newest (either way) means the
+// sender started over (it starts at a random number: see newPeer).
+const rlcRestart = 1 << 16
+
 // track makes ssn trackable, creating unknowns for the numbers skipped up to it.
-// It reports false when ssn is too old to track.
-func (d *rlcDecoder) track(ssn uint32, now time.Duration) bool {
+// It reports false when ssn is too old to track. A source (not a repair) far
+// from the newest starts the decoder over.
+func (d *rlcDecoder) track(ssn uint32, now time.Duration, source bool) bool {
+	gap := int32(ssn - d.highest)
+	if d.started && source && (gap > rlcRestart || gap < -rlcRestart) {
+		d.reset()
+	}
 	if !d.started {
 		d.started = true
 		d.highest, d.coverFrom = ssn-1, ssn
+		gap = 1
 	}
-	gap := int32(ssn - d.highest)
 	switch {
 	case gap <= 0:
 		return int(-gap) < rlcRing
+	case gap > rlcRing && !source:
+		return false // a repair of sources far ahead: not ours to trust
 	case gap > rlcRing:
-		// Far beyond any loss run: the sender started over.
+		// A loss run longer than the ring: nothing before ssn is worth solving.
 		d.reset()
 		d.started = true
 		d.highest, d.coverFrom = ssn-1, ssn
@@ -183,15 +194,16 @@ func (d *rlcDecoder) dropRow(i int) {
 }
 
 // source takes an arriving source's shard, buf.b[off:off+n]. It reports whether
-// the decoder kept buf (then it is the decoder's until released to the pool).
-func (d *rlcDecoder) source(ssn uint32, buf *buffer, off, n int, now time.Duration) (kept bool) {
-	if !d.track(ssn, now) {
-		return false
+// the decoder kept buf (then it is the decoder's until released to the pool), and
+// whether the source was here already (received or rebuilt).
+func (d *rlcDecoder) source(ssn uint32, buf *buffer, off, n int, now time.Duration) (kept, dup bool) {
+	if !d.track(ssn, now, true) {
+		return false, false
 	}
 	e := &d.src[ssn%rlcRing]
 	switch {
 	case e.state == rlcKnown:
-		return false // a duplicate
+		return false, true
 	case e.state == rlcUnknown:
 		// Late (reordered or resent): substitute it into the system.
 		d.substitute(int(e.slot), buf.b[off:off+n])
@@ -199,11 +211,29 @@ func (d *rlcDecoder) source(ssn uint32, buf *buffer, off, n int, now time.Durati
 	if before(ssn, d.coverFrom) {
 		*e = rlcSource{}
 		d.expire()
-		return false // no repair will cover it again
+		return false, false // no repair will cover it again
 	}
 	*e = rlcSource{ssn: ssn, state: rlcKnown, buf: buf, off: off, n: n}
 	d.expire()
-	return true
+	return true, false
+}
+
+// giveUpBefore gives up the unknowns found missing before t: a rebuild that late
+// is worth nothing to quic-go, and the loss must be counted. It returns when the
+// oldest remaining unknown was found missing (0 for none).
+func (d *rlcDecoder) giveUpBefore(t time.Duration) (oldest time.Duration) {
+	for slot := range d.unk {
+		if u := &d.unk[slot]; u.used && u.since < t {
+			d.giveUp(slot)
+		}
+	}
+	d.expire()
+	for _, u := range d.unk {
+		if u.used && (oldest == 0 || u.since < oldest) {
+			oldest = u.since
+		}
+	}
+	return oldest
 }
 
 // substitute removes unknown slot from the system now that its shard is known.
@@ -246,7 +276,7 @@ func (d *rlcDecoder) repair(id, first uint32, count int, buf *buffer, off, n int
 	}
 	last := first + uint32(count) - 1
 	newest := !d.started || before(d.highest, last)
-	if !d.track(last, now) || before(first, d.highest-rlcRing+1) {
+	if !d.track(last, now, false) || before(first, d.highest-rlcRing+1) {
 		return false
 	}
 	if newest {
@@ -371,7 +401,7 @@ func onlyPivot(r *rlcRow) bool {
 // expire releases the sources no repair will cover again and gives up the
 // unknowns nothing can solve any more.
 func (d *rlcDecoder) expire() {
-	for changed := true; changed; {
+	for changed := d.nUnknown > 0; changed; {
 		changed = false
 		for slot := range d.unk {
 			u := &d.unk[slot]

@@ -2,6 +2,7 @@ package recovery
 
 import (
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,15 @@ type shape struct {
 	every float64
 }
 
+// parityPer is the parity sent per n data datagrams: a group's, or the
+// sliding-window code's repairs for as many sources.
+func (sh *shape) parityPer(n int, groups bool) int {
+	if groups {
+		return int(sh.mFor[n])
+	}
+	return int(math.Round(float64(n) / sh.every))
+}
+
 // sender is the sending half of a peer: it frames quic-go's datagrams, assigns them
 // to coding groups round-robin over `depth` open groups, and sends a group's parity
 // right after its last datagram, or when the group has been open for `span`.
@@ -68,7 +78,7 @@ type sender struct {
 	rlc          rlcSend
 }
 
-// rlcSend is the sender's state for the sliding-window code (Config.rlc): the
+// rlcSend is the sender's state for the sliding-window code (the default): the
 // latest sources, which repairs combine.
 type rlcSend struct {
 	ssn    uint32
@@ -187,7 +197,7 @@ func (s *sender) send(c *Conn, p *peer, b []byte, seg int, addr net.Addr) error 
 
 // frame puts one datagram into a group and the batch. Callers hold mu.
 func (s *sender) frame(c *Conn, p *peer, b []byte, buf *buffer, addr net.Addr, now time.Duration) {
-	if c.cfg.rlc {
+	if !c.cfg.groups {
 		s.frameSource(c, b, buf, now)
 		return
 	}

@@ -281,7 +281,7 @@ func TestPathMonitor(t *testing.T) {
 }
 
 func TestShapeFollowsEstimate(t *testing.T) {
-	ct := newController(Config{Mode: Auto}.withDefaults())
+	ct := newController(Config{Mode: Auto, groups: true}.withDefaults())
 	prior := ct.shape()
 	if prior.k != untrainedData || prior.depth != 1 || prior.span != initialGroupSpan {
 		t.Fatalf("prior shape k=%d depth=%d span=%v", prior.k, prior.depth, prior.span)

@@ -49,8 +49,9 @@
 // has taught the sending quic-go connection to tolerate late repairs (see package
 // recovery), so the sender may code over longer groups.
 //
-// Version 2 added the flags byte; peers of different versions drop each other's
-// frames and so never agree to frame (they talk plain QUIC).
+// Version 2 added the flags byte, version 3 Source and Repair; peers of different
+// versions drop each other's frames and so never agree to frame (they talk plain
+// QUIC). Version 3 is the last the two bits hold.
 package fecframe
 
 import (
@@ -60,7 +61,7 @@ import (
 )
 
 // Version is the framing version this package speaks.
-const Version = 2
+const Version = 3
 
 // Type is the kind of a framed datagram.
 type Type uint8

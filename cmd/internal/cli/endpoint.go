@@ -7,7 +7,7 @@ type EndpointFlags struct {
 	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (default 0: never)."`
 	Secret
 
-	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (parity adapted to the measured loss), off (plain QUIC), or K,M (fixed groups of K data and M parity datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
+	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (repairs adapted to the measured loss), off (plain QUIC), or K,M (a fixed M repair datagrams per K data datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
 
 	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels, /sessions, /metrics ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN"`
