@@ -88,8 +88,8 @@ type counters struct {
 type Stats struct {
 	DatagramsSent     uint64 // datagrams quic-go wrote
 	DatagramsReceived uint64 // datagrams handed to quic-go, rebuilt ones included
-	DataSent          uint64 // framed data datagrams sent
-	ParitySent        uint64 // parity datagrams sent
+	DataSent          uint64 // framed data (source) datagrams sent
+	ParitySent        uint64 // parity (repair) datagrams sent
 	Resent            uint64 // data datagrams resent on NACK
 	NACKed            uint64 // data datagrams this receiver asked to be resent
 	FramedReceived    uint64 // framed data and parity datagrams received
@@ -100,15 +100,16 @@ type Stats struct {
 	Unrepaired        uint64 // data datagrams neither received nor rebuilt
 	Withheld          uint64 // rebuilt datagrams kept from quic-go to signal congestion
 	Malformed         uint64 // framed datagrams that failed to decode
-	// RepairDelay is the mean time from a group's first datagram arriving to a
-	// datagram of it being rebuilt, RepairDelayMax the longest: how late rebuilt
-	// datagrams reach quic-go (at most, as a lost datagram would have arrived
-	// somewhere within that time).
+	// RepairDelay is the mean time from a datagram being found missing (the
+	// sliding-window code; with groups: from its group's first datagram arriving)
+	// to its rebuild, RepairDelayMax the longest: how late rebuilt datagrams
+	// reach quic-go.
 	RepairDelay, RepairDelayMax time.Duration
 	// Overhead is (parity + resent) / data datagrams sent.
 	Overhead float64
-	// Data and Parity are the group shape last chosen (K data, M parity for a full
-	// group), by any peer.
+	// Data and Parity are the rate last chosen, by any peer: Parity repair
+	// datagrams per Data data datagrams (with groups: K data, M parity for a
+	// full group).
 	Data, Parity int
 	// PeerLoss is the random loss rate the peer measured on what we send (largest
 	// over peers), RTT the smoothed round trip (of that peer).
