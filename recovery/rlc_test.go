@@ -27,6 +27,12 @@ func rlcShard(rng *rand.Rand, maxPayload int) []byte {
 // lost with probability loss. It checks every solved shard against what was
 // sent and returns how many lost sources were solved and given up.
 func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64, late func(ssn uint32) bool) (lost, solved, gaveUp int, delays []int) {
+	lost, solved, gaveUp, delays, _ = rlcRunHeld(t, seed, nSources, window, every, loss, late)
+	return
+}
+
+// rlcRunHeld is rlcRun, also reporting the most buffers the decoder held at once.
+func rlcRunHeld(t *testing.T, seed uint64, nSources, window, every int, loss float64, late func(ssn uint32) bool) (lost, solved, gaveUp int, delays []int, maxHeld int64) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	pool := newBufferPool(1 << 20)
@@ -37,6 +43,7 @@ func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64
 	repairID := uint32(12345)
 	now := 0
 	check := func() {
+		maxHeld = max(maxHeld, pool.out.Load())
 		for _, s := range d.take() {
 			delays = append(delays, now-int(s.ssn-first0))
 			want, ok := sent[s.ssn]
@@ -106,7 +113,7 @@ func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64
 	if out := pool.out.Load(); out != 0 {
 		t.Fatalf("%d buffers not returned to the pool", out)
 	}
-	return lost, solved, gaveUp, delays
+	return lost, solved, gaveUp, delays, maxHeld
 }
 
 func TestRLCRebuildsRandomLoss(t *testing.T) {
@@ -125,8 +132,12 @@ func TestRLCRebuildsRandomLoss(t *testing.T) {
 		{"1% loss, window 16", 16, 8, 0.01, 0.05},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lost, solved, gaveUp, _ := rlcRun(t, 1, 20000, tc.window, tc.every, tc.loss, nil)
-			t.Logf("lost %d solved %d gave up %d", lost, solved, gaveUp)
+			lost, solved, gaveUp, _, held := rlcRunHeld(t, 1, 20000, tc.window, tc.every, tc.loss, nil)
+			t.Logf("lost %d solved %d gave up %d, buffers held at most %d", lost, solved, gaveUp, held)
+			// The sources a repair may still cover, and the equations.
+			if limit := int64(tc.window + 2*tc.every + rlcMaxUnknowns); held > limit {
+				t.Fatalf("the decoder held %d buffers, want at most %d", held, limit)
+			}
 			if lost == 0 {
 				t.Fatal("no loss: the test proves nothing")
 			}

@@ -82,6 +82,7 @@ type rlcDecoder struct {
 	started   bool
 	highest   uint32 // newest source number seen or implied by a repair
 	coverFrom uint32 // the newest repair's first source: older ones are never covered again
+	freedTo   uint32 // the known sources before it have been given back
 	src       [rlcRing]rlcSource
 	unk       [rlcMaxUnknowns]rlcUnknownEntry
 	rows      [rlcMaxUnknowns]rlcRow
@@ -110,7 +111,7 @@ func (d *rlcDecoder) track(ssn uint32, now time.Duration, source bool) bool {
 	}
 	if !d.started {
 		d.started = true
-		d.highest, d.coverFrom = ssn-1, ssn
+		d.highest, d.coverFrom, d.freedTo = ssn-1, ssn, ssn
 		gap = 1
 	}
 	switch {
@@ -122,7 +123,7 @@ func (d *rlcDecoder) track(ssn uint32, now time.Duration, source bool) bool {
 		// A loss run longer than the ring: nothing before ssn is worth solving.
 		d.reset()
 		d.started = true
-		d.highest, d.coverFrom = ssn-1, ssn
+		d.highest, d.coverFrom, d.freedTo = ssn-1, ssn, ssn
 	}
 	for s := d.highest + 1; before(s, ssn); s++ {
 		d.evict(s)
@@ -411,15 +412,17 @@ func (d *rlcDecoder) expire() {
 			}
 		}
 	}
-	// Known sources before coverFrom are never read again: give their buffers back.
-	// Walk back from coverFrom until a slot that is not a known source of ours.
-	for s := d.coverFrom - 1; ; s-- {
-		e := &d.src[s%rlcRing]
-		if e.ssn != s || e.state != rlcKnown {
-			break
+	// Known sources before coverFrom are never read again: give their buffers
+	// back (each number is passed once; one solved later than that waits for
+	// its ring slot to be reused).
+	if before(d.freedTo, d.highest-rlcRing+1) {
+		d.freedTo = d.highest - rlcRing + 1
+	}
+	for ; before(d.freedTo, d.coverFrom); d.freedTo++ {
+		if e := &d.src[d.freedTo%rlcRing]; e.ssn == d.freedTo && e.state == rlcKnown {
+			d.pool.put(e.buf)
+			*e = rlcSource{}
 		}
-		d.pool.put(e.buf)
-		*e = rlcSource{}
 	}
 }
 

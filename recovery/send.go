@@ -268,23 +268,34 @@ func (s *sender) frameSource(c *Conn, b []byte, buf *buffer, now time.Duration) 
 }
 
 // closeSpan ends the current span, topping its repairs up to what a group of
-// its sources would have had. Callers hold mu.
+// its sources would have had, unless the window already holds a group's worth
+// of sources (a fast flow, whose rate alone suffices). Callers hold mu.
 func (s *sender) closeSpan(c *Conn, now time.Duration) {
 	r := &s.rlc
-	for range int(s.shape.mFor[min(r.spanSources, s.shape.k)]) - r.spanRepairs {
-		s.repair(c, now)
+	if s.windowLen(now) < s.shape.k {
+		for range int(s.shape.mFor[min(r.spanSources, s.shape.k)]) - r.spanRepairs {
+			s.repair(c, now)
+		}
 	}
 	r.spanSources, r.spanRepairs = 0, 0
+}
+
+// windowLen is how many of the latest sources a repair sent now combines: at
+// most rlcWindowMax, none older than rlcWindowAge. Callers hold mu.
+func (s *sender) windowLen(now time.Duration) int {
+	r := &s.rlc
+	n := 0
+	for n < r.have && now-r.sentAt[(r.ssn-1-uint32(n))%rlcWindowMax] <= rlcWindowAge {
+		n++
+	}
+	return n
 }
 
 // repair adds to the batch a repair over the latest sources: at most
 // rlcWindowMax, none older than rlcWindowAge. Callers hold mu.
 func (s *sender) repair(c *Conn, now time.Duration) {
 	r := &s.rlc
-	count := 0
-	for count < r.have && now-r.sentAt[(r.ssn-1-uint32(count))%rlcWindowMax] <= rlcWindowAge {
-		count++
-	}
+	count := s.windowLen(now)
 	if count == 0 {
 		return
 	}
