@@ -295,6 +295,31 @@ func TestSlidingWindowDeliversADuplicateOnce(t *testing.T) {
 	sameSet(t, l.collect(t, 4, time.Second), want)
 }
 
+func TestSlidingWindowGivesBuffersBackWhenQuiet(t *testing.T) {
+	// A flow that pauses must not keep its window of buffers: a server has many
+	// peers and one pool.
+	defer goleak.VerifyNone(t)
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1}
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	l.aSock.setDrop(sourceAt(5))
+	want := payloads(40, 700)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 40, 2*time.Second), want)
+	// What stays: each Conn's batch of read buffers.
+	idleA, idleB := int64(inBatchSize), int64(inBatchSize)
+	if held := l.a.pool.out.Load() + l.b.pool.out.Load() - idleA - idleB; held < 10 {
+		t.Fatalf("only %d buffers held right after the flow: the test proves nothing", held)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for l.a.pool.out.Load() > idleA || l.b.pool.out.Load() > idleB {
+		if time.Now().After(deadline) {
+			t.Fatalf("buffers out: sender %d (idle %d), receiver %d (idle %d)", l.a.pool.out.Load(), idleA, l.b.pool.out.Load(), idleB)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestSpanClosesShortGroup(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	cfg := Config{Mode: Fixed, Data: 32, Parity: 2, GroupSpan: 5 * time.Millisecond, groups: true}

@@ -116,6 +116,7 @@ type receiver struct {
 	// on its first source or repair); rlcGaveUp is its give-ups already counted.
 	rlc       *rlcDecoder
 	rlcGaveUp int
+	rlcQuiet  bool // its sources were given back for a quiet peer
 
 	nacks   []fecframe.NACK
 	scratch [fecframe.MaxShards][]byte
@@ -281,6 +282,7 @@ func (r *receiver) onSource(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, no
 	if r.rlc == nil {
 		r.rlc = newRLCDecoder(c.pool)
 	}
+	r.rlcQuiet = false
 	kept, dup := r.rlc.source(f.SSN, buf, fecframe.DataShardOffset, 2+len(f.Payload), now)
 	r.deliverSolved(c, p, now)
 	if dup {
@@ -559,6 +561,15 @@ func (r *receiver) service(c *Conn, p *peer, now time.Duration) (next time.Durat
 			next = oldest + timeout
 		}
 		r.deliverSolved(c, p, now) // counts what was given up
+		// A peer quiet for that long sends no repair of what it sent before.
+		if quiet := r.echoAt + timeout; quiet <= now {
+			if !r.rlcQuiet {
+				r.rlc.releaseSources()
+				r.rlcQuiet = true
+			}
+		} else if next == 0 || quiet < next {
+			next = quiet
+		}
 	}
 	if r.feedbackDue {
 		due := r.lastFeedback + feedbackInterval

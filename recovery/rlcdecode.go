@@ -426,6 +426,18 @@ func (d *rlcDecoder) expire() {
 	}
 }
 
+// releaseSources gives back every source buffer the decoder holds: the peer has
+// been quiet for longer than any repair would come after its sources. Unknowns and
+// equations stay (giveUpBefore ends them).
+func (d *rlcDecoder) releaseSources() {
+	for i := range d.src {
+		if e := &d.src[i]; e.state == rlcKnown {
+			d.pool.put(e.buf)
+			*e = rlcSource{}
+		}
+	}
+}
+
 // take returns the sources solved since the last take. Their shards stay valid
 // until the next call that changes the decoder.
 func (d *rlcDecoder) take() []rlcSolved {

@@ -280,6 +280,16 @@ func (s *sender) closeSpan(c *Conn, now time.Duration) {
 	r.spanSources, r.spanRepairs = 0, 0
 }
 
+// releaseWindow gives back the sources the sliding-window code keeps. Callers
+// hold mu.
+func (s *sender) releaseWindow(c *Conn) {
+	for i, b := range s.rlc.ring {
+		c.pool.put(b)
+		s.rlc.ring[i] = nil
+	}
+	s.rlc.have = 0
+}
+
 // windowLen is how many of the latest sources a repair sent now combines: at
 // most rlcWindowMax, none older than rlcWindowAge. Callers hold mu.
 func (s *sender) windowLen(now time.Duration) int {
@@ -330,6 +340,15 @@ func (s *sender) flushDue(c *Conn, p *peer, now time.Duration) (next time.Durati
 		if due := r.spanStart + s.shape.span; due <= now {
 			s.closeSpan(c, now)
 		} else {
+			next = due
+		}
+	}
+	if r := &s.rlc; r.have > 0 {
+		// Sources older than the window are in no repair again: a paused flow
+		// gives its buffers back (a server may have many such peers).
+		if due := r.sentAt[(r.ssn-1)%rlcWindowMax] + rlcWindowAge; due <= now {
+			s.releaseWindow(c)
+		} else if next == 0 || due < next {
 			next = due
 		}
 	}
@@ -489,10 +508,7 @@ func (s *sender) shutdown(c *Conn) {
 	for s.historyLen > 0 {
 		s.dropOldest(c)
 	}
-	for i, b := range s.rlc.ring {
-		c.pool.put(b)
-		s.rlc.ring[i] = nil
-	}
+	s.releaseWindow(c)
 }
 
 // stamp is the wire timestamp: microseconds on the Conn's clock, wrapping.
