@@ -82,6 +82,16 @@ type counters struct {
 	data, parity                     atomic.Int64
 }
 
+// noteRepaired counts a datagram rebuilt and handed to quic-go delay after it
+// was found missing.
+func (k *counters) noteRepaired(delay time.Duration) {
+	k.repaired.Add(1)
+	k.repairDelaySum.Add(int64(delay))
+	if int64(delay) > k.repairDelayMax.Load() {
+		k.repairDelayMax.Store(int64(delay))
+	}
+}
+
 // Stats is a snapshot of a Conn's counters. Loss counts are what this Conn's
 // receiver saw on the datagrams coming in; PeerLoss is what the peer reports for
 // the datagrams going out.

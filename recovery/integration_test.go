@@ -78,13 +78,12 @@ func transferIntactTraced(t *testing.T, cs, ss side, size int, trace *lossTrace)
 // datagrams each way moves data intact, and the layer really repaired losses,
 // with the sliding-window code (the default) and with groups.
 func TestTenPercentLossIntact(t *testing.T) {
-	for _, groups := range []bool{false, true} {
-		name := map[bool]string{false: "sliding window", true: "groups"}[groups]
-		t.Run(name, func(t *testing.T) {
+	for _, code := range codes {
+		t.Run(code.name, func(t *testing.T) {
 			defer goleak.VerifyNone(t)
 			lossy := netem.Model{Delay: 5 * time.Millisecond, Loss: 0.10}
 			auto := DefaultConfig()
-			auto.groups = groups
+			auto.groups = code.groups
 			p := transferIntact(t,
 				side{model: &lossy, recovery: &auto, seed: 1},
 				side{model: &lossy, recovery: &auto, seed: 2},

@@ -217,38 +217,30 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 		p.lastActive.Store(int64(now))
 	}
 	switch f.Type {
-	case fecframe.TypeData:
+	case fecframe.TypeData, fecframe.TypeSource:
 		c.stats.framedReceived.Add(1)
 		n := copy(b, f.Payload)
 		if p == nil || !pooled {
 			return n, true, false // no state to code with; quic-go still gets it
 		}
-		deliver, kept, hold := p.recv.onData(c, p, &f, buf, now)
+		var deliver, kept bool
+		var hold time.Duration
+		if f.Type == fecframe.TypeData {
+			deliver, kept, hold = p.recv.onData(c, p, &f, buf, now)
+		} else {
+			deliver, kept, hold = p.recv.onSource(c, p, &f, buf, now)
+		}
 		if deliver && hold > 0 && c.holdBack(b[:n], addr, now+hold) {
 			deliver = false
 		}
 		return n, deliver, kept
-	case fecframe.TypeParity:
+	case fecframe.TypeParity, fecframe.TypeRepair:
 		c.stats.framedReceived.Add(1)
 		if p == nil || !pooled {
 			return 0, false, false
 		}
-		return 0, false, p.recv.onParity(c, p, &f, buf, now)
-	case fecframe.TypeSource:
-		c.stats.framedReceived.Add(1)
-		n := copy(b, f.Payload)
-		if p == nil || !pooled {
-			return n, true, false
-		}
-		deliver, kept, hold := p.recv.onSource(c, p, &f, buf, now)
-		if deliver && hold > 0 && c.holdBack(b[:n], addr, now+hold) {
-			deliver = false
-		}
-		return n, deliver, kept
-	case fecframe.TypeRepair:
-		c.stats.framedReceived.Add(1)
-		if p == nil || !pooled {
-			return 0, false, false
+		if f.Type == fecframe.TypeParity {
+			return 0, false, p.recv.onParity(c, p, &f, buf, now)
 		}
 		return 0, false, p.recv.onRepair(c, p, &f, buf, now)
 	case fecframe.TypeFeedback:

@@ -178,13 +178,7 @@ func (r *receiver) retire(c *Conn, e *ringEntry) {
 			if g.k > 0 {
 				missing = g.n - g.dataHave
 			}
-			r.unrepaired += uint32(missing)
-			c.stats.unrepaired.Add(uint64(missing))
-			if missing > 0 {
-				// quic-go sees this loss on its own; no need to withhold another.
-				r.withholdPending = false
-				r.ramp.lossShown()
-			}
+			r.countUnrepaired(c, missing)
 		}
 		g.release(c)
 		recvGroupPool.Put(g)
@@ -259,15 +253,22 @@ func (r *receiver) onData(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, now 
 	g.data[f.Index] = buf
 	g.dataHave++
 	r.tryRebuild(c, p, e, now)
-	if !c.cfg.noRamp && r.ramp.drop(f.Payload, r.path.queue(), now, time.Duration(p.minRTT.Load())) {
-		// Kept for decoding the group, never shown to quic-go (see rampGuard).
+	deliver, hold = r.release(c, p, f.Payload, now)
+	return deliver, true, hold
+}
+
+// release decides, for a data datagram just taken in (and kept for decoding),
+// whether quic-go gets it and how late: the slow-start guard may drop it (see
+// rampGuard), the trainer hold it back (see trainer).
+func (r *receiver) release(c *Conn, p *peer, quic []byte, now time.Duration) (deliver bool, hold time.Duration) {
+	if !c.cfg.noRamp && r.ramp.drop(quic, r.path.queue(), now, time.Duration(p.minRTT.Load())) {
 		c.stats.withheld.Add(1)
-		return false, true, 0
+		return false, 0
 	}
 	if c.cfg.noTrain {
-		return true, true, 0
+		return true, 0
 	}
-	return true, true, r.train.hold(f.Payload, now, p.rttOr(0))
+	return true, r.train.hold(quic, now, p.rttOr(0))
 }
 
 // onSource takes a source datagram of the sliding-window code, as onData a data
@@ -279,23 +280,22 @@ func (r *receiver) onSource(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, no
 		return true, false, 0
 	}
 	r.account(c, p, f.Seq, f.Timestamp, now)
-	if r.rlc == nil {
-		r.rlc = newRLCDecoder(c.pool)
-	}
 	r.rlcQuiet = false
-	kept, dup := r.rlc.source(f.SSN, buf, fecframe.DataShardOffset, 2+len(f.Payload), now)
+	kept, dup := r.decoder(c).source(f.SSN, buf, fecframe.DataShardOffset, 2+len(f.Payload), now)
 	r.deliverSolved(c, p, now)
 	if dup {
 		return false, false, 0 // received or rebuilt before
 	}
-	if !c.cfg.noRamp && r.ramp.drop(f.Payload, r.path.queue(), now, time.Duration(p.minRTT.Load())) {
-		c.stats.withheld.Add(1) // see rampGuard
-		return false, kept, 0
+	deliver, hold = r.release(c, p, f.Payload, now)
+	return deliver, kept, hold
+}
+
+// decoder is the peer's sliding-window decoder, made on first use.
+func (r *receiver) decoder(c *Conn) *rlcDecoder {
+	if r.rlc == nil {
+		r.rlc = newRLCDecoder(c.pool)
 	}
-	if c.cfg.noTrain {
-		return true, kept, 0
-	}
-	return true, kept, r.train.hold(f.Payload, now, p.rttOr(0))
+	return r.rlc
 }
 
 // onRepair takes a repair datagram of the sliding-window code and reports
@@ -307,24 +307,45 @@ func (r *receiver) onRepair(c *Conn, p *peer, f *fecframe.Frame, buf *buffer, no
 		return false
 	}
 	r.account(c, p, f.Seq, f.Timestamp, now)
-	if r.rlc == nil {
-		r.rlc = newRLCDecoder(c.pool)
-	}
-	kept = r.rlc.repair(f.Seq, f.First, int(f.Count), buf, fecframe.RepairHeaderLen, len(f.Payload), now)
+	kept = r.decoder(c).repair(f.Seq, f.First, int(f.Count), buf, fecframe.RepairHeaderLen, len(f.Payload), now)
 	r.deliverSolved(c, p, now)
 	return kept
+}
+
+// countUnrepaired counts n data datagrams that will reach quic-go neither
+// received nor rebuilt.
+func (r *receiver) countUnrepaired(c *Conn, n int) {
+	if n <= 0 {
+		return
+	}
+	r.unrepaired += uint32(n)
+	c.stats.unrepaired.Add(uint64(n))
+	// quic-go sees this loss on its own; no need to withhold another.
+	r.withholdPending = false
+	r.ramp.lossShown()
+}
+
+// withhold reports whether to keep the datagram just rebuilt from quic-go, to
+// show it a congestion loss (see account).
+func (r *receiver) withhold(c *Conn, p *peer, now time.Duration) bool {
+	if r.withholdPending && now-r.withholdSince > p.rttOr(100*time.Millisecond) {
+		r.withholdPending = false // the moment has passed: the queue has moved on
+	}
+	if !r.withholdPending {
+		return false
+	}
+	r.withholdPending = false
+	r.lastWithheld = now
+	r.ramp.lossShown()
+	c.stats.withheld.Add(1)
+	return true
 }
 
 // deliverSolved hands what the sliding-window decoder rebuilt to quic-go (or
 // withholds one for congestion, as tryRebuild), and counts what it gave up.
 func (r *receiver) deliverSolved(c *Conn, p *peer, now time.Duration) {
-	if n := r.rlc.gaveUp - r.rlcGaveUp; n > 0 {
-		r.rlcGaveUp = r.rlc.gaveUp
-		r.unrepaired += uint32(n)
-		c.stats.unrepaired.Add(uint64(n))
-		r.withholdPending = false // quic-go sees this loss on its own
-		r.ramp.lossShown()
-	}
+	r.countUnrepaired(c, r.rlc.gaveUp-r.rlcGaveUp)
+	r.rlcGaveUp = r.rlc.gaveUp
 	for _, s := range r.rlc.take() {
 		if len(s.shard) < 2 {
 			continue
@@ -333,14 +354,7 @@ func (r *receiver) deliverSolved(c *Conn, p *peer, now time.Duration) {
 		if 2+plen > len(s.shard) {
 			continue // garbage from inconsistent repairs; quic-go would drop it anyway
 		}
-		if r.withholdPending && now-r.withholdSince > p.rttOr(100*time.Millisecond) {
-			r.withholdPending = false
-		}
-		if r.withholdPending {
-			r.withholdPending = false
-			r.lastWithheld = now
-			r.ramp.lossShown()
-			c.stats.withheld.Add(1)
+		if r.withhold(c, p, now) {
 			continue
 		}
 		nb := c.pool.get()
@@ -349,12 +363,7 @@ func (r *receiver) deliverSolved(c *Conn, p *peer, now time.Duration) {
 		}
 		nb.n = fecframe.DataHeaderLen + copy(nb.b[fecframe.DataHeaderLen:], s.shard[2:2+plen])
 		c.pending = append(c.pending, delivery{buf: nb, addr: p.addr})
-		c.stats.repaired.Add(1)
-		delay := int64(now - s.since)
-		c.stats.repairDelaySum.Add(delay)
-		if delay > c.stats.repairDelayMax.Load() {
-			c.stats.repairDelayMax.Store(delay)
-		}
+		c.stats.noteRepaired(now - s.since)
 	}
 }
 
@@ -516,25 +525,13 @@ func (r *receiver) tryRebuild(c *Conn, p *peer, e *ringEntry, now time.Duration)
 			c.pool.put(nb) // garbage from inconsistent shards; quic-go would drop it anyway
 			continue
 		}
-		if r.withholdPending && now-r.withholdSince > p.rttOr(100*time.Millisecond) {
-			r.withholdPending = false // the moment has passed: the queue has moved on
-		}
-		if r.withholdPending {
-			r.withholdPending = false
-			r.lastWithheld = now
-			r.ramp.lossShown()
-			c.stats.withheld.Add(1)
+		if r.withhold(c, p, now) {
 			c.pool.put(nb)
 			continue
 		}
 		nb.n = fecframe.DataHeaderLen + plen
 		c.pending = append(c.pending, delivery{buf: nb, addr: p.addr})
-		c.stats.repaired.Add(1)
-		delay := int64(now - g.first)
-		c.stats.repairDelaySum.Add(delay)
-		if delay > c.stats.repairDelayMax.Load() {
-			c.stats.repairDelayMax.Store(delay)
-		}
+		c.stats.noteRepaired(now - g.first)
 	}
 	r.finish(c, e)
 }

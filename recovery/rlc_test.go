@@ -25,14 +25,9 @@ func rlcShard(rng *rand.Rand, maxPayload int) []byte {
 // rlcRun drives a sender and a decoder over a lossy channel: nSources sources,
 // a repair over the last `window` after every `every` sources, each datagram
 // lost with probability loss. It checks every solved shard against what was
-// sent and returns how many lost sources were solved and given up.
-func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64, late func(ssn uint32) bool) (lost, solved, gaveUp int, delays []int) {
-	lost, solved, gaveUp, delays, _ = rlcRunHeld(t, seed, nSources, window, every, loss, late)
-	return
-}
-
-// rlcRunHeld is rlcRun, also reporting the most buffers the decoder held at once.
-func rlcRunHeld(t *testing.T, seed uint64, nSources, window, every int, loss float64, late func(ssn uint32) bool) (lost, solved, gaveUp int, delays []int, maxHeld int64) {
+// sent. It returns how many sources were lost, solved and given up, each solved
+// one's delay in sources, and the most buffers the decoder held at once.
+func rlcRun(t *testing.T, seed uint64, nSources, window, every int, loss float64, late func(ssn uint32) bool) (lost, solved, gaveUp int, delays []int, maxHeld int64) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	pool := newBufferPool(1 << 20)
@@ -132,7 +127,7 @@ func TestRLCRebuildsRandomLoss(t *testing.T) {
 		{"1% loss, window 16", 16, 8, 0.01, 0.05},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lost, solved, gaveUp, _, held := rlcRunHeld(t, 1, 20000, tc.window, tc.every, tc.loss, nil)
+			lost, solved, gaveUp, _, held := rlcRun(t, 1, 20000, tc.window, tc.every, tc.loss, nil)
 			t.Logf("lost %d solved %d gave up %d, buffers held at most %d", lost, solved, gaveUp, held)
 			// The sources a repair may still cover, and the equations.
 			if limit := int64(tc.window + 2*tc.every + rlcMaxUnknowns); held > limit {
@@ -156,7 +151,7 @@ func TestRLCTakesLateSources(t *testing.T) {
 	// must substitute it into the equations that already count it unknown, and
 	// still solve the others.
 	isLate := func(ssn uint32) bool { return ssn%3 == 0 }
-	lost, solved, gaveUp, _ := rlcRun(t, 3, 20000, 128, 12, 0.05, isLate)
+	lost, solved, gaveUp, _, _ := rlcRun(t, 3, 20000, 128, 12, 0.05, isLate)
 	t.Logf("lost %d solved %d gave up %d", lost, solved, gaveUp)
 	if solved < lost/2 || gaveUp > lost/100 {
 		t.Fatalf("solved %d and gave up %d of %d lost (a third came late)", solved, gaveUp, lost)
@@ -169,7 +164,7 @@ func TestRLCBeatsTheBlockCodeAtEqualOverhead(t *testing.T) {
 	// Mbit/s, about where quic-go stops taking them) against those a block code
 	// of 128+13 (the same overhead) leaves in failed groups.
 	const n, loss = 100000, 0.05
-	lost, _, _, delays := rlcRun(t, 21, n, 256, 10, loss, nil)
+	lost, _, _, delays, _ := rlcRun(t, 21, n, 256, 10, loss, nil)
 	late := lost - len(delays)
 	for _, d := range delays {
 		if d > 384 {

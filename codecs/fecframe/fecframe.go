@@ -388,25 +388,29 @@ func Decode(b []byte) (Frame, error) {
 	}
 	f.Type = Type(b[0] & 0x0f)
 	switch f.Type {
-	case TypeData:
+	case TypeData, TypeSource: // one layout, but for bytes 5-8
 		if len(b) < DataHeaderLen {
-			return f, malformed("data frame of %d bytes is shorter than its header", len(b))
+			return f, malformed("%s frame of %d bytes is shorter than its header", f.Type, len(b))
 		}
 		f.Seq = binary.BigEndian.Uint32(b[1:])
-		f.Group = get24(b[5:])
-		f.Index = b[8]
 		f.Timestamp = binary.BigEndian.Uint32(b[9:])
 		n := int(binary.BigEndian.Uint16(b[13:]))
 		if n > MaxPayload {
-			return f, malformed("data payload of %d bytes exceeds the limit of %d", n, MaxPayload)
+			return f, malformed("%s payload of %d bytes exceeds the limit of %d", f.Type, n, MaxPayload)
 		}
 		if len(b) != DataHeaderLen+n {
-			return f, malformed("data frame says %d payload bytes but carries %d", n, len(b)-DataHeaderLen)
+			return f, malformed("%s frame says %d payload bytes but carries %d", f.Type, n, len(b)-DataHeaderLen)
 		}
+		f.Payload = b[DataHeaderLen:]
+		if f.Type == TypeSource {
+			f.SSN = binary.BigEndian.Uint32(b[5:])
+			break
+		}
+		f.Group = get24(b[5:])
+		f.Index = b[8]
 		if f.Index == MaxShards-1 {
 			return f, malformed("data index %d leaves no room for parity", f.Index)
 		}
-		f.Payload = b[DataHeaderLen:]
 	case TypeParity:
 		if len(b) < ParityHeaderLen+2 {
 			return f, malformed("parity frame of %d bytes is shorter than its header and shard", len(b))
@@ -423,21 +427,6 @@ func Decode(b []byte) (Frame, error) {
 			return f, malformed("parity shard of %d bytes exceeds the limit of %d", len(b)-ParityHeaderLen, MaxShardLen)
 		}
 		f.Payload = b[ParityHeaderLen:]
-	case TypeSource:
-		if len(b) < DataHeaderLen {
-			return f, malformed("source frame of %d bytes is shorter than its header", len(b))
-		}
-		f.Seq = binary.BigEndian.Uint32(b[1:])
-		f.SSN = binary.BigEndian.Uint32(b[5:])
-		f.Timestamp = binary.BigEndian.Uint32(b[9:])
-		n := int(binary.BigEndian.Uint16(b[13:]))
-		if n > MaxPayload {
-			return f, malformed("source payload of %d bytes exceeds the limit of %d", n, MaxPayload)
-		}
-		if len(b) != DataHeaderLen+n {
-			return f, malformed("source frame says %d payload bytes but carries %d", n, len(b)-DataHeaderLen)
-		}
-		f.Payload = b[DataHeaderLen:]
 	case TypeRepair:
 		if len(b) < RepairHeaderLen+2 {
 			return f, malformed("repair frame of %d bytes is shorter than its header and shard", len(b))
