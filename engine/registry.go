@@ -60,6 +60,7 @@ type Registry struct {
 	mu      sync.RWMutex
 	tunnels map[uuid.UUID]*Tunnel
 	sampler *sampler // nil while no tunnel is live
+	empty   chan struct{} // closed while no tunnel is live
 
 	opened atomic.Uint64
 	bytes  struct{ up, down atomic.Uint64 } // of tunnels that have closed
@@ -74,7 +75,9 @@ type Registry struct {
 // NewRegistry makes an empty registry that runs tunnels with cfg.
 func NewRegistry(cfg Config) *Registry {
 	cfg.setDefaults()
-	return &Registry{cfg: cfg, tunnels: make(map[uuid.UUID]*Tunnel)}
+	empty := make(chan struct{})
+	close(empty)
+	return &Registry{cfg: cfg, tunnels: make(map[uuid.UUID]*Tunnel), empty: empty}
 }
 
 // Open registers a new tunnel whose life is bounded by ctx. The caller must call
@@ -86,6 +89,7 @@ func (r *Registry) Open(ctx context.Context, info Info) *Tunnel {
 	r.tunnels[t.ID] = t
 	if r.sampler == nil {
 		r.sampler = r.startSampler()
+		r.empty = make(chan struct{})
 	}
 	r.mu.Unlock()
 	r.opened.Add(1)
@@ -101,6 +105,7 @@ func (r *Registry) remove(t *Tunnel) {
 	var idle *sampler
 	if len(r.tunnels) == 0 {
 		idle, r.sampler = r.sampler, nil
+		close(r.empty)
 	}
 	r.mu.Unlock()
 	if idle != nil {
@@ -195,6 +200,14 @@ func (r *Registry) CountWhere(match func(Info) bool) int {
 		}
 	}
 	return n
+}
+
+// Empty returns a channel that is closed once no tunnel is live (at once if
+// none is): shutdown waits on it to drain.
+func (r *Registry) Empty() <-chan struct{} {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.empty
 }
 
 // Opened is the number of tunnels opened since the registry was made.

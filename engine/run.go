@@ -58,12 +58,8 @@ func (t *Tunnel) Run(client, server Side) error {
 	t.lastActivity.Store(time.Now().UnixNano())
 	// Sized to its two senders, so neither blocks if Run stops listening early.
 	errc := make(chan error, 2)
-	go func() {
-		errc <- (&pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp}).run()
-	}()
-	go func() {
-		errc <- (&pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp}).run()
-	}()
+	go (&pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp}).routine(errc)
+	go (&pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp}).routine(errc)
 
 	var idle <-chan time.Time
 	if cfg.IdleTimeout > 0 {
@@ -163,6 +159,9 @@ type pump struct {
 	t        *Tunnel
 	tap      *tap
 }
+
+// routine is a pump's goroutine: it runs the pump and reports how it ended.
+func (p *pump) routine(errc chan<- error) { errc <- p.run() }
 
 func (p *pump) run() error {
 	bp := getBuffer()

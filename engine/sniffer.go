@@ -82,15 +82,18 @@ func (t *Tunnel) startSniffer(tp *tap) *snifferActor {
 	cfg := &t.reg.cfg
 	ctx, cancel := context.WithCancel(t.ctx)
 	a := &snifferActor{cancel: cancel, done: make(chan struct{}), reg: t.reg}
-	go func() {
-		defer close(a.done)
-		t.runSniffer(ctx, tp, cfg.Sniffers, cfg.SniffWindow)
-		if !a.state.CompareAndSwap(snifferRunning, snifferFinished) {
-			// Teardown gave up on us earlier; we are no longer stuck.
-			a.reg.sniffers.stuck.Add(-1)
-		}
-	}()
+	go a.routine(ctx, t, tp, cfg)
 	return a
+}
+
+// routine is the sniffer actor's goroutine.
+func (a *snifferActor) routine(ctx context.Context, t *Tunnel, tp *tap, cfg *Config) {
+	defer close(a.done)
+	t.runSniffer(ctx, tp, cfg.Sniffers, cfg.SniffWindow)
+	if !a.state.CompareAndSwap(snifferRunning, snifferFinished) {
+		// Teardown gave up on us earlier; we are no longer stuck.
+		a.reg.sniffers.stuck.Add(-1)
+	}
 }
 
 // stop tells the actor to stop and waits for it, at most snifferStopBound.
