@@ -59,7 +59,7 @@ type Registry struct {
 
 	mu      sync.RWMutex
 	tunnels map[uuid.UUID]*Tunnel
-	sampler *sampler // nil while no tunnel is live
+	sampler *sampler      // nil while no tunnel is live
 	empty   chan struct{} // closed while no tunnel is live
 
 	opened atomic.Uint64
