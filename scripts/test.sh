@@ -11,21 +11,8 @@ export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 # harness), sshd/ssh, curl and openssl (live sniffer captures), qemu with a SPICE
 # display, remote-viewer and Xvfb (real SPICE traffic). Tests that need one skip
 # with a message when it is missing, so install them all.
-need=()
-have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
-for p in iproute2 iperf3 kcptun openssh-server openssh-client curl openssl ca-certificates \
-         qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth; do
-  have "$p" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "== installing ${need[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "== not root: not installing ${need[*]}; tests that need them will skip"
-  fi
-fi
+./scripts/need.sh iproute2 iperf3 kcptun openssh-server openssh-client curl openssl ca-certificates \
+  qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

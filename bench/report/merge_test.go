@@ -233,3 +233,44 @@ func TestWriteRefusesACorruptLatest(t *testing.T) {
 		t.Error("a corrupt latest.json was overwritten")
 	}
 }
+
+// A run of which every contender failed (a machine without iperf3) keeps its own folder
+// but leaves latest.* as it was, also for a suite latest does not have yet.
+func TestWriteIgnoresAllFailedSuite(t *testing.T) {
+	out := t.TempDir()
+	env, good := quickRun(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), 93)
+	if _, err := Write(out, env, good, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(out, "latest.json"))
+	beforeMD, _ := os.ReadFile(filepath.Join(out, "latest.md"))
+
+	failedRun := func(suite string, start time.Time) (bench.Environment, []bench.Record) {
+		env := testEnv(suite)
+		env.Started, env.Finished = start, start.Add(time.Minute)
+		var records []bench.Record
+		s := scenarioOf(suite, "loss0", bench.Goodput, 100, 50*time.Millisecond, 0)
+		for _, c := range []string{"tcp-cubic", "quictun"} {
+			records = append(records, bench.Summarize(s, c, []bench.Sample{{Scenario: s, Contender: c, Repetition: 1, Err: `exec: "iperf3": executable file not found in $PATH`}}))
+		}
+		return env, records
+	}
+	for i, suite := range []string{"quick", "wan"} {
+		fenv, records := failedRun(suite, env.Started.Add(time.Duration(i+1)*time.Hour))
+		w, err := Write(out, fenv, records, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Dir == "" || w.Latest != "" || len(w.Suites) != 0 || !strings.Contains(w.Note, "every run of suites "+suite+" failed") {
+			t.Fatalf("all-failed %s run: %+v", suite, w)
+		}
+		if _, err := os.Stat(filepath.Join(w.Dir, "report.md")); err != nil {
+			t.Errorf("the failed run has no report of its own: %v", err)
+		}
+		after, _ := os.ReadFile(filepath.Join(out, "latest.json"))
+		afterMD, _ := os.ReadFile(filepath.Join(out, "latest.md"))
+		if !bytes.Equal(before, after) || !bytes.Equal(beforeMD, afterMD) {
+			t.Fatalf("an all-failed %s run changed latest.*", suite)
+		}
+	}
+}

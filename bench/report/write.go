@@ -31,6 +31,7 @@ type Written struct {
 //     scenario finished).
 //   - latest.* is left alone unless the run has a complete record (one of a scenario
 //     that was not cut short).
+//   - A suite of which every run failed replaces nothing.
 //   - Merge by suite: the suites of this run replace their records in latest.json;
 //     the records of other suites stay. A suite the run did not finish (Environment.
 //     Incomplete) replaces nothing: its partial records go to latest only where latest
@@ -71,10 +72,15 @@ func Write(out string, env bench.Environment, records []bench.Record, samples []
 	if err != nil {
 		return w, fmt.Errorf("%w; latest.* left alone (this run is in %s)", err, dir)
 	}
-	merged, taken, kept := mergeLatest(previous, records, env.Incomplete)
+	merged, taken, kept, failed := mergeLatest(previous, records, env.Incomplete)
+	var notes []string
 	if len(kept) > 0 {
-		w.Note = fmt.Sprintf("suites %s did not finish: latest.* keeps their records of an earlier run", strings.Join(kept, ", "))
+		notes = append(notes, fmt.Sprintf("suites %s did not finish: latest.* keeps their records of an earlier run", strings.Join(kept, ", ")))
 	}
+	if len(failed) > 0 {
+		notes = append(notes, fmt.Sprintf("every run of suites %s failed: latest.* keeps what it had of them (see %s)", strings.Join(failed, ", "), filepath.Join(dir, "report.md")))
+	}
+	w.Note = strings.Join(notes, "; ")
 	if len(taken) == 0 {
 		if w.Note == "" {
 			w.Note = "no complete record: latest.* unchanged"
@@ -126,22 +132,27 @@ func readLatest(path string) ([]bench.Record, error) {
 
 // mergeLatest merges a run's records into the previous latest records by suite (see
 // Write). taken lists the suites this run replaces (or adds), kept the suites it ran
-// but did not finish and whose earlier records stay. Suites come out sorted by name,
-// the records of each in their own order.
-func mergeLatest(previous, run []bench.Record, incomplete []string) (merged []bench.Record, taken, kept []string) {
+// but did not finish and whose earlier records stay, failed the suites of which not
+// one run succeeded (every contender failed: a machine without iperf3, say), which
+// replace nothing. Suites come out sorted by name, the records of each in their own
+// order.
+func mergeLatest(previous, run []bench.Record, incomplete []string) (merged []bench.Record, taken, kept, failed []string) {
 	had := map[string]bool{}
 	for _, r := range previous {
 		had[r.Suite] = true
 	}
 	for _, suite := range suiteOrder(run) {
-		complete, finishedOne := !slices.Contains(incomplete, suite), false
+		complete, finishedOne, succeeded := !slices.Contains(incomplete, suite), false, false
 		for _, r := range run {
 			if r.Suite == suite {
 				complete = complete && !r.Interrupted
 				finishedOne = finishedOne || !r.Interrupted
+				succeeded = succeeded || r.Runs > 0
 			}
 		}
 		switch {
+		case !succeeded:
+			failed = append(failed, suite)
 		case complete || (finishedOne && !had[suite]):
 			taken = append(taken, suite)
 		case had[suite]:
@@ -159,7 +170,7 @@ func mergeLatest(previous, run []bench.Record, incomplete []string) (merged []be
 		}
 	}
 	sort.SliceStable(merged, func(i, j int) bool { return merged[i].Suite < merged[j].Suite })
-	return merged, taken, kept
+	return merged, taken, kept, failed
 }
 
 // runsOf lists the runs the merged records come from, this run first, each with its

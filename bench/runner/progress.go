@@ -63,9 +63,9 @@ func (p *progress) start(s bench.Scenario, contender string, rep int) {
 	if p.total > 0 {
 		pct = p.finished * 100 / p.total
 	}
-	fmt.Fprintf(p.w, "[%d/%d %3d%%] %s  %s  rep %d/%d  (%s)  elapsed %s  ETA %s\n",
+	fmt.Fprintf(p.w, "[%d/%d %3d%%] %s  %s  rep %d/%d  (%s)  elapsed %s, %d left after this, ETA %s\n",
 		p.finished+1, p.total, pct, s.ID(), contender, rep, s.Repetitions, s.Describe(),
-		round(time.Since(p.started)), round(p.eta()))
+		round(time.Since(p.started)), p.total-p.finished-1, round(p.eta()))
 }
 
 func (p *progress) done(x bench.Sample) {

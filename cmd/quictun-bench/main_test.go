@@ -75,6 +75,47 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("missing tools fail before any run", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "results")
+		cmd := exec.Command(bin, "--suite", "quick", "--backend", "loopback", "--out", out)
+		cmd.Env = append(os.Environ(), "PATH="+t.TempDir())
+		got, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+			t.Fatalf("want exit status 2, got %v:\n%s", err, got)
+		}
+		for _, want := range []string{"missing before any run started", "iperf3: needed for", "go: needed for", "apt-get install iperf3"} {
+			if !strings.Contains(string(got), want) {
+				t.Errorf("output lacks %q:\n%s", want, got)
+			}
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Error("a refused run wrote results")
+		}
+	})
+
+	t.Run("a contender asked for by name must run", func(t *testing.T) {
+		iperf, err := exec.LookPath("iperf3")
+		if err != nil {
+			t.Skip("no iperf3 (scripts/test.sh installs it)")
+		}
+		path := t.TempDir()
+		if err := os.Symlink(iperf, filepath.Join(path, "iperf3")); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "results")
+		cmd := exec.Command(bin, "--suite", "quick", "--backend", "loopback", "--contenders", "kcptun", "--out", out)
+		cmd.Env = append(os.Environ(), "PATH="+path)
+		got, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(got), "kcptun-server not found") {
+			t.Fatalf("want exit status 2 naming kcptun-server, got %v:\n%s", err, got)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Error("a refused run wrote results")
+		}
+	})
+
 	t.Run("echo server sets congestion control", func(t *testing.T) {
 		testEchoCongestion(t, bin)
 	})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,6 +67,12 @@ func (c runCmd) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	if err := checkRoot(c.Backend); err != nil {
+		return err
+	}
+	if missing := missingTools(selected, only, c.Backend, c.QuictunBin, c.EmulatorProbe > 0); len(missing) > 0 {
+		return missingError(missing)
+	}
 	newBed, err := bedFactory(ctx, c.Backend)
 	if err != nil {
 		return err
@@ -92,11 +99,16 @@ func (c runCmd) Run(ctx context.Context) error {
 		cfg.EmulatorProbe = c.EmulatorProbe
 	}
 	var notes []string
-	if server, client, err := quictunBinaries(ctx, c.QuictunBin, work); err != nil {
-		notes = append(notes, "quictun: "+err.Error())
-		fmt.Fprintf(os.Stderr, "bench: quictun contenders will be skipped: %v\n", err)
-	} else {
-		cfg.Contender.QuictunServer, cfg.Contender.QuictunClient = server, client
+	if slices.ContainsFunc(contenders(selected, only), isQuictun) {
+		if server, client, err := quictunBinaries(ctx, c.QuictunBin, work); err != nil {
+			notes = append(notes, "quictun: "+err.Error())
+			fmt.Fprintf(os.Stderr, "bench: quictun contenders will be skipped: %v\n", err)
+		} else {
+			cfg.Contender.QuictunServer, cfg.Contender.QuictunClient = server, client
+		}
+	}
+	if err := checkContenders(selected, only, cfg.Contender); err != nil {
+		return err
 	}
 	notes = append(notes, ensureBBR(ctx)...)
 	version := quictunVersion(ctx, c.QuictunBin, cfg.Contender.QuictunServer)
