@@ -254,11 +254,11 @@ func TestAllowRules(t *testing.T) {
 	defer allowed.close()
 	other := startApp(t, loopbackTCP(), echo)
 	defer other.close()
-	pol, err := policy.Parse([]string{allowed.addr.Addr})
+	pol, err := policy.Parse([]string{allowed.addr.Addr}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) { c.Policy = pol }})
+	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) { c.Rules = pol }})
 	defer stopServer()
 	bad, stopBad := startClient(t, srv.Addr().String(), pairOptions{token: other.addr.String()})
 	defer stopBad()
@@ -489,7 +489,7 @@ func TestSecretsAndInternalAddressesStayOnTheServer(t *testing.T) {
 	ln.Close()
 	allowed := startApp(t, loopbackTCP(), echo)
 	defer allowed.close()
-	pol, err := policy.Parse([]string{allowed.addr.Addr, "127.0.0.3:1-65535"})
+	pol, err := policy.Parse([]string{allowed.addr.Addr, "127.0.0.3:1-65535"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +498,7 @@ func TestSecretsAndInternalAddressesStayOnTheServer(t *testing.T) {
 	var srvLogs, cliLogs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.Parser, _ = token.NewParser("cleartext", "base64")
-		c.Policy = pol
+		c.Rules = pol
 		c.Logger = srvLogs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
@@ -568,14 +568,14 @@ func TestForbiddenTargetLogNamesTheClient(t *testing.T) {
 	ca := newTestCA(t, "test CA")
 	certFile, keyFile := ca.issue(t, "alice", false)
 	caFile := ca.file
-	pol, _ := policy.Parse([]string{"127.0.0.1:1"})
+	pol, _ := policy.Parse([]string{"127.0.0.1:1"}, nil)
 	var logs logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		id, err := trust.LoadServer(trust.ServerOptions{StateDir: t.TempDir(), VerifyClient: true, CAFile: caFile}, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.TLS, c.Policy, c.Logger = id.TLS, pol, logs.Logger(slog.LevelDebug, "side", "server")
+		c.TLS, c.Rules, c.Logger = id.TLS, pol, logs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
 	cli, stop := startClient(t, srv.Addr().String(), pairOptions{token: "tcp:127.0.0.5:22", clientMods: func(c *ClientConfig) {
@@ -594,28 +594,22 @@ func TestForbiddenTargetLogNamesTheClient(t *testing.T) {
 
 // A server that anyone who reaches it may use says so loudly at start.
 func TestOpenServerWarnsLoudly(t *testing.T) {
-	pol, _ := policy.Parse([]string{"10.0.0.0/8:22"})
 	public := &net.UDPAddr{IP: net.IPv4zero, Port: 7500}
 	loopback := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7500}
 	for name, tc := range map[string]struct {
-		addr    net.Addr
-		cfg     ServerConfig
-		open    bool
-		noRules bool
+		addr net.Addr
+		cfg  ServerConfig
+		open bool
 	}{
-		"open":          {public, ServerConfig{TLS: &tls.Config{}}, true, true},
-		"open, allow":   {public, ServerConfig{TLS: &tls.Config{}, Policy: pol}, true, false},
-		"secret":        {public, ServerConfig{TLS: &tls.Config{}, Secret: []byte("s"), Policy: pol}, false, false},
-		"mutual TLS":    {public, ServerConfig{TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}, Policy: pol}, false, false},
-		"loopback only": {loopback, ServerConfig{TLS: &tls.Config{}}, false, false},
+		"open":          {public, ServerConfig{TLS: &tls.Config{}}, true},
+		"secret":        {public, ServerConfig{TLS: &tls.Config{}, Secret: []byte("s")}, false},
+		"mutual TLS":    {public, ServerConfig{TLS: &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert}}, false},
+		"loopback only": {loopback, ServerConfig{TLS: &tls.Config{}}, false},
 	} {
 		var logs logtap.Tap
 		warnIfOpen(logs.Logger(slog.LevelDebug, "side", "server"), tc.addr, &tc.cfg)
 		if got := len(logs.Lines("level=WARN", "ANYONE CAN USE THIS SERVER")) > 0; got != tc.open {
 			t.Errorf("%s: open-server warning %v, want %v", name, got, tc.open)
-		}
-		if got := len(logs.Lines("level=WARN", "no allow rules")) > 0; got != tc.noRules {
-			t.Errorf("%s: no-rules warning %v, want %v", name, got, tc.noRules)
 		}
 	}
 }

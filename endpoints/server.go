@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/engine"
 	"github.com/quictun/quictun/recovery"
 )
@@ -33,6 +34,7 @@ type Server struct {
 
 	metrics    *metrics
 	handshakes *handshakeGate
+	policy     *policy.Policy // the targets tokens may name
 	draining   atomic.Bool
 	tunnels    atomic.Int64 // admitted tunnels, for Limits.MaxTunnels
 	secret     [sha256.Size]byte
@@ -65,6 +67,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
+	authenticated := len(cfg.Secret) > 0 || cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	pol, err := policy.New(policy.Setup{Listen: udp.LocalAddr(), Listening: cfg.Listening, Authenticated: authenticated}, cfg.Rules)
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	qc := serverQUICConfig(cfg)
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, true, qc)
 	if err != nil {
@@ -90,13 +98,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, rec: rec, tr: tr, ln: ln, handshakes: gate}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, rec: rec, tr: tr, ln: ln, handshakes: gate, policy: pol}
 	s.sessions.live = make(map[*quic.Conn]*serverSession)
 	if len(cfg.Secret) > 0 {
 		s.secret = sha256.Sum256(cfg.Secret)
 	}
 	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
 	warnIfOpen(s.log, s.Addr(), &cfg)
+	s.log.Info("target policy", "targets", pol.String())
 	return s, nil
 }
 
@@ -128,9 +137,6 @@ func warnIfOpen(log *slog.Logger, addr net.Addr, cfg *ServerConfig) {
 		log.Warn("ANYONE CAN USE THIS SERVER: it listens beyond loopback with neither a shared secret (--secret) " +
 			"nor mutual TLS (--verify-remote-endpoint); every client that can reach the port can open tunnels " +
 			"to every target tokens may name")
-	}
-	if cfg.Policy == nil {
-		log.Warn("no allow rules (--allow): tokens may name any target this host can reach")
 	}
 }
 

@@ -39,9 +39,13 @@ type ServerConfig struct {
 	// its session is closed unless it presented the secret before. At most
 	// preamble.MaxSecretLen bytes.
 	Secret []byte
-	// Policy restricts the targets tokens may name; nil allows every target.
-	Policy *policy.Policy
-	Limits Limits
+	// Rules are the --allow and --deny rules; nil leaves the safe defaults
+	// of package policy, which depend on ListenOn and on authentication.
+	Rules *policy.Rules
+	// Listening are the other addresses (HOST:PORT) this process listens on,
+	// its REST API: no target may name them, whatever the rules.
+	Listening []string
+	Limits    Limits
 	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
 	// emulation in tests).
 	WrapUDP func(net.PacketConn) net.PacketConn

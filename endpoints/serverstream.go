@@ -10,6 +10,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/engine"
 )
@@ -76,7 +77,7 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	}
 	// The target is an internal address: it goes to the log, not to the client.
 	log = log.With("target", target.String())
-	dialAddr, err := s.cfg.Policy.Check(ctx, target)
+	dialAddr, err := s.policy.Check(ctx, target)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeForbidden, "err", err)
 		s.refuse(stream, preamble.CodeForbidden, "")
@@ -84,8 +85,12 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	}
 	app, err := dialAddr.Dial(ctx, s.cfg.DialTimeout)
 	if err != nil {
-		log.Warn("tunnel refused", "status", preamble.CodeUnreachable, "err", err)
-		s.refuse(stream, preamble.CodeUnreachable, "")
+		code := preamble.CodeUnreachable
+		if errors.Is(err, address.ErrNotSocket) { // a link or a file where a UNIX target should be
+			code = preamble.CodeForbidden
+		}
+		log.Warn("tunnel refused", "status", code, "err", err)
+		s.refuse(stream, code, "")
 		return
 	}
 	if _, err := stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {

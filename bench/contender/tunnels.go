@@ -38,9 +38,12 @@ func (q quictun) Start(ctx context.Context, hosts Hosts, target netip.AddrPort) 
 	listen := hostPort(hosts.Addr(ClientSide), tcpPort)
 	// The server's self-signed key pair is made once and kept in the state dir; the
 	// client skips verification because both ends are the harness's own, on a link
-	// inside this machine. A short drain lets a stopped endpoint exit at once.
+	// inside this machine. A short drain lets a stopped endpoint exit at once. The
+	// target is the server host's own address, which the server dials only when a
+	// rule names it.
 	server := hosts.Command(ctx, ServerSide, q.server,
 		"--listen-on", serverAddr,
+		"--allow", target.String(),
 		"--state-dir", filepath.Join(q.stateDir, "quictun-server"),
 		"--drain-timeout", "1s",
 		"--log-level", "warn",

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -37,7 +38,8 @@ type flags struct {
 	VerifyRemoteEndpoint bool   `help:"Require every client endpoint to present a certificate signed by --ca-file (mutual TLS)."`
 	StateDir             string `default:"${state_dir}" help:"Where the generated key pair is kept, so the fingerprint stays stable." type:"path" placeholder:"DIR"`
 
-	Allow                []string      `help:"Allow tokens to name only these targets (repeatable; deny all others once one is set): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*)." placeholder:"RULE"`
+	Allow                []string      `help:"Allow tokens to name only these targets (repeatable; replaces the defaults, see the README): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*). Loopback, link-local, cloud metadata and this host's addresses are allowed only by a rule that names them (0.0.0.0/0 does not)." placeholder:"RULE"`
+	Deny                 []string      `help:"Refuse these targets, whatever allows them (repeatable; same syntax as --allow)." placeholder:"RULE"`
 	MaxSessions          int           `default:"256" help:"Client sessions at once; more are refused (default ${default}; 0 means the default)."`
 	MaxTunnels           int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\" (default ${default}; 0 means the default)."`
 	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session (default ${default}; 0 means the default)."`
@@ -80,9 +82,17 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return file.Locate(err)
 	}
-	pol, err := policy.Parse(f.Allow)
+	rules, err := policy.Parse(f.Allow, f.Deny)
 	if err != nil {
-		return fmt.Errorf("%s: %w", file.Origin("allow"), err)
+		key := "allow"
+		if re := (*policy.RuleError)(nil); errors.As(err, &re) {
+			key = re.List
+		}
+		return fmt.Errorf("%s: %w", file.Origin(key), err)
+	}
+	var listening []string
+	if f.HttpdListenOn != "" {
+		listening = append(listening, f.HttpdListenOn)
 	}
 	secret, err := f.Secret.Load(log)
 	if err != nil {
@@ -97,7 +107,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
-		Secret: secret, Policy: pol,
+		Secret: secret, Rules: rules, Listening: listening,
 		Limits: endpoints.Limits{MaxSessions: f.MaxSessions, MaxTunnels: f.MaxTunnels,
 			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize, MaxTokenSize: f.MaxTokenSize},
 		Logger: log,
@@ -107,7 +117,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
 		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint,
-		"secret", secret != nil, "allow", pol.String(), "fec", f.Fec)
+		"secret", secret != nil, "fec", f.Fec)
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()

@@ -19,6 +19,10 @@ const (
 	Unix = "unix"
 )
 
+// ErrNotSocket is a UNIX target path whose last component is a symbolic link
+// or not a socket at all.
+var ErrNotSocket = errors.New("not a socket")
+
 // maxUnixPath is the size of sun_path on Linux minus the terminating NUL.
 const maxUnixPath = 107
 
@@ -139,9 +143,14 @@ func DisplayConn(c net.Conn) string {
 	return Unix + ":" + name
 }
 
-// Dial connects to the address within timeout (and ctx).
+// Dial connects to the address within timeout (and ctx). A UNIX socket is
+// connected only when the path's last component is a socket itself, not a
+// symbolic link and not another kind of file (see dialUnix).
 func (a Address) Dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	if a.Network == Unix && !strings.HasPrefix(a.Addr, "@") {
+		return dialUnix(ctx, d, a.Addr)
+	}
 	// net's error already names the network and address.
 	return d.DialContext(ctx, a.Network, a.Addr)
 }

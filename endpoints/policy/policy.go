@@ -1,8 +1,18 @@
-// Package policy is the server's answer to "may a token name this target?":
-// a list of allow rules, deny by default once any rule is set. Host names, in
-// rules and in targets, are resolved when a tunnel asks, and the tunnel then
-// dials the very IP that was checked, so a DNS answer cannot change between
-// the check and the dial.
+// Package policy is the server's answer to "may a token name this target?".
+//
+// A Policy is safe without configuration: it never dials this host's own
+// services (loopback, its interface addresses), link-local addresses and
+// cloud metadata, this-network, multicast or broadcast addresses, or UNIX
+// sockets, unless the server listens on loopback only (a local setup, where
+// loopback and UNIX sockets are fine) or a rule names them; without client
+// authentication it dials only private ranges, so an open relay to the
+// internet does not exist. Allow rules replace those defaults (special ranges
+// still need naming), deny rules refuse whatever they match, and the
+// addresses the server itself listens on (its REST API) are never a target.
+//
+// Host names, in rules and in targets, are resolved when a tunnel asks; every
+// address a target resolves to must pass, and the tunnel dials the very IP
+// that was checked, so a DNS answer cannot change between check and dial.
 package policy
 
 import (
@@ -21,186 +31,301 @@ import (
 // ErrForbidden wraps every refusal, so the server can answer CodeForbidden.
 var ErrForbidden = errors.New("forbidden target")
 
-// Policy is a set of allow rules. The nil *Policy allows everything.
+// Setup is what the defaults depend on: how the server runs.
+type Setup struct {
+	// Listen is the UDP address the server is bound to. A loopback address
+	// makes a local setup, where only this host's users can reach the server.
+	Listen net.Addr
+	// Listening are the other addresses (HOST:PORT) this process listens on,
+	// its REST API: never a target. An empty or unspecified host means every
+	// address of this host.
+	Listening []string
+	// Authenticated says that every client proves who it is before a tunnel
+	// (a shared secret, mutual TLS, identities).
+	Authenticated bool
+}
+
+// Policy decides on targets. It is immutable once made: With makes a layered
+// copy, and Check may be called from any goroutine.
 type Policy struct {
-	rules    []rule
-	resolver *net.Resolver
+	local, authenticated bool
+	listeners            []listener
+	rules                *Rules
+	host                 *hostAddrs
+	resolver             *net.Resolver
 }
 
-type rule struct {
-	text string
-	// For TCP rules: a prefix or a host name to resolve, and a port range.
-	prefix netip.Prefix
-	host   string
-	lo, hi uint16
-	// For UNIX rules: an exact path, or a directory whose sockets are all allowed.
-	unix string
-	dir  bool
-}
-
-// Parse reads rules like "10.0.0.0/8:22", "127.0.0.1:5000-5100",
-// "[2001:db8::/32]:*", "db.internal:5432", "unix:/run/app.sock" and
-// "unix:/run/apps/*". No rules returns nil: everything is allowed.
-func Parse(specs []string) (*Policy, error) {
-	if len(specs) == 0 {
-		return nil, nil
-	}
-	p := &Policy{resolver: net.DefaultResolver}
-	for _, s := range specs {
-		r, err := parseRule(strings.TrimSpace(s))
-		if err != nil {
-			return nil, fmt.Errorf("allow rule %q: %w", s, err)
+// New is the server's effective policy: the defaults of setup under rules.
+func New(setup Setup, rules *Rules) (*Policy, error) {
+	p := &Policy{authenticated: setup.Authenticated, rules: rules, host: newHostAddrs(), resolver: net.DefaultResolver}
+	listening := setup.Listening
+	if setup.Listen != nil {
+		listening = append([]string{setup.Listen.String()}, listening...)
+		if ap, err := netip.ParseAddrPort(setup.Listen.String()); err == nil {
+			p.local = ap.Addr().Unmap().IsLoopback()
 		}
-		p.rules = append(p.rules, r)
+	}
+	for _, s := range listening {
+		ls, err := parseListener(context.Background(), p.resolver, s)
+		if err != nil {
+			return nil, err
+		}
+		p.listeners = append(p.listeners, ls...)
 	}
 	return p, nil
 }
 
-func parseRule(s string) (rule, error) {
-	r := rule{text: s}
-	if path, ok := strings.CutPrefix(s, "unix:"); ok {
-		if dir, ok := strings.CutSuffix(path, "/*"); ok {
-			r.dir, path = true, dir
-		}
-		if !filepath.IsAbs(path) {
-			return rule{}, errors.New("a UNIX socket rule needs an absolute path")
-		}
-		r.unix = filepath.Clean(path)
-		return r, nil
+// With is p with an identity's rules layered over the server's: the
+// identity's allow rules, when it has any, replace the server's allow rules
+// (or the defaults); its deny rules add to the server's. What no rule can
+// allow (the server's own listeners, unspecified addresses) and the need to
+// name a special range stay. With(nil) is p.
+func (p *Policy) With(identity *Rules) *Policy {
+	if identity == nil {
+		return p
 	}
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 {
-		return rule{}, errors.New("want HOST-OR-CIDR:PORTS or unix:PATH")
-	}
-	hostPart, ports := s[:i], s[i+1:]
-	lo, hi, err := parsePorts(ports)
-	if err != nil {
-		return rule{}, err
-	}
-	r.lo, r.hi = lo, hi
-	hostPart = strings.TrimSuffix(strings.TrimPrefix(hostPart, "["), "]")
-	switch {
-	case hostPart == "":
-		return rule{}, errors.New("missing host or CIDR")
-	case strings.Contains(hostPart, "/"):
-		pfx, err := netip.ParsePrefix(hostPart)
-		if err != nil {
-			return rule{}, err
-		}
-		r.prefix = pfx.Masked()
-	default:
-		if a, err := netip.ParseAddr(hostPart); err == nil {
-			a = a.Unmap()
-			r.prefix = netip.PrefixFrom(a, a.BitLen())
-		} else if strings.ContainsAny(hostPart, " /\\\x00") {
-			return rule{}, fmt.Errorf("bad host %q", hostPart)
-		} else {
-			r.host = hostPart
-		}
-	}
-	return r, nil
-}
-
-func parsePorts(s string) (lo, hi uint16, err error) {
-	if s == "*" {
-		return 1, 65535, nil
-	}
-	a, b, isRange := strings.Cut(s, "-")
-	l, err := strconv.ParseUint(a, 10, 16)
-	if err != nil || l == 0 {
-		return 0, 0, fmt.Errorf("bad port %q", a)
-	}
-	h := l
-	if isRange {
-		if h, err = strconv.ParseUint(b, 10, 16); err != nil || h < l {
-			return 0, 0, fmt.Errorf("bad port range %q", s)
-		}
-	}
-	return uint16(l), uint16(h), nil
+	q := *p
+	q.rules = p.rules.layer(identity)
+	return &q
 }
 
 // Check decides on a target. It returns the address to dial: for TCP the
-// checked IP and port, for UNIX the cleaned path. A refusal wraps ErrForbidden.
+// checked IP and port, for UNIX the cleaned path. A refusal wraps
+// ErrForbidden and says why, for the server's log.
 func (p *Policy) Check(ctx context.Context, target address.Address) (address.Address, error) {
 	if p == nil {
-		return target, nil
+		return address.Address{}, fmt.Errorf("%w: %s: no policy", ErrForbidden, target)
 	}
-	if target.Network == address.Unix {
-		path := filepath.Clean(target.Addr)
-		for _, r := range p.rules {
-			if r.unix == "" {
-				continue
-			}
-			if !r.dir && path == r.unix || r.dir && filepath.Dir(path) == r.unix {
-				return address.Address{Network: address.Unix, Addr: path}, nil
-			}
-		}
-		return address.Address{}, fmt.Errorf("%w: %s matches no allow rule", ErrForbidden, target)
+	var (
+		dial address.Address
+		err  error
+	)
+	switch target.Network {
+	case address.TCP:
+		dial, err = p.checkTCP(ctx, target.Addr)
+	case address.Unix:
+		dial, err = p.checkUnix(target.Addr)
+	default:
+		err = fmt.Errorf("unknown network %q", target.Network)
 	}
-	host, portText, err := net.SplitHostPort(target.Addr)
 	if err != nil {
 		return address.Address{}, fmt.Errorf("%w: %s: %v", ErrForbidden, target, err)
 	}
-	port64, err := strconv.ParseUint(portText, 10, 16)
-	if err != nil {
-		return address.Address{}, fmt.Errorf("%w: %s: bad port", ErrForbidden, target)
-	}
-	port := uint16(port64)
-	ips, err := p.lookup(ctx, host)
-	if err != nil {
-		return address.Address{}, fmt.Errorf("%w: %s: %v", ErrForbidden, target, err)
-	}
-	for _, ip := range ips {
-		for _, r := range p.rules {
-			if r.unix != "" || port < r.lo || port > r.hi {
-				continue
-			}
-			if ok, err := p.matches(ctx, r, ip); err == nil && ok {
-				return address.Address{Network: address.TCP, Addr: netip.AddrPortFrom(ip, port).String()}, nil
-			}
-		}
-	}
-	return address.Address{}, fmt.Errorf("%w: %s (%v) matches no allow rule", ErrForbidden, target, ips)
+	return dial, nil
 }
 
-func (p *Policy) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
-	if a, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{a.Unmap()}, nil
-	}
-	addrs, err := p.resolver.LookupNetIP(ctx, "ip", host)
+// refusal is a reason that refuses a whole target, whatever its other
+// addresses: a resolved address that is special, denied or the server's own.
+type refusal struct{ error }
+
+func (p *Policy) checkTCP(ctx context.Context, hostport string) (address.Address, error) {
+	host, portText, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return nil, err
+		return address.Address{}, err
 	}
-	for i := range addrs {
-		addrs[i] = addrs[i].Unmap()
+	port64, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil || port64 == 0 {
+		return address.Address{}, fmt.Errorf("bad port %q", portText)
 	}
-	return addrs, nil
+	port := uint16(port64)
+	ips, err := lookup(ctx, p.resolver, host)
+	if err != nil {
+		return address.Address{}, err
+	}
+	var (
+		chosen netip.Addr
+		why    error
+	)
+	for _, ip := range ips {
+		err := p.decide(ctx, ip, port)
+		var r refusal
+		switch {
+		case errors.As(err, &r):
+			return address.Address{}, fmt.Errorf("%s: %v", ip, r.error)
+		case err != nil:
+			why = fmt.Errorf("%s: %w", ip, err)
+		case !chosen.IsValid():
+			chosen = ip
+		}
+	}
+	if !chosen.IsValid() {
+		return address.Address{}, why
+	}
+	return address.Address{Network: address.TCP, Addr: netip.AddrPortFrom(chosen, port).String()}, nil
+}
+
+// decide is the verdict on one address: nil to allow, a refusal, or another
+// error when merely nothing allows it.
+func (p *Policy) decide(ctx context.Context, ip netip.Addr, port uint16) error {
+	ip = ip.WithZone("") // a zone does not change what an address is
+	if ip.IsUnspecified() {
+		return refusal{errors.New("the unspecified address dials this host; name 127.0.0.1 or ::1 instead")}
+	}
+	for _, l := range p.listeners {
+		if l.port != port {
+			continue
+		}
+		if l.ip == ip {
+			return refusal{fmt.Errorf("this server listens there (%s)", l.text)}
+		}
+		if !l.ip.IsValid() {
+			own, err := p.thisHost(ip)
+			if err != nil {
+				return refusal{err}
+			}
+			if own {
+				return refusal{fmt.Errorf("this server listens there (%s, every address of this host)", l.text)}
+			}
+		}
+	}
+	for _, r := range p.rules.denyRules() {
+		if r.isUnix() || port < r.lo || port > r.hi {
+			continue
+		}
+		ok, err := p.matches(ctx, r, ip)
+		if err != nil {
+			return refusal{fmt.Errorf("deny rule %q cannot be checked: %v", r.text, err)}
+		}
+		if ok {
+			return refusal{fmt.Errorf("denied by rule %q", r.text)}
+		}
+	}
+	rg := classify(ip)
+	if p.local && rg.kind == loopback {
+		rg.kind = private // a local setup's loopback is as the internal network
+	}
+	own := false // loopback is a kind of its own, whatever interface holds it
+	if !p.local && rg.kind != loopback {
+		var err error
+		if own, err = p.host.has(ip); err != nil {
+			return refusal{err}
+		}
+	}
+	special := rg.kind.special() || own
+	allow := p.rules.allowRules()
+	if len(allow) == 0 {
+		switch {
+		case special:
+			return refusal{fmt.Errorf("%s, refused by default; an --allow rule must name it", describe(rg, own))}
+		case !p.authenticated && rg.kind != private:
+			return errors.New("a public address: without client authentication only private ranges are allowed")
+		}
+		return nil
+	}
+	for _, r := range allow {
+		if r.isUnix() || port < r.lo || port > r.hi {
+			continue
+		}
+		if ok, err := p.matches(ctx, r, ip); err == nil && ok && (!special || r.names(rg, own)) {
+			return nil
+		}
+	}
+	if special {
+		return refusal{fmt.Errorf("%s, which no allow rule names", describe(rg, own))}
+	}
+	return errors.New("matches no allow rule")
+}
+
+// thisHost says whether ip reaches this host: loopback, or one of its
+// interface addresses.
+func (p *Policy) thisHost(ip netip.Addr) (bool, error) {
+	if ip.IsLoopback() {
+		return true, nil
+	}
+	return p.host.has(ip)
+}
+
+func describe(rg addrRange, own bool) string {
+	if own {
+		return "an address of this host"
+	}
+	s := rg.kind.String()
+	if rg.note != "" {
+		s += " (" + rg.note + ")"
+	}
+	return s
 }
 
 func (p *Policy) matches(ctx context.Context, r rule, ip netip.Addr) (bool, error) {
 	if r.host == "" {
 		return r.prefix.Contains(ip), nil
 	}
-	ips, err := p.lookup(ctx, r.host)
+	ips, err := lookup(ctx, p.resolver, r.host)
 	if err != nil {
 		return false, err
 	}
 	for _, a := range ips {
-		if a == ip {
+		if a.WithZone("") == ip {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
-// String lists the rules, for the start-up log.
+func (p *Policy) checkUnix(path string) (address.Address, error) {
+	abstract := strings.HasPrefix(path, "@")
+	if !abstract {
+		path = filepath.Clean(path)
+	}
+	if !address.UnixTargetsSupported && !abstract {
+		return address.Address{}, errors.New("UNIX socket targets are supported on Linux only")
+	}
+	for _, r := range p.rules.denyRules() {
+		if r.isUnix() && r.coversPath(path) {
+			return address.Address{}, fmt.Errorf("denied by rule %q", r.text)
+		}
+	}
+	allow := p.rules.allowRules()
+	if len(allow) == 0 {
+		if !p.local {
+			return address.Address{}, errors.New("UNIX sockets are refused by default while the server listens beyond loopback; an --allow unix: rule must name it")
+		}
+		return address.Address{Network: address.Unix, Addr: path}, nil
+	}
+	for _, r := range allow {
+		if r.isUnix() && r.coversPath(path) {
+			return address.Address{Network: address.Unix, Addr: path}, nil
+		}
+	}
+	return address.Address{}, errors.New("matches no allow rule")
+}
+
+// String says in one line what the policy allows, for the start-up log.
 func (p *Policy) String() string {
 	if p == nil {
-		return "allow all"
+		return "nothing (no policy)"
 	}
-	var ts []string
-	for _, r := range p.rules {
-		ts = append(ts, r.text)
+	refused := "link-local, cloud metadata, this-network, multicast and broadcast addresses"
+	if !p.local {
+		refused = "loopback, this host's addresses, " + refused + ", UNIX sockets"
 	}
-	return strings.Join(ts, " ")
+	var b strings.Builder
+	allow := p.rules.allowRules()
+	switch {
+	case len(allow) > 0:
+		fmt.Fprintf(&b, "only --allow %s; %s only where a rule names them", texts(allow), refused)
+	case p.local && p.authenticated:
+		fmt.Fprintf(&b, "any address, loopback and UNIX sockets included (local setup: the server listens on loopback only); refused: %s", refused)
+	case p.local:
+		fmt.Fprintf(&b, "loopback, private ranges and UNIX sockets (local setup: the server listens on loopback only; no client authentication: no public addresses); refused: %s", refused)
+	case p.authenticated:
+		fmt.Fprintf(&b, "any address; refused: %s", refused)
+	default:
+		fmt.Fprintf(&b, "private ranges only (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7; no client authentication); refused: %s", refused)
+	}
+	if deny := p.rules.denyRules(); len(deny) > 0 {
+		fmt.Fprintf(&b, "; --deny %s", texts(deny))
+	}
+	if len(p.listeners) > 0 {
+		seen := map[string]bool{}
+		var ls []string
+		for _, l := range p.listeners {
+			if !seen[l.text] {
+				seen[l.text] = true
+				ls = append(ls, l.text)
+			}
+		}
+		fmt.Fprintf(&b, "; never the server's own listeners %s", strings.Join(ls, " "))
+	}
+	return b.String()
 }
