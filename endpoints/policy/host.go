@@ -19,12 +19,9 @@ type hostAddrs struct {
 	read  time.Time
 	addrs map[netip.Addr]bool
 	err   error
-	list  func() ([]net.Addr, error)
 }
 
 const hostAddrsMaxAge = time.Second
-
-func newHostAddrs() *hostAddrs { return &hostAddrs{list: net.InterfaceAddrs} }
 
 // has says whether ip (unmapped, no zone) is one of this host's addresses.
 func (h *hostAddrs) has(ip netip.Addr) (bool, error) {
@@ -32,7 +29,7 @@ func (h *hostAddrs) has(ip netip.Addr) (bool, error) {
 	defer h.mu.Unlock()
 	if now := time.Now(); h.addrs == nil || now.Sub(h.read) > hostAddrsMaxAge {
 		h.read = now
-		h.addrs, h.err = readAddrs(h.list)
+		h.addrs, h.err = readAddrs()
 	}
 	if h.err != nil {
 		return false, fmt.Errorf("this host's addresses: %w", h.err)
@@ -40,8 +37,8 @@ func (h *hostAddrs) has(ip netip.Addr) (bool, error) {
 	return h.addrs[ip], nil
 }
 
-func readAddrs(list func() ([]net.Addr, error)) (map[netip.Addr]bool, error) {
-	as, err := list()
+func readAddrs() (map[netip.Addr]bool, error) {
+	as, err := net.InterfaceAddrs()
 	if err != nil {
 		return map[netip.Addr]bool{}, err
 	}

@@ -57,7 +57,7 @@ type Policy struct {
 
 // New is the server's effective policy: the defaults of setup under rules.
 func New(setup Setup, rules *Rules) (*Policy, error) {
-	p := &Policy{authenticated: setup.Authenticated, rules: rules, host: newHostAddrs(), resolver: net.DefaultResolver}
+	p := &Policy{authenticated: setup.Authenticated, rules: rules, host: &hostAddrs{}, resolver: net.DefaultResolver}
 	listening := setup.Listening
 	if setup.Listen != nil {
 		listening = append([]string{setup.Listen.String()}, listening...)

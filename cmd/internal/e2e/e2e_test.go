@@ -207,6 +207,8 @@ func TestBadValuesAreOneClearError(t *testing.T) {
 		{"quictun-server", "# mine\ncert-file = \"" + missing + "\"\nkey-file = \"" + missing + "\"\n", nil, "line 2: cert-file: open " + missing},
 		{"quictun-server", "verify-remote-endpoint = true\n\nca-file = \"" + junk + "\"\n", nil, "line 3: ca-file: " + junk + " holds no PEM certificate"},
 		{"quictun-server", "secret-file = \"" + missing + "\"\n", nil, "line 1: secret-file: stat " + missing},
+		{"quictun-server", "allow = [\"10.0.0.0/8:22\"]\ndeny = [\"10.0.0.1\"]\n", nil, `line 2: deny: deny rule \"10.0.0.1\": want HOST-OR-CIDR:PORTS or unix:PATH`},
+		{"quictun-server", "", []string{"--allow", "[::ffff:0:0/95]:*"}, `--allow: allow rule \"[::ffff:0:0/95]:*\": ::ffff:0.0.0.0/95: a prefix of mapped IPv4 addresses needs at least 96 bits`},
 		{"quictun-client", client + "verify-remote-endpoint = true\n", nil, "line 3: verify-remote-endpoint: needs --ca-file or --server-fingerprint"},
 		{"quictun-client", client, []string{"--verify-remote-endpoint", "--insecure-skip-verify"}, "--verify-remote-endpoint: contradicts --insecure-skip-verify"},
 		{"quictun-client", client + "server-fingerprint = \"sha256:00\"\n", nil, "line 3: server-fingerprint: "},
@@ -309,6 +311,37 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 			t.Fatalf("exit code %d after SIGTERM", code)
 		}
 	}
+}
+
+// The server never tunnels to its own REST API, even when a rule covers it,
+// and says at start what it dials.
+func TestServerNeverTunnelsToItsOwnAPI(t *testing.T) {
+	target := echoServer(t)
+	udp, apiAddr := freePort(t, "udp"), freePort(t, "tcp")
+	srv := start(t, "quictun-server", "--listen-on", udp, "--httpd-listen-on", apiAddr, "--allow", "127.0.0.0/8:*")
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	srv.waitLog(t, `msg="target policy" targets="only --allow 127.0.0.0/8:\*; .*never the server's own listeners `+regexp.QuoteMeta(udp+" "+apiAddr))
+	for _, c := range []struct {
+		token string
+		works bool
+	}{{"tcp:" + apiAddr, false}, {"tcp:" + target, true}} {
+		listen := freePort(t, "tcp")
+		cli := start(t, "quictun-client", "--listen-on", "tcp:"+listen, "--server-endpoint", udp,
+			"--token-source", c.token, "--server-fingerprint", fp)
+		cli.waitLog(t, "quictun-client listening")
+		conn, err := net.DialTimeout("tcp", listen, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn.Write([]byte("GET /tunnels HTTP/1.0\r\n\r\n"))
+		n, err := io.ReadFull(conn, make([]byte, 5))
+		conn.Close()
+		if (err == nil) != c.works {
+			t.Fatalf("%s: read %d bytes, %v", c.token, n, err)
+		}
+	}
+	srv.waitLog(t, `msg="tunnel refused" .*target=tcp:`+regexp.QuoteMeta(apiAddr)+` status="forbidden target" err=".*this server listens there`)
 }
 
 // --token-source-timeout bounds the Http token source: against a service that
