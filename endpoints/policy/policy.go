@@ -132,6 +132,9 @@ func (p *Policy) checkTCP(ctx context.Context, hostport string) (address.Address
 	if err != nil {
 		return address.Address{}, err
 	}
+	if len(ips) == 0 {
+		return address.Address{}, fmt.Errorf("%s resolves to no address", host)
+	}
 	var (
 		chosen netip.Addr
 		why    error
@@ -191,7 +194,7 @@ func (p *Policy) decide(ctx context.Context, ip netip.Addr, port uint16) error {
 		}
 	}
 	rg := classify(ip)
-	if p.local && rg.kind == loopback {
+	if p.local && ip.IsLoopback() {
 		rg.kind = private // a local setup's loopback is as the internal network
 	}
 	own := false // loopback is a kind of its own, whatever interface holds it
@@ -295,7 +298,7 @@ func (p *Policy) String() string {
 	if p == nil {
 		return "nothing (no policy)"
 	}
-	refused := "link-local, cloud metadata, this-network, multicast and broadcast addresses"
+	refused := "link-local, cloud metadata, this-network (0.0.0.0/8, ::/96), multicast and broadcast addresses"
 	if !p.local {
 		refused = "loopback, this host's addresses, " + refused + ", UNIX sockets"
 	}

@@ -87,6 +87,10 @@ func TestDefaultPolicyTable(t *testing.T) {
 		{tcp("0.0.0.0:22"), refused},
 		{tcp("[::]:22"), refused},
 		{tcp("0.1.2.3:22"), refused},
+		{tcp("[::127.0.0.1]:22"), refused},
+		{tcp("[64:ff9b::a9fe:a9fe]:80"), refused}, // 169.254.169.254 behind NAT64
+		{tcp("[64:ff9b::7f00:1]:22"), refused},
+		{tcp("[64:ff9b::a01:203]:22"), publicOnly}, // 10.1.2.3 behind NAT64: the translator's network, not ours
 		{tcp("224.0.0.1:80"), refused},
 		{tcp("[ff02::1]:80"), refused},
 		{tcp("255.255.255.255:80"), refused},

@@ -11,7 +11,7 @@ const (
 	loopback              // this host's own services
 	linkLocal             // the local link, where cloud metadata lives
 	metadata              // cloud metadata and host agents: credentials for the asking
-	thisNet               // 0.0.0.0/8: "this network", which Linux may route to this host
+	thisNet               // 0.0.0.0/8 ("this network", which Linux may route to this host) and ::/96
 	multicast
 	broadcast
 )
@@ -21,7 +21,7 @@ const (
 func (k kind) special() bool { return k > private }
 
 func (k kind) String() string {
-	return [...]string{"public", "private", "loopback", "link-local", "cloud metadata", "this-network (0.0.0.0/8)", "multicast", "broadcast"}[k]
+	return [...]string{"public", "private", "loopback", "link-local", "cloud metadata", "this-network", "multicast", "broadcast"}[k]
 }
 
 // addrRange is one row of the table; the most specific row containing an
@@ -51,7 +51,8 @@ var ranges = []addrRange{
 	{pfx("100.100.100.200/32"), metadata, "Alibaba Cloud"},
 	{pfx("168.63.129.16/32"), metadata, "Azure WireServer"},
 	{pfx("192.0.0.192/32"), metadata, "Oracle Cloud Classic"},
-	{pfx("0.0.0.0/8"), thisNet, ""},
+	{pfx("0.0.0.0/8"), thisNet, "0.0.0.0/8"},
+	{pfx("::/96"), thisNet, "IPv4-compatible ::/96, deprecated"},
 	{pfx("224.0.0.0/4"), multicast, ""},
 	{pfx("ff00::/8"), multicast, ""},
 	{pfx("255.255.255.255/32"), broadcast, ""},
@@ -59,9 +60,25 @@ var ranges = []addrRange{
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
+// nat64 is the well-known NAT64 prefix (RFC 6052): behind a translator,
+// 64:ff9b::a9fe:a9fe is 169.254.169.254.
+var nat64 = pfx("64:ff9b::/96")
+
 // classify finds the most specific range holding ip (unmapped, no zone); an
-// address in none is public, in a range of its own (the zero prefix).
+// address in none is public, in a range of its own (the zero prefix). A NAT64
+// address is what the IPv4 address in it is, when that is special; no IPv6
+// rule lies within an IPv4 range, so only a host name rule can name it.
 func classify(ip netip.Addr) addrRange {
+	if nat64.Contains(ip) {
+		b := ip.As16()
+		if v4 := classifyTable(netip.AddrFrom4([4]byte(b[12:]))); v4.kind.special() {
+			return v4
+		}
+	}
+	return classifyTable(ip)
+}
+
+func classifyTable(ip netip.Addr) addrRange {
 	best := addrRange{kind: public}
 	for _, r := range ranges {
 		if r.prefix.Contains(ip) && (!best.prefix.IsValid() || r.prefix.Bits() > best.prefix.Bits()) {
