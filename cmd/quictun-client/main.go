@@ -50,7 +50,7 @@ func main() {
 	var f flags
 	file := cli.Parse(&f, "quictun-client", "The client endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
 		"Applications connect here; each connection becomes a tunnel to the server application the token names.\n"+
-		"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:127.0.0.1:22",
+		"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:10.0.0.5:22",
 		kong.Vars{"known_hosts": filepath.Join(cli.StateDir(), "known_hosts")})
 	log := f.Logger(os.Stderr)
 	if err := run(f, file, log); err != nil {
