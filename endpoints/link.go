@@ -31,6 +31,9 @@ func linkLayers(udp *net.UDPConn, wrap func(net.PacketConn) net.PacketConn, cfg 
 	if rc.Mode == recovery.Off && !server {
 		return conn, nil, nil
 	}
+	// A client's quic-go writes only to the server it dials: proven by our
+	// choice. A server proves an address once QUIC accepts it (Server.Run).
+	rc.Dialer = !server
 	rec, err = recovery.NewConn(conn, rc)
 	if err != nil {
 		conn.Close()

@@ -23,6 +23,7 @@ func newRecoveryCollector(rec *recovery.Conn, side string) *recoveryCollector {
 		"quictun_recovery_repaired_total":           "Lost datagrams rebuilt and handed to quic-go.",
 		"quictun_recovery_unrepaired_total":         "Lost data datagrams neither received nor rebuilt.",
 		"quictun_recovery_malformed_total":          "Framed datagrams that failed to decode.",
+		"quictun_recovery_forged_total":             "Frames from a proven address whose tag failed (spoofed).",
 		"quictun_recovery_overhead_ratio":           "(parity + resent) / data datagrams sent.",
 		"quictun_recovery_peer_loss_ratio":          "Random loss the peer measures on what this endpoint sends.",
 		"quictun_recovery_repair_delay_seconds":     "Mean time from a group's first datagram to a rebuilt one.",
@@ -63,6 +64,7 @@ func (c *recoveryCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("quictun_recovery_repaired_total", st.Repaired)
 	counter("quictun_recovery_unrepaired_total", st.Unrepaired)
 	counter("quictun_recovery_malformed_total", st.Malformed)
+	counter("quictun_recovery_forged_total", st.Forged)
 	gauge("quictun_recovery_overhead_ratio", st.Overhead)
 	gauge("quictun_recovery_peer_loss_ratio", st.PeerLoss)
 	gauge("quictun_recovery_repair_delay_seconds", st.RepairDelay.Seconds())

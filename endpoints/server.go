@@ -194,6 +194,9 @@ func (s *Server) Run(ctx context.Context) error {
 			conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded: too many sessions")
 			continue
 		}
+		// The loss-recovery layer gives an address coding state only while QUIC
+		// has a session with it (recovery.Conn.Prove).
+		context.AfterFunc(conn.Context(), s.rec.Prove(conn.RemoteAddr()))
 		handlers.Go(func() { s.serveSession(tunnelsCtx, sess, &handlers) })
 	}
 

@@ -78,7 +78,7 @@ func BenchmarkLayerWrite(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				c.peers.lookup(c, keyOf(sink.LocalAddr()), sink.LocalAddr(), weSpoke, c.now()).state.Store(peerFramed)
+				frameFor(c, sink.LocalAddr(), [16]byte{1})
 				w = c
 			}
 			defer w.Close()

@@ -78,8 +78,12 @@ type Config struct {
 	// PeerIdle is how long a peer's state is kept without traffic. Default 2 min.
 	PeerIdle time.Duration
 	// MaxBuffers bounds the datagram buffers (2 KiB each) a Conn holds for coding.
-	// Default 16384 (32 MiB).
+	// Default 16384 (32 MiB). One peer holds at most half of them, and at most 1024.
 	MaxBuffers int
+	// Dialer says that quic-go on this Conn only dials (a client): every address
+	// it writes to is one the application chose, and so proven (see Conn.Prove).
+	// A server leaves it false: its quic-go also answers strangers.
+	Dialer bool
 
 	// noTrain turns the trainer off (benchmarks only: experiments).
 	noTrain bool

@@ -22,6 +22,7 @@
 package recovery
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -37,11 +38,29 @@ import (
 // Conn is a net.PacketConn that adds loss recovery to the datagrams written
 // through it and removes it from the datagrams read. It is safe for concurrent use
 // by quic-go (one reader, any number of writers).
+//
+// Strangers get nothing. An address is a stranger until it has proved itself:
+// QUIC has accepted a connection from it (the endpoint says so with Prove), or,
+// on a Conn with Config.Dialer, quic-go writes to it. A stranger's framed
+// datagrams never reach the coding state: the QUIC packet a source or data frame
+// carries goes to quic-go (which authenticates it), everything else is dropped,
+// and nothing is sent to a stranger but plain QUIC, Hellos, HelloAcks and
+// handshake copies, together at most as many bytes as came from it. What all
+// strangers together can make a Conn hold is their table entries: at most 256
+// (the oldest makes room for a new one) of under 1 KiB each, no pooled buffer
+// (TestStrangersHoldNothing, FuzzStrangers). A proven peer holds at most
+// min(1024, MaxBuffers/2) pooled buffers (TestFloodDuringLossyTransfer).
+//
+// Every frame carries a tag under a key its receiver gave the sender in a
+// HelloAck (codecs/fecframe): a frame from a proven address whose tag fails is
+// counted (Stats.Forged) and dropped, but for the QUIC packet it carries, which
+// goes to quic-go as a plain datagram would.
 type Conn struct {
-	inner net.PacketConn
-	wire  *wire
-	cfg   Config
-	epoch time.Time
+	inner  net.PacketConn
+	wire   *wire
+	cfg    Config
+	epoch  time.Time
+	secret [32]byte // keys the peers' tags (keyFor)
 
 	codecs  codecs
 	pool    *bufferPool
@@ -77,7 +96,7 @@ type counters struct {
 	ambiguousLost                    atomic.Uint64
 	repaired, unrepaired, withheld   atomic.Uint64
 	nacked                           atomic.Uint64
-	malformed                        atomic.Uint64
+	malformed, forged                atomic.Uint64
 	repairDelaySum, repairDelayMax   atomic.Int64 // nanoseconds
 	data, parity                     atomic.Int64
 }
@@ -110,6 +129,7 @@ type Stats struct {
 	Unrepaired        uint64 // data datagrams neither received nor rebuilt
 	Withheld          uint64 // rebuilt datagrams kept from quic-go to signal congestion
 	Malformed         uint64 // framed datagrams that failed to decode
+	Forged            uint64 // frames from a proven address whose tag failed
 	// RepairDelay is the mean time from a datagram being found missing (the
 	// sliding-window code; with groups: from its group's first datagram arriving)
 	// to its rebuild, RepairDelayMax the longest: how late rebuilt datagrams
@@ -125,8 +145,9 @@ type Stats struct {
 	// over peers), RTT the smoothed round trip (of that peer).
 	PeerLoss float64
 	RTT      time.Duration
-	// Peers are the remote addresses with state; FramedPeers those we frame for.
-	Peers, FramedPeers int
+	// Peers are the remote addresses with state, ProvenPeers those proven (the
+	// rest are strangers), FramedPeers those we frame for.
+	Peers, ProvenPeers, FramedPeers int
 }
 
 // NewConn wraps inner, the endpoint's UDP socket. Run quic-go on top with
@@ -148,6 +169,8 @@ func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
 	c.wire = newWire(inner)
 	c.one[0].Buffers = make([][]byte, 1)
 	c.peers.m = make(map[peerKey]*peer)
+	c.peers.proofs = make(map[peerKey]int)
+	rand.Read(c.secret[:]) //nolint:errcheck // crypto/rand.Read never fails
 	if cfg.Mode != Off {
 		ct := newController(cfg)
 		sh := ct.shape()
@@ -174,17 +197,29 @@ func (c *Conn) Close() error {
 		}
 		c.optSocket.Unlock()
 		for _, p := range c.peers.snapshot(nil) {
-			c.peers.remove(p)
-			c.retirePeer(p)
+			c.peers.remove(c, p)
 		}
 	})
 	return c.closeErr
 }
 
-// retirePeer frees a peer's buffers.
+// Prove tells the Conn that addr has proved itself: QUIC has accepted a
+// connection from it (a server calls it from its accept path). Until the last
+// release of its proofs, the peer gets coding state; after it, the address is a
+// stranger again. Release is idempotent.
+func (c *Conn) Prove(addr net.Addr) (release func()) {
+	key := keyOf(addr)
+	c.peers.prove(c, key, addr, c.now())
+	var once sync.Once
+	return func() { once.Do(func() { c.peers.unprove(c, key) }) }
+}
+
+// retirePeer frees a proven peer's buffers.
 func (c *Conn) retirePeer(p *peer) {
-	p.send.shutdown(c)
-	p.recv.shutdown(c)
+	if p.proven() {
+		p.send.shutdown(c)
+		p.recv.shutdown(c)
+	}
 }
 
 // Stats returns a snapshot of the counters.
@@ -204,6 +239,7 @@ func (c *Conn) Stats() Stats {
 		Unrepaired:        c.stats.unrepaired.Load(),
 		Withheld:          c.stats.withheld.Load(),
 		Malformed:         c.stats.malformed.Load(),
+		Forged:            c.stats.forged.Load(),
 		Data:              int(c.stats.data.Load()),
 		Parity:            int(c.stats.parity.Load()),
 	}
@@ -216,6 +252,9 @@ func (c *Conn) Stats() Stats {
 	}
 	for _, p := range c.peers.snapshot(nil) {
 		s.Peers++
+		if p.proven() {
+			s.ProvenPeers++
+		}
 		if p.state.Load() == peerFramed {
 			s.FramedPeers++
 		}

@@ -37,7 +37,7 @@ func (d *dropConn) setDrop(f func(b []byte) bool) {
 	d.mu.Unlock()
 }
 
-func listenLoopback(t *testing.T) *dropConn {
+func listenLoopback(t testing.TB) *dropConn {
 	t.Helper()
 	u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -87,9 +87,19 @@ func newLink(t *testing.T, acfg, bcfg Config) *link {
 			}
 		}
 	}()
-	p := l.a.peers.lookup(l.a, keyOf(l.bSock.LocalAddr()), l.bSock.LocalAddr(), weSpoke, l.a.now())
-	p.state.Store(peerFramed)
+	l.b.Prove(l.aSock.LocalAddr())
+	frameFor(l.a, l.bSock.LocalAddr(), l.b.keyFor(keyOf(l.aSock.LocalAddr())))
 	return l
+}
+
+// frameFor makes c frame what it sends to addr, tagged with key, as a finished
+// negotiation with a proven peer would.
+func frameFor(c *Conn, addr net.Addr, key [fecframe.KeyLen]byte) *peer {
+	c.Prove(addr)
+	p := c.peers.lookup(c, keyOf(addr), addr, noCreate, 0)
+	p.learnKey(c, key)
+	p.state.Store(peerFramed)
+	return p
 }
 
 func (l *link) close() {
@@ -541,8 +551,8 @@ func TestNACKResend(t *testing.T) {
 	}
 }
 
-// TestPeerTableBoundedAndExpired: a server keeps state for at most MaxPeers
-// remote addresses (the rest are served plain) and forgets idle ones.
+// TestPeerTableBoundedAndExpired: a server keeps coding state for at most
+// MaxPeers proven addresses (the rest are served plain) and forgets idle ones.
 func TestPeerTableBoundedAndExpired(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	srv, err := NewConn(listenLoopback(t), Config{Mode: Auto, MaxPeers: 2, PeerIdle: 200 * time.Millisecond})
@@ -560,21 +570,16 @@ func TestPeerTableBoundedAndExpired(t *testing.T) {
 			}
 		}
 	}()
-	var clients []*dropConn
 	for range 3 {
 		c := listenLoopback(t)
 		defer c.Close()
-		clients = append(clients, c)
+		srv.Prove(c.LocalAddr())
 		c.UDPConn.WriteTo(fecframe.AppendHello(nil, 1), srv.LocalAddr())
 	}
+	if st := srv.Stats(); st.ProvenPeers != 2 || st.Peers != 2 {
+		t.Fatalf("%d peers, %d proven, want the bound of 2", st.Peers, st.ProvenPeers)
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for srv.Stats().Peers != 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	if n := srv.Stats().Peers; n != 2 {
-		t.Fatalf("%d peers, want the bound of 2", n)
-	}
 	deadline = time.Now().Add(5 * time.Second)
 	for srv.Stats().Peers != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -611,7 +616,8 @@ func TestBlindPathCountsLossRunsAsCongestion(t *testing.T) {
 			}
 			defer c.Close()
 			addr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
-			p := c.peers.lookup(c, keyOf(addr), addr, theySpoke, c.now())
+			c.Prove(addr)
+			p := c.peers.lookup(c, keyOf(addr), addr, noCreate, 0)
 			p.minRTT.Store(int64(tc.minRTT))
 			r := &p.recv
 			now := 10 * time.Second

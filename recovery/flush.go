@@ -84,12 +84,13 @@ func (f *flusher) service(c *Conn, now time.Duration) time.Duration {
 	for i, p := range f.peers {
 		f.peers[i] = nil
 		if idle := now - time.Duration(p.lastActive.Load()); idle > c.cfg.PeerIdle {
-			c.peers.remove(p)
-			c.retirePeer(p)
+			c.peers.remove(c, p)
 			continue
 		}
-		earliest(p.send.flushDue(c, p, now))
-		earliest(p.recv.service(c, p, now))
+		if p.proven() {
+			earliest(p.send.flushDue(c, p, now))
+			earliest(p.recv.service(c, p, now))
+		}
 		earliest(now + min(idleCheck, c.cfg.PeerIdle/2))
 	}
 	return next

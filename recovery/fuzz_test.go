@@ -11,8 +11,10 @@ import (
 // input is split into datagrams at 0xff 0xfe markers), valid frames with
 // hostile headers among them: shapes that disagree, indexes past n, shard lengths
 // that do not match, garbage that decodes, sources and repairs of the
-// sliding-window code in any order. It must never panic, never hand quic-go
-// more bytes than a datagram holds, and return every buffer it takes.
+// sliding-window code in any order. Every datagram that has a tag is sealed
+// with the peer's key, unless its last byte is odd (a forgery). It must never
+// panic, never hand quic-go more bytes than a datagram holds, and return every
+// buffer it takes.
 func FuzzReceive(f *testing.F) {
 	d0, _ := fecframe.AppendData(nil, fecframe.Data{Seq: 1, Group: 0, Index: 0}, []byte("hello"))
 	d1, _ := fecframe.AppendData(nil, fecframe.Data{Seq: 2, Group: 0, Index: 1}, []byte("world!"))
@@ -51,7 +53,7 @@ func FuzzReceive(f *testing.F) {
 	f.Add(join(d0, p0))
 	f.Add(join(d1, p0, d0))
 	f.Add(join(d0, p1, p0, fb))
-	f.Add(join(fecframe.AppendHello(nil, 1), fecframe.AppendHelloAck(nil, 2), d0))
+	f.Add(join(fecframe.AppendHello(nil, 1), fecframe.AppendHelloAck(nil, 2, [fecframe.KeyLen]byte{}), d0))
 	f.Add(join(s0, s2, r0))                       // the middle source lost, rebuilt
 	f.Add(join(s2, r0, s0, repair(14, 99, 1024))) // late and out of order, a repair of nothing
 
@@ -65,6 +67,9 @@ func FuzzReceive(f *testing.F) {
 	}
 	defer c.Close()
 	from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9} // discard port: answers go nowhere
+	c.Prove(from)
+	theirKey := [fecframe.KeyLen]byte{1}
+	seal, sealFeedback := fecframe.NewTagger(c.keyFor(keyOf(from))), fecframe.NewTagger(theirKey)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		before := c.pool.out.Load()
 		c.readMu.Lock()
@@ -82,7 +87,21 @@ func FuzzReceive(f *testing.F) {
 			}
 			buf := c.pool.get()
 			buf.n = copy(buf.b[:], dgram)
+			if _, err := fecframe.Decode(buf.b[:buf.n]); err == nil && dgram[len(dgram)-1]&1 == 0 {
+				if fecframe.Type(dgram[0]&0x0f) == fecframe.TypeFeedback {
+					sealFeedback.Seal(buf.b[:buf.n])
+				} else {
+					seal.Seal(buf.b[:buf.n])
+				}
+			}
 			addr, p := c.peerOf(from)
+			if p == nil {
+				p = c.peers.lookup(c, keyOf(from), from, theySpoke, c.now())
+				addr = p.addr
+			}
+			if p.checkFeedback == nil {
+				p.learnKey(c, theirKey)
+			}
 			n, _, kept := c.handleFramed(out, buf, true, addr, p)
 			if n > len(dgram) {
 				t.Fatalf("handed quic-go %d bytes from a %d-byte datagram", n, len(dgram))
@@ -100,8 +119,7 @@ func FuzzReceive(f *testing.F) {
 		}
 		// Forget the peer: its groups give their buffers back.
 		for _, p := range c.peers.snapshot(nil) {
-			c.peers.remove(p)
-			c.retirePeer(p)
+			c.peers.remove(c, p)
 		}
 		if after := c.pool.out.Load(); after != before {
 			t.Fatalf("%d buffers not returned", after-before)

@@ -160,6 +160,14 @@ func newEndpoint(tb testing.TB, s side) *endpoint {
 	return e
 }
 
+// proveAccepted tells the endpoint's layer that QUIC accepted conn, until conn
+// ends, as the server endpoint does.
+func (e *endpoint) proveAccepted(conn *quic.Conn) {
+	if e.rec != nil {
+		context.AfterFunc(conn.Context(), e.rec.Prove(conn.RemoteAddr()))
+	}
+}
+
 func (e *endpoint) close() {
 	e.transport.Close()
 	switch {
@@ -206,6 +214,11 @@ func dialPair(tb testing.TB, ctx context.Context, cs, ss side) *pair {
 // dialPairTraced is dialPair with quic-go's loss recovery of the client traced.
 func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *lossTrace) *pair {
 	tb.Helper()
+	if cs.recovery != nil {
+		dialer := *cs.recovery
+		dialer.Dialer = true // as the client endpoint's
+		cs.recovery = &dialer
+	}
 	p := &pair{client: newEndpoint(tb, cs), server: newEndpoint(tb, ss)}
 	if p.client.emu != nil {
 		p.link = p.client.emu.Stats
@@ -225,6 +238,7 @@ func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *loss
 			acceptErr <- err
 			return
 		}
+		p.server.proveAccepted(c)
 		accepted <- c
 	}()
 	cc, err := p.client.transport.Dial(ctx, p.server.udp.LocalAddr(), clientTLS(), ccfg)

@@ -60,11 +60,13 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 	}); err != nil {
 		b.Fatal(err)
 	}
-	mk := func(u *net.UDPConn) *endpoint {
+	mk := func(u *net.UDPConn, dialer bool) *endpoint {
 		e := &endpoint{udp: u}
 		var pc net.PacketConn = u
 		if cfg != nil {
-			rc, err := NewConn(u, *cfg)
+			rcfg := *cfg
+			rcfg.Dialer = dialer
+			rc, err := NewConn(u, rcfg)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -73,7 +75,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 		e.transport = &quic.Transport{Conn: pc}
 		return e
 	}
-	p := &pair{client: mk(cu), server: mk(su)}
+	p := &pair{client: mk(cu, true), server: mk(su, false)}
 	scfg, ccfg := tracedConfigs(trace)
 	ln, err := p.server.transport.Listen(serverTLS(b), scfg)
 	if err != nil {
@@ -85,6 +87,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 	go func() {
 		c, err := ln.Accept(ctx)
 		if err == nil {
+			p.server.proveAccepted(c)
 			accepted <- c
 		}
 		close(accepted)

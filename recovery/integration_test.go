@@ -229,7 +229,7 @@ func TestNATRebinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	nat := &rebindingConn{cur: first}
-	cc, err := NewConn(nat, DefaultConfig())
+	cc, err := NewConn(nat, Config{Mode: Auto, Dialer: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +250,7 @@ func TestNATRebinding(t *testing.T) {
 		if err != nil {
 			return
 		}
+		srv.proveAccepted(c)
 		defer c.CloseWithError(0, "")
 		receiveAll(ctx, c, countingWriter{&received})
 	}()
@@ -277,13 +278,15 @@ func TestNATRebinding(t *testing.T) {
 	nat.rebind(t)
 	atRebind := received.Load()
 	write(time.Second)
+	sst := srv.rec.Stats()
 	st.Close()
 	<-recvDone
 	if after := received.Load() - atRebind; after < 1<<20 {
 		t.Fatalf("only %d bytes arrived after the rebinding", after)
 	}
-	if srv.rec.Stats().Peers != 2 {
-		t.Fatalf("server peers %d, want the old and the new address", srv.rec.Stats().Peers)
+	// The new address is a stranger: the endpoint proved the old one.
+	if sst.Peers != 2 || sst.ProvenPeers != 1 {
+		t.Fatalf("server peers %d (proven %d), want the old and the new address (the old proven)", sst.Peers, sst.ProvenPeers)
 	}
 }
 

@@ -1,7 +1,9 @@
 package recovery
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -17,7 +19,10 @@ const (
 	// peerOffering: we have not heard whether the peer speaks the framing; we send
 	// plain QUIC and offer with Hello.
 	peerOffering int32 = iota
-	// peerFramed: the peer answered our Hello; we frame what we send it.
+	// peerAnswered: the peer answered our Hello, but its address is not proven
+	// (see Conn.Prove): we send plain QUIC, and frame once it is.
+	peerAnswered
+	// peerFramed: the peer answered our Hello and is proven; we frame what we send it.
 	peerFramed
 	// peerPlain: the peer never answered (or we are Off); we send plain QUIC.
 	peerPlain
@@ -30,21 +35,24 @@ const (
 // the QUIC handshake, which the recovery layer cannot protect yet, and quic-go
 // ends slow start for good on any loss, even of a handshake packet, after which
 // Reno grows by one packet per round trip. The receiving quic-go drops the
-// duplicates.
+// duplicates. Handshake packets (long headers) among them go out three times even
+// once we frame: the peer keeps no coding state for us until it has accepted the
+// connection.
 const (
 	helloInterval = 25 * time.Millisecond
 	offerWindow   = 3 * time.Second
 	offerCopies   = 32
+	// ackInterval bounds the HelloAcks a peer gets, whoever asks in its name.
+	ackInterval = 10 * time.Millisecond
 )
 
-// peerOrigin says who spoke first on a path, which decides how much the layer may
-// send there before the address is proven (see peer.amplification).
+// peerOrigin says how a lookup may create a peer.
 type peerOrigin int
 
 const (
 	noCreate  peerOrigin = iota // look up only
-	weSpoke                     // our write made the peer: we chose the address
-	theySpoke                   // a datagram from the address made the peer
+	weSpoke                     // our write: with Config.Dialer, we chose the address
+	theySpoke                   // a datagram from the address
 )
 
 // peerKey identifies a remote address.
@@ -61,41 +69,56 @@ func keyOf(a net.Addr) peerKey {
 	return peerKey{other: a.Network() + "|" + a.String()}
 }
 
-// peer is the state a Conn keeps per remote address: negotiation, the sending
-// and receiving halves, and what Feedback taught us about the path.
+// peer is the state a Conn keeps per remote address. A stranger (an address
+// that has not proved itself, see Conn.Prove) has only this: its negotiation
+// and its amplification budget, no buffers and no coding state. A proven peer
+// also has a coding: its sending and receiving halves.
 //
 // Each side offers the framing independently with Hello{nonce} and switches its own
 // sending only when the peer echoes that nonce in a HelloAck, so an off-path
 // attacker cannot talk a Conn into framing datagrams for a peer that cannot read
-// them. A Conn in Off mode answers but never offers: the direction from A to B is
-// framed exactly when A is not Off and B runs the layer at all.
+// them. The HelloAck carries the key the peer checks our frames' tags with (see
+// Conn.keyFor). A Conn in Off mode answers but never offers: the direction from A
+// to B is framed exactly when A is not Off and B runs the layer at all.
 type peer struct {
 	key  peerKey
 	addr net.Addr
 
 	state      atomic.Int32
 	lastActive atomic.Int64 // Conn clock, nanoseconds
+	reoffer    atomic.Bool  // offer again: the peer may have lost our key
 
 	hello struct {
 		sync.Mutex
-		nonce  uint64
-		sent   int
-		first  time.Duration
-		last   time.Duration
-		copies int // datagrams sent in triplicate so far
+		nonce   uint64
+		sent    int
+		first   time.Duration
+		last    time.Duration
+		copies  int           // datagrams sent in triplicate so far
+		acked   time.Duration // when we last sent the peer a HelloAck
+		// sendKey is what the peer's HelloAck gave us to tag our frames with.
+		sendKey  [fecframe.KeyLen]byte
+		answered bool
 	}
 
-	// amplification bounds what the layer adds (Hellos, handshake copies) on a path
-	// that a datagram from the address opened: its source may be spoofed. quic-go
-	// sends an unproven address at most 3x what came from it (RFC 9000, section 8);
-	// the layer adds at most 1x more, until the peer answers our Hello (which
-	// proves the address and ends the copies). Without this bound the copies made
-	// a spoofed Initial worth 9x in reflected bytes.
+	// amplification bounds what the layer sends a stranger of its own (Hellos,
+	// HelloAcks, handshake copies): its source may be spoofed. quic-go sends an
+	// unproven address at most 3x what came from it (RFC 9000, section 8); the
+	// layer adds at most 1x more. Without this bound the copies made a spoofed
+	// Initial worth 9x in reflected bytes. A proven peer is not limited.
 	amplification struct {
-		limited        bool         // a datagram opened the path (immutable)
 		received, sent atomic.Int64 // bytes from the peer; bytes the layer added
 	}
 
+	rtt      atomic.Int64  // smoothed round trip, nanoseconds, 0 until measured
+	minRTT   atomic.Int64  // minimum round trip, nanoseconds, 0 until measured
+	peerLoss atomic.Uint64 // float64 bits: loss rate the peer reports for our sending
+
+	*coding // nil for a stranger; set before the peer is published, never changed
+}
+
+// coding is a proven peer's coding state.
+type coding struct {
 	send sender
 	recv receiver
 
@@ -104,37 +127,88 @@ type peer struct {
 	ctlMu sync.Mutex
 	ctl   controller
 
-	sa       sockAddr // addr for sendmsg, built once; guarded by send.mu
-	saDone   bool
-	rtt      atomic.Int64  // smoothed round trip, nanoseconds, 0 until measured
-	minRTT   atomic.Int64  // minimum round trip, nanoseconds, 0 until measured
-	peerLoss atomic.Uint64 // float64 bits: loss rate the peer reports for our sending
+	sa     sockAddr // addr for sendmsg, built once; guarded by send.mu
+	saDone bool
+
+	// buffers is the peer's share of the pool (see allowance).
+	buffers *allowance
+	// Tag checks in the ReadFrom goroutine: check for the frames the peer
+	// sends (our key), checkFeedback for its Feedback on ours (its key, nil
+	// until its HelloAck).
+	check, checkFeedback *fecframe.Tagger
 }
 
-func newPeer(c *Conn, key peerKey, addr net.Addr, origin peerOrigin, now time.Duration) *peer {
+func newPeer(c *Conn, key peerKey, addr net.Addr, proven bool, now time.Duration) *peer {
 	p := &peer{key: key, addr: addr}
-	p.amplification.limited = origin == theySpoke
 	var nb [8]byte
 	rand.Read(nb[:]) //nolint:errcheck // crypto/rand.Read never fails
 	p.hello.nonce = binary.BigEndian.Uint64(nb[:])
+	if c.cfg.Mode == Off {
+		p.state.Store(peerPlain)
+	}
+	p.lastActive.Store(int64(now))
+	if proven {
+		p.coding = newCoding(c, key, now)
+	}
+	return p
+}
+
+func newCoding(c *Conn, key peerKey, now time.Duration) *coding {
+	k := &coding{buffers: newAllowance(c.cfg.MaxBuffers)}
+	recvKey := c.keyFor(key)
+	k.check = fecframe.NewTagger(recvKey)
+	k.recv.feedbackTag = fecframe.NewTagger(recvKey)
+	k.send.buffers, k.recv.buffers = k.buffers, k.buffers
 	// Sequence, group and source numbers start at random points. If this side forgets the
 	// peer and meets it again (a NAT rebinding gives it a new address, idle
 	// expiry), the peer's receiver, which still remembers our old numbers, sees a
 	// jump far beyond any reordering and starts afresh instead of taking the new
 	// numbers for duplicates of old ones.
-	p.send.seq = binary.BigEndian.Uint32(nb[:4]) ^ uint32(now)
-	p.send.nextGroup = binary.BigEndian.Uint32(nb[4:]) ^ uint32(now>>20)
-	rand.Read(nb[:4]) //nolint:errcheck // as above
-	p.send.rlc.ssn = binary.BigEndian.Uint32(nb[:4])
-	if c.cfg.Mode == Off {
-		p.state.Store(peerPlain)
+	var nb [12]byte
+	rand.Read(nb[:]) //nolint:errcheck // as above
+	k.send.seq = binary.BigEndian.Uint32(nb[:4]) ^ uint32(now)
+	k.send.nextGroup = binary.BigEndian.Uint32(nb[4:8]) ^ uint32(now>>20)
+	k.send.rlc.ssn = binary.BigEndian.Uint32(nb[8:])
+	k.ctl = newController(c.cfg)
+	k.send.shape = k.ctl.shape()
+	return k
+}
+
+// promoted is a proven peer that takes over from stranger s: the same
+// negotiation, with coding state. The stranger stays usable by whoever holds it
+// (it sends plain).
+func promoted(c *Conn, s *peer, now time.Duration) *peer {
+	p := newPeer(c, s.key, s.addr, true, now)
+	s.hello.Lock()
+	p.hello.nonce, p.hello.sent, p.hello.first, p.hello.last = s.hello.nonce, s.hello.sent, s.hello.first, s.hello.last
+	p.hello.copies, p.hello.acked = s.hello.copies, s.hello.acked
+	answered, key := s.hello.answered, s.hello.sendKey
+	s.hello.Unlock()
+	p.state.Store(s.state.Load())
+	if answered {
+		p.learnKey(c, key)
 	}
-	p.lastActive.Store(int64(now))
-	p.ctl = newController(c.cfg)
-	sh := p.ctl.shape()
-	p.send.shape = sh
 	return p
 }
+
+// keyFor is the key a peer at key tags its frames to us with, and we our Feedback
+// to it: a function of a secret of this Conn and the address, so that it needs no
+// state for strangers and stays the same however often their state is dropped.
+func (c *Conn) keyFor(key peerKey) [fecframe.KeyLen]byte {
+	h := hmac.New(sha256.New, c.secret[:])
+	if key.other == "" {
+		b, _ := key.ap.MarshalBinary()
+		h.Write(b)
+	} else {
+		h.Write([]byte(key.other))
+	}
+	var k [fecframe.KeyLen]byte
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// proven reports whether the peer's address has proved itself.
+func (p *peer) proven() bool { return p.coding != nil }
 
 // sockaddr is the peer's address for sendmsg (nil: send singly). Callers hold
 // send.mu. Writes use quic-go's address for the peer, which is the peer's own.
@@ -152,43 +226,61 @@ func (p *peer) rttOr(def time.Duration) time.Duration {
 	return def
 }
 
-// maybeHello offers the framing while the peer has not answered. size is the
-// length of the datagrams being written (sent plain by the caller); it returns how
-// many extra copies of them to send.
-func (p *peer) maybeHello(c *Conn, size int, now time.Duration) (extraCopies int) {
+// copies is how many extra copies of the datagrams in b, of which the first is
+// first, to send plain: while we offer, the first offerCopies datagrams (the
+// handshake); after that, handshake packets still.
+func (p *peer) copies(first []byte, size int) (extra int) {
+	st := p.state.Load()
+	if st == peerPlain || (st != peerOffering && !connecting(first)) {
+		return 0
+	}
 	p.hello.Lock()
 	defer p.hello.Unlock()
-	if p.state.Load() != peerOffering {
+	if p.hello.copies >= offerCopies {
 		return 0
+	}
+	for extra < 2 && p.mayAdd(size) {
+		extra++
+	}
+	if extra > 0 {
+		p.hello.copies++
+	}
+	return extra
+}
+
+// maybeHello offers the framing while the peer has not answered, or offers again
+// when it seems to have lost our key (reoffer). It rides on our writes, after the
+// datagrams they send, so that a stranger's budget already holds them.
+func (p *peer) maybeHello(c *Conn, now time.Duration) {
+	p.hello.Lock()
+	defer p.hello.Unlock()
+	offering := p.state.Load() == peerOffering
+	if !offering && !p.reoffer.Load() {
+		return
+	}
+	if offering && p.hello.sent > 0 && now-p.hello.first > offerWindow {
+		p.state.Store(peerPlain)
+		return
 	}
 	if p.hello.sent == 0 {
 		p.hello.first = now
-	} else if now-p.hello.first > offerWindow {
-		p.state.Store(peerPlain)
-		return 0
 	}
 	if (p.hello.sent == 0 || now-p.hello.last >= helloInterval) && p.mayAdd(fecframe.HelloLen) {
 		p.hello.sent++
 		p.hello.last = now
+		p.reoffer.Store(false)
 		var b [fecframe.HelloLen]byte
 		c.inner.WriteTo(fecframe.AppendHello(b[:0], p.hello.nonce), p.addr) //nolint:errcheck // an offer; the next write retries
 	}
-	for extraCopies < 2 && p.hello.copies < offerCopies && p.mayAdd(size) {
-		extraCopies++
-	}
-	if extraCopies > 0 {
-		p.hello.copies++
-	}
-	return extraCopies
 }
 
 // mayAdd reports whether n more bytes of the layer's own may go to the peer, and
-// counts them if so. Callers hold hello.
+// counts them if so.
 func (p *peer) mayAdd(n int) bool {
-	a := &p.amplification
-	if !a.limited {
+	if p.proven() {
 		return true
 	}
+	a := &p.amplification
 	if a.sent.Load()+int64(n) > a.received.Load() {
 		return false
 	}
@@ -196,20 +288,66 @@ func (p *peer) mayAdd(n int) bool {
 	return true
 }
 
-// onReceiveOffering counts a datagram from a peer we are still offering to, for the
-// amplification bound.
-func (p *peer) onReceiveOffering(n int) {
-	if p.amplification.limited {
+// onReceive counts a datagram from the peer, for the amplification bound.
+func (p *peer) onReceive(n int) {
+	if !p.proven() {
 		p.amplification.received.Add(int64(n))
 	}
 }
 
-// onHelloAck switches our sending to framed if the peer echoed our nonce, even
-// after we gave up offering (the answer was merely slow).
-func (p *peer) onHelloAck(c *Conn, nonce uint64) {
+// onHello answers the peer's offer with its nonce and the key to tag its frames
+// with, within the amplification bound and at most once per ackInterval. A Hello
+// from a peer we frame for says it may have lost our key (a restart, a NAT that
+// gave us a new address): we offer again on our next write.
+func (p *peer) onHello(c *Conn, nonce uint64, now time.Duration) {
 	p.hello.Lock()
-	defer p.hello.Unlock()
-	if nonce == p.hello.nonce && c.cfg.Mode != Off {
+	due := p.hello.acked == 0 || now-p.hello.acked >= ackInterval
+	if due && p.mayAdd(fecframe.HelloAckLen) {
+		p.hello.acked = now
+		var ack [fecframe.HelloAckLen]byte
+		c.inner.WriteTo(fecframe.AppendHelloAck(ack[:0], nonce, c.keyFor(p.key)), p.addr) //nolint:errcheck // the peer repeats its Hello
+	}
+	switch p.state.Load() {
+	case peerOffering:
+		p.hello.last = -helloInterval // offer back with our next write
+	case peerFramed, peerAnswered:
+		p.reoffer.Store(true)
+	}
+	p.hello.Unlock()
+}
+
+// onHelloAck switches our sending to framed (or answered, for a stranger) if the
+// peer echoed our nonce, even after we gave up offering (the answer was merely
+// slow), and takes the key it gives. The ReadFrom goroutine calls it.
+func (p *peer) onHelloAck(c *Conn, nonce uint64, key [fecframe.KeyLen]byte) {
+	p.hello.Lock()
+	if nonce != p.hello.nonce {
+		p.hello.Unlock()
+		return
+	}
+	p.hello.sendKey, p.hello.answered = key, true
+	p.hello.Unlock()
+	p.reoffer.Store(false)
+	if p.proven() {
+		p.learnKey(c, key)
+	}
+	if c.cfg.Mode == Off {
+		return
+	}
+	if p.proven() {
+		p.state.Store(peerFramed)
+	} else {
+		p.state.Store(peerAnswered)
+	}
+}
+
+// learnKey sets a proven peer's taggers for its key.
+func (p *peer) learnKey(c *Conn, key [fecframe.KeyLen]byte) {
+	p.send.mu.Lock()
+	p.send.tag = fecframe.NewTagger(key)
+	p.send.mu.Unlock()
+	p.checkFeedback = fecframe.NewTagger(key)
+	if c.cfg.Mode != Off && p.state.Load() == peerAnswered {
 		p.state.Store(peerFramed)
 	}
 }
@@ -241,15 +379,27 @@ func (p *peer) onFeedback(c *Conn, f *fecframe.Frame, now time.Duration) {
 	}
 }
 
-// peerTable holds the peers of a Conn, bounded by Config.MaxPeers.
+// maxStrangers bounds the strangers a Conn keeps state for; a new one takes the
+// place of the oldest. Their state is a few hundred bytes each (see Conn).
+const maxStrangers = 256
+
+// peerTable holds the peers of a Conn: at most Config.MaxPeers proven ones, and
+// at most maxStrangers strangers, the oldest of which makes room for a new one,
+// so that a flood of strangers from many addresses neither grows the table nor
+// keeps a real client from starting.
 type peerTable struct {
-	mu sync.RWMutex
-	m  map[peerKey]*peer
+	mu        sync.RWMutex
+	m         map[peerKey]*peer
+	proven    int
+	strangers [maxStrangers]*peer // a ring, by arrival; entries may be stale
+	next      int
+	// proofs counts the live proofs of each address (Conn.Prove).
+	proofs map[peerKey]int
 }
 
-// lookup returns the peer for addr, creating it (unless origin is noCreate) when there is
-// room (evicting the longest-idle peer when the table is full and that peer has
-// been idle for a while). It returns nil when there is no peer.
+// lookup returns the peer for addr, creating it (unless origin is noCreate):
+// proven if an endpoint proved the address or, with Config.Dialer, it is ours to
+// write to. It returns nil when there is no peer.
 func (t *peerTable) lookup(c *Conn, key peerKey, addr net.Addr, origin peerOrigin, now time.Duration) *peer {
 	t.mu.RLock()
 	p := t.m[key]
@@ -262,27 +412,106 @@ func (t *peerTable) lookup(c *Conn, key peerKey, addr net.Addr, origin peerOrigi
 	if p := t.m[key]; p != nil {
 		return p
 	}
-	if len(t.m) >= c.cfg.MaxPeers {
+	if t.proofs[key] > 0 || (origin == weSpoke && c.cfg.Dialer) {
+		return t.addProvenLocked(c, newPeer(c, key, addr, true, now), now)
+	}
+	return t.addStrangerLocked(c, newPeer(c, key, addr, false, now))
+}
+
+// addProvenLocked adds p unless the table holds MaxPeers proven peers none of
+// which has been idle for peerEvictAfter.
+func (t *peerTable) addProvenLocked(c *Conn, p *peer, now time.Duration) *peer {
+	if t.proven >= c.cfg.MaxPeers {
 		var oldest *peer
 		for _, q := range t.m {
-			if oldest == nil || q.lastActive.Load() < oldest.lastActive.Load() {
+			if q.proven() && (oldest == nil || q.lastActive.Load() < oldest.lastActive.Load()) {
 				oldest = q
 			}
 		}
 		if oldest == nil || now-time.Duration(oldest.lastActive.Load()) < peerEvictAfter {
 			return nil
 		}
-		delete(t.m, oldest.key)
-		c.retirePeer(oldest)
+		t.removeLocked(c, oldest)
 	}
-	p = newPeer(c, key, addr, origin, now)
-	t.m[key] = p
+	t.m[p.key] = p
+	t.proven++
 	c.flusher.wake(now + min(idleCheck, c.cfg.PeerIdle/2)) // so it is forgotten if it stays idle
 	return p
 }
 
-// peerEvictAfter is how idle a peer must be before a new one may take its place in
-// a full table.
+func (t *peerTable) addStrangerLocked(c *Conn, p *peer) *peer {
+	if old := t.strangers[t.next]; old != nil && t.m[old.key] == old {
+		delete(t.m, old.key)
+	}
+	t.strangers[t.next] = p
+	t.next = (t.next + 1) % maxStrangers
+	t.m[p.key] = p
+	return p
+}
+
+// removeLocked drops p from the table and frees what it holds.
+func (t *peerTable) removeLocked(c *Conn, p *peer) {
+	if t.m[p.key] != p {
+		return
+	}
+	delete(t.m, p.key)
+	if p.proven() {
+		t.proven--
+		c.retirePeer(p)
+	}
+}
+
+// prove records a proof of key and makes its peer a proven one.
+func (t *peerTable) prove(c *Conn, key peerKey, addr net.Addr, now time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.proofs[key]++
+	p := t.m[key]
+	switch {
+	case p == nil:
+		t.addProvenLocked(c, newPeer(c, key, addr, true, now), now)
+	case !p.proven():
+		delete(t.m, key)
+		if t.addProvenLocked(c, promoted(c, p, now), now) == nil {
+			t.m[key] = p // no room: it stays a stranger
+		}
+	}
+}
+
+// unprove ends one proof of key; after the last, its peer is forgotten (the
+// next datagram from it makes a stranger).
+func (t *peerTable) unprove(c *Conn, key peerKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.proofs[key]--; t.proofs[key] > 0 {
+		return
+	}
+	delete(t.proofs, key)
+	if p := t.m[key]; p != nil && p.proven() {
+		t.removeLocked(c, p)
+	}
+}
+
+// promote makes stranger p a proven peer (Config.Dialer: we write to it).
+func (t *peerTable) promote(c *Conn, p *peer, now time.Duration) *peer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if q := t.m[p.key]; q != p {
+		if q != nil {
+			return q
+		}
+		return p
+	}
+	delete(t.m, p.key)
+	if q := t.addProvenLocked(c, promoted(c, p, now), now); q != nil {
+		return q
+	}
+	t.m[p.key] = p
+	return p
+}
+
+// peerEvictAfter is how idle a proven peer must be before a new one may take its
+// place in a full table.
 const peerEvictAfter = 5 * time.Second
 
 // snapshot returns the peers, for the flusher and Stats.
@@ -295,10 +524,9 @@ func (t *peerTable) snapshot(dst []*peer) []*peer {
 	return dst
 }
 
-func (t *peerTable) remove(p *peer) {
+// remove drops p from the table (if it is still there) and frees its buffers.
+func (t *peerTable) remove(c *Conn, p *peer) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.m[p.key] == p {
-		delete(t.m, p.key)
-	}
+	t.removeLocked(c, p)
 }

@@ -9,9 +9,9 @@ import (
 )
 
 // PacketSize is the QUIC packet size to run on top of a Conn: its parity datagram
-// (the packet plus fecframe.ParityHeaderLen plus a 2-byte length) still fits a
-// 1500-byte path MTU behind IPv6 and UDP headers (48 bytes), with room to spare
-// for an encapsulation on the way. quic-go's path MTU discovery must stay off on a
+// (the packet plus fecframe.ParityHeaderLen plus a 2-byte length: 1427 bytes)
+// still fits a 1500-byte path MTU behind IPv6 and UDP headers (48 bytes), with
+// room to spare for an encapsulation on the way. quic-go's path MTU discovery must stay off on a
 // Conn (TuneQUICConfig does that): it cannot see the framing's bytes and would
 // grow packets until their parity no longer fits.
 const PacketSize = 1400

@@ -153,16 +153,17 @@ func (c *Conn) process(i int, m *ipv4.Message) bool {
 	buf.n = raw.N
 	d := buf.b[:raw.N]
 	addr, p := c.peerOf(raw.Addr)
-	if p == nil && c.cfg.Mode != Off && addr != nil {
-		// The peer's first datagram: keep state from here, so that what we send
-		// back before the address is proven stays within QUIC's amplification limit.
+	if p == nil && addr != nil {
+		// The peer's first datagram: keep a stranger's state from here, so that
+		// what we send back before the address is proven stays within QUIC's
+		// amplification limit.
 		p = c.peers.lookup(c, keyOf(addr), addr, theySpoke, c.now())
 		if p != nil {
 			addr = p.addr
 		}
 	}
-	if p != nil && p.state.Load() == peerOffering {
-		p.onReceiveOffering(raw.N)
+	if p != nil {
+		p.onReceive(raw.N)
 	}
 	if !fecframe.IsFramed(d) {
 		m.N = copy(m.Buffers[0], d)
@@ -201,10 +202,13 @@ func (c *Conn) peerOf(a net.Addr) (net.Addr, *peer) {
 }
 
 // handleFramed processes one framed datagram in buf. It returns the payload
-// length copied into b and whether there is one for quic-go, and whether a coding
-// group kept buf (otherwise it stays the caller's).
+// length copied into b and whether there is one for quic-go, and whether the
+// coding state kept buf (otherwise it stays the caller's). A stranger's frames,
+// and frames whose tag fails, never reach the coding state; the QUIC packet of a
+// source or data frame goes to quic-go all the same, as a plain one would.
 func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p *peer) (n int, deliver, kept bool) {
-	f, err := fecframe.Decode(buf.b[:buf.n])
+	d := buf.b[:buf.n]
+	f, err := fecframe.Decode(d)
 	if err != nil {
 		c.stats.malformed.Add(1)
 		return 0, false, false
@@ -213,54 +217,60 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 	if p == nil {
 		p = c.peers.lookup(c, keyOf(addr), addr, theySpoke, now)
 	}
-	if p != nil {
-		p.lastActive.Store(int64(now))
+	if p == nil {
+		return 0, false, false
 	}
 	switch f.Type {
+	case fecframe.TypeHello:
+		p.onHello(c, f.Nonce, now)
+		return 0, false, false
+	case fecframe.TypeHelloAck:
+		p.onHelloAck(c, f.Nonce, f.Key)
+		return 0, false, false
 	case fecframe.TypeData, fecframe.TypeSource:
 		c.stats.framedReceived.Add(1)
-		n := copy(b, f.Payload)
-		if p == nil || !pooled {
-			return n, true, false // no state to code with; quic-go still gets it
-		}
-		var deliver, kept bool
-		var hold time.Duration
-		if f.Type == fecframe.TypeData {
-			deliver, kept, hold = p.recv.onData(c, p, &f, buf, now)
-		} else {
-			deliver, kept, hold = p.recv.onSource(c, p, &f, buf, now)
-		}
-		if deliver && hold > 0 && c.holdBack(b[:n], addr, now+hold) {
-			deliver = false
-		}
-		return n, deliver, kept
-	case fecframe.TypeParity, fecframe.TypeRepair:
-		c.stats.framedReceived.Add(1)
-		if p == nil || !pooled {
-			return 0, false, false
-		}
-		if f.Type == fecframe.TypeParity {
-			return 0, false, p.recv.onParity(c, p, &f, buf, now)
-		}
-		return 0, false, p.recv.onRepair(c, p, &f, buf, now)
-	case fecframe.TypeFeedback:
-		if p != nil {
-			p.onFeedback(c, &f, now)
-		}
-	case fecframe.TypeHello:
-		var ack [fecframe.HelloLen]byte
-		c.inner.WriteTo(fecframe.AppendHelloAck(ack[:0], f.Nonce), addr) //nolint:errcheck // the peer repeats its Hello
-		if p != nil && p.state.Load() == peerOffering {
-			p.hello.Lock()
-			p.hello.last = -helloInterval // offer back with our next write
-			p.hello.Unlock()
-		}
-	case fecframe.TypeHelloAck:
-		if p != nil {
-			p.onHelloAck(c, f.Nonce)
-		}
+		n = copy(b, f.Payload)
+		deliver = true
 	}
-	return 0, false, false
+	if !p.proven() {
+		return n, deliver, false
+	}
+	check := p.check
+	if f.Type == fecframe.TypeFeedback {
+		check = p.checkFeedback
+	}
+	if check == nil || !check.Check(d) {
+		c.stats.forged.Add(1)
+		return n, deliver, false
+	}
+	p.lastActive.Store(int64(now))
+	if f.Type == fecframe.TypeFeedback {
+		p.onFeedback(c, &f, now)
+		return 0, false, false
+	}
+	if !pooled || !p.buffers.charge(buf) {
+		return n, deliver, false // no buffer to code with; quic-go still gets its packet
+	}
+	var hold time.Duration
+	switch f.Type {
+	case fecframe.TypeData:
+		deliver, kept, hold = p.recv.onData(c, p, &f, buf, now)
+	case fecframe.TypeSource:
+		deliver, kept, hold = p.recv.onSource(c, p, &f, buf, now)
+	case fecframe.TypeParity:
+		c.stats.framedReceived.Add(1)
+		kept = p.recv.onParity(c, p, &f, buf, now)
+	case fecframe.TypeRepair:
+		c.stats.framedReceived.Add(1)
+		kept = p.recv.onRepair(c, p, &f, buf, now)
+	}
+	if !kept {
+		p.buffers.uncharge(buf)
+	}
+	if deliver && hold > 0 && c.holdBack(b[:n], addr, now+hold) {
+		deliver = false
+	}
+	return n, deliver, kept
 }
 
 // heldDelivery is a data datagram the trainer holds back until due.

@@ -118,6 +118,9 @@ type receiver struct {
 	rlcGaveUp int
 	rlcQuiet  bool // its sources were given back for a quiet peer
 
+	buffers     *allowance      // the peer's share of the pool
+	feedbackTag *fecframe.Tagger // our key for the peer: Feedback is about its frames
+
 	nacks   []fecframe.NACK
 	scratch [fecframe.MaxShards][]byte
 	rebuilt [fecframe.MaxShards]*buffer
@@ -607,6 +610,7 @@ func (r *receiver) sendFeedbackNACKs(c *Conn, p *peer, now time.Duration, nacks 
 	if err != nil {
 		return
 	}
+	r.feedbackTag.Seal(b)
 	c.inner.WriteTo(b, p.addr) //nolint:errcheck // the next one carries the same cumulative counts
 	c.stats.feedbackSent.Add(1)
 	r.feedbackDue = false

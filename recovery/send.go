@@ -76,6 +76,15 @@ type sender struct {
 	retired      bool // the peer is gone; send plain
 	dataSent     atomic.Uint64
 	rlc          rlcSend
+	buffers      *allowance      // the peer's share of the pool
+	tag          *fecframe.Tagger // under the key the peer gave us
+}
+
+// seal tags a frame for the peer. Callers hold mu.
+func (s *sender) seal(b []byte) {
+	if s.tag != nil {
+		s.tag.Seal(b)
+	}
 }
 
 // rlcSend is the sender's state for the sliding-window code (the default): the
@@ -183,7 +192,7 @@ func (s *sender) send(c *Conn, p *peer, b []byte, seg int, addr net.Addr) error 
 		b = b[len(d):]
 		if s.retired || len(d) > fecframe.MaxPayload {
 			s.out.dgrams = append(s.out.dgrams, d)
-		} else if buf := c.pool.get(); buf == nil {
+		} else if buf := s.buffers.get(c.pool); buf == nil {
 			s.out.dgrams = append(s.out.dgrams, d)
 		} else {
 			s.frame(c, p, d, buf, addr, now)
@@ -224,6 +233,7 @@ func (s *sender) frame(c *Conn, p *peer, b []byte, buf *buffer, addr net.Addr, n
 	fecframe.PutData(buf.b[:], fecframe.Data{Seq: s.seq, Group: g.id, Index: uint8(idx), Timestamp: stamp(now)}, len(b))
 	s.seq++
 	buf.n = fecframe.DataHeaderLen + len(b)
+	s.seal(buf.b[:buf.n])
 	g.data[idx] = buf
 	g.n++
 	g.shardLen = max(g.shardLen, 2+len(b))
@@ -246,6 +256,7 @@ func (s *sender) frameSource(c *Conn, b []byte, buf *buffer, now time.Duration) 
 	fecframe.PutSource(buf.b[:], fecframe.Source{Seq: s.seq, SSN: r.ssn, Timestamp: stamp(now)}, len(b))
 	s.seq++
 	buf.n = fecframe.DataHeaderLen + len(b)
+	s.seal(buf.b[:buf.n])
 	r.ring[i], r.sentAt[i] = buf, now
 	r.ssn++
 	r.have = min(r.have+1, rlcWindowMax)
@@ -317,13 +328,14 @@ func (s *sender) repair(c *Conn, now time.Duration) {
 		shards[k] = b.b[fecframe.DataShardOffset:b.n]
 		L = max(L, b.n-fecframe.DataShardOffset)
 	}
-	pb := c.pool.get()
+	pb := s.buffers.get(c.pool)
 	if pb == nil {
 		return // out of buffers: these sources go unprotected
 	}
 	rlcEncode(pb.b[fecframe.RepairHeaderLen:fecframe.RepairHeaderLen+L], s.seq, first, shards)
 	clear(shards)
 	fecframe.PutRepair(pb.b[:], fecframe.Repair{Seq: s.seq, Timestamp: stamp(now), First: first, Count: uint16(count)})
+	s.seal(pb.b[:fecframe.RepairHeaderLen+L])
 	s.seq++
 	s.out.dgrams = append(s.out.dgrams, pb.b[:fecframe.RepairHeaderLen+L])
 	s.out.bufs = append(s.out.bufs, pb)
@@ -405,7 +417,7 @@ func (s *sender) addParity(c *Conn, g *sendGroup, m int, now time.Duration) {
 		shards[i] = zeroShard[:L]
 	}
 	for j := range m {
-		pb := c.pool.get()
+		pb := s.buffers.get(c.pool)
 		if pb == nil { // out of buffers: this group goes unprotected
 			for _, b := range s.parityBuf[:j] {
 				c.pool.put(b)
@@ -430,6 +442,7 @@ func (s *sender) addParity(c *Conn, g *sendGroup, m int, now time.Duration) {
 			Seq: s.seq, Group: g.id, Index: uint8(j), Timestamp: ts,
 			K: uint8(g.k), N: uint8(g.n), M: uint8(m), Depth: uint8(s.shape.depth),
 		})
+		s.seal(pb.b[:fecframe.ParityHeaderLen+L])
 		s.seq++
 		s.out.dgrams = append(s.out.dgrams, pb.b[:fecframe.ParityHeaderLen+L])
 		c.stats.paritySent.Add(1)
@@ -470,6 +483,7 @@ func (s *sender) resend(c *Conn, p *peer, f *fecframe.Frame, now time.Duration) 
 		d := g.data[n.Index]
 		// Resent under a new sequence number so the receiver's loss count stays honest.
 		fecframe.PutData(d.b[:], fecframe.Data{Seq: s.seq, Group: g.id, Index: n.Index, Timestamp: stamp(now)}, d.n-fecframe.DataHeaderLen)
+		s.seal(d.b[:d.n])
 		s.seq++
 		s.out.dgrams = append(s.out.dgrams, d.b[:d.n])
 		c.stats.resent.Add(1)

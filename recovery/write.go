@@ -41,21 +41,29 @@ func (c *Conn) write(b []byte, seg int, addr net.Addr) error {
 		seg = len(b)
 	}
 	c.stats.datagramsSent.Add(uint64((len(b) + seg - 1) / max(seg, 1)))
-	if c.cfg.Mode != Off {
-		now := c.now()
-		if p := c.peers.lookup(c, keyOf(addr), addr, weSpoke, now); p != nil {
-			p.lastActive.Store(int64(now))
-			switch p.state.Load() {
-			case peerFramed:
-				return p.send.send(c, p, b, seg, addr)
-			case peerOffering:
-				for range p.maybeHello(c, len(b), now) {
-					c.writePlain(b, seg, addr) //nolint:errcheck // a copy; the original below reports errors
-				}
-			}
-		}
+	now := c.now()
+	p := c.peers.lookup(c, keyOf(addr), addr, weSpoke, now)
+	if p == nil {
+		return c.writePlain(b, seg, addr)
 	}
-	return c.writePlain(b, seg, addr)
+	if c.cfg.Dialer && !p.proven() {
+		p = c.peers.promote(c, p, now)
+	}
+	p.lastActive.Store(int64(now))
+	extra := p.copies(b, len(b))
+	var err error
+	if p.state.Load() == peerFramed && p.proven() && extra == 0 {
+		err = p.send.send(c, p, b, seg, addr)
+	} else {
+		for range extra {
+			c.writePlain(b, seg, addr) //nolint:errcheck // a copy; the original below reports errors
+		}
+		err = c.writePlain(b, seg, addr)
+	}
+	if p.state.Load() == peerOffering || p.reoffer.Load() {
+		p.maybeHello(c, now)
+	}
+	return err
 }
 
 // writePlain sends the packets of b unframed, batched like framed ones.

@@ -1,9 +1,10 @@
 // Package fecframe is the datagram framing of quictun's loss-recovery layer.
 //
 // The recovery layer sits between quic-go and the UDP socket. It numbers the datagrams
-// it carries, groups them for Reed-Solomon coding, adds parity datagrams and exchanges
-// small control datagrams with its peer. This package is only the byte format; the
-// coding and all policy live in package recovery.
+// it carries, adds repair datagrams computed over them (a sliding-window code; the
+// older block code's Data and Parity frames are still understood) and exchanges small
+// control datagrams with its peer. This package is the byte format, and the tag that
+// authenticates a frame; the coding and all policy live in package recovery.
 //
 // Every framed datagram starts with one byte 0b00vv_tttt: the two top bits are clear,
 // vv is the version and tttt the frame type. A QUIC packet always has the fixed bit
@@ -14,54 +15,68 @@
 //
 // All integers are big-endian.
 //
-//	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 len:u16 payload[len]
-//	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 depth:u8 shard[...]
+//	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 tag[8] len:u16 payload[len]
+//	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 depth:u8 tag[8] shard[...]
 //	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
-//	           congestionLost:u32 unrepaired:u32 flags:u8 nackCount:u8 nackCount*(group:u24 index:u8)
-//	Source   = b0 seq:u32 ssn:u32 ts:u32 len:u16 payload[len]
-//	Repair   = b0 seq:u32 ts:u32 first:u32 count:u16 shard[...]
+//	           congestionLost:u32 unrepaired:u32 flags:u8 nackCount:u8 nackCount*(group:u24 index:u8) tag[8]
+//	Source   = b0 seq:u32 ssn:u32 ts:u32 tag[8] len:u16 payload[len]
+//	Repair   = b0 seq:u32 ts:u32 first:u32 count:u16 tag[8] shard[...]
 //	Hello    = b0 nonce:u64
-//	HelloAck = b0 nonce:u64
+//	HelloAck = b0 nonce:u64 key[16]
 //
-// seq numbers every Data and Parity datagram of one direction, so the receiver can
-// count losses and bursts. group and index place a datagram in its coding group: a
-// data shard is index 0..k-1, parity shard j carries index j. ts is the sender's clock
-// in microseconds (wrapping), from which the receiver follows queueing delay and the
-// sender, through the echo in Feedback, the round-trip time.
-//
-// The coded shard of a data datagram is its len field plus payload (the bytes from
-// DataShardOffset on), zero-padded to the group's shard length, so the receiver can
-// hand a received datagram to the decoder without copying it. A parity datagram says
-// the group's coding size k, how many data shards it really holds (n <= k; the
-// shards n..k-1 are zero, which lets the sender close a group early without changing
-// its coder), its parity count m, and over how many groups the sender interleaves
-// (depth): once a group's parity arrives, every group at least depth older has
-// had all its datagrams sent, which tells the receiver when to ask for a resend.
+// seq numbers every datagram of one direction but Feedback, Hello and HelloAck, so
+// the receiver can count losses and bursts. ts is the sender's clock in microseconds
+// (wrapping), from which the receiver follows queueing delay and the sender, through
+// the echo in Feedback, the round-trip time.
 //
 // Source and Repair are the sliding-window code's frames (package recovery,
-// rlc.go), in place of Data and Parity: ssn numbers the sources of one direction,
-// and a repair is a combination of the count sources from first, its seq naming
-// the coefficients. A source's coded shard is, as for Data, its len field and
-// payload (from DataShardOffset on), and Source has Data's layout.
+// rlc.go): ssn numbers the sources of one direction, and a repair is a combination
+// of the count sources from first, its seq naming the coefficients. A source's
+// coded shard is its len field plus payload (the bytes from DataShardOffset on),
+// zero-padded to the repair's length, so the receiver hands a received datagram to
+// the decoder without copying it.
+//
+// Data and Parity are the block code's: group and index place a datagram in its
+// coding group (a data shard is index 0..k-1, parity shard j carries index j); a
+// parity datagram says the group's coding size k, how many data shards it really
+// holds (n <= k; the shards n..k-1 are zero), its parity count m, and over how many
+// groups the sender interleaves (depth), after which a receiver may ask for resends
+// (NACKs in Feedback).
 //
 // Feedback flags say what the receiver has done for the sender; a receiver sets only
 // the bits it knows and a sender ignores the others. FeedbackTrained: the receiver
 // has taught the sending quic-go connection to tolerate late repairs (see package
-// recovery), so the sender may code over longer groups.
+// recovery), so the sender may code over longer spans.
 //
-// Version 2 added the flags byte, version 3 Source and Repair; peers of different
-// versions drop each other's frames and so never agree to frame (they talk plain
-// QUIC). Version 3 is the last the two bits hold.
+// Tags. A Hello offers the framing with a nonce; the HelloAck that answers it echoes
+// the nonce and carries a key, sent only to the address the Hello came from. Every
+// other frame carries a tag: the first TagLen bytes of HMAC-SHA256 under that key
+// of the frame's bytes before the tag (its header: Tagger). Frames from A to B and
+// B's Feedback about them are tagged with the key B gave A; the other direction
+// uses the key A gave B. An off-path attacker sees neither key and cannot make a
+// frame that passes; the tag leaves out the payload, which is a QUIC packet that
+// quic-go authenticates itself, or a combination of such packets (an attacker who
+// can alter payloads on the path can as well drop them).
+//
+// Version 2 added the flags byte, version 3 Source and Repair, version 4 the tags
+// and the HelloAck's key. The two bits wrap: version 4 is written vv = 0 (no frame
+// ever had vv = 0 before), and a version after it needs another byte. Peers of
+// different versions drop each other's frames and so never agree to frame (they
+// talk plain QUIC).
 package fecframe
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 )
 
-// Version is the framing version this package speaks.
-const Version = 3
+// Version is the framing version this package speaks; on the wire it is
+// Version & 3 (see the package doc).
+const Version = 4
 
 // Type is the kind of a framed datagram.
 type Type uint8
@@ -99,21 +114,25 @@ func (t Type) String() string {
 
 // Sizes and limits.
 const (
-	// DataHeaderLen is the number of bytes in front of a data payload.
-	DataHeaderLen = 15
+	// TagLen is the length of a frame's tag, KeyLen that of the key it is made with.
+	TagLen = 8
+	KeyLen = 16
+	// DataHeaderLen is the number of bytes in front of a data (or source) payload.
+	DataHeaderLen = 23
 	// DataShardOffset is where the coded shard (len field + payload) of a data
-	// datagram starts.
-	DataShardOffset = 13
+	// datagram starts, right after its tag.
+	DataShardOffset = 21
 	// ParityHeaderLen is the number of bytes in front of a parity shard.
-	ParityHeaderLen = 17
+	ParityHeaderLen = 25
 	// RepairHeaderLen is the number of bytes in front of a repair shard.
-	RepairHeaderLen = 15
+	RepairHeaderLen = 23
 	// MaxRepairCount bounds the sources one repair combines.
 	MaxRepairCount = 1024
-	// HelloLen is the length of a Hello or HelloAck datagram.
-	HelloLen = 9
+	// HelloLen is the length of a Hello datagram, HelloAckLen of a HelloAck.
+	HelloLen    = 9
+	HelloAckLen = HelloLen + KeyLen
 	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
-	FeedbackBaseLen = 35
+	FeedbackBaseLen = 43
 	// MaxPayload bounds a data payload that takes part in coding. QUIC packets are
 	// far smaller (quic-go sends at most 1452 bytes).
 	MaxPayload = 1600
@@ -136,7 +155,7 @@ var ErrMalformed = errors.New("malformed recovery frame")
 // QUIC packet: both top bits of the first byte clear.
 func IsFramed(b []byte) bool { return len(b) > 0 && b[0]&0xc0 == 0 }
 
-func firstByte(t Type) byte { return Version<<4 | byte(t) }
+func firstByte(t Type) byte { return Version&3<<4 | byte(t) }
 
 // Data is the header of a data datagram.
 type Data struct {
@@ -224,6 +243,8 @@ type Frame struct {
 	nacks    []byte
 	// Hello and HelloAck.
 	Nonce uint64
+	// HelloAck: the key to tag frames to its sender with.
+	Key [KeyLen]byte
 }
 
 // NACKCount is the number of NACK entries of a Feedback frame.
@@ -236,7 +257,8 @@ func (f *Frame) NACK(i int) NACK {
 }
 
 // PutData writes the header of a data datagram carrying payloadLen bytes into
-// b[:DataHeaderLen]. The caller places the payload at b[DataHeaderLen:].
+// b[:DataHeaderLen], all but its tag (Tagger.Seal). The caller places the payload
+// at b[DataHeaderLen:].
 func PutData(b []byte, h Data, payloadLen int) {
 	_ = b[DataHeaderLen-1]
 	b[0] = firstByte(TypeData)
@@ -244,7 +266,7 @@ func PutData(b []byte, h Data, payloadLen int) {
 	put24(b[5:], h.Group)
 	b[8] = h.Index
 	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
-	binary.BigEndian.PutUint16(b[13:], uint16(payloadLen))
+	binary.BigEndian.PutUint16(b[DataShardOffset:], uint16(payloadLen))
 }
 
 // AppendData appends a data datagram to b.
@@ -261,8 +283,8 @@ func AppendData(b []byte, h Data, payload []byte) ([]byte, error) {
 	return append(b, payload...), nil
 }
 
-// PutParity writes the header of a parity datagram into b[:ParityHeaderLen]. The
-// caller places the shard at b[ParityHeaderLen:].
+// PutParity writes the header of a parity datagram into b[:ParityHeaderLen], all
+// but its tag. The caller places the shard at b[ParityHeaderLen:].
 func PutParity(b []byte, h Parity) {
 	_ = b[ParityHeaderLen-1]
 	b[0] = firstByte(TypeParity)
@@ -312,18 +334,19 @@ func AppendParity(b []byte, h Parity, shard []byte) ([]byte, error) {
 }
 
 // PutSource writes the header of a source datagram carrying payloadLen bytes
-// into b[:DataHeaderLen]. The caller places the payload at b[DataHeaderLen:].
+// into b[:DataHeaderLen], all but its tag. The caller places the payload at
+// b[DataHeaderLen:].
 func PutSource(b []byte, h Source, payloadLen int) {
 	_ = b[DataHeaderLen-1]
 	b[0] = firstByte(TypeSource)
 	binary.BigEndian.PutUint32(b[1:], h.Seq)
 	binary.BigEndian.PutUint32(b[5:], h.SSN)
 	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
-	binary.BigEndian.PutUint16(b[13:], uint16(payloadLen))
+	binary.BigEndian.PutUint16(b[DataShardOffset:], uint16(payloadLen))
 }
 
-// PutRepair writes the header of a repair datagram into b[:RepairHeaderLen].
-// The caller places the shard at b[RepairHeaderLen:].
+// PutRepair writes the header of a repair datagram into b[:RepairHeaderLen], all
+// but its tag. The caller places the shard at b[RepairHeaderLen:].
 func PutRepair(b []byte, h Repair) {
 	_ = b[RepairHeaderLen-1]
 	b[0] = firstByte(TypeRepair)
@@ -333,7 +356,7 @@ func PutRepair(b []byte, h Repair) {
 	binary.BigEndian.PutUint16(b[13:], h.Count)
 }
 
-// AppendFeedback appends a feedback datagram to b.
+// AppendFeedback appends a feedback datagram to b, with a zero tag.
 func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
 	if len(f.NACKs) > MaxNACKs {
 		return b, fmt.Errorf("fecframe: %d NACKs exceed the limit of %d", len(f.NACKs), MaxNACKs)
@@ -354,7 +377,8 @@ func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
 		}
 		b = append(b, byte(n.Group>>16), byte(n.Group>>8), byte(n.Group), n.Index)
 	}
-	return b, nil
+	var tag [TagLen]byte
+	return append(b, tag[:]...), nil
 }
 
 // AppendHello appends a Hello datagram to b.
@@ -363,10 +387,12 @@ func AppendHello(b []byte, nonce uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, nonce)
 }
 
-// AppendHelloAck appends a HelloAck datagram to b.
-func AppendHelloAck(b []byte, nonce uint64) []byte {
+// AppendHelloAck appends a HelloAck datagram to b: the answer to a Hello with
+// nonce, giving its sender the key to tag its frames with.
+func AppendHelloAck(b []byte, nonce uint64, key [KeyLen]byte) []byte {
 	b = append(b, firstByte(TypeHelloAck))
-	return binary.BigEndian.AppendUint64(b, nonce)
+	b = binary.BigEndian.AppendUint64(b, nonce)
+	return append(b, key[:]...)
 }
 
 func malformed(format string, args ...any) error {
@@ -383,7 +409,7 @@ func Decode(b []byte) (Frame, error) {
 	if !IsFramed(b) {
 		return f, malformed("first byte %#02x is a QUIC packet, not a frame", b[0])
 	}
-	if v := b[0] >> 4; v != Version {
+	if v := b[0] >> 4; v != Version&3 {
 		return f, malformed("version %d, want %d", v, Version)
 	}
 	f.Type = Type(b[0] & 0x0f)
@@ -394,7 +420,7 @@ func Decode(b []byte) (Frame, error) {
 		}
 		f.Seq = binary.BigEndian.Uint32(b[1:])
 		f.Timestamp = binary.BigEndian.Uint32(b[9:])
-		n := int(binary.BigEndian.Uint16(b[13:]))
+		n := int(binary.BigEndian.Uint16(b[DataShardOffset:]))
 		if n > MaxPayload {
 			return f, malformed("%s payload of %d bytes exceeds the limit of %d", f.Type, n, MaxPayload)
 		}
@@ -463,16 +489,90 @@ func Decode(b []byte) (Frame, error) {
 		if len(b) != FeedbackBaseLen+4*count {
 			return f, malformed("feedback frame says %d NACKs but is %d bytes long", count, len(b))
 		}
-		f.nacks = b[FeedbackBaseLen:]
-	case TypeHello, TypeHelloAck:
+		f.nacks = b[FeedbackBaseLen-TagLen : len(b)-TagLen]
+	case TypeHello:
 		if len(b) != HelloLen {
 			return f, malformed("%s frame of %d bytes, want %d", f.Type, len(b), HelloLen)
 		}
 		f.Nonce = binary.BigEndian.Uint64(b[1:])
+	case TypeHelloAck:
+		if len(b) != HelloAckLen {
+			return f, malformed("%s frame of %d bytes, want %d", f.Type, len(b), HelloAckLen)
+		}
+		f.Nonce = binary.BigEndian.Uint64(b[1:])
+		copy(f.Key[:], b[HelloLen:])
 	default:
 		return f, malformed("unknown frame type %d", uint8(f.Type))
 	}
 	return f, nil
+}
+
+// tagOffset is where the tag of a frame of type t and length n starts, -1 for a
+// frame without one (Hello, HelloAck) or an unknown type.
+func tagOffset(t Type, n int) int {
+	switch t {
+	case TypeData, TypeSource:
+		return DataShardOffset - TagLen
+	case TypeParity:
+		return ParityHeaderLen - TagLen
+	case TypeRepair:
+		return RepairHeaderLen - TagLen
+	case TypeFeedback:
+		return n - TagLen
+	}
+	return -1
+}
+
+// TagSpan splits a framed datagram into the bytes its tag covers and the tag. b
+// must be one that Decode accepts, or one built by this package; for a frame
+// without a tag (Hello, HelloAck) both are nil.
+func TagSpan(b []byte) (signed, tag []byte) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	off := tagOffset(Type(b[0]&0x0f), len(b))
+	if off < 0 || off+TagLen > len(b) {
+		return nil, nil
+	}
+	return b[:off], b[off : off+TagLen]
+}
+
+// Tagger makes and checks the tags of frames under one key. It is not safe for
+// concurrent use.
+//
+// HMAC-SHA256, truncated to TagLen bytes (RFC 2104, truncation as RFC 4868), over
+// the frame's header: 0.2 us a frame on this project's machines (SHA extensions),
+// where a keyed hash over the whole 1.4 KB datagram costs 1.1 us, as much as the
+// rest of the layer. The standard library's HMAC is used because no SipHash is
+// among the modules the project can fetch, and the header is too short for the
+// difference to matter.
+type Tagger struct {
+	mac hash.Hash
+	sum [sha256.Size]byte
+}
+
+// NewTagger returns a Tagger for key.
+func NewTagger(key [KeyLen]byte) *Tagger { return &Tagger{mac: hmac.New(sha256.New, key[:])} }
+
+func (t *Tagger) compute(signed []byte) []byte {
+	t.mac.Reset()
+	t.mac.Write(signed)
+	return t.mac.Sum(t.sum[:0])[:TagLen]
+}
+
+// Seal writes the tag of the framed datagram b into it.
+func (t *Tagger) Seal(b []byte) {
+	signed, tag := TagSpan(b)
+	if tag != nil {
+		copy(tag, t.compute(signed))
+	}
+}
+
+// Check reports whether the framed datagram b carries the tag of this key. A
+// frame without a tag never does.
+func (t *Tagger) Check(b []byte) bool {
+	signed, tag := TagSpan(b)
+	return tag != nil && hmac.Equal(tag, t.compute(signed))
 }
 
 func put24(b []byte, v uint32) {

@@ -150,7 +150,7 @@ func TestHelloRoundTrip(t *testing.T) {
 		if typ == TypeHello {
 			b = AppendHello(nil, 0x0102030405060708)
 		} else {
-			b = AppendHelloAck(nil, 0x0102030405060708)
+			b = AppendHelloAck(nil, 0x0102030405060708, [KeyLen]byte{9, 8, 7})
 		}
 		f, err := Decode(b)
 		if err != nil {
@@ -158,6 +158,9 @@ func TestHelloRoundTrip(t *testing.T) {
 		}
 		if f.Type != typ || f.Nonce != 0x0102030405060708 {
 			t.Fatalf("%v: decoded %+v", typ, f)
+		}
+		if typ == TypeHelloAck && f.Key != [KeyLen]byte{9, 8, 7} {
+			t.Fatalf("hello-ack key %x", f.Key)
 		}
 	}
 }
@@ -172,7 +175,7 @@ func TestFramedIsDisjointFromQUIC(t *testing.T) {
 			t.Fatalf("first byte %#02x is both framed and QUIC", b0)
 		}
 	}
-	for _, typ := range []Type{TypeData, TypeParity, TypeFeedback, TypeHello, TypeHelloAck} {
+	for _, typ := range []Type{TypeData, TypeParity, TypeFeedback, TypeHello, TypeHelloAck, TypeSource, TypeRepair} {
 		if b := firstByte(typ); b&0xc0 != 0 {
 			t.Fatalf("%v frames start with %#02x, which quic-go would not drop", typ, b)
 		}
@@ -191,7 +194,7 @@ func TestDecodeRejects(t *testing.T) {
 	}
 	fb, _ := AppendFeedback(nil, Feedback{NACKs: []NACK{{1, 1}}})
 	tooManyNACKs := append([]byte(nil), fb[:FeedbackBaseLen]...)
-	tooManyNACKs[FeedbackBaseLen-1] = MaxNACKs + 1
+	tooManyNACKs[FeedbackBaseLen-TagLen-1] = MaxNACKs + 1
 	badIndex := append([]byte(nil), data...)
 	badIndex[8] = 255
 	bigData := make([]byte, DataHeaderLen+MaxPayload+1)
@@ -204,10 +207,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty", nil, "empty"},
 		{"quic short header", []byte{0x40, 1, 2}, "QUIC packet"},
 		{"quic long header", []byte{0xc0, 1, 2}, "QUIC packet"},
-		{"version 1", []byte{0x11}, "version 1, want 3"},
+		{"version 1", []byte{0x11}, "version 1, want 4"},
 		{"version 2", []byte{0x21}, "version 2"},
-		{"version 0", []byte{0x01}, "version 0"},
-		{"unknown type", []byte{0x3f}, "unknown frame type"},
+		{"version 3", []byte{0x36, 1, 2}, "version 3"},
+		{"unknown type", []byte{0x0f}, "unknown frame type"},
 		{"data short", data[:10], "shorter than its header"},
 		{"data truncated", data[:len(data)-1], "says 3 payload bytes but carries 2"},
 		{"data trailing", append(append([]byte(nil), data...), 0), "says 3 payload bytes but carries 4"},
@@ -227,7 +230,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"feedback truncated NACK", fb[:len(fb)-1], "says 1 NACKs"},
 		{"feedback too many NACKs", tooManyNACKs, "exceed the limit"},
 		{"hello short", AppendHello(nil, 1)[:HelloLen-1], "want 9"},
-		{"hello-ack long", append(AppendHelloAck(nil, 1), 0), "want 9"},
+		{"hello-ack long", append(AppendHelloAck(nil, 1, [KeyLen]byte{}), 0), "want 25"},
+		{"hello-ack of version 3", []byte{0x05, 0, 0, 0, 0, 0, 0, 0, 1}, "want 25"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -242,6 +246,52 @@ func TestDecodeRejects(t *testing.T) {
 				t.Fatalf("error %q does not mention %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestTagger: a sealed frame passes its key's check and no other key's; a change
+// to any byte the tag covers fails it; the payload is outside the tag (quic-go
+// authenticates it); frames without a tag never pass.
+func TestTagger(t *testing.T) {
+	key, other := [KeyLen]byte{1}, [KeyLen]byte{2}
+	tg, wrong := NewTagger(key), NewTagger(other)
+	source := make([]byte, DataHeaderLen+4)
+	PutSource(source, Source{Seq: 1, SSN: 2, Timestamp: 3}, 4)
+	repair := make([]byte, RepairHeaderLen+6)
+	PutRepair(repair, Repair{Seq: 4, Timestamp: 5, First: 6, Count: 7})
+	data, _ := AppendData(nil, Data{Seq: 8, Group: 9}, []byte("abcd"))
+	parity, _ := AppendParity(nil, Parity{Seq: 10, K: 4, N: 4, M: 2, Depth: 1}, []byte{0, 4, 1, 2, 3, 4})
+	fb, _ := AppendFeedback(nil, Feedback{Received: 11, NACKs: []NACK{{Group: 12, Index: 1}}})
+	for _, b := range [][]byte{source, repair, data, parity, fb} {
+		name := Type(b[0] & 0x0f).String()
+		if tg.Check(b) {
+			t.Fatalf("%s: an unsealed frame passes", name)
+		}
+		tg.Seal(b)
+		if !tg.Check(b) || wrong.Check(b) {
+			t.Fatalf("%s: sealed frame: own key %v, other key %v", name, tg.Check(b), wrong.Check(b))
+		}
+		if _, err := Decode(b); err != nil {
+			t.Fatalf("%s: sealed frame does not decode: %v", name, err)
+		}
+		signed, _ := TagSpan(b)
+		for i := range signed {
+			c := append([]byte(nil), b...)
+			c[i] ^= 0x10
+			if tg.Check(c) {
+				t.Fatalf("%s: a change at byte %d passes", name, i)
+			}
+		}
+	}
+	tail := append([]byte(nil), source...)
+	tail[len(tail)-1] ^= 1
+	if !tg.Check(tail) {
+		t.Fatal("a source's payload is covered by the tag, not left to quic-go")
+	}
+	for _, b := range [][]byte{AppendHello(nil, 1), AppendHelloAck(nil, 1, key), nil} {
+		if tg.Check(b) {
+			t.Fatalf("%x has no tag but passes", b)
+		}
 	}
 }
 

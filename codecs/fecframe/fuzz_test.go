@@ -7,8 +7,9 @@ import (
 )
 
 // FuzzDecode feeds arbitrary datagrams to the decoder: it must never panic, every
-// rejection must wrap ErrMalformed, and whatever it accepts must encode back to the
-// same bytes.
+// rejection must wrap ErrMalformed, whatever it accepts must encode back to the
+// same bytes (tag aside: the encoders leave it to Tagger), and a frame with a tag
+// passes a Tagger's check once sealed and fails it with any covered byte changed.
 func FuzzDecode(f *testing.F) {
 	data, _ := AppendData(nil, Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}, []byte("payload"))
 	parity, _ := AppendParity(nil, Parity{Seq: 5, Group: 6, Index: 1, Timestamp: 7, K: 10, N: 8, M: 3, Depth: 1}, []byte{0, 3, 1, 2, 3})
@@ -17,7 +18,7 @@ func FuzzDecode(f *testing.F) {
 	PutSource(source, Source{Seq: 8, SSN: 9, Timestamp: 10}, 3)
 	repair := make([]byte, RepairHeaderLen+5)
 	PutRepair(repair, Repair{Seq: 11, Timestamp: 12, First: 13, Count: 14})
-	for _, seed := range [][]byte{data, parity, fb, source, repair, AppendHello(nil, 42), AppendHelloAck(nil, 42), {0x40}, {}} {
+	for _, seed := range [][]byte{data, parity, fb, source, repair, AppendHello(nil, 42), AppendHelloAck(nil, 42, [KeyLen]byte{1}), {0x40}, {}} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -51,15 +52,30 @@ func FuzzDecode(f *testing.F) {
 		case TypeHello:
 			again = AppendHello(nil, fr.Nonce)
 		case TypeHelloAck:
-			again = AppendHelloAck(nil, fr.Nonce)
+			again = AppendHelloAck(nil, fr.Nonce, fr.Key)
 		default:
 			t.Fatalf("accepted unknown type %v", fr.Type)
 		}
 		if err != nil {
 			t.Fatalf("decoded %+v but cannot encode it: %v", fr, err)
 		}
+		if _, tag := TagSpan(b); tag != nil {
+			_, into := TagSpan(again)
+			copy(into, tag)
+		}
 		if !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding differs:\n in  %x\n out %x", b, again)
+		}
+		if signed, _ := TagSpan(again); signed != nil {
+			tg := NewTagger([KeyLen]byte{7})
+			tg.Seal(again)
+			if !tg.Check(again) {
+				t.Fatal("a sealed frame fails its check")
+			}
+			again[len(signed)-1] ^= 0x80
+			if tg.Check(again) {
+				t.Fatal("a changed header passes the check")
+			}
 		}
 	})
 }
