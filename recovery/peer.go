@@ -90,12 +90,12 @@ type peer struct {
 
 	hello struct {
 		sync.Mutex
-		nonce   uint64
-		sent    int
-		first   time.Duration
-		last    time.Duration
-		copies  int           // datagrams sent in triplicate so far
-		acked   time.Duration // when we last sent the peer a HelloAck
+		nonce  uint64
+		sent   int
+		first  time.Duration
+		last   time.Duration
+		copies int           // datagrams sent in triplicate so far
+		acked  time.Duration // when we last sent the peer a HelloAck
 		// sendKey is what the peer's HelloAck gave us to tag our frames with.
 		sendKey  [fecframe.KeyLen]byte
 		answered bool

@@ -118,7 +118,7 @@ type receiver struct {
 	rlcGaveUp int
 	rlcQuiet  bool // its sources were given back for a quiet peer
 
-	buffers     *allowance      // the peer's share of the pool
+	buffers     *allowance       // the peer's share of the pool
 	feedbackTag *fecframe.Tagger // our key for the peer: Feedback is about its frames
 
 	nacks   []fecframe.NACK

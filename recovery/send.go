@@ -76,7 +76,7 @@ type sender struct {
 	retired      bool // the peer is gone; send plain
 	dataSent     atomic.Uint64
 	rlc          rlcSend
-	buffers      *allowance      // the peer's share of the pool
+	buffers      *allowance       // the peer's share of the pool
 	tag          *fecframe.Tagger // under the key the peer gave us
 }
 
