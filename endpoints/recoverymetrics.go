@@ -17,18 +17,17 @@ func newRecoveryCollector(rec *recovery.Conn, side string) *recoveryCollector {
 	for name, help := range map[string]string{
 		"quictun_recovery_datagrams_sent_total":     "Datagrams quic-go wrote through the loss-recovery layer.",
 		"quictun_recovery_datagrams_received_total": "Datagrams handed to quic-go, rebuilt ones included.",
-		"quictun_recovery_parity_sent_total":        "Parity datagrams sent.",
-		"quictun_recovery_resent_total":             "Data datagrams resent on request.",
+		"quictun_recovery_parity_sent_total":        "Repair datagrams sent.",
 		"quictun_recovery_lost_total":               "Datagrams seen missing on arrival, by cause (random, congestion, ambiguous).",
 		"quictun_recovery_repaired_total":           "Lost datagrams rebuilt and handed to quic-go.",
 		"quictun_recovery_unrepaired_total":         "Lost data datagrams neither received nor rebuilt.",
 		"quictun_recovery_malformed_total":          "Framed datagrams that failed to decode.",
 		"quictun_recovery_forged_total":             "Frames from a proven address whose tag failed (spoofed).",
-		"quictun_recovery_overhead_ratio":           "(parity + resent) / data datagrams sent.",
+		"quictun_recovery_overhead_ratio":           "Repair datagrams per source datagram sent.",
 		"quictun_recovery_peer_loss_ratio":          "Random loss the peer measures on what this endpoint sends.",
-		"quictun_recovery_repair_delay_seconds":     "Mean time from a group's first datagram to a rebuilt one.",
-		"quictun_recovery_group_data_shards":        "Data datagrams per coding group, as last chosen.",
-		"quictun_recovery_group_parity_shards":      "Parity datagrams per full coding group, as last chosen.",
+		"quictun_recovery_repair_delay_seconds":     "Mean time from a datagram found missing to its rebuild.",
+		"quictun_recovery_group_data_shards":        "The repair rate last chosen: per this many source datagrams...",
+		"quictun_recovery_group_parity_shards":      "...this many repair datagrams.",
 		"quictun_recovery_framed_peers":             "Peers this endpoint frames its datagrams for.",
 	} {
 		var labels []string
@@ -57,7 +56,6 @@ func (c *recoveryCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("quictun_recovery_datagrams_sent_total", st.DatagramsSent)
 	counter("quictun_recovery_datagrams_received_total", st.DatagramsReceived)
 	counter("quictun_recovery_parity_sent_total", st.ParitySent)
-	counter("quictun_recovery_resent_total", st.Resent)
 	counter("quictun_recovery_lost_total", st.Lost, "random")
 	counter("quictun_recovery_lost_total", st.CongestionLost, "congestion")
 	counter("quictun_recovery_lost_total", st.AmbiguousLost, "ambiguous")

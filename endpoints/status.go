@@ -32,7 +32,6 @@ type RecoveryStatus struct {
 	DatagramsSent     uint64  `json:"datagramsSent"`
 	DatagramsReceived uint64  `json:"datagramsReceived"`
 	ParitySent        uint64  `json:"paritySent"`
-	Resent            uint64  `json:"resent"`
 	LostRandom        uint64  `json:"lostRandom"`
 	LostCongestion    uint64  `json:"lostCongestion"`
 	LostAmbiguous     uint64  `json:"lostAmbiguous"`
@@ -61,7 +60,7 @@ func status(conns []*quic.Conn, rec *recovery.Conn) Status {
 		r := rec.Stats()
 		st.Recovery = &RecoveryStatus{
 			DatagramsSent: r.DatagramsSent, DatagramsReceived: r.DatagramsReceived,
-			ParitySent: r.ParitySent, Resent: r.Resent,
+			ParitySent: r.ParitySent,
 			LostRandom: r.Lost, LostCongestion: r.CongestionLost, LostAmbiguous: r.AmbiguousLost,
 			Repaired: r.Repaired, Unrepaired: r.Unrepaired, Overhead: r.Overhead, PeerLoss: r.PeerLoss,
 			RepairDelayMs: ms(r.RepairDelay), GroupData: r.Data, GroupParity: r.Parity, FramedPeers: r.FramedPeers,

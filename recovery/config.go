@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/quictun/quictun/codecs/fecframe"
 )
 
 // Mode says how a Conn protects what it sends.
@@ -20,7 +18,7 @@ const (
 	Off Mode = iota
 	// Auto adapts the parity to the loss the receiving peer measures and reports.
 	Auto
-	// Fixed codes every group with Config.Data data and Config.Parity parity shards.
+	// Fixed sends Config.Parity repairs per Config.Data sources.
 	Fixed
 )
 
@@ -40,38 +38,23 @@ func (m Mode) String() string {
 // default", so Config{Mode: Auto} is a complete configuration.
 type Config struct {
 	Mode Mode
-	// Data and Parity are the group shape of Fixed mode: K data datagrams protected
-	// by M parity datagrams, K+M <= 256. In Auto mode Data is the largest group
-	// (default 128, and at most 64 until the peer has trained our quic-go
-	// connection to tolerate late repairs) and Parity is ignored.
+	// Data and Parity are the repair rate of Fixed mode: M repairs per K sources,
+	// K+M <= 256. Data is also the group the span top-up sizes for: a flow that
+	// sends fewer than Data sources within GroupSpan gets at its end at least the
+	// repairs such a group would need. In Auto mode Data defaults to 128 (at most
+	// 64 until the peer has trained our quic-go connection to tolerate late
+	// repairs) and Parity is ignored.
 	Data, Parity int
-	// GroupSpan is the longest a group stays open before its parity is sent, so a
-	// repair reaches quic-go within about this much of the loss even when traffic
-	// is slow. Default: an eighth of the measured round trip, within 2-10 ms (5 ms
+	// GroupSpan is that span: the longest a slow flow's sources wait for their
+	// repairs. Default: an eighth of the measured round trip, within 2-10 ms (5 ms
 	// until the round trip is known); a quarter, within 2-25 ms, once the peer has
 	// trained our quic-go connection to tolerate late repairs.
 	GroupSpan time.Duration
-	// Interleave is how many groups are filled at once, round-robin, so that a burst
-	// of consecutive losses spreads over several groups. 0: Auto picks it from the
-	// measured burst length (Fixed: 1).
-	Interleave int
-	// TargetResidual is, in Auto mode, the share of data datagrams that may stay
-	// lost after coding (for a group of n, the probability that it cannot be
-	// rebuilt is kept below n x TargetResidual). quic-go's Reno needs a residual
-	// loss around 1e-5 to fill 100 Mbit/s at 50 ms; the sizing's margin (two
-	// standard errors of the estimate) and resends close the gap. Default 1e-4,
-	// or 1e-5 with NoResend.
+	// TargetResidual is, in Auto mode, the share of sources that may stay lost
+	// after coding, for which the repair rate is sized (the window rule and the
+	// span top-up: a group of n fails with probability below n x
+	// TargetResidual). Default 1e-4.
 	TargetResidual float64
-	// NoResend turns off the last resort: NACK-driven resends of data that parity
-	// could not rebuild, at most ResendBudget of the data sent. A resend arrives a
-	// round trip late; quic-go accepts it (and undoes its window cut) only if its
-	// acknowledgement of the ACK that reported the gap has not reached the
-	// receiver first, which favours losses near the end of a group (see
-	// README.md, point 3).
-	NoResend bool
-	// ResendBudget bounds resent datagrams as a fraction of data datagrams sent.
-	// Default 0.02.
-	ResendBudget float64
 	// MaxPeers bounds the remote addresses a Conn keeps state for (a server has one
 	// per client). Default 1024.
 	MaxPeers int
@@ -89,27 +72,20 @@ type Config struct {
 	noTrain bool
 	// noRamp turns the slow-start guard off (benchmarks only: experiments).
 	noRamp bool
-	// groups sends with the block code (Reed-Solomon groups, coder.go)
-	// instead of the sliding-window code (rlc.go): benchmarks only, to compare.
-	// Receivers take both.
-	groups bool
 }
 
 // Defaults.
 const (
-	defaultAutoData               = 128
-	untrainedData                 = 64
-	defaultTargetResidual         = 1e-4
-	defaultTargetResidualNoResend = 1e-5
-	defaultResendBudget           = 0.02
-	defaultMaxPeers               = 1024
-	defaultPeerIdle               = 2 * time.Minute
-	defaultMaxBuffers             = 16384
-	maxInterleave                 = 8
-	initialGroupSpan              = 5 * time.Millisecond
-	minGroupSpan                  = 2 * time.Millisecond
-	maxGroupSpan                  = 10 * time.Millisecond
-	maxTrainedGroupSpan           = 25 * time.Millisecond
+	defaultAutoData       = 128
+	untrainedData         = 64
+	defaultTargetResidual = 1e-4
+	defaultMaxPeers       = 1024
+	defaultPeerIdle       = 2 * time.Minute
+	defaultMaxBuffers     = 16384
+	initialGroupSpan      = 5 * time.Millisecond
+	minGroupSpan          = 2 * time.Millisecond
+	maxGroupSpan          = 10 * time.Millisecond
+	maxTrainedGroupSpan   = 25 * time.Millisecond
 	// Default spans are the smoothed round trip divided by these.
 	untrainedSpanDivisor = 8
 	trainedSpanDivisor   = 4
@@ -118,8 +94,8 @@ const (
 // DefaultConfig is what quictun runs with unless told otherwise.
 func DefaultConfig() Config { return Config{Mode: Auto} }
 
-// ParseConfig reads the --fec flag: "off", "auto", or "K,M" for a fixed group of K
-// data and M parity datagrams (e.g. "10,3").
+// ParseConfig reads the --fec flag: "off", "auto", or "K,M" for a fixed rate of M
+// repairs per K datagrams (e.g. "10,3").
 func ParseConfig(s string) (Config, error) {
 	v := strings.TrimSpace(strings.ToLower(s))
 	switch v {
@@ -161,22 +137,18 @@ func (c Config) Validate() error {
 		if c.Parity < 1 {
 			return fmt.Errorf("parity count %d: want at least 1 (use off for none)", c.Parity)
 		}
-		if c.Data+c.Parity > fecframe.MaxShards {
-			return fmt.Errorf("data+parity = %d: want at most %d", c.Data+c.Parity, fecframe.MaxShards)
+		if c.Data+c.Parity > maxGroup {
+			return fmt.Errorf("data+parity = %d: want at most %d", c.Data+c.Parity, maxGroup)
 		}
 	}
-	if c.Mode == Auto && (c.Data < 0 || c.Data > fecframe.MaxShards/2) {
-		return fmt.Errorf("largest auto group %d: want 0 (default) or 1..%d", c.Data, fecframe.MaxShards/2)
+	if c.Mode == Auto && (c.Data < 0 || c.Data > maxGroup/2) {
+		return fmt.Errorf("largest auto group %d: want 0 (default) or 1..%d", c.Data, maxGroup/2)
 	}
 	switch {
 	case c.GroupSpan < 0:
 		return fmt.Errorf("group span %v is negative", c.GroupSpan)
-	case c.Interleave < 0 || c.Interleave > maxInterleave:
-		return fmt.Errorf("interleave %d: want 0 (auto) or 1..%d", c.Interleave, maxInterleave)
 	case c.TargetResidual < 0 || c.TargetResidual >= 0.01:
 		return fmt.Errorf("target residual loss %v: want 0 (default) or a probability below 0.01", c.TargetResidual)
-	case c.ResendBudget < 0 || c.ResendBudget > 1:
-		return fmt.Errorf("resend budget %v: want a fraction 0..1", c.ResendBudget)
 	case c.MaxPeers < 0:
 		return fmt.Errorf("max peers %d is negative", c.MaxPeers)
 	case c.PeerIdle < 0:
@@ -187,9 +159,6 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// resend reports whether NACK-driven resends are on.
-func (c Config) resend() bool { return c.Mode != Off && !c.NoResend && c.groups }
-
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
 	if c.Mode == Auto && c.Data == 0 {
@@ -197,12 +166,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TargetResidual == 0 {
 		c.TargetResidual = defaultTargetResidual
-		if c.NoResend {
-			c.TargetResidual = defaultTargetResidualNoResend
-		}
-	}
-	if c.ResendBudget == 0 {
-		c.ResendBudget = defaultResendBudget
 	}
 	if c.MaxPeers == 0 {
 		c.MaxPeers = defaultMaxPeers
@@ -212,9 +175,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBuffers == 0 {
 		c.MaxBuffers = defaultMaxBuffers
-	}
-	if c.Mode == Fixed && c.Interleave == 0 {
-		c.Interleave = 1
 	}
 	return c
 }

@@ -3,10 +3,11 @@
 // whose congestion controller (Reno, no pluggable alternative) otherwise backs off
 // on every loss and reaches a few percent of a lossy long link.
 //
-// It frames each datagram quic-go sends (codecs/fecframe), codes groups of them
-// with a Reed-Solomon erasure code and sends parity right after each group, so a
-// lost datagram is rebuilt within milliseconds of the loss. Every datagram is
-// handed to quic-go the moment it arrives or is rebuilt, never held back for order:
+// It frames each datagram quic-go sends (codecs/fecframe) as a source of a
+// sliding-window random linear code (rlc.go) and sends repairs among them, each a
+// combination of the latest sources, so a lost datagram is rebuilt within
+// milliseconds of the loss. Every datagram is handed to quic-go the moment it
+// arrives or is rebuilt, never held back for order:
 // quic-go treats a packet that turns up a little late as a spurious loss and
 // undoes its window cut, and once it has seen one it stops using packet-count
 // reordering altogether; later than about one round trip it does not (see
@@ -19,6 +20,22 @@
 // quic-go runs on top of a Conn unchanged: quic.Transport{Conn: conn}. Both ends
 // negotiate the framing by first datagrams (see peer), so every combination of
 // settings, and plain quic-go on the other side, connects.
+//
+// Goroutines and locks. The layer has one goroutine of its own,
+// flusher.routineFlush (flush.go), started by NewConn and stopped and waited for
+// by Close: it closes spans, sends Feedback, gives up missing sources and forgets
+// idle peers. Everything else runs in quic-go's goroutines: its one reader
+// (ReadFrom/ReadBatch under Conn.readMu, which owns the read batch, the rebuilt
+// datagrams waiting for quic-go and the trainer's held ones, and alone hands
+// rebuilt datagrams on), and its writers (WriteTo/WriteMsgUDP). Per proven peer,
+// sender.mu guards the encoder and its window (writers, the flusher, and the
+// reader when Feedback reshapes it), receiver.mu the decoder and the loss and
+// delay accounting (the reader, and the flusher for Feedback and give-ups),
+// ctlMu the controller (the reader), hello the negotiation. Lock order:
+// readMu, then peerTable.mu, then a peer's hello, sender.mu or receiver.mu
+// (never two of the last three at once; peerTable.mu is released before a
+// peer's sender or receiver runs, but for retirement, which takes sender.mu and
+// receiver.mu in turn under it).
 package recovery
 
 import (
@@ -57,12 +74,11 @@ import (
 // goes to quic-go as a plain datagram would.
 type Conn struct {
 	inner  net.PacketConn
-	wire   *wire
+	sock   *socket
 	cfg    Config
 	epoch  time.Time
 	secret [32]byte // keys the peers' tags (keyFor)
 
-	codecs  codecs
 	pool    *bufferPool
 	peers   peerTable
 	flusher flusher
@@ -90,12 +106,11 @@ type Conn struct {
 // counters are the Conn's statistics, updated where the events happen.
 type counters struct {
 	datagramsSent, datagramsReceived atomic.Uint64
-	dataSent, paritySent, resent     atomic.Uint64
+	dataSent, paritySent             atomic.Uint64
 	framedReceived, feedbackSent     atomic.Uint64
 	lost, congestionLost             atomic.Uint64
 	ambiguousLost                    atomic.Uint64
 	repaired, unrepaired, withheld   atomic.Uint64
-	nacked                           atomic.Uint64
 	malformed, forged                atomic.Uint64
 	repairDelaySum, repairDelayMax   atomic.Int64 // nanoseconds
 	data, parity                     atomic.Int64
@@ -117,29 +132,25 @@ func (k *counters) noteRepaired(delay time.Duration) {
 type Stats struct {
 	DatagramsSent     uint64 // datagrams quic-go wrote
 	DatagramsReceived uint64 // datagrams handed to quic-go, rebuilt ones included
-	DataSent          uint64 // framed data (source) datagrams sent
-	ParitySent        uint64 // parity (repair) datagrams sent
-	Resent            uint64 // data datagrams resent on NACK
-	NACKed            uint64 // data datagrams this receiver asked to be resent
-	FramedReceived    uint64 // framed data and parity datagrams received
+	DataSent          uint64 // sources sent
+	ParitySent        uint64 // repairs sent
+	FramedReceived    uint64 // sources and repairs received
 	Lost              uint64 // datagrams seen missing on arrival (random loss)
 	CongestionLost    uint64 // datagrams seen missing while the path queue was full
 	AmbiguousLost     uint64 // datagrams seen missing while the queue was filling
 	Repaired          uint64 // datagrams rebuilt and handed to quic-go
-	Unrepaired        uint64 // data datagrams neither received nor rebuilt
+	Unrepaired        uint64 // sources neither received nor rebuilt
 	Withheld          uint64 // rebuilt datagrams kept from quic-go to signal congestion
 	Malformed         uint64 // framed datagrams that failed to decode
 	Forged            uint64 // frames from a proven address whose tag failed
-	// RepairDelay is the mean time from a datagram being found missing (the
-	// sliding-window code; with groups: from its group's first datagram arriving)
-	// to its rebuild, RepairDelayMax the longest: how late rebuilt datagrams
-	// reach quic-go.
+	// RepairDelay is the mean time from a datagram being found missing to its
+	// rebuild, RepairDelayMax the longest: how late rebuilt datagrams reach
+	// quic-go.
 	RepairDelay, RepairDelayMax time.Duration
-	// Overhead is (parity + resent) / data datagrams sent.
+	// Overhead is repairs / sources sent.
 	Overhead float64
-	// Data and Parity are the rate last chosen, by any peer: Parity repair
-	// datagrams per Data data datagrams (with groups: K data, M parity for a
-	// full group).
+	// Data and Parity are the rate last chosen, by any peer: Parity repairs per
+	// Data sources.
 	Data, Parity int
 	// PeerLoss is the random loss rate the peer measured on what we send (largest
 	// over peers), RTT the smoothed round trip (of that peer).
@@ -166,7 +177,7 @@ func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
 		epoch: time.Now(),
 		pool:  newBufferPool(cfg.MaxBuffers),
 	}
-	c.wire = newWire(inner)
+	c.sock = newSocket(inner)
 	c.one[0].Buffers = make([][]byte, 1)
 	c.peers.m = make(map[peerKey]*peer)
 	c.peers.proofs = make(map[peerKey]int)
@@ -175,7 +186,7 @@ func NewConn(inner net.PacketConn, cfg Config) (*Conn, error) {
 		ct := newController(cfg)
 		sh := ct.shape()
 		c.stats.data.Store(int64(sh.k))
-		c.stats.parity.Store(int64(sh.parityPer(sh.k, cfg.groups)))
+		c.stats.parity.Store(int64(sh.parityPer(sh.k)))
 	}
 	c.flusher.start(c)
 	return c, nil
@@ -218,7 +229,7 @@ func (c *Conn) Prove(addr net.Addr) (release func()) {
 func (c *Conn) retirePeer(p *peer) {
 	if p.proven() {
 		p.send.shutdown(c)
-		p.recv.shutdown(c)
+		p.recv.shutdown()
 	}
 }
 
@@ -229,8 +240,6 @@ func (c *Conn) Stats() Stats {
 		DatagramsReceived: c.stats.datagramsReceived.Load(),
 		DataSent:          c.stats.dataSent.Load(),
 		ParitySent:        c.stats.paritySent.Load(),
-		Resent:            c.stats.resent.Load(),
-		NACKed:            c.stats.nacked.Load(),
 		FramedReceived:    c.stats.framedReceived.Load(),
 		Lost:              c.stats.lost.Load(),
 		CongestionLost:    c.stats.congestionLost.Load(),
@@ -248,7 +257,7 @@ func (c *Conn) Stats() Stats {
 		s.RepairDelayMax = time.Duration(c.stats.repairDelayMax.Load())
 	}
 	if s.DataSent > 0 {
-		s.Overhead = float64(s.ParitySent+s.Resent) / float64(s.DataSent)
+		s.Overhead = float64(s.ParitySent) / float64(s.DataSent)
 	}
 	for _, p := range c.peers.snapshot(nil) {
 		s.Peers++

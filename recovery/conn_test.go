@@ -167,127 +167,59 @@ func sameSet(t *testing.T, got, want [][]byte) {
 	}
 }
 
-// frameIs matches framed datagrams of one type and index.
-func frameIs(typ fecframe.Type, indexes ...uint8) func([]byte) bool {
-	return func(b []byte) bool {
-		f, err := fecframe.Decode(b)
-		if err != nil || f.Type != typ {
-			return false
-		}
-		for _, i := range indexes {
-			if f.Index == i {
-				return true
-			}
-		}
-		return false
-	}
-}
-
-// codes are the two codes a sender may use, for tests that hold for both.
-var codes = []struct {
-	name   string
-	groups bool
-	data   fecframe.Type // the frame type of a data datagram
-	// dropAt matches the data datagrams at the given positions.
-	dropAt func(positions ...int) func([]byte) bool
-}{
-	{"sliding window", false, fecframe.TypeSource, func(pos ...int) func([]byte) bool {
-		offsets := make([]uint32, len(pos))
-		for i, p := range pos {
-			offsets[i] = uint32(p)
-		}
-		return sourceAt(offsets...)
-	}},
-	{"groups", true, fecframe.TypeData, func(pos ...int) func([]byte) bool {
-		indexes := make([]uint8, len(pos))
-		for i, p := range pos {
-			indexes[i] = uint8(p)
-		}
-		return frameIs(fecframe.TypeData, indexes...)
-	}},
-}
-
 func TestRebuildsLostData(t *testing.T) {
-	for _, code := range codes {
-		t.Run(code.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			cfg := Config{Mode: Fixed, Data: 4, Parity: 2, groups: code.groups}
-			l := newLink(t, cfg, cfg)
-			defer l.close()
-			l.aSock.setDrop(code.dropAt(1, 3))
-			want := payloads(4, 1200)
-			l.send(t, want...)
-			sameSet(t, l.collect(t, 4, 2*time.Second), want)
-			if st := l.b.Stats(); st.Repaired != 2 || st.Lost != 2 {
-				t.Fatalf("receiver stats %+v, want 2 lost and 2 repaired", st)
-			}
-			if st := l.a.Stats(); st.DataSent != 4 || st.ParitySent != 2 {
-				t.Fatalf("sender stats %+v, want 4 data and 2 parity", st)
-			}
-		})
+	defer goleak.VerifyNone(t)
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 2}
+	l := newLink(t, cfg, cfg)
+	defer l.close()
+	l.aSock.setDrop(sourceAt(1, 3))
+	want := payloads(4, 1200)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 4, 2*time.Second), want)
+	if st := l.b.Stats(); st.Repaired != 2 || st.Lost != 2 {
+		t.Fatalf("receiver stats %+v, want 2 lost and 2 repaired", st)
+	}
+	if st := l.a.Stats(); st.DataSent != 4 || st.ParitySent != 2 {
+		t.Fatalf("sender stats %+v, want 4 sources and 2 repairs", st)
 	}
 }
 
 func TestTooManyLostIsCounted(t *testing.T) {
-	for _, code := range codes {
-		t.Run(code.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1, groups: code.groups}, Config{Mode: Off})
-			defer l.close()
-			// Groups: index 0 too (a group's first). The sliding window cannot
-			// know of a loss before the first source it sees.
-			drop, kept := []int{0, 2}, []int{1, 3}
-			if !code.groups {
-				drop, kept = []int{1, 2}, []int{0, 3}
-			}
-			l.aSock.setDrop(code.dropAt(drop...))
-			want := payloads(4, 500)
-			l.send(t, want...)
-			sameSet(t, l.collect(t, 2, time.Second), [][]byte{want[kept[0]], want[kept[1]]})
-			// Given up after groupTimeout (one repair for two unknowns, or a group
-			// short of parity); only then is the loss final.
-			deadline := time.Now().Add(2 * time.Second)
-			for l.b.Stats().Unrepaired != 2 {
-				if time.Now().After(deadline) {
-					t.Fatalf("receiver stats %+v, want 2 unrepaired", l.b.Stats())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
+	defer goleak.VerifyNone(t)
+	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, Config{Mode: Off})
+	defer l.close()
+	// Not the first: the receiver cannot know of a loss before the first source
+	// it sees.
+	l.aSock.setDrop(sourceAt(1, 2))
+	want := payloads(4, 500)
+	l.send(t, want...)
+	sameSet(t, l.collect(t, 2, time.Second), [][]byte{want[0], want[3]})
+	// Given up after giveUpAfter (one repair for two unknowns); only then is
+	// the loss final.
+	deadline := time.Now().Add(2 * time.Second)
+	for l.b.Stats().Unrepaired != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver stats %+v, want 2 unrepaired", l.b.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 func TestDuplicateDeliveredOnce(t *testing.T) {
-	for _, code := range codes {
-		t.Run(code.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			cfg := Config{Mode: Fixed, Data: 4, Parity: 1, groups: code.groups}
-			l := newLink(t, cfg, cfg)
-			defer l.close()
-			// Duplicate every data datagram on the wire.
-			l.aSock.setDrop(func(b []byte) bool {
-				if f, err := fecframe.Decode(b); err == nil && f.Type == code.data {
-					l.aSock.UDPConn.WriteTo(b, l.bSock.LocalAddr())
-				}
-				return false
-			})
-			want := payloads(4, 300)
-			l.send(t, want...)
-			sameSet(t, l.collect(t, 4, time.Second), want)
-		})
-	}
-}
-
-func TestRebuildsWithParityLostToo(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	l := newLink(t, Config{Mode: Fixed, Data: 6, Parity: 3, groups: true}, Config{Mode: Fixed, Data: 6, Parity: 3, groups: true})
+	cfg := Config{Mode: Fixed, Data: 4, Parity: 1}
+	l := newLink(t, cfg, cfg)
 	defer l.close()
-	dropData := frameIs(fecframe.TypeData, 0, 5)
-	dropParity := frameIs(fecframe.TypeParity, 1)
-	l.aSock.setDrop(func(b []byte) bool { return dropData(b) || dropParity(b) })
-	want := payloads(6, 900)
+	// Duplicate every source on the wire.
+	l.aSock.setDrop(func(b []byte) bool {
+		if f, err := fecframe.Decode(b); err == nil && f.Type == fecframe.TypeSource {
+			l.aSock.UDPConn.WriteTo(b, l.bSock.LocalAddr())
+		}
+		return false
+	})
+	want := payloads(4, 300)
 	l.send(t, want...)
-	sameSet(t, l.collect(t, 6, 2*time.Second), want)
+	sameSet(t, l.collect(t, 4, time.Second), want)
 }
 
 // sourceAt matches the source datagrams at the given offsets from the first
@@ -337,45 +269,6 @@ func TestSlidingWindowGivesBuffersBackWhenQuiet(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func TestSpanClosesShortGroup(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	cfg := Config{Mode: Fixed, Data: 32, Parity: 2, GroupSpan: 5 * time.Millisecond, groups: true}
-	l := newLink(t, cfg, cfg)
-	defer l.close()
-	l.aSock.setDrop(frameIs(fecframe.TypeData, 0))
-	want := payloads(3, 1000)
-	start := time.Now()
-	l.send(t, want...)
-	sameSet(t, l.collect(t, 3, 2*time.Second), want)
-	if el := time.Since(start); el > time.Second {
-		t.Fatalf("rebuilt only after %v", el)
-	}
-	if st := l.a.Stats(); st.ParitySent != 2 {
-		t.Fatalf("sender stats %+v, want the group's 2 parity sent at its span", st)
-	}
-}
-
-func TestInterleaveSpreadsBurst(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	// Two groups filled alternately, one parity each: a burst of two consecutive
-	// datagrams hits each group once, and both are rebuilt.
-	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, Interleave: 2, groups: true}
-	l := newLink(t, cfg, cfg)
-	defer l.close()
-	var n int
-	l.aSock.setDrop(func(b []byte) bool {
-		f, err := fecframe.Decode(b)
-		if err != nil || f.Type != fecframe.TypeData {
-			return false
-		}
-		n++
-		return n == 3 || n == 4
-	})
-	want := payloads(8, 700)
-	l.send(t, want...)
-	sameSet(t, l.collect(t, 8, 2*time.Second), want)
 }
 
 func TestOversizedAndPoolExhaustedGoPlain(t *testing.T) {
@@ -493,14 +386,15 @@ func TestMalformedFramesAreDropped(t *testing.T) {
 	l := newLink(t, Config{Mode: Fixed, Data: 4, Parity: 1}, DefaultConfig())
 	defer l.close()
 	junk := [][]byte{
-		{0x31},             // data, truncated
-		{0x32, 1, 2, 3},    // parity, truncated
-		{0x36, 1},          // source, truncated
-		{0x37, 1, 2},       // repair, truncated
-		{0x3f, 0, 0},       // unknown type
+		{0x01, 1, 2},       // data (version 3, gone since 4)
+		{0x02, 1, 2, 3},    // parity (version 3, gone since 4)
+		{0x06, 1},          // source, truncated
+		{0x07, 1, 2},       // repair, truncated
+		{0x0f, 0, 0},       // unknown type
 		{0x11, 0, 0},       // the old version 1
 		{0x21, 0, 0},       // the old version 2
-		{0x33, 0, 0, 0, 0}, // feedback, truncated
+		{0x36, 0, 0},       // the old version 3
+		{0x03, 0, 0, 0, 0}, // feedback, truncated
 	}
 	for _, j := range junk {
 		l.aSock.UDPConn.WriteTo(j, l.bSock.LocalAddr())
@@ -510,44 +404,6 @@ func TestMalformedFramesAreDropped(t *testing.T) {
 	sameSet(t, l.collect(t, 4, time.Second), want)
 	if st := l.b.Stats(); st.Malformed != uint64(len(junk)) {
 		t.Fatalf("malformed %d, want %d", st.Malformed, len(junk))
-	}
-}
-
-// TestNACKResend: a group that lost more than its parity can rebuild is asked for
-// again once the next group's parity shows its datagrams are all sent, and the
-// resent shards complete it.
-func TestNACKResend(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	cfg := Config{Mode: Fixed, Data: 4, Parity: 1, ResendBudget: 1, groups: true}
-	l := newLink(t, cfg, cfg)
-	defer l.close()
-	var mu sync.Mutex
-	dropped := 0
-	first, seen := uint32(0), false // groups start at a random number
-	l.aSock.setDrop(func(b []byte) bool {
-		f, err := fecframe.Decode(b)
-		if err != nil || f.Type != fecframe.TypeData {
-			return false
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !seen {
-			first, seen = f.Group, true
-		}
-		if f.Group != first || (f.Index != 1 && f.Index != 2) {
-			return false
-		}
-		dropped++
-		return dropped <= 2 // the originals, not the resends
-	})
-	want := payloads(8, 800) // two groups
-	l.send(t, want...)
-	sameSet(t, l.collect(t, 8, 3*time.Second), want)
-	if st := l.b.Stats(); st.NACKed != 1 || st.Repaired != 1 {
-		t.Fatalf("receiver %+v: want 1 NACKed (one resend plus the parity rebuild the group) and 1 repaired", st)
-	}
-	if st := l.a.Stats(); st.Resent != 1 {
-		t.Fatalf("sender %+v: want 1 resent", st)
 	}
 }
 

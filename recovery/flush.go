@@ -7,10 +7,11 @@ import (
 )
 
 // flusher is the one goroutine a Conn owns. It does what no datagram triggers:
-// it closes groups whose span ran out on a slow flow, sends Feedback, gives up on
-// groups that cannot be rebuilt, and forgets idle peers. It sleeps until the
-// earliest of those deadlines, so it costs nothing on an idle Conn and wakes a few
-// hundred times a second on a busy one; there is no timer per datagram or group.
+// it closes spans that ran out on a slow flow, sends Feedback, gives up sources
+// that can no longer be rebuilt, gives back a quiet flow's windows and forgets
+// idle peers. It sleeps until the earliest of those deadlines, so it costs
+// nothing on an idle Conn and wakes a few hundred times a second on a busy one;
+// there is no timer per datagram.
 type flusher struct {
 	kick    chan struct{}
 	done    chan struct{}
@@ -89,7 +90,7 @@ func (f *flusher) service(c *Conn, now time.Duration) time.Duration {
 		}
 		if p.proven() {
 			earliest(p.send.flushDue(c, p, now))
-			earliest(p.recv.service(c, p, now))
+			earliest(p.recv.service(c, now))
 		}
 		earliest(now + min(idleCheck, c.cfg.PeerIdle/2))
 	}

@@ -20,12 +20,9 @@ var (
 	goodputEvery    = flag.Duration("goodput.every", time.Second, "trace interval")
 	goodputData     = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
 	goodputSpan     = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
-	goodputInter    = flag.Int("goodput.interleave", 0, "override Config.Interleave of the auto runs (experiments)")
-	goodputNoResend = flag.Bool("goodput.noresend", false, "set Config.NoResend in the auto runs (experiments)")
 	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
 	goodputNoTrain  = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
 	goodputNoRamp   = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
-	goodputGroups   = flag.Bool("goodput.groups", false, "send with the block code (groups) instead of the sliding-window code in the auto runs (experiments)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
@@ -47,8 +44,8 @@ func lanModel(loss float64) netem.Model {
 
 // autoConfig is the Auto config of the benchmarks, with the experiment flags.
 func autoConfig() *Config {
-	return &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan, Interleave: *goodputInter,
-		NoResend: *goodputNoResend, TargetResidual: *goodputResidual, noTrain: *goodputNoTrain, noRamp: *goodputNoRamp, groups: *goodputGroups}
+	return &Config{Mode: Auto, Data: *goodputData, GroupSpan: *goodputSpan,
+		TargetResidual: *goodputResidual, noTrain: *goodputNoTrain, noRamp: *goodputNoRamp}
 }
 
 // goodputResult is what one timed transfer measured.
@@ -169,9 +166,9 @@ func BenchmarkGoodput(b *testing.B) {
 
 func logStats(tb testing.TB, r goodputResult) {
 	c, s := r.client, r.server
-	tb.Logf("%.1f Mbit/s | sender: data %d parity %d resent %d (%.1f%%) shape %d+%d peerloss %.2f%% rtt %v | receiver: lost %d congestion %d repaired %d unrepaired %d withheld %d nacked %d",
-		r.mbps, c.DataSent, c.ParitySent, c.Resent, 100*c.Overhead, c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
-		s.Lost, s.CongestionLost, s.Repaired, s.Unrepaired, s.Withheld, s.NACKed)
+	tb.Logf("%.1f Mbit/s | sender: sources %d repairs %d (%.1f%%) rate %d/%d peerloss %.2f%% rtt %v | receiver: lost %d congestion %d repaired %d unrepaired %d withheld %d",
+		r.mbps, c.DataSent, c.ParitySent, 100*c.Overhead, c.Parity, c.Data, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
+		s.Lost, s.CongestionLost, s.Repaired, s.Unrepaired, s.Withheld)
 }
 
 // goodputTracer is the trace of quic-go's loss recovery for a goodput
@@ -218,10 +215,10 @@ func traceGoodput(tb testing.TB, ctx context.Context, p *pair, received *atomic.
 		lastBytes, lastLost, lastSent, lastRcvd = n, cs.PacketsLost, cs.PacketsSent, ss.PacketsReceived
 		if p.client.rec != nil {
 			c, s := p.client.rec.Stats(), p.server.rec.Stats()
-			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d (delay %v max %v) unrep %d wh %d nack %d resent %d",
+			line += fmt.Sprintf(" | shape %d+%d peerloss %.2f%% rtt %v | rcv lost %d cong %d amb %d rep %d (delay %v max %v) unrep %d wh %d",
 				c.Data, c.Parity, 100*c.PeerLoss, c.RTT.Round(time.Millisecond),
 				s.Lost, s.CongestionLost, s.AmbiguousLost, s.Repaired, s.RepairDelay.Round(100*time.Microsecond),
-				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld, s.NACKed, c.Resent)
+				s.RepairDelayMax.Round(100*time.Microsecond), s.Unrepaired, s.Withheld)
 		}
 		if p.link != nil {
 			es := p.link()

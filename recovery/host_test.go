@@ -248,8 +248,8 @@ func shareRun(b *testing.B, tb *host.Testbed, cfg *Config, d time.Duration) (qui
 	if p.client.rec != nil {
 		st := p.server.rec.Stats()
 		cs := p.client.rec.Stats()
-		b.Logf("quic %.1f Mbit/s, tcp %.1f Mbit/s | sender: parity %.1f%% resent %d | receiver: lost %d congestion %d ambiguous %d repaired %d unrepaired %d withheld %d nacked %d",
-			quicMbps, tcpMbps, 100*cs.Overhead, cs.Resent, st.Lost, st.CongestionLost, st.AmbiguousLost, st.Repaired, st.Unrepaired, st.Withheld, st.NACKed)
+		b.Logf("quic %.1f Mbit/s, tcp %.1f Mbit/s | sender: repairs %.1f%% | receiver: lost %d congestion %d ambiguous %d repaired %d unrepaired %d withheld %d",
+			quicMbps, tcpMbps, 100*cs.Overhead, st.Lost, st.CongestionLost, st.AmbiguousLost, st.Repaired, st.Unrepaired, st.Withheld)
 	}
 	p.clientConn.CloseWithError(0, "")
 	<-tDone

@@ -75,37 +75,31 @@ func transferIntactTraced(t *testing.T, cs, ss side, size int, trace *lossTrace)
 }
 
 // TestTenPercentLossIntact: quic-go over recovery over a link that loses 10% of the
-// datagrams each way moves data intact, and the layer really repaired losses,
-// with the sliding-window code (the default) and with groups.
+// datagrams each way moves data intact, and the layer really repaired losses.
 func TestTenPercentLossIntact(t *testing.T) {
-	for _, code := range codes {
-		t.Run(code.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			lossy := netem.Model{Delay: 5 * time.Millisecond, Loss: 0.10}
-			auto := DefaultConfig()
-			auto.groups = code.groups
-			p := transferIntact(t,
-				side{model: &lossy, recovery: &auto, seed: 1},
-				side{model: &lossy, recovery: &auto, seed: 2},
-				4<<20)
-			cst, sst := p.client.rec.Stats(), p.server.rec.Stats()
-			p.close()
-			t.Logf("client: %+v", cst)
-			t.Logf("server: %+v", sst)
-			if cst.FramedPeers != 1 || sst.FramedPeers != 1 {
-				t.Fatalf("framing not negotiated: client framed peers %d, server %d", cst.FramedPeers, sst.FramedPeers)
-			}
-			if sst.Lost == 0 || sst.Repaired == 0 {
-				t.Fatalf("server saw %d lost and repaired %d: the link or the layer did nothing", sst.Lost, sst.Repaired)
-			}
-			if cst.ParitySent == 0 {
-				t.Fatal("client sent no parity")
-			}
-			// Most losses must be rebuilt; quic-go retransmits the rest.
-			if float64(sst.Repaired) < 0.8*float64(sst.Lost)*float64(cst.DataSent)/float64(cst.DataSent+cst.ParitySent) {
-				t.Fatalf("repaired %d of about %d lost data datagrams", sst.Repaired, sst.Lost)
-			}
-		})
+	defer goleak.VerifyNone(t)
+	lossy := netem.Model{Delay: 5 * time.Millisecond, Loss: 0.10}
+	auto := DefaultConfig()
+	p := transferIntact(t,
+		side{model: &lossy, recovery: &auto, seed: 1},
+		side{model: &lossy, recovery: &auto, seed: 2},
+		4<<20)
+	cst, sst := p.client.rec.Stats(), p.server.rec.Stats()
+	p.close()
+	t.Logf("client: %+v", cst)
+	t.Logf("server: %+v", sst)
+	if cst.FramedPeers != 1 || sst.FramedPeers != 1 {
+		t.Fatalf("framing not negotiated: client framed peers %d, server %d", cst.FramedPeers, sst.FramedPeers)
+	}
+	if sst.Lost == 0 || sst.Repaired == 0 {
+		t.Fatalf("server saw %d lost and repaired %d: the link or the layer did nothing", sst.Lost, sst.Repaired)
+	}
+	if cst.ParitySent == 0 {
+		t.Fatal("client sent no repairs")
+	}
+	// Most losses must be rebuilt; quic-go retransmits the rest.
+	if float64(sst.Repaired) < 0.8*float64(sst.Lost)*float64(cst.DataSent)/float64(cst.DataSent+cst.ParitySent) {
+		t.Fatalf("repaired %d of about %d lost sources", sst.Repaired, sst.Lost)
 	}
 }
 

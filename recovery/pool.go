@@ -18,8 +18,8 @@ func init() {
 }
 
 // buffer is one datagram-sized buffer. Ownership moves with it: the sender keeps a
-// data datagram in its coding group until the group's parity is out, the receiver
-// keeps it until its group is complete or evicted, and whoever holds it last
+// source in its window until no repair will cover it, the decoder keeps it while
+// a repair may still need it, and whoever holds it last
 // returns it exactly once.
 type buffer struct {
 	b     [bufSize]byte

@@ -8,17 +8,17 @@ import (
 	"github.com/quictun/quictun/codecs/fecframe"
 )
 
-// PacketSize is the QUIC packet size to run on top of a Conn: its parity datagram
-// (the packet plus fecframe.ParityHeaderLen plus a 2-byte length: 1427 bytes)
+// PacketSize is the QUIC packet size to run on top of a Conn: its repair datagram
+// (the packet plus fecframe.RepairHeaderLen plus a 2-byte length: 1425 bytes)
 // still fits a 1500-byte path MTU behind IPv6 and UDP headers (48 bytes), with
 // room to spare for an encapsulation on the way. quic-go's path MTU discovery must stay off on a
 // Conn (TuneQUICConfig does that): it cannot see the framing's bytes and would
 // grow packets until their parity no longer fits.
 const PacketSize = 1400
 
-// MaxOverhead is the most the framing adds to a QUIC packet on the wire (a parity
-// datagram; a data datagram adds fecframe.DataHeaderLen).
-const MaxOverhead = fecframe.ParityHeaderLen + 2
+// MaxOverhead is the most the framing adds to a QUIC packet on the wire (a repair
+// datagram; a source adds fecframe.DataHeaderLen).
+const MaxOverhead = fecframe.RepairHeaderLen + 2
 
 // Receive windows for long fat links: 100 Mbit/s at 200 ms with a full queue is
 // about 5 MB in flight, and a loss holds the window back for a round trip more.

@@ -131,7 +131,7 @@ func (c *Conn) readInner() error {
 		in.msgs[0].Buffers = in.iov[0][:]
 		msgs = in.msgs[:1]
 	}
-	n, err := c.wire.readBatch(msgs)
+	n, err := c.sock.readBatch(msgs)
 	in.count, in.next = n, 0
 	if err != nil {
 		in.count = 0
@@ -205,7 +205,7 @@ func (c *Conn) peerOf(a net.Addr) (net.Addr, *peer) {
 // length copied into b and whether there is one for quic-go, and whether the
 // coding state kept buf (otherwise it stays the caller's). A stranger's frames,
 // and frames whose tag fails, never reach the coding state; the QUIC packet of a
-// source or data frame goes to quic-go all the same, as a plain one would.
+// source goes to quic-go all the same, as a plain one would.
 func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p *peer) (n int, deliver, kept bool) {
 	d := buf.b[:buf.n]
 	f, err := fecframe.Decode(d)
@@ -227,7 +227,7 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 	case fecframe.TypeHelloAck:
 		p.onHelloAck(c, f.Nonce, f.Key)
 		return 0, false, false
-	case fecframe.TypeData, fecframe.TypeSource:
+	case fecframe.TypeSource:
 		c.stats.framedReceived.Add(1)
 		n = copy(b, f.Payload)
 		deliver = true
@@ -253,13 +253,8 @@ func (c *Conn) handleFramed(b []byte, buf *buffer, pooled bool, addr net.Addr, p
 	}
 	var hold time.Duration
 	switch f.Type {
-	case fecframe.TypeData:
-		deliver, kept, hold = p.recv.onData(c, p, &f, buf, now)
 	case fecframe.TypeSource:
 		deliver, kept, hold = p.recv.onSource(c, p, &f, buf, now)
-	case fecframe.TypeParity:
-		c.stats.framedReceived.Add(1)
-		kept = p.recv.onParity(c, p, &f, buf, now)
 	case fecframe.TypeRepair:
 		c.stats.framedReceived.Add(1)
 		kept = p.recv.onRepair(c, p, &f, buf, now)

@@ -283,22 +283,16 @@ func (d *rlcDecoder) repair(id, first uint32, count int, buf *buffer, off, n int
 	if newest {
 		d.addUnknown(last, now) // lost, or overtaken by this repair
 	}
-	var r rlcRow
-	r.buf, r.off, r.n = buf, off, n
-	data := r.data()
-	any := false
+	// Coverage first: a repair that needs a source no longer here is of no use,
+	// and one that covers nothing missing has nothing to say; neither is worth
+	// combining.
+	covers := false
 	for s := first; ; s++ {
 		e := &d.src[s%rlcRing]
-		c := rlcCoefficient(id, s)
-		switch {
-		case e.ssn != s || e.state == rlcNone:
+		if e.ssn != s || e.state == rlcNone {
 			return false // a source this repair needs is gone: it cannot be used
-		case e.state == rlcKnown:
-			gf.GalMulSliceXor(c, e.buf.b[e.off:e.off+min(e.n, n)], data)
-		default:
-			r.coef[e.slot] ^= c
-			any = true
 		}
+		covers = covers || e.state == rlcUnknown
 		if s == last {
 			break
 		}
@@ -306,9 +300,24 @@ func (d *rlcDecoder) repair(id, first uint32, count int, buf *buffer, off, n int
 	if !before(first, d.coverFrom) {
 		d.coverFrom = first
 	}
-	if !any {
+	if !covers {
 		d.expire()
-		return false // nothing missing: this repair has nothing to say
+		return false
+	}
+	var r rlcRow
+	r.buf, r.off, r.n = buf, off, n
+	data := r.data()
+	for s := first; ; s++ {
+		e := &d.src[s%rlcRing]
+		c := rlcCoefficient(id, s)
+		if e.state == rlcKnown {
+			gf.GalMulSliceXor(c, e.buf.b[e.off:e.off+min(e.n, n)], data)
+		} else {
+			r.coef[e.slot] ^= c
+		}
+		if s == last {
+			break
+		}
 	}
 	kept = d.insert(r)
 	d.expire()

@@ -104,7 +104,7 @@ func attackFrames(srv *Conn, client net.Addr, ports, round int) []injected {
 	far[fecframe.DataHeaderLen] = 0x40
 	rep := make([]byte, fecframe.RepairHeaderLen+4)
 	fecframe.PutRepair(rep, fecframe.Repair{Seq: uint32(round), First: uint32(round), Count: 8})
-	fb, _ := fecframe.AppendFeedback(nil, fecframe.Feedback{Received: 100, Sampled: 100, Lost: 100, Bursts: 1})
+	fb := fecframe.AppendFeedback(nil, fecframe.Feedback{Received: 100, Sampled: 100, Lost: 100, Bursts: 1})
 	for _, b := range [][]byte{far, rep, fb} {
 		guessed.Seal(b)
 		out = append(out, injected{b: b, from: client})
@@ -305,7 +305,7 @@ func strangerProgram(t *testing.T, c *Conn, prog []byte) {
 		case 2: // a Hello
 			buf.n = len(fecframe.AppendHello(buf.b[:0], uint64(n)))
 		case 3: // a Feedback
-			b, _ := fecframe.AppendFeedback(buf.b[:0], fecframe.Feedback{Received: n, Lost: n / 4})
+			b := fecframe.AppendFeedback(buf.b[:0], fecframe.Feedback{Received: n, Lost: n / 4})
 			buf.n = len(b)
 		}
 		if op[1]&0x08 == 0 {
@@ -342,7 +342,9 @@ func strangerProgram(t *testing.T, c *Conn, prog []byte) {
 		if strangers > maxStrangers {
 			t.Fatalf("%d strangers, want at most %d", strangers, maxStrangers)
 		}
-		if got := c.pool.out.Load(); got != held {
+		// Read after the allowances: the flusher may free a quiet proven peer's
+		// buffers meanwhile, never a stranger's, which hold none.
+		if got := c.pool.out.Load(); got > held {
 			t.Fatalf("%d buffers out, of which proven peers hold %d: strangers hold the rest", got-base, held-base)
 		}
 	}

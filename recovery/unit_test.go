@@ -66,9 +66,7 @@ func TestValidateNamesTheSetting(t *testing.T) {
 		{Config{Mode: Mode(7)}, "mode 7"},
 		{Config{Mode: Auto, Data: 200}, "largest auto group"},
 		{Config{Mode: Auto, GroupSpan: -1}, "group span"},
-		{Config{Mode: Auto, Interleave: 9}, "interleave"},
 		{Config{Mode: Auto, TargetResidual: 0.5}, "target residual"},
-		{Config{Mode: Auto, ResendBudget: 2}, "resend budget"},
 		{Config{Mode: Auto, MaxPeers: -1}, "max peers"},
 	}
 	for _, b := range bad {
@@ -227,15 +225,6 @@ func TestSeqTracker(t *testing.T) {
 	}
 }
 
-func TestSerialDiff24(t *testing.T) {
-	if d := serialDiff24(2, 1<<24-2); d != 4 {
-		t.Fatalf("diff across the 24-bit wrap = %d, want 4", d)
-	}
-	if d := serialDiff24(1<<24-2, 2); d != -4 {
-		t.Fatalf("diff = %d, want -4", d)
-	}
-}
-
 // TestPathMonitor: random loss on an empty queue is random; a loss while the queue
 // has sat at its ceiling, deep against the round trip, for a round trip is
 // congestion; a short spike is not.
@@ -281,10 +270,10 @@ func TestPathMonitor(t *testing.T) {
 }
 
 func TestShapeFollowsEstimate(t *testing.T) {
-	ct := newController(Config{Mode: Auto, groups: true}.withDefaults())
+	ct := newController(Config{Mode: Auto}.withDefaults())
 	prior := ct.shape()
-	if prior.k != untrainedData || prior.depth != 1 || prior.span != initialGroupSpan {
-		t.Fatalf("prior shape k=%d depth=%d span=%v", prior.k, prior.depth, prior.span)
+	if prior.k != untrainedData || prior.span != initialGroupSpan {
+		t.Fatalf("prior shape k=%d span=%v", prior.k, prior.span)
 	}
 	for n := 2; n <= prior.k; n++ {
 		if prior.mFor[n] < prior.mFor[n-1] {
@@ -309,15 +298,9 @@ func TestShapeFollowsEstimate(t *testing.T) {
 		t.Fatalf("estimate loss %.3f burst %.2f rate %.0f/s, want 0.1, 3.1 and 10000/s", ct.loss, ct.burst, ct.rate)
 	}
 	sh := ct.shape()
-	// At 10000 datagrams a second a 5 ms span fills 50 of 64: interleaving would
-	// only shrink the groups.
-	if sh.depth != 1 {
-		t.Fatalf("interleave %d for span-limited groups", sh.depth)
-	}
-	// Fast enough to fill every group: spread the bursts.
-	ct.rate = 100000
-	if fast := ct.shape(); fast.depth < 2 {
-		t.Fatalf("interleave %d for full groups and bursts of 3", fast.depth)
+	// Repairs for 10% loss in bursts of 3: at least 1.5 x 3 x the sizing loss.
+	if want := 1 / (rlcMargin * 3 * ct.sizingLoss() / (1 - ct.sizingLoss())); sh.every > want*1.1 {
+		t.Fatalf("a repair every %.1f sources at 10%% loss in bursts of 3, want at most %.1f", sh.every, want)
 	}
 	if sh.span != 5*time.Millisecond {
 		t.Fatalf("span %v for a 40 ms round trip", sh.span)
@@ -349,7 +332,7 @@ func TestShapeFollowsEstimate(t *testing.T) {
 	}
 	fixed := newController(Config{Mode: Fixed, Data: 10, Parity: 3}.withDefaults())
 	fs := fixed.shape()
-	if fs.k != 10 || fs.depth != 1 || fs.mFor[10] != 3 || fs.mFor[1] != 3 {
+	if fs.k != 10 || fs.mFor[10] != 3 || fs.mFor[1] != 3 || math.Abs(fs.every-10.0/3) > 1e-9 {
 		t.Fatalf("fixed shape %+v", fs)
 	}
 }
@@ -413,7 +396,7 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 	// in round r and meet the queueing delay queue(r, i) (i-th of the round). It
 	// returns the round and index of every drop.
 	type at struct{ round, i int }
-	run := func(g *rampGuard, rounds int, perRound func(int) int, queue func(r, i int) time.Duration, lossAt int) []at {
+	run := func(g *slowStartGuard, rounds int, perRound func(int) int, queue func(r, i int) time.Duration, lossAt int) []at {
 		var drops []at
 		for r := range rounds {
 			if r == lossAt {
@@ -447,7 +430,7 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 	}
 	never := -1
 
-	var g rampGuard
+	var g slowStartGuard
 	per, q := slowStart(1500)
 	drops := run(&g, 12, per, q, never)
 	if len(drops) != 1 {
@@ -465,13 +448,13 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 	}
 
 	// quic-go saw a loss before the queue built up: slow start is over already.
-	g = rampGuard{}
+	g = slowStartGuard{}
 	if drops := run(&g, 12, per, q, 3); len(drops) != 0 {
 		t.Fatalf("after a loss: drops at %v", drops)
 	}
 
 	// A small path: an overshoot stays under quic-go's gap limit.
-	g = rampGuard{}
+	g = slowStartGuard{}
 	per, q = slowStart(400)
 	if drops := run(&g, 12, per, q, never); len(drops) != 0 {
 		t.Fatalf("on a path of 400 datagrams a round: drops at %v", drops)
@@ -479,7 +462,7 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 
 	// A steady flow whose queue builds (congestion avoidance, or a flow that left
 	// slow start on its own): not the guard's business.
-	g = rampGuard{}
+	g = slowStartGuard{}
 	steady := func(int) int { return 1500 }
 	if drops := run(&g, 12, steady, func(r, i int) time.Duration { return time.Duration(r*1500+i) * 10 * time.Microsecond }, never); len(drops) != 0 {
 		t.Fatalf("steady flow: drops at %v", drops)
@@ -489,7 +472,7 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 	// window, stops it a little above the path): the queue holds still at 20 ms, and
 	// a cut would only shrink the window below the path. When the window opens
 	// again, the queue grows and the guard drops.
-	g = rampGuard{}
+	g = slowStartGuard{}
 	per, _ = slowStart(1500)
 	plateau := func(r, i int) time.Duration {
 		switch {
@@ -507,7 +490,7 @@ func TestRampGuardEndsAnOvershootingSlowStart(t *testing.T) {
 
 	// A stall in the middle of a ramp: 200 datagrams come in late by up to 50 ms
 	// all at once (1 us apart), then the delay is gone.
-	g = rampGuard{}
+	g = slowStartGuard{}
 	per, _ = slowStart(1500)
 	stalled := func(r, i int) time.Duration {
 		if r == 5 && i >= 500 && i < 700 {

@@ -80,7 +80,7 @@ func (c *Conn) writePlain(b []byte, seg int, addr net.Addr) error {
 		d = append(d, b[:n])
 		b = b[n:]
 	}
-	err := c.wire.writeBatch(d, addr, c.wire.sockaddr(addr))
+	err := c.sock.writeBatch(d, addr, c.sock.sockaddr(addr))
 	clear(d)
 	c.plain.dgrams = d[:0]
 	return err
@@ -99,8 +99,8 @@ type plainBatch struct {
 // to act on; what matters to quic-go is that GSO batches are accepted, and Conn
 // splits them itself.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) {
-	if c.wire.udp != nil {
-		return c.wire.udp.SyscallConn()
+	if c.sock.udp != nil {
+		return c.sock.udp.SyscallConn()
 	}
 	c.optSocket.Lock()
 	defer c.optSocket.Unlock()

@@ -1,9 +1,8 @@
 // Package fecframe is the datagram framing of quictun's loss-recovery layer.
 //
 // The recovery layer sits between quic-go and the UDP socket. It numbers the datagrams
-// it carries, adds repair datagrams computed over them (a sliding-window code; the
-// older block code's Data and Parity frames are still understood) and exchanges small
-// control datagrams with its peer. This package is the byte format, and the tag that
+// it carries, adds repair datagrams computed over them (a sliding-window code) and
+// exchanges small control datagrams with its peer. This package is the byte format, and the tag that
 // authenticates a frame; the coding and all policy live in package recovery.
 //
 // Every framed datagram starts with one byte 0b00vv_tttt: the two top bits are clear,
@@ -15,17 +14,15 @@
 //
 // All integers are big-endian.
 //
-//	Data     = b0 seq:u32 group:u24 index:u8 ts:u32 tag[8] len:u16 payload[len]
-//	Parity   = b0 seq:u32 group:u24 index:u8 ts:u32 k:u8 n:u8 m:u8 depth:u8 tag[8] shard[...]
-//	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
-//	           congestionLost:u32 unrepaired:u32 flags:u8 nackCount:u8 nackCount*(group:u24 index:u8) tag[8]
 //	Source   = b0 seq:u32 ssn:u32 ts:u32 tag[8] len:u16 payload[len]
 //	Repair   = b0 seq:u32 ts:u32 first:u32 count:u16 tag[8] shard[...]
 //	Hello    = b0 nonce:u64
 //	HelloAck = b0 nonce:u64 key[16]
+//	Feedback = b0 echoTs:u32 echoDelay:u32 received:u32 sampled:u32 lost:u32 bursts:u32
+//	           congestionLost:u32 unrepaired:u32 flags:u8 tag[8]
 //
-// seq numbers every datagram of one direction but Feedback, Hello and HelloAck, so
-// the receiver can count losses and bursts. ts is the sender's clock in microseconds
+// seq numbers every Source and Repair of one direction, so the receiver can count
+// losses and bursts. ts is the sender's clock in microseconds
 // (wrapping), from which the receiver follows queueing delay and the sender, through
 // the echo in Feedback, the round-trip time.
 //
@@ -35,13 +32,6 @@
 // coded shard is its len field plus payload (the bytes from DataShardOffset on),
 // zero-padded to the repair's length, so the receiver hands a received datagram to
 // the decoder without copying it.
-//
-// Data and Parity are the block code's: group and index place a datagram in its
-// coding group (a data shard is index 0..k-1, parity shard j carries index j); a
-// parity datagram says the group's coding size k, how many data shards it really
-// holds (n <= k; the shards n..k-1 are zero), its parity count m, and over how many
-// groups the sender interleaves (depth), after which a receiver may ask for resends
-// (NACKs in Feedback).
 //
 // Feedback flags say what the receiver has done for the sender; a receiver sets only
 // the bits it knows and a sender ignores the others. FeedbackTrained: the receiver
@@ -59,7 +49,8 @@
 // can alter payloads on the path can as well drop them).
 //
 // Version 2 added the flags byte, version 3 Source and Repair, version 4 the tags
-// and the HelloAck's key. The two bits wrap: version 4 is written vv = 0 (no frame
+// and the HelloAck's key, and dropped the block code's Data and Parity frames
+// (types 1 and 2) and Feedback's NACKs. The two bits wrap: version 4 is written vv = 0 (no frame
 // ever had vv = 0 before), and a version after it needs another byte. Peers of
 // different versions drop each other's frames and so never agree to frame (they
 // talk plain QUIC).
@@ -82,9 +73,8 @@ const Version = 4
 type Type uint8
 
 // Frame types.
+// Types 1 and 2 were the block code's Data and Parity, before version 4.
 const (
-	TypeData     Type = 1
-	TypeParity   Type = 2
 	TypeFeedback Type = 3
 	TypeHello    Type = 4
 	TypeHelloAck Type = 5
@@ -94,10 +84,6 @@ const (
 
 func (t Type) String() string {
 	switch t {
-	case TypeData:
-		return "data"
-	case TypeParity:
-		return "parity"
 	case TypeFeedback:
 		return "feedback"
 	case TypeHello:
@@ -117,13 +103,11 @@ const (
 	// TagLen is the length of a frame's tag, KeyLen that of the key it is made with.
 	TagLen = 8
 	KeyLen = 16
-	// DataHeaderLen is the number of bytes in front of a data (or source) payload.
+	// DataHeaderLen is the number of bytes in front of a source's payload.
 	DataHeaderLen = 23
-	// DataShardOffset is where the coded shard (len field + payload) of a data
-	// datagram starts, right after its tag.
+	// DataShardOffset is where the coded shard (len field + payload) of a source
+	// starts, right after its tag.
 	DataShardOffset = 21
-	// ParityHeaderLen is the number of bytes in front of a parity shard.
-	ParityHeaderLen = 25
 	// RepairHeaderLen is the number of bytes in front of a repair shard.
 	RepairHeaderLen = 23
 	// MaxRepairCount bounds the sources one repair combines.
@@ -131,21 +115,15 @@ const (
 	// HelloLen is the length of a Hello datagram, HelloAckLen of a HelloAck.
 	HelloLen    = 9
 	HelloAckLen = HelloLen + KeyLen
-	// FeedbackBaseLen is the length of a Feedback datagram without NACKs.
-	FeedbackBaseLen = 43
-	// MaxPayload bounds a data payload that takes part in coding. QUIC packets are
-	// far smaller (quic-go sends at most 1452 bytes).
+	// FeedbackLen is the length of a Feedback datagram.
+	FeedbackLen = 42
+	// MaxPayload bounds a source's payload. QUIC packets are far smaller
+	// (quic-go sends at most 1452 bytes).
 	MaxPayload = 1600
 	// MaxShardLen bounds a coded shard: the 2-byte length plus MaxPayload.
 	MaxShardLen = 2 + MaxPayload
-	// MaxShards bounds k+m: the Reed-Solomon code over GF(2^8) has at most 256 shards.
-	MaxShards = 256
-	// MaxNACKs bounds the NACK entries of one Feedback datagram.
-	MaxNACKs = 32
-	// MaxDepth bounds the interleave depth a parity header may state.
-	MaxDepth = 16
 	// MaxDatagramLen is the largest framed datagram this package produces.
-	MaxDatagramLen = ParityHeaderLen + MaxShardLen
+	MaxDatagramLen = RepairHeaderLen + MaxShardLen
 )
 
 // ErrMalformed wraps every decoding failure caused by the peer's bytes.
@@ -156,26 +134,6 @@ var ErrMalformed = errors.New("malformed recovery frame")
 func IsFramed(b []byte) bool { return len(b) > 0 && b[0]&0xc0 == 0 }
 
 func firstByte(t Type) byte { return Version&3<<4 | byte(t) }
-
-// Data is the header of a data datagram.
-type Data struct {
-	Seq       uint32
-	Group     uint32 // 24 bits used
-	Index     uint8
-	Timestamp uint32
-}
-
-// Parity is the header of a parity datagram.
-type Parity struct {
-	Seq       uint32
-	Group     uint32 // 24 bits used
-	Index     uint8  // parity index j, 0 <= j < M
-	Timestamp uint32
-	K         uint8 // data shards the group was coded for
-	N         uint8 // data shards actually sent, N <= K; shards N..K-1 are zero
-	M         uint8 // parity shards of the group
-	Depth     uint8 // groups the sender fills at once, 1..MaxDepth
-}
 
 // Source is the header of a source datagram of the sliding-window code.
 type Source struct {
@@ -205,9 +163,8 @@ type Feedback struct {
 	Lost           uint32 // datagrams seen missing while the queue was clear: random loss
 	Bursts         uint32 // runs of consecutive random losses
 	CongestionLost uint32 // datagrams seen missing while the path queue was full
-	Unrepaired     uint32 // data datagrams neither received nor rebuilt
+	Unrepaired     uint32 // sources neither received nor rebuilt
 	Flags          uint8  // FeedbackTrained; unknown bits are ignored
-	NACKs          []NACK // data shards the receiver asks to be resent
 }
 
 // Feedback flags.
@@ -217,120 +174,22 @@ const (
 	FeedbackTrained uint8 = 1 << 0
 )
 
-// NACK names one data shard.
-type NACK struct {
-	Group uint32
-	Index uint8
-}
-
 // Frame is a decoded framed datagram. Payload aliases the decoded bytes.
 type Frame struct {
 	Type Type
-	// Data and Parity.
+	// Source and Repair.
 	Seq       uint32
-	Group     uint32
-	Index     uint8
 	Timestamp uint32
-	// Parity only.
-	K, N, M, Depth uint8
-	// Source: SSN. Repair: First and Count (Seq and Timestamp as above).
+	// Source: SSN. Repair: First and Count.
 	SSN, First uint32
 	Count      uint16
-	// Payload is the data payload (Data) or the coded shard (Parity).
-	Payload []byte
-	// Feedback, with NACKs undecoded: use NACKs.
+	// Payload is a source's payload or a repair's coded shard.
+	Payload  []byte
 	Feedback Feedback
-	nacks    []byte
 	// Hello and HelloAck.
 	Nonce uint64
 	// HelloAck: the key to tag frames to its sender with.
 	Key [KeyLen]byte
-}
-
-// NACKCount is the number of NACK entries of a Feedback frame.
-func (f *Frame) NACKCount() int { return len(f.nacks) / 4 }
-
-// NACK returns NACK entry i of a Feedback frame, 0 <= i < NACKCount().
-func (f *Frame) NACK(i int) NACK {
-	e := f.nacks[4*i:]
-	return NACK{Group: get24(e), Index: e[3]}
-}
-
-// PutData writes the header of a data datagram carrying payloadLen bytes into
-// b[:DataHeaderLen], all but its tag (Tagger.Seal). The caller places the payload
-// at b[DataHeaderLen:].
-func PutData(b []byte, h Data, payloadLen int) {
-	_ = b[DataHeaderLen-1]
-	b[0] = firstByte(TypeData)
-	binary.BigEndian.PutUint32(b[1:], h.Seq)
-	put24(b[5:], h.Group)
-	b[8] = h.Index
-	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
-	binary.BigEndian.PutUint16(b[DataShardOffset:], uint16(payloadLen))
-}
-
-// AppendData appends a data datagram to b.
-func AppendData(b []byte, h Data, payload []byte) ([]byte, error) {
-	if len(payload) > MaxPayload {
-		return b, fmt.Errorf("fecframe: payload of %d bytes exceeds the limit of %d", len(payload), MaxPayload)
-	}
-	if h.Group >= 1<<24 {
-		return b, fmt.Errorf("fecframe: group %d does not fit 24 bits", h.Group)
-	}
-	var hdr [DataHeaderLen]byte
-	PutData(hdr[:], h, len(payload))
-	b = append(b, hdr[:]...)
-	return append(b, payload...), nil
-}
-
-// PutParity writes the header of a parity datagram into b[:ParityHeaderLen], all
-// but its tag. The caller places the shard at b[ParityHeaderLen:].
-func PutParity(b []byte, h Parity) {
-	_ = b[ParityHeaderLen-1]
-	b[0] = firstByte(TypeParity)
-	binary.BigEndian.PutUint32(b[1:], h.Seq)
-	put24(b[5:], h.Group)
-	b[8] = h.Index
-	binary.BigEndian.PutUint32(b[9:], h.Timestamp)
-	b[13] = h.K
-	b[14] = h.N
-	b[15] = h.M
-	b[16] = h.Depth
-}
-
-// CheckParity reports whether a parity header is one a decoder accepts.
-func CheckParity(h Parity) error {
-	switch {
-	case h.Group >= 1<<24:
-		return fmt.Errorf("group %d does not fit 24 bits", h.Group)
-	case h.K == 0:
-		return errors.New("k is 0")
-	case h.M == 0:
-		return errors.New("m is 0")
-	case h.N == 0 || h.N > h.K:
-		return fmt.Errorf("n %d is outside 1..k (k=%d)", h.N, h.K)
-	case int(h.K)+int(h.M) > MaxShards:
-		return fmt.Errorf("k+m = %d exceeds %d", int(h.K)+int(h.M), MaxShards)
-	case h.Index >= h.M:
-		return fmt.Errorf("parity index %d is outside 0..m-1 (m=%d)", h.Index, h.M)
-	case h.Depth == 0 || h.Depth > MaxDepth:
-		return fmt.Errorf("depth %d is outside 1..%d", h.Depth, MaxDepth)
-	}
-	return nil
-}
-
-// AppendParity appends a parity datagram to b.
-func AppendParity(b []byte, h Parity, shard []byte) ([]byte, error) {
-	if err := CheckParity(h); err != nil {
-		return b, fmt.Errorf("fecframe: %w", err)
-	}
-	if len(shard) < 2 || len(shard) > MaxShardLen {
-		return b, fmt.Errorf("fecframe: shard of %d bytes is outside 2..%d", len(shard), MaxShardLen)
-	}
-	var hdr [ParityHeaderLen]byte
-	PutParity(hdr[:], h)
-	b = append(b, hdr[:]...)
-	return append(b, shard...), nil
 }
 
 // PutSource writes the header of a source datagram carrying payloadLen bytes
@@ -357,10 +216,7 @@ func PutRepair(b []byte, h Repair) {
 }
 
 // AppendFeedback appends a feedback datagram to b, with a zero tag.
-func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
-	if len(f.NACKs) > MaxNACKs {
-		return b, fmt.Errorf("fecframe: %d NACKs exceed the limit of %d", len(f.NACKs), MaxNACKs)
-	}
+func AppendFeedback(b []byte, f Feedback) []byte {
 	b = append(b, firstByte(TypeFeedback))
 	b = binary.BigEndian.AppendUint32(b, f.EchoTimestamp)
 	b = binary.BigEndian.AppendUint32(b, f.EchoDelay)
@@ -370,15 +226,9 @@ func AppendFeedback(b []byte, f Feedback) ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, f.Bursts)
 	b = binary.BigEndian.AppendUint32(b, f.CongestionLost)
 	b = binary.BigEndian.AppendUint32(b, f.Unrepaired)
-	b = append(b, f.Flags, byte(len(f.NACKs)))
-	for _, n := range f.NACKs {
-		if n.Group >= 1<<24 {
-			return b, fmt.Errorf("fecframe: NACK group %d does not fit 24 bits", n.Group)
-		}
-		b = append(b, byte(n.Group>>16), byte(n.Group>>8), byte(n.Group), n.Index)
-	}
+	b = append(b, f.Flags)
 	var tag [TagLen]byte
-	return append(b, tag[:]...), nil
+	return append(b, tag[:]...)
 }
 
 // AppendHello appends a Hello datagram to b.
@@ -414,7 +264,7 @@ func Decode(b []byte) (Frame, error) {
 	}
 	f.Type = Type(b[0] & 0x0f)
 	switch f.Type {
-	case TypeData, TypeSource: // one layout, but for bytes 5-8
+	case TypeSource:
 		if len(b) < DataHeaderLen {
 			return f, malformed("%s frame of %d bytes is shorter than its header", f.Type, len(b))
 		}
@@ -428,31 +278,7 @@ func Decode(b []byte) (Frame, error) {
 			return f, malformed("%s frame says %d payload bytes but carries %d", f.Type, n, len(b)-DataHeaderLen)
 		}
 		f.Payload = b[DataHeaderLen:]
-		if f.Type == TypeSource {
-			f.SSN = binary.BigEndian.Uint32(b[5:])
-			break
-		}
-		f.Group = get24(b[5:])
-		f.Index = b[8]
-		if f.Index == MaxShards-1 {
-			return f, malformed("data index %d leaves no room for parity", f.Index)
-		}
-	case TypeParity:
-		if len(b) < ParityHeaderLen+2 {
-			return f, malformed("parity frame of %d bytes is shorter than its header and shard", len(b))
-		}
-		f.Seq = binary.BigEndian.Uint32(b[1:])
-		f.Group = get24(b[5:])
-		f.Index = b[8]
-		f.Timestamp = binary.BigEndian.Uint32(b[9:])
-		f.K, f.N, f.M, f.Depth = b[13], b[14], b[15], b[16]
-		if err := CheckParity(Parity{Group: f.Group, Index: f.Index, K: f.K, N: f.N, M: f.M, Depth: f.Depth}); err != nil {
-			return f, malformed("parity: %v", err)
-		}
-		if len(b)-ParityHeaderLen > MaxShardLen {
-			return f, malformed("parity shard of %d bytes exceeds the limit of %d", len(b)-ParityHeaderLen, MaxShardLen)
-		}
-		f.Payload = b[ParityHeaderLen:]
+		f.SSN = binary.BigEndian.Uint32(b[5:])
 	case TypeRepair:
 		if len(b) < RepairHeaderLen+2 {
 			return f, malformed("repair frame of %d bytes is shorter than its header and shard", len(b))
@@ -469,8 +295,8 @@ func Decode(b []byte) (Frame, error) {
 		}
 		f.Payload = b[RepairHeaderLen:]
 	case TypeFeedback:
-		if len(b) < FeedbackBaseLen {
-			return f, malformed("feedback frame of %d bytes is shorter than %d", len(b), FeedbackBaseLen)
+		if len(b) != FeedbackLen {
+			return f, malformed("feedback frame of %d bytes, want %d", len(b), FeedbackLen)
 		}
 		fb := &f.Feedback
 		fb.EchoTimestamp = binary.BigEndian.Uint32(b[1:])
@@ -482,14 +308,6 @@ func Decode(b []byte) (Frame, error) {
 		fb.CongestionLost = binary.BigEndian.Uint32(b[25:])
 		fb.Unrepaired = binary.BigEndian.Uint32(b[29:])
 		fb.Flags = b[33]
-		count := int(b[34])
-		if count > MaxNACKs {
-			return f, malformed("%d NACKs exceed the limit of %d", count, MaxNACKs)
-		}
-		if len(b) != FeedbackBaseLen+4*count {
-			return f, malformed("feedback frame says %d NACKs but is %d bytes long", count, len(b))
-		}
-		f.nacks = b[FeedbackBaseLen-TagLen : len(b)-TagLen]
 	case TypeHello:
 		if len(b) != HelloLen {
 			return f, malformed("%s frame of %d bytes, want %d", f.Type, len(b), HelloLen)
@@ -511,14 +329,12 @@ func Decode(b []byte) (Frame, error) {
 // frame without one (Hello, HelloAck) or an unknown type.
 func tagOffset(t Type, n int) int {
 	switch t {
-	case TypeData, TypeSource:
+	case TypeSource:
 		return DataShardOffset - TagLen
-	case TypeParity:
-		return ParityHeaderLen - TagLen
 	case TypeRepair:
 		return RepairHeaderLen - TagLen
 	case TypeFeedback:
-		return n - TagLen
+		return FeedbackLen - TagLen
 	}
 	return -1
 }
@@ -573,16 +389,4 @@ func (t *Tagger) Seal(b []byte) {
 func (t *Tagger) Check(b []byte) bool {
 	signed, tag := TagSpan(b)
 	return tag != nil && hmac.Equal(tag, t.compute(signed))
-}
-
-func put24(b []byte, v uint32) {
-	_ = b[2]
-	b[0] = byte(v >> 16)
-	b[1] = byte(v >> 8)
-	b[2] = byte(v)
-}
-
-func get24(b []byte) uint32 {
-	_ = b[2]
-	return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2])
 }

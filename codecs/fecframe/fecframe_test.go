@@ -7,36 +7,6 @@ import (
 	"testing"
 )
 
-func TestDataRoundTrip(t *testing.T) {
-	payload := []byte("a QUIC packet, more or less")
-	h := Data{Seq: 0xfffffffe, Group: 0xabcdef, Index: 200, Timestamp: 123456789}
-	b, err := AppendData(nil, h, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b) != DataHeaderLen+len(payload) {
-		t.Fatalf("len %d, want %d", len(b), DataHeaderLen+len(payload))
-	}
-	if !IsFramed(b) {
-		t.Fatal("a data frame is not recognised as framed")
-	}
-	f, err := Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.Type != TypeData || f.Seq != h.Seq || f.Group != h.Group || f.Index != h.Index || f.Timestamp != h.Timestamp {
-		t.Fatalf("decoded %+v, want %+v", f, h)
-	}
-	if !bytes.Equal(f.Payload, payload) {
-		t.Fatalf("payload %q", f.Payload)
-	}
-	// The coded shard is the length field followed by the payload.
-	shard := b[DataShardOffset:]
-	if int(shard[0])<<8|int(shard[1]) != len(payload) || !bytes.Equal(shard[2:], payload) {
-		t.Fatalf("shard %x does not start with the payload length", shard)
-	}
-}
-
 func TestSourceAndRepairRoundTrip(t *testing.T) {
 	payload := []byte("a QUIC packet")
 	b := make([]byte, DataHeaderLen+len(payload))
@@ -75,49 +45,13 @@ func TestSourceAndRepairRoundTrip(t *testing.T) {
 	}
 }
 
-func TestPutDataMatchesAppend(t *testing.T) {
-	payload := bytes.Repeat([]byte{7}, 1200)
-	h := Data{Seq: 1, Group: 2, Index: 3, Timestamp: 4}
-	want, err := AppendData(nil, h, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, DataHeaderLen+len(payload))
-	copy(got[DataHeaderLen:], payload)
-	PutData(got, h, len(payload))
-	if !bytes.Equal(got, want) {
-		t.Fatal("PutData and AppendData disagree")
-	}
-}
-
-func TestParityRoundTrip(t *testing.T) {
-	shard := bytes.Repeat([]byte{0x5a}, 1300)
-	h := Parity{Seq: 9, Group: 77, Index: 2, Timestamp: 5, K: 20, N: 13, M: 4, Depth: 3}
-	b, err := AppendParity(nil, h, shard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := Decode(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := Parity{Seq: f.Seq, Group: f.Group, Index: f.Index, Timestamp: f.Timestamp, K: f.K, N: f.N, M: f.M, Depth: f.Depth}
-	if f.Type != TypeParity || got != h {
-		t.Fatalf("decoded %+v, want %+v", got, h)
-	}
-	if !bytes.Equal(f.Payload, shard) {
-		t.Fatal("shard differs")
-	}
-}
-
 func TestFeedbackRoundTrip(t *testing.T) {
 	fb := Feedback{
 		EchoTimestamp: 1, EchoDelay: 2, Received: 3, Sampled: 8, Lost: 4, Bursts: 5, CongestionLost: 6, Unrepaired: 7, Flags: FeedbackTrained | 0x80,
-		NACKs: []NACK{{Group: 0xffffff, Index: 0}, {Group: 12, Index: 254}},
 	}
-	b, err := AppendFeedback(nil, fb)
-	if err != nil {
-		t.Fatal(err)
+	b := AppendFeedback(nil, fb)
+	if len(b) != FeedbackLen {
+		t.Fatalf("feedback of %d bytes, want %d", len(b), FeedbackLen)
 	}
 	f, err := Decode(b)
 	if err != nil {
@@ -127,20 +61,9 @@ func TestFeedbackRoundTrip(t *testing.T) {
 		t.Fatalf("type %v", f.Type)
 	}
 	got := f.Feedback
-	if f.NACKCount() != len(fb.NACKs) {
-		t.Fatalf("%d NACKs, want %d", f.NACKCount(), len(fb.NACKs))
-	}
-	for i := range f.NACKCount() {
-		got.NACKs = append(got.NACKs, f.NACK(i))
-	}
 	if got.EchoTimestamp != 1 || got.EchoDelay != 2 || got.Received != 3 || got.Sampled != 8 || got.Lost != 4 ||
 		got.Bursts != 5 || got.CongestionLost != 6 || got.Unrepaired != 7 || got.Flags != FeedbackTrained|0x80 {
 		t.Fatalf("counters %+v", got)
-	}
-	for i := range fb.NACKs {
-		if got.NACKs[i] != fb.NACKs[i] {
-			t.Fatalf("NACK %d = %+v, want %+v", i, got.NACKs[i], fb.NACKs[i])
-		}
 	}
 }
 
@@ -175,7 +98,7 @@ func TestFramedIsDisjointFromQUIC(t *testing.T) {
 			t.Fatalf("first byte %#02x is both framed and QUIC", b0)
 		}
 	}
-	for _, typ := range []Type{TypeData, TypeParity, TypeFeedback, TypeHello, TypeHelloAck, TypeSource, TypeRepair} {
+	for _, typ := range []Type{TypeFeedback, TypeHello, TypeHelloAck, TypeSource, TypeRepair} {
 		if b := firstByte(typ); b&0xc0 != 0 {
 			t.Fatalf("%v frames start with %#02x, which quic-go would not drop", typ, b)
 		}
@@ -186,19 +109,13 @@ func TestFramedIsDisjointFromQUIC(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	data, _ := AppendData(nil, Data{Seq: 1}, []byte("xyz"))
-	parity := func(h Parity) []byte {
-		b := make([]byte, ParityHeaderLen+10)
-		PutParity(b, h)
-		return b
-	}
-	fb, _ := AppendFeedback(nil, Feedback{NACKs: []NACK{{1, 1}}})
-	tooManyNACKs := append([]byte(nil), fb[:FeedbackBaseLen]...)
-	tooManyNACKs[FeedbackBaseLen-TagLen-1] = MaxNACKs + 1
-	badIndex := append([]byte(nil), data...)
-	badIndex[8] = 255
+	data := make([]byte, DataHeaderLen+3)
+	PutSource(data, Source{Seq: 1}, 3)
+	fb := AppendFeedback(nil, Feedback{Received: 1})
 	bigData := make([]byte, DataHeaderLen+MaxPayload+1)
-	PutData(bigData, Data{}, MaxPayload+1)
+	PutSource(bigData, Source{}, MaxPayload+1)
+	repair := make([]byte, RepairHeaderLen+MaxShardLen+1)
+	PutRepair(repair, Repair{Count: 1})
 	tests := []struct {
 		name string
 		b    []byte
@@ -211,24 +128,15 @@ func TestDecodeRejects(t *testing.T) {
 		{"version 2", []byte{0x21}, "version 2"},
 		{"version 3", []byte{0x36, 1, 2}, "version 3"},
 		{"unknown type", []byte{0x0f}, "unknown frame type"},
-		{"data short", data[:10], "shorter than its header"},
-		{"data truncated", data[:len(data)-1], "says 3 payload bytes but carries 2"},
-		{"data trailing", append(append([]byte(nil), data...), 0), "says 3 payload bytes but carries 4"},
-		{"data too big", bigData, "exceeds the limit"},
-		{"data index", badIndex, "no room for parity"},
-		{"parity short", parity(Parity{K: 1, N: 1, M: 1, Depth: 1})[:ParityHeaderLen+1], "shorter than its header"},
-		{"parity k 0", parity(Parity{K: 0, N: 0, M: 1, Depth: 1}), "k is 0"},
-		{"parity m 0", parity(Parity{K: 4, N: 4, M: 0, Depth: 1}), "m is 0"},
-		{"parity n 0", parity(Parity{K: 4, N: 0, M: 1, Depth: 1}), "n 0 is outside"},
-		{"parity n > k", parity(Parity{K: 4, N: 5, M: 1, Depth: 1}), "n 5 is outside"},
-		{"parity k+m", parity(Parity{K: 200, N: 200, M: 57, Depth: 1}), "exceeds 256"},
-		{"parity index", parity(Parity{K: 4, N: 4, M: 2, Index: 2}), "parity index 2"},
-		{"parity depth 0", parity(Parity{K: 4, N: 4, M: 2}), "depth 0"},
-		{"parity depth", parity(Parity{K: 4, N: 4, M: 2, Depth: MaxDepth + 1}), "depth 17"},
-		{"parity too big", append(parity(Parity{K: 4, N: 4, M: 2, Depth: 1}), make([]byte, MaxShardLen)...), "exceeds the limit"},
-		{"feedback short", fb[:FeedbackBaseLen-1], "shorter than"},
-		{"feedback truncated NACK", fb[:len(fb)-1], "says 1 NACKs"},
-		{"feedback too many NACKs", tooManyNACKs, "exceed the limit"},
+		{"source short", data[:10], "shorter than its header"},
+		{"source truncated", data[:len(data)-1], "says 3 payload bytes but carries 2"},
+		{"source trailing", append(append([]byte(nil), data...), 0), "says 3 payload bytes but carries 4"},
+		{"source too big", bigData, "exceeds the limit"},
+		{"repair too big", repair, "exceeds the limit"},
+		{"data of version 3", []byte{0x01, 0, 0}, "unknown frame type 1"},
+		{"parity of version 3", []byte{0x02, 0, 0}, "unknown frame type 2"},
+		{"feedback short", fb[:FeedbackLen-1], "want 42"},
+		{"feedback with NACKs", append(append([]byte(nil), fb...), 1, 2, 3, 4), "want 42"},
 		{"hello short", AppendHello(nil, 1)[:HelloLen-1], "want 9"},
 		{"hello-ack long", append(AppendHelloAck(nil, 1, [KeyLen]byte{}), 0), "want 25"},
 		{"hello-ack of version 3", []byte{0x05, 0, 0, 0, 0, 0, 0, 0, 1}, "want 25"},
@@ -259,10 +167,8 @@ func TestTagger(t *testing.T) {
 	PutSource(source, Source{Seq: 1, SSN: 2, Timestamp: 3}, 4)
 	repair := make([]byte, RepairHeaderLen+6)
 	PutRepair(repair, Repair{Seq: 4, Timestamp: 5, First: 6, Count: 7})
-	data, _ := AppendData(nil, Data{Seq: 8, Group: 9}, []byte("abcd"))
-	parity, _ := AppendParity(nil, Parity{Seq: 10, K: 4, N: 4, M: 2, Depth: 1}, []byte{0, 4, 1, 2, 3, 4})
-	fb, _ := AppendFeedback(nil, Feedback{Received: 11, NACKs: []NACK{{Group: 12, Index: 1}}})
-	for _, b := range [][]byte{source, repair, data, parity, fb} {
+	fb := AppendFeedback(nil, Feedback{Received: 11})
+	for _, b := range [][]byte{source, repair, fb} {
 		name := Type(b[0] & 0x0f).String()
 		if tg.Check(b) {
 			t.Fatalf("%s: an unsealed frame passes", name)
@@ -295,29 +201,9 @@ func TestTagger(t *testing.T) {
 	}
 }
 
-func TestEncodeRejects(t *testing.T) {
-	if _, err := AppendData(nil, Data{}, make([]byte, MaxPayload+1)); err == nil {
-		t.Fatal("oversized payload accepted")
-	}
-	if _, err := AppendData(nil, Data{Group: 1 << 24}, nil); err == nil {
-		t.Fatal("25-bit group accepted")
-	}
-	if _, err := AppendParity(nil, Parity{K: 1, N: 1, M: 1, Depth: 1}, []byte{0}); err == nil {
-		t.Fatal("1-byte shard accepted")
-	}
-	if _, err := AppendParity(nil, Parity{K: 0, N: 1, M: 1, Depth: 1}, []byte{0, 0}); err == nil {
-		t.Fatal("k=0 accepted")
-	}
-	if _, err := AppendFeedback(nil, Feedback{NACKs: make([]NACK, MaxNACKs+1)}); err == nil {
-		t.Fatal("too many NACKs accepted")
-	}
-	if _, err := AppendFeedback(nil, Feedback{NACKs: []NACK{{Group: 1 << 24}}}); err == nil {
-		t.Fatal("25-bit NACK group accepted")
-	}
-}
-
 func TestDecodeAllocatesNothing(t *testing.T) {
-	b, _ := AppendData(nil, Data{Seq: 1}, make([]byte, 1200))
+	b := make([]byte, DataHeaderLen+1200)
+	PutSource(b, Source{Seq: 1}, 1200)
 	allocs := testing.AllocsPerRun(100, func() {
 		if _, err := Decode(b); err != nil {
 			t.Fatal(err)
@@ -328,8 +214,9 @@ func TestDecodeAllocatesNothing(t *testing.T) {
 	}
 }
 
-func BenchmarkDecodeData(b *testing.B) {
-	d, _ := AppendData(nil, Data{Seq: 1}, make([]byte, 1280))
+func BenchmarkDecodeSource(b *testing.B) {
+	d := make([]byte, DataHeaderLen+1280)
+	PutSource(d, Source{Seq: 1}, 1280)
 	b.SetBytes(int64(len(d)))
 	for b.Loop() {
 		if _, err := Decode(d); err != nil {

@@ -7,13 +7,13 @@ import (
 	"golang.org/x/net/ipv4"
 )
 
-// wire moves datagrams on the inner PacketConn. On a *net.UDPConn (Linux) it
+// socket moves datagrams on the inner PacketConn. On a *net.UDPConn (Linux) it
 // reads many datagrams per recvmmsg(2) and sends runs of equal-sized datagrams
 // to one peer with one sendmsg(2) and UDP generic segmentation offload (GSO), the
 // way quic-go does on a bare socket: one system call per datagram costs about as
 // much CPU as all of QUIC's crypto. On anything else (netem in tests) it falls
 // back to one ReadFrom/WriteTo per datagram.
-type wire struct {
+type socket struct {
 	inner net.PacketConn
 	udp   *net.UDPConn    // inner, when it is a UDP socket
 	raw   syscall.RawConn // udp's, for sendmsg with GSO
@@ -28,8 +28,8 @@ const (
 	maxGSOBytes    = 65000
 )
 
-func newWire(inner net.PacketConn) *wire {
-	w := &wire{inner: inner}
+func newSocket(inner net.PacketConn) *socket {
+	w := &socket{inner: inner}
 	u, ok := inner.(*net.UDPConn)
 	if !ok {
 		return w
@@ -48,7 +48,7 @@ func newWire(inner net.PacketConn) *wire {
 
 // readBatch reads at least one datagram into the buffers of ms (each Buffers[0]
 // set by the caller) and reports how many it filled, with N and Addr set.
-func (w *wire) readBatch(ms []ipv4.Message) (int, error) {
+func (w *socket) readBatch(ms []ipv4.Message) (int, error) {
 	if w.batch != nil {
 		return w.batch.ReadBatch(ms, 0)
 	}
@@ -63,7 +63,7 @@ func (w *wire) readBatch(ms []ipv4.Message) (int, error) {
 // writeBatch sends the datagrams in order to one address. It reports the first
 // error; datagrams after a failed run are still tried, as a socket error for one
 // run (a full buffer) says nothing about the next.
-func (w *wire) writeBatch(dgrams [][]byte, addr net.Addr, sa sockAddr) error {
+func (w *socket) writeBatch(dgrams [][]byte, addr net.Addr, sa sockAddr) error {
 	var first error
 	keep := func(err error) {
 		if err != nil && first == nil {

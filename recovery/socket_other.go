@@ -18,13 +18,13 @@ type sockAddr = *struct{}
 
 func probeGSO(syscall.RawConn) bool { return false }
 
-func (w *wire) sendGSO([][]byte, int, sockAddr) error {
+func (w *socket) sendGSO([][]byte, int, sockAddr) error {
 	return errors.New("recovery: GSO needs Linux")
 }
 
 func isGSOUnsupported(error) bool { return true }
 
-func (w *wire) sockaddr(net.Addr) sockAddr { return nil }
+func (w *socket) sockaddr(net.Addr) sockAddr { return nil }
 
 func segmentSize([]byte) (int, error) { return 0, nil }
 

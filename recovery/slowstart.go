@@ -54,9 +54,9 @@ func rampQueue(minRTT time.Duration) time.Duration {
 	return min(max(minRTT/8, rampQueueMin), rampQueueMax)
 }
 
-// rampGuard decides when to drop the datagram that ends the peer's slow start.
+// slowStartGuard decides when to drop the datagram that ends the peer's slow start.
 // It lives in the receiver and runs under its lock.
-type rampGuard struct {
+type slowStartGuard struct {
 	// over: quic-go's slow start is over, ended by the guard or by a loss it was
 	// shown; the guard stays quiet until the peer's next connection.
 	over bool
@@ -72,9 +72,9 @@ type rampGuard struct {
 // drop reports whether to withhold the data datagram arriving now. quic is its
 // QUIC packet, q the queueing delay it met, minRTT the path's minimum round trip
 // (0 while unknown).
-func (g *rampGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
+func (g *slowStartGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
 	if connecting(quic) {
-		*g = rampGuard{}
+		*g = slowStartGuard{}
 		return false
 	}
 	if g.over || minRTT <= 0 {
@@ -120,4 +120,4 @@ func (g *rampGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
 
 // lossShown tells the guard that quic-go has been shown a loss: its slow start
 // is over without the guard.
-func (g *rampGuard) lossShown() { g.over = true }
+func (g *slowStartGuard) lossShown() { g.over = true }

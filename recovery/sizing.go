@@ -199,7 +199,6 @@ func (ct *controller) shape() shape {
 	sh.span = ct.span()
 	sh.k = ct.largest()
 	if ct.cfg.Mode == Fixed {
-		sh.depth = ct.cfg.Interleave
 		for n := 1; n <= sh.k; n++ {
 			sh.mFor[n] = uint8(ct.cfg.Parity)
 		}
@@ -207,38 +206,16 @@ func (ct *controller) shape() shape {
 		return sh
 	}
 	p, b := ct.sizingLoss(), ct.burst
-	maxM := fecframe.MaxShards - sh.k
-	if !ct.cfg.groups {
-		sh.depth = 1 // a sliding window answers bursts with the repairs after them
-	} else if ct.cfg.Interleave > 0 {
-		sh.depth = ct.cfg.Interleave
-	} else {
-		// Interleaving spreads a burst over several groups but, at a given rate and
-		// span, makes each group smaller, and small groups need relatively more
-		// parity. Pick the depth with the least parity per datagram for the groups
-		// this flow actually fills (full ones when the rate is not known yet).
-		best := math.Inf(1)
-		for d := 1; d <= maxAutoInterleave; d++ {
-			n := sh.k
-			if ct.rate > 0 {
-				n = min(max(int(ct.rate*sh.span.Seconds()/float64(d)), 1), sh.k)
-			}
-			m := parityNeeded(n, maxM, p, b, d, float64(n)*ct.cfg.TargetResidual)
-			if over := float64(m) / float64(n); over < best*0.95 { // deeper only if clearly better
-				best, sh.depth = over, d
-			}
-			if b < 1.2 {
-				break // no bursts to spread
-			}
-		}
-	}
+	maxM := maxGroup - sh.k
+	// The parity a group of n would need (a sliding window answers bursts with
+	// the repairs after them, so no interleaving), for the span top-up.
 	m := 1
 	for n := 1; n <= sh.k; n++ {
-		m = parityNeededFrom(m, n, maxM, p, b, sh.depth, float64(n)*ct.cfg.TargetResidual)
+		m = parityNeededFrom(m, n, maxM, p, b, 1, float64(n)*ct.cfg.TargetResidual)
 		sh.mFor[n] = uint8(min(m, n+maxParityOver))
 	}
-	if !ct.cfg.groups {
-		// The sliding-window code: repairs at rlcMargin times the loss they
+	{
+		// Repairs at rlcMargin times the loss they
 		// must answer (README: at one in 11 for 5%, every loss came back
 		// within 50 ms), more for bursts; at least the parity a group as large
 		// as a full window would need (where few losses fall in a window, their
@@ -258,10 +235,6 @@ func (ct *controller) shape() shape {
 // rlcMargin is how many more repairs than expected losses the sliding-window
 // code sends, at the sizing loss (which already errs high).
 const rlcMargin = 1.5
-
-// maxAutoInterleave bounds the depth Auto picks: deeper groups span longer, and a
-// repair must land within a fraction of the round trip.
-const maxAutoInterleave = 4
 
 // parityNeeded is the least m in 1..maxM such that a group of n data and m parity
 // datagrams loses more than m with probability at most target. Losses come in
@@ -294,7 +267,7 @@ func burstTail(g int, p, b float64, d, j int) float64 {
 	if p <= 0 {
 		return 0
 	}
-	var hits [fecframe.MaxShards + 2]float64 // P(H = h) for one burst
+	var hits [maxGroup + 2]float64 // P(H = h) for one burst
 	b = max(b, 1)
 	q := 1 - 1/b
 	pl := 1 / b // P(L = 1)
@@ -313,7 +286,7 @@ func burstTail(g int, p, b float64, d, j int) float64 {
 		return 0
 	}
 	norm := 1 / (1 - hits[0])
-	var pmf [fecframe.MaxShards + 2]float64
+	var pmf [maxGroup + 2]float64
 	pmf[0] = math.Exp(-lambda)
 	cdf := pmf[0]
 	for x := 1; x <= j; x++ {

@@ -26,7 +26,7 @@ func probeGSO(raw syscall.RawConn) bool {
 	return err == nil && serr == nil
 }
 
-func (w *wire) sendGSO(segs [][]byte, size int, sa unix.Sockaddr) error {
+func (w *socket) sendGSO(segs [][]byte, size int, sa unix.Sockaddr) error {
 	var oob [unix.SizeofCmsghdr + 8]byte // CmsgSpace(2) on every 64-bit Linux
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 	h.Level = unix.IPPROTO_UDP
@@ -48,9 +48,9 @@ func (w *wire) sendGSO(segs [][]byte, size int, sa unix.Sockaddr) error {
 // device that cannot checksum it (quic-go falls back on the same).
 func isGSOUnsupported(err error) bool { return errors.Is(err, unix.EIO) }
 
-// sockaddr converts a peer's address for sendmsg on this wire's socket, nil when
+// sockaddr converts a peer's address for sendmsg on this socket, nil when
 // it cannot (then datagrams go singly through WriteTo).
-func (w *wire) sockaddr(a net.Addr) unix.Sockaddr {
+func (w *socket) sockaddr(a net.Addr) unix.Sockaddr {
 	u, ok := a.(*net.UDPAddr)
 	if !ok || w.udp == nil || u.Zone != "" {
 		return nil
