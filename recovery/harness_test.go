@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
 
+	"github.com/quictun/quictun/internal/quicconf"
 	"github.com/quictun/quictun/netem"
 )
 
@@ -180,16 +181,23 @@ func (e *endpoint) close() {
 	}
 }
 
-func quicConfig() *quic.Config {
-	cfg := &quic.Config{MaxIdleTimeout: 30 * time.Second}
-	TuneQUICConfig(cfg)
+// quicConfig is the endpoints' quic-go config over the layer.
+func quicConfig() *quic.Config { return quicConfigOver(true) }
+
+// quicConfigOver is the endpoints' quic-go config (internal/quicconf), tuned for
+// the layer when quic-go runs over it, as the endpoints do.
+func quicConfigOver(layer bool) *quic.Config {
+	cfg := quicconf.Tunnel()
+	if layer {
+		TuneQUICConfig(cfg)
+	}
 	return cfg
 }
 
-// tracedConfigs are the server's and the client's quic-go configs, with their
-// loss recovery traced into trace when it is set.
-func tracedConfigs(trace *lossTrace) (server, client *quic.Config) {
-	server, client = quicConfig(), quicConfig()
+// tracedConfigs are the server's and the client's quic-go configs (each over the
+// layer or not), with their loss recovery traced into trace when it is set.
+func tracedConfigs(trace *lossTrace, serverLayer, clientLayer bool) (server, client *quic.Config) {
+	server, client = quicConfigOver(serverLayer), quicConfigOver(clientLayer)
 	if trace != nil {
 		server.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return &trace.server }
 		client.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return trace }
@@ -223,7 +231,7 @@ func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *loss
 	if p.client.emu != nil {
 		p.link = p.client.emu.Stats
 	}
-	scfg, ccfg := tracedConfigs(trace)
+	scfg, ccfg := tracedConfigs(trace, ss.recovery != nil, cs.recovery != nil)
 	ln, err := p.server.transport.Listen(serverTLS(tb), scfg)
 	if err != nil {
 		p.close()

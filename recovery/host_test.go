@@ -76,7 +76,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 		return e
 	}
 	p := &pair{client: mk(cu, true), server: mk(su, false)}
-	scfg, ccfg := tracedConfigs(trace)
+	scfg, ccfg := tracedConfigs(trace, cfg != nil, cfg != nil)
 	ln, err := p.server.transport.Listen(serverTLS(b), scfg)
 	if err != nil {
 		p.close()

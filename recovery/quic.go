@@ -1,8 +1,6 @@
 package recovery
 
 import (
-	"time"
-
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/fecframe"
@@ -20,41 +18,14 @@ const PacketSize = 1400
 // datagram; a source adds fecframe.DataHeaderLen).
 const MaxOverhead = fecframe.RepairHeaderLen + 2
 
-// Receive windows for long fat links: 100 Mbit/s at 200 ms with a full queue is
-// about 5 MB in flight, and a loss holds the window back for a round trip more.
-const (
-	initialStreamWindow     = 2 << 20
-	maxStreamWindow         = 32 << 20
-	initialConnectionWindow = 4 << 20
-	maxConnectionWindow     = 64 << 20
-	keepAlivePeriod         = 15 * time.Second
-)
-
-// TuneQUICConfig sets the quic-go settings a tunnel over a Conn wants: path MTU
-// discovery off (always: see PacketSize), and where cfg leaves them zero, the
-// packet size above, receive windows sized for long fat links (quic-go's
-// auto-tuning starts at 512 KiB and grows one round trip at a time), and a
-// keep-alive so NAT bindings and the recovery layer's peer state stay warm.
-// Other fields already set are kept.
+// TuneQUICConfig sets what quic-go on a Conn needs: path MTU discovery off
+// (always: see PacketSize) and, where cfg leaves it zero, the packet size above.
+// Everything else (windows, keep-alive, timeouts) is the endpoint's: quictun's
+// is internal/quicconf, which the recovery tests and benchmarks run too.
 func TuneQUICConfig(cfg *quic.Config) {
 	cfg.DisablePathMTUDiscovery = true
 	if cfg.InitialPacketSize == 0 {
 		cfg.InitialPacketSize = PacketSize
-	}
-	if cfg.InitialStreamReceiveWindow == 0 {
-		cfg.InitialStreamReceiveWindow = initialStreamWindow
-	}
-	if cfg.MaxStreamReceiveWindow == 0 {
-		cfg.MaxStreamReceiveWindow = maxStreamWindow
-	}
-	if cfg.InitialConnectionReceiveWindow == 0 {
-		cfg.InitialConnectionReceiveWindow = initialConnectionWindow
-	}
-	if cfg.MaxConnectionReceiveWindow == 0 {
-		cfg.MaxConnectionReceiveWindow = maxConnectionWindow
-	}
-	if cfg.KeepAlivePeriod == 0 {
-		cfg.KeepAlivePeriod = keepAlivePeriod
 	}
 }
 
