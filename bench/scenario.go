@@ -38,10 +38,14 @@ const (
 	Quictun      = "quictun"       // quictun with its default settings
 	QuictunNoFEC = "quictun-nofec" // quictun with --fec off: plain quic-go underneath
 	Kcptun       = "kcptun"        // the Debian kcptun package, tuned (see contender)
+	// hysteria 2 (a prebuilt binary: see contender), with its default BBR, and with its
+	// Brutal sender told the scenario's true link rate (its best case).
+	HysteriaBBR    = "hysteria-bbr"
+	HysteriaBrutal = "hysteria-brutal"
 )
 
 // Contenders lists every contender the harness knows, in report order.
-var Contenders = []string{TCPCubic, TCPBBR, Quictun, QuictunNoFEC, Kcptun}
+var Contenders = []string{TCPCubic, TCPBBR, Quictun, QuictunNoFEC, Kcptun, HysteriaBBR, HysteriaBrutal}
 
 // Scenario is one link condition with one measurement, run for each of its contenders
 // Repetitions times.
@@ -62,6 +66,9 @@ type Scenario struct {
 	Burst float64
 	// QueueBDP sizes the bottleneck's drop-tail queue in bandwidth-delay products.
 	QueueBDP float64
+	// QueueDelay, when set, sizes the queue instead as this much time at the rate (a
+	// path whose buffer is shallower than its round trip: 50 ms at RTT 200 ms).
+	QueueDelay time.Duration
 
 	Duration time.Duration // of one bulk flow (goodput, fairness), as measured
 	// Warmup runs the bulk flows this long before Duration starts counting (iperf3
@@ -89,15 +96,18 @@ func (s Scenario) Impaired() bool {
 	return s.RateMbps > 0 || s.RTT > 0 || s.Jitter > 0 || s.Loss > 0
 }
 
-// QueueBytes is the drop-tail queue of the bottleneck in bytes: QueueBDP bandwidth-delay
-// products, at least MinQueueBytes so that a short-RTT link still holds a few bursts.
-// Zero when the link has no rate limit.
+// QueueBytes is the drop-tail queue of the bottleneck in bytes: QueueDelay at the rate
+// when set, else QueueBDP bandwidth-delay products, at least MinQueueBytes so that a
+// short-RTT link still holds a few bursts. Zero when the link has no rate limit.
 func (s Scenario) QueueBytes() int {
 	if s.RateMbps <= 0 {
 		return 0
 	}
-	bdp := s.RateMbps * 1e6 / 8 * s.RTT.Seconds() * s.QueueBDP
-	return max(int(bdp), MinQueueBytes)
+	hold := s.RTT.Seconds() * s.QueueBDP
+	if s.QueueDelay > 0 {
+		hold = s.QueueDelay.Seconds()
+	}
+	return max(int(s.RateMbps*1e6/8*hold), MinQueueBytes)
 }
 
 // MinQueueBytes is the smallest bottleneck queue: about 44 full-size packets.
@@ -115,6 +125,9 @@ func (s Scenario) Describe() string {
 	fmt.Fprintf(&b, ", loss %s%%", formatNumber(s.Loss*100))
 	if s.Burst > 1 {
 		fmt.Fprintf(&b, " (bursts of %s)", formatNumber(s.Burst))
+	}
+	if s.QueueDelay > 0 {
+		fmt.Fprintf(&b, ", queue %s ms", formatNumber(float64(s.QueueDelay)/float64(time.Millisecond)))
 	}
 	if s.Kind == Scale {
 		if s.Tunnels == 1 {
@@ -156,6 +169,9 @@ func (s Scenario) Validate() error {
 	}
 	if s.QueueBDP <= 0 || s.QueueBDP > 100 || math.IsNaN(s.QueueBDP) {
 		bad("queue_bdp %v must be in (0, 100]", s.QueueBDP)
+	}
+	if s.QueueDelay < 0 || s.QueueDelay > 10*time.Second {
+		bad("queue_ms %v must be in [0, 10000] (0: use queue_bdp)", s.QueueDelay.Milliseconds())
 	}
 	if s.Repetitions < 1 || s.Repetitions > 100 {
 		bad("repetitions %d must be in [1, 100]", s.Repetitions)

@@ -122,6 +122,7 @@ type entry struct {
 	Tunnels      any      `toml:"tunnels"`
 	JitterMs     *float64 `toml:"jitter_ms"`
 	QueueBDP     *float64 `toml:"queue_bdp"`
+	QueueMs      *float64 `toml:"queue_ms"`
 	Duration     *string  `toml:"duration"`
 	Warmup       *string  `toml:"warmup"`
 	Repetitions  *int     `toml:"repetitions"`
@@ -258,6 +259,11 @@ func expand(suite string, defaults, e entry) ([]Scenario, error) {
 		return nil, fmt.Errorf("key jitter_ms: %v must be in [0, 10000]", jitter)
 	}
 	base.Jitter = millis(jitter)
+	queue := first(e.QueueMs, defaults.QueueMs, 0)
+	if math.IsNaN(queue) || queue < 0 || queue > 10_000 {
+		return nil, fmt.Errorf("key queue_ms: %v must be in [0, 10000]", queue)
+	}
+	base.QueueDelay = millis(queue)
 	durText := first(e.Duration, defaults.Duration, "10s")
 	if base.Duration, err = time.ParseDuration(durText); err != nil {
 		return nil, fmt.Errorf("key duration: %q is not a duration like \"10s\"", durText)

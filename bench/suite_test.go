@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,13 @@ func TestWANSuiteMatchesSpec(t *testing.T) {
 	if !ok || ge.Burst != 3 || ge.Loss != 0.02 {
 		t.Errorf("Gilbert-Elliott scenario: %+v", ge)
 	}
+	for _, loss := range []string{"1", "5", "10"} {
+		name := "rtt200-q50ms-30s-loss" + loss
+		s, ok := got[name]
+		if !ok || s.RTT != 200*time.Millisecond || s.QueueBytes() != 625000 || s.Duration != 30*time.Second || !slices.Contains(s.Contenders, HysteriaBrutal) {
+			t.Errorf("long path %s: %+v", name, s)
+		}
+	}
 	fair, ok := got["fairness"]
 	if !ok || fair.Kind != Fairness || fair.Loss != 0 {
 		t.Errorf("fairness scenario: %+v", fair)
@@ -119,6 +127,7 @@ loss = [0, 0.01, 0.1]
 name = "named"
 rtt_ms = 5.5
 jitter_ms = 1
+queue_ms = 2.5
 warmup = "3s"
 [[scenario]]
 name = "many"
@@ -145,7 +154,8 @@ total_bytes = 1000
 		t.Fatalf("ceiling = %v, want 9.9", s.CeilingMbps())
 	}
 	named := suite.Scenarios[6]
-	if named.RTT != 5500*time.Microsecond || named.Jitter != time.Millisecond || named.Warmup != 3*time.Second || s.Warmup != 0 {
+	if named.RTT != 5500*time.Microsecond || named.Jitter != time.Millisecond || named.Warmup != 3*time.Second || s.Warmup != 0 ||
+		named.QueueDelay != 2500*time.Microsecond || s.QueueDelay != 0 || !strings.HasSuffix(named.Describe(), ", queue 2.5 ms") {
 		t.Fatalf("named scenario = %+v", named)
 	}
 	many := suite.Scenarios[8]
@@ -158,6 +168,11 @@ func TestQueueBytes(t *testing.T) {
 	s := Scenario{RateMbps: 100, RTT: 50 * time.Millisecond, QueueBDP: 1}
 	if got := s.QueueBytes(); got != 625000 {
 		t.Fatalf("1 BDP at 100 Mbit/s, 50 ms = %d bytes, want 625000", got)
+	}
+	// A queue given in time holds that much at the rate, whatever the RTT.
+	long := Scenario{RateMbps: 100, RTT: 200 * time.Millisecond, QueueBDP: 1, QueueDelay: 50 * time.Millisecond}
+	if got := long.QueueBytes(); got != 625000 {
+		t.Fatalf("50 ms at 100 Mbit/s = %d bytes, want 625000", got)
 	}
 	s.RTT = time.Millisecond
 	if got := s.QueueBytes(); got != MinQueueBytes {
@@ -178,6 +193,7 @@ func TestParseSuiteErrorsNameTheKey(t *testing.T) {
 		{"empty list", head + "[[scenario]]\nloss = []\n", "key loss: empty list"},
 		{"negative rate", "suite = \"t\"\n[[scenario]]\nrate_mbps = -1\n", "rate_mbps -1 must be in"},
 		{"bad duration", head + "[[scenario]]\nduration = \"ten\"\n", `key duration: "ten" is not a duration`},
+		{"negative queue", head + "[[scenario]]\nqueue_ms = -5\n", "key queue_ms: -5 must be in [0, 10000]"},
 		{"bad warmup", head + "[[scenario]]\nwarmup = \"soon\"\n", `key warmup: "soon" is not a duration`},
 		{"fractional warmup", head + "[[scenario]]\nwarmup = \"1.5s\"\n", "warmup 1.5s must be whole seconds"},
 		{"bad kind", head + "[[scenario]]\nkind = \"speed\"\n", `kind "speed" is not one of`},

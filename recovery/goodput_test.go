@@ -23,17 +23,23 @@ var (
 	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
 	goodputNoTrain  = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
 	goodputNoRamp   = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
+	goodputQueue    = flag.Duration("goodput.queue", 0, "drop-tail queue of the wan links, as time at their rate (default: one round trip)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
-// trip as one-way delay, a drop-tail queue of about one bandwidth-delay product.
+// trip as one-way delay, a drop-tail queue of about one bandwidth-delay product
+// (or -goodput.queue).
 func wanModel(rtt time.Duration, loss float64, burst *netem.GilbertElliott) netem.Model {
+	queue := rtt
+	if *goodputQueue > 0 {
+		queue = *goodputQueue
+	}
 	return netem.Model{
 		Delay:      rtt / 2,
 		Loss:       loss,
 		Burst:      burst,
 		RateBps:    100_000_000,
-		QueueDelay: rtt,
+		QueueDelay: queue,
 	}
 }
 

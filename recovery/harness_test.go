@@ -315,7 +315,9 @@ type lossTrace struct {
 	// blocked counts DATA_BLOCKED and STREAM_DATA_BLOCKED frames the client
 	// sent: its quic-go ran out of the peer's flow-control credit.
 	blocked int
-	server  dropTrace
+	// inflightMax is the most bytes quic-go had in flight in the interval.
+	inflightMax int
+	server      dropTrace
 }
 
 // dropTrace counts the datagrams the server's quic-go drops.
@@ -354,6 +356,8 @@ func (t *lossTrace) RecordEvent(e qlogwriter.Event) {
 	case qlog.SpuriousLoss:
 		t.spurious++
 		t.maxTimeReorder = max(t.maxTimeReorder, ev.TimeReordering)
+	case qlog.MetricsUpdated:
+		t.inflightMax = max(t.inflightMax, ev.BytesInFlight)
 	case qlog.RecoveryParametersSet:
 		t.timeThreshold = ev.TimeThreshold
 		t.packetThresholdOff = ev.PacketThresholdDisabled
@@ -371,9 +375,9 @@ func (t *lossTrace) RecordEvent(e qlogwriter.Event) {
 func (t *lossTrace) take() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := fmt.Sprintf("lost time %d reord %d spurious %d (max %v) thr %.2f pktthr-off %v blocked %d",
-		t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder.Round(time.Millisecond), t.timeThreshold, t.packetThresholdOff, t.blocked)
-	t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder, t.blocked = 0, 0, 0, 0, 0
+	s := fmt.Sprintf("lost time %d reord %d spurious %d (max %v) thr %.2f pktthr-off %v blocked %d inflight-max %d pkts",
+		t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder.Round(time.Millisecond), t.timeThreshold, t.packetThresholdOff, t.blocked, t.inflightMax/1400)
+	t.lostTime, t.lostReorder, t.spurious, t.maxTimeReorder, t.blocked, t.inflightMax = 0, 0, 0, 0, 0, 0
 	t.server.mu.Lock()
 	if len(t.server.dropped) > 0 {
 		s += fmt.Sprintf(" | server dropped %v", t.server.dropped)

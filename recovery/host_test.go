@@ -31,6 +31,9 @@ func hostTestbed(b *testing.B, name string, link netem.Link) *host.Testbed {
 	if backends, why := host.Available(); len(backends) == 0 {
 		b.Skipf("no host emulation here: %v", why)
 	}
+	// The process id keeps two benchmark processes (two agents) off each other's
+	// testbeds, and the cleanup off the other's namespaces.
+	name = fmt.Sprintf("%.7s%03d", name, os.Getpid()%1000)
 	host.CleanupStale(name)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -277,6 +280,8 @@ func BenchmarkHostGoodput(b *testing.B) {
 		{"rtt50-loss10", wanModel(50*time.Millisecond, 0.10, nil)},
 		{"rtt200-loss0", wanModel(200*time.Millisecond, 0, nil)},
 		{"rtt200-loss1", wanModel(200*time.Millisecond, 0.01, nil)},
+		{"rtt200-loss5", wanModel(200*time.Millisecond, 0.05, nil)},
+		{"rtt200-loss10", wanModel(200*time.Millisecond, 0.10, nil)},
 		{"rtt50-ge2b3", wanModel(50*time.Millisecond, 0, ge)},
 		// The report suite's LAN: what the layer costs where the link is
 		// fast and the RTT short (run alone with -bench 'HostGoodput/lan').

@@ -1,5 +1,5 @@
 // Package contender starts and stops the things a benchmark compares: direct kernel TCP
-// with a chosen congestion control, quictun and kcptun, each as real processes on the
+// with a chosen congestion control, quictun, kcptun and hysteria, each as real processes on the
 // two test hosts. A contender turns "reach this server application" into an address the
 // client-side application dials, plus the endpoint processes whose CPU time is counted.
 package contender
@@ -78,8 +78,8 @@ type Contender interface {
 	// Tuning says, for the report, how the contender is configured.
 	Tuning() string
 	// Start brings the contender up so that a TCP connection to Path.Dial on the client
-	// host reaches target on the server host.
-	Start(ctx context.Context, hosts Hosts, target netip.AddrPort) (*Path, error)
+	// host reaches target on the server host, across the link of scenario s.
+	Start(ctx context.Context, hosts Hosts, s bench.Scenario, target netip.AddrPort) (*Path, error)
 }
 
 // ErrUnavailable marks a contender that cannot run here (a binary is not installed);
@@ -92,6 +92,8 @@ type Config struct {
 	QuictunClient string // path of the quictun-client binary
 	KcptunServer  string // defaults to kcptun-server on PATH
 	KcptunClient  string // defaults to kcptun-client on PATH
+	// Hysteria is the hysteria 2 binary; empty: see findHysteria.
+	Hysteria string
 	// StateDir holds files the endpoints need (certificates); it must exist.
 	StateDir string
 }
@@ -136,6 +138,8 @@ func New(name string, cfg Config) (Contender, error) {
 			}
 		}
 		return k, nil
+	case bench.HysteriaBBR, bench.HysteriaBrutal:
+		return newHysteria(name, cfg)
 	}
 	return nil, fmt.Errorf("unknown contender %q (known: %s)", name, strings.Join(bench.Contenders, ", "))
 }
@@ -148,7 +152,7 @@ func (d direct) Name() string { return d.name }
 func (d direct) Tuning() string {
 	return "kernel TCP, TCP_CONGESTION=" + d.congestion + " per connection"
 }
-func (d direct) Start(_ context.Context, _ Hosts, target netip.AddrPort) (*Path, error) {
+func (d direct) Start(_ context.Context, _ Hosts, _ bench.Scenario, target netip.AddrPort) (*Path, error) {
 	return &Path{Dial: target, Congestion: d.congestion}, nil
 }
 

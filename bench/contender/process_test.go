@@ -2,13 +2,19 @@ package contender
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/quictun/quictun/bench"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -96,7 +102,7 @@ func TestNewKnowsEveryContender(t *testing.T) {
 		if err != nil || c.Name() != name {
 			t.Fatalf("New(%s) = %v, %v", name, c, err)
 		}
-		path, err := c.Start(context.Background(), nil, mustAddrPort("198.18.0.2:5201"))
+		path, err := c.Start(context.Background(), nil, bench.Scenario{}, mustAddrPort("198.18.0.2:5201"))
 		if err != nil || path.Dial.String() != "198.18.0.2:5201" || path.Congestion != strings.TrimPrefix(name, "tcp-") || len(path.Endpoints) != 0 {
 			t.Fatalf("direct path %+v, %v", path, err)
 		}
@@ -113,3 +119,42 @@ func TestNewKnowsEveryContender(t *testing.T) {
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func TestHysteriaIsFoundOrSkipped(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no hysteria on PATH
+	t.Setenv(HysteriaEnv, "/nonexistent/hysteria")
+	if _, err := New(bench.HysteriaBBR, Config{}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "/nonexistent/hysteria") {
+		t.Fatalf("a missing hysteria: %v, want unavailable naming the path", err)
+	}
+	// The configured path wins over the environment.
+	fake := filepath.Join(t.TempDir(), "hysteria")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(bench.HysteriaBrutal, Config{Hysteria: fake, StateDir: t.TempDir()})
+	if err != nil || c.Name() != bench.HysteriaBrutal {
+		t.Fatalf("New with a configured binary: %v, %v", c, err)
+	}
+	if _, err := c.Start(context.Background(), nil, bench.Scenario{}, mustAddrPort("198.18.0.2:5201")); err == nil || !strings.Contains(err.Error(), "told a link rate") {
+		t.Fatalf("Brutal on a link without a rate: %v", err)
+	}
+}
+
+func TestHysteriaBrutalIsToldTheRate(t *testing.T) {
+	s := bench.Scenario{RateMbps: 100}
+	target := mustAddrPort("198.18.0.2:5201")
+	for _, tc := range []struct {
+		brutal bool
+		want   any
+	}{{false, nil}, {true, map[string]any{"up": "100 mbps", "down": "100 mbps"}}} {
+		h := &hysteria{brutal: tc.brutal}
+		server, client := h.configs(s, "198.18.0.2:4433", "198.18.0.1:6100", target, "c.pem", "k.pem")
+		if got := client["bandwidth"]; !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("brutal %v: bandwidth %v, want %v", tc.brutal, got, tc.want)
+		}
+		fwd := client["tcpForwarding"].([]any)[0].(map[string]any)
+		if fwd["remote"] != "198.18.0.2:5201" || fwd["listen"] != "198.18.0.1:6100" || server["listen"] != "198.18.0.2:4433" || client["server"] != "198.18.0.2:4433" {
+			t.Errorf("forward %v, server %v", fwd, server)
+		}
+	}
+}

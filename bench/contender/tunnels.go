@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+
+	"github.com/quictun/quictun/bench"
 )
 
 // quictun runs quictun-server on the server host and quictun-client on the client host;
@@ -25,7 +27,7 @@ func (q quictun) Tuning() string {
 	return strings.Join(q.clientFlags, " ")
 }
 
-func (q quictun) Start(ctx context.Context, hosts Hosts, target netip.AddrPort) (*Path, error) {
+func (q quictun) Start(ctx context.Context, hosts Hosts, _ bench.Scenario, target netip.AddrPort) (*Path, error) {
 	udpPort, err := hosts.FreePort(ServerSide, "udp")
 	if err != nil {
 		return nil, err
@@ -81,7 +83,7 @@ type kcptun struct{ server, client string }
 func (k kcptun) Name() string   { return "kcptun" }
 func (k kcptun) Tuning() string { return strings.Join(kcptunTuning, " ") }
 
-func (k kcptun) Start(ctx context.Context, hosts Hosts, target netip.AddrPort) (*Path, error) {
+func (k kcptun) Start(ctx context.Context, hosts Hosts, _ bench.Scenario, target netip.AddrPort) (*Path, error) {
 	udpPort, err := hosts.FreePort(ServerSide, "udp")
 	if err != nil {
 		return nil, err

@@ -51,7 +51,7 @@ func (m measurement) goodput(ctx context.Context, sample *bench.Sample) error {
 		return err
 	}
 	defer server.Stop()
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, err := m.contender.Start(ctx, m.bed, m.scenario, target)
 	if err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (m measurement) fairness(ctx context.Context, sample *bench.Sample) error {
 		return err
 	}
 	defer rivalServer.Stop()
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, err := m.contender.Start(ctx, m.bed, m.scenario, target)
 	if err != nil {
 		return err
 	}
@@ -186,7 +186,7 @@ func (m measurement) echoPath(ctx context.Context) (*contender.Path, *contender.
 		return nil, nil, err
 	}
 	target := netip.AddrPortFrom(m.bed.Addr(contender.ServerSide), uint16(port))
-	path, err := m.contender.Start(ctx, m.bed, target)
+	path, err := m.contender.Start(ctx, m.bed, m.scenario, target)
 	if err != nil {
 		return nil, nil, err
 	}

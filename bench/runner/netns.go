@@ -18,17 +18,25 @@ import (
 	"github.com/quictun/quictun/netem/host"
 )
 
-// NamePrefix starts the name of every testbed the harness creates; the CLI removes
-// leftovers with this prefix (host.CleanupStale) before it starts.
+// NamePrefix starts the name of every testbed the harness creates unless told
+// otherwise; the CLI removes leftovers with its prefix (host.CleanupStale) before it
+// starts, so two runs at once on one machine need prefixes of their own.
 const NamePrefix = "qtbench"
 
-// Namespaces returns a factory of netem/host testbeds: two network namespaces joined by
-// the emulated link. It first removes what an earlier, killed run left behind.
-func Namespaces(_ context.Context, backend string) (BedFactory, error) {
-	return namespacesWithPrefix(NamePrefix, backend)
+// maxPrefixLen leaves room for the testbed's number within netem/host's 10 characters.
+const maxPrefixLen = 7
+
+// Namespaces returns a factory of netem/host testbeds named prefix+N: two network
+// namespaces joined by the emulated link. It first removes what an earlier, killed run
+// with the same prefix left behind.
+func Namespaces(_ context.Context, prefix, backend string) (BedFactory, error) {
+	return namespacesWithPrefix(prefix, backend)
 }
 
 func namespacesWithPrefix(prefix, backend string) (BedFactory, error) {
+	if len(prefix) > maxPrefixLen {
+		return nil, fmt.Errorf("testbed name prefix %q: at most %d characters", prefix, maxPrefixLen)
+	}
 	if backends, why := host.Available(); len(backends) == 0 {
 		return nil, fmt.Errorf("no link emulation backend works here: %v", why)
 	}

@@ -30,10 +30,10 @@ func TestNamespaceSmoke(t *testing.T) {
 	} else {
 		t.Log("quictun binaries not buildable yet; smoke test runs without quictun")
 	}
-	contenders = append(contenders, available("kcptun")...)
+	contenders = append(contenders, available("kcptun", "hysteria-bbr", "hysteria-brutal")...)
 	s := bench.Scenario{Suite: "smoke", Name: "rate40-rtt20-loss0.5", Kind: bench.Goodput, RateMbps: 40, RTT: 20 * time.Millisecond,
 		Loss: 0.005, QueueBDP: 1, Duration: 3 * time.Second, Repetitions: 1, Contenders: contenders}
-	newBed, err := namespacesWithPrefix("qtbsmoke", "auto")
+	newBed, err := namespacesWithPrefix("qtsmoke", "auto")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestNamespaceSmoke(t *testing.T) {
 	// Everything the run created is gone.
 	if entries, _ := os.ReadDir("/run/netns"); entries != nil {
 		for _, e := range entries {
-			if len(e.Name()) >= 8 && e.Name()[:8] == "qtbsmoke" {
+			if strings.HasPrefix(e.Name(), "qtsmoke") {
 				t.Errorf("namespace %s left behind", e.Name())
 			}
 		}

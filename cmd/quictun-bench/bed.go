@@ -19,12 +19,12 @@ func checkRoot(backend string) error {
 }
 
 // bedFactory picks the test hosts.
-func bedFactory(ctx context.Context, backend string) (runner.BedFactory, error) {
+func bedFactory(ctx context.Context, backend, prefix string) (runner.BedFactory, error) {
 	if backend == "loopback" {
 		return runner.Loopback, nil
 	}
 	if err := checkRoot(backend); err != nil {
 		return nil, err
 	}
-	return runner.Namespaces(ctx, backend)
+	return runner.Namespaces(ctx, prefix, backend)
 }

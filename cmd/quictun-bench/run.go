@@ -29,6 +29,7 @@ type runCmd struct {
 	// The probe is what lets the report tell a slow forwarder from a slow contender.
 	EmulatorProbe time.Duration `default:"3s" help:"First measure what the link emulator forwards unimpaired with one iperf3 flow this long; ceilings use it where it is below a scenario's rate (0 skips it)."`
 	List          bool          `help:"List the selected scenarios and exit."`
+	NetnsPrefix   string        `default:"qtbench" help:"Names of the network namespaces of the emulated links start with this (at most 7 characters a-z, 0-9); leftovers with it are removed at start, so two runs at once on one machine need different ones."`
 }
 
 func (c runCmd) Run(ctx context.Context) error {
@@ -73,7 +74,7 @@ func (c runCmd) Run(ctx context.Context) error {
 	if missing := missingTools(selected, only, c.Backend, c.QuictunBin, c.EmulatorProbe > 0); len(missing) > 0 {
 		return missingError(missing)
 	}
-	newBed, err := bedFactory(ctx, c.Backend)
+	newBed, err := bedFactory(ctx, c.Backend, c.NetnsPrefix)
 	if err != nil {
 		return err
 	}
