@@ -160,11 +160,8 @@ func newCoding(c *Conn, key peerKey, addr net.Addr, now time.Duration) *coding {
 	k.recv.feedbackTag = fecframe.NewTagger(recvKey)
 	k.send.buffers, k.recv.buffers = k.buffers, k.buffers
 	k.recv.addr = addr
-	// Sequence and source numbers start at random points. If this side forgets the
-	// peer and meets it again (a NAT rebinding gives it a new address, idle
-	// expiry), the peer's receiver, which still remembers our old numbers, sees a
-	// jump far beyond any reordering and starts afresh instead of taking the new
-	// numbers for duplicates of old ones.
+	// Numbers start at random points, so that a peer that remembers our old
+	// ones sees a jump and starts afresh (README, "State per remote address").
 	var nb [8]byte
 	rand.Read(nb[:]) //nolint:errcheck // as above
 	k.send.seq = binary.BigEndian.Uint32(nb[:4]) ^ uint32(now)

@@ -215,13 +215,9 @@ func (ct *controller) shape() shape {
 		sh.mFor[n] = uint8(min(m, n+maxParityOver))
 	}
 	{
-		// Repairs at rlcMargin times the loss they
-		// must answer (README: at one in 11 for 5%, every loss came back
-		// within 50 ms), more for bursts; at least the parity a group as large
-		// as a full window would need (where few losses fall in a window, their
-		// count varies more than their rate says); at least one per 128 sources.
-		// A flow too slow to fill a group within the span gets, per span, at
-		// least the parity a group of what it sent would have (closeSpan).
+		// The repair rate: the largest of rlcMargin x the loss (more for
+		// bursts), a full window's group parity, one per 128 (README,
+		// "Sliding-window code").
 		w := rlcWindowMax
 		if ct.rate > 0 {
 			w = min(max(int(ct.rate*rlcWindowAge.Seconds()), sh.k), rlcWindowMax)

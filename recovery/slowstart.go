@@ -99,17 +99,9 @@ func (g *slowStartGuard) drop(quic []byte, q, now, minRTT time.Duration) bool {
 		// The queue's growth is judged over windows of threshold: start one.
 		g.deep, g.deepSince, g.deepFrom = true, now, q
 	}
-	// A growing queue, and not a stall of this machine or the path's: a stall's
-	// backlog comes in at once and clears, while a queue holds for as long as the
-	// senders keep it full. And it must grow as an overshoot makes it grow: a
-	// sender in slow start sends about twice what the path delivers, so the queue
-	// gains about as much delay as time passes. A queue that holds still is a
-	// sender limited by something else (its flow-control window): when that limit
-	// lifts, the ramp goes on and the guard can still act, whereas a cut now
-	// would leave quic-go with a window hardly above the path's, and at a long
-	// round trip Reno's growth of one packet per round trip takes minutes to make
-	// up a cut after that (measured: 73 instead of 94 Mbit/s for the rest of the
-	// run at RTT 200 ms).
+	// A queue that holds (not a stall's backlog, which clears) and grows as an
+	// overshoot makes it grow (not a sender held by its flow-control window:
+	// README, "Slow-start guard").
 	if now-g.deepSince < threshold || q-g.deepFrom < threshold/2 || !g.grew ||
 		max(g.bin, g.prevBin) < rampLargePath {
 		return false
