@@ -38,12 +38,16 @@ func durationsAsText(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// version is set at build time with -ldflags "-X .../cli.version=v1.2.3".
-var version = ""
+// version and commit are set at build time (task release):
+// -ldflags "-X .../cli.version=1.2.3 -X .../cli.commit=0123456789ab".
+var version, commit = "", ""
 
-// Version is the program's version: the one set at build time, else what the
-// Go toolchain recorded (module version or VCS revision).
+// Version is the program's version: the one set at build time (with its commit),
+// else what the Go toolchain recorded (module version or VCS revision).
 func Version() string {
+	if version != "" && commit != "" {
+		return version + " (commit " + commit + ")"
+	}
 	if version != "" {
 		return version
 	}
