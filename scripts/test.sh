@@ -12,7 +12,8 @@ export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 # harness), sshd/ssh, curl and openssl (live sniffer captures), qemu with a SPICE
 # display, remote-viewer and Xvfb (real SPICE traffic). Tests that need one skip
 # with a message when it is missing, so install them all. systemd and dpkg: the
-# package test (systemd-analyze verify).
+# package test (systemd-analyze verify). wine and mingw's binutils: the Windows builds
+# run under Wine (cmd/internal/wine; about 10 s to install, 20 s to run).
 step_start=$SECONDS step_name=""
 step() {
   [ -n "$step_name" ] && echo "   ($step_name: $((SECONDS - step_start)) s)"
@@ -22,7 +23,8 @@ step() {
 }
 step "install what the tests need"
 ./scripts/need.sh iproute2 iperf3 kcptun openssh-server openssh-client curl openssl ca-certificates \
-  qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth systemd
+  qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth systemd \
+  wine wine64 binutils-mingw-w64-x86-64
 
 step gofmt
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
