@@ -271,7 +271,7 @@ func (p *Policy) checkUnix(path string) (address.Address, error) {
 		path = filepath.Clean(path)
 	}
 	if !address.UnixTargetsSupported && !abstract {
-		return address.Address{}, errors.New("UNIX socket targets are supported on Linux only")
+		return address.Address{}, errors.New("UNIX socket targets are supported on Linux and Windows only")
 	}
 	for _, r := range p.rules.denyRules() {
 		if r.isUnix() && r.coversPath(path) {

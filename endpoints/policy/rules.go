@@ -150,7 +150,7 @@ func parseUnixRule(r rule, path string) (rule, error) {
 		return rule{}, errors.New("a UNIX socket rule needs an absolute path")
 	}
 	if !address.UnixTargetsSupported {
-		return rule{}, errors.New("UNIX socket targets are supported on Linux only")
+		return rule{}, errors.New("UNIX socket targets are supported on Linux and Windows only")
 	}
 	r.unix = filepath.Clean(path)
 	return r, nil
