@@ -57,7 +57,10 @@ type Server struct {
 	metrics  fasthttp.RequestHandler
 	token    [sha256.Size]byte // hash of the bearer token; zero when none
 	guarded  bool
-	start    time.Time
+	// listenName is the host name the API was told to listen on, lower
+	// case; empty when that was an address (see hostAllowed).
+	listenName string
+	start      time.Time
 }
 
 // Listen binds the API's TCP address.
@@ -79,6 +82,11 @@ func Listen(addr string, o Options) (*Server, error) {
 	}
 	if o.Token != "" {
 		s.token, s.guarded = sha256.Sum256([]byte(o.Token)), true
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if name := hostName(host); name != "" && !isIP(name) {
+			s.listenName = name
+		}
 	}
 	s.http = &fasthttp.Server{
 		Handler:            s.route,
@@ -154,6 +162,17 @@ func (s *Server) Shutdown() error {
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
+	if path != "/healthz" && !s.guarded && !s.hostAllowed(ctx) {
+		writeError(ctx, fasthttp.StatusForbidden, fmt.Sprintf("Host %q does not name this API: without a token it "+
+			"answers only to localhost, a loopback address or the address it listens on (set a token to serve other names)",
+			ctx.Request.Header.Host()))
+		return
+	}
+	if !originAllowed(ctx) {
+		writeError(ctx, fasthttp.StatusForbidden, fmt.Sprintf("Origin %q is not this API's: cross-site requests may not change anything",
+			ctx.Request.Header.Peek("Origin")))
+		return
+	}
 	if path != "/healthz" && !s.authorized(ctx) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="quictun"`)
 		writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")

@@ -223,7 +223,7 @@ func TestSlowClientsDoNotBlockTheAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write([]byte("GET /tunnels HTTP/1.1\r\nHost: x\r\nX-Slow: "))
+		c.Write([]byte("GET /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "))
 		slow = append(slow, c)
 	}
 	defer func() {

@@ -59,7 +59,7 @@ func checkJSONError(t *testing.T, what string, resp *http.Response, body []byte,
 	}
 }
 
-const getHealthz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+const getHealthz = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 // Past the per-address and the total connection limits, new connections get
 // a JSON 429 and 503 (fasthttp's own answers are plain text).
@@ -119,9 +119,9 @@ func TestRequestErrorsAnswerJSON(t *testing.T) {
 		what, req string
 		status    int
 	}{
-		{"header over the read buffer", "GET /tunnels?" + strings.Repeat("a", 64<<10) + " HTTP/1.1\r\nHost: x\r\n\r\n", 431},
-		{"body over the limit", "POST /tunnels HTTP/1.1\r\nHost: x\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("b", 8192), 413},
-		{"request not finished in time", "GET /tunnels HTTP/1.1\r\nHost: x\r\nX-Slow: ", 408},
+		{"header over the read buffer", "GET /tunnels?" + strings.Repeat("a", 64<<10) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 431},
+		{"body over the limit", "POST /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("b", 8192), 413},
+		{"request not finished in time", "GET /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", 408},
 		{"garbage", "BLAH\r\n\r\n", 400},
 	} {
 		resp, body := rawRequest(t, addr, "", c.req)
@@ -150,7 +150,7 @@ func TestMetricsErrorsAreJSON(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			resp, _ := rawRequest(t, addr, "", "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, _ := rawRequest(t, addr, "", "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 			if resp.StatusCode != 200 {
 				t.Errorf("held scrape: %d", resp.StatusCode)
 			}
@@ -159,7 +159,7 @@ func TestMetricsErrorsAreJSON(t *testing.T) {
 	for range 4 {
 		<-g.entered
 	}
-	resp, body := rawRequest(t, addr, "", "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := rawRequest(t, addr, "", "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 	checkJSONError(t, "fifth scrape at once", resp, body, http.StatusServiceUnavailable)
 	close(g.release)
 	wg.Wait()
@@ -216,13 +216,13 @@ func TestSlowListingsHoldBoundedMemory(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.(*net.TCPConn).SetReadBuffer(4096)
-		io.WriteString(c, "GET /tunnels HTTP/1.1\r\nHost: x\r\n\r\n")
+		io.WriteString(c, "GET /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 		slow = append(slow, c)
 	}
 	waitFor(t, "both listings under way", func() bool { return inFlight() == listings })
 	// Both are stuck on their clients (else a slot would be free by now): a
 	// third is refused, the rest of the API answers.
-	resp, body := rawRequest(t, addr, "", "GET /tunnels HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := rawRequest(t, addr, "", "GET /tunnels HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 	checkJSONError(t, "listing past the limit", resp, body, http.StatusServiceUnavailable)
 	if code, _, _ := call(t, "GET", base+"/healthz", ""); code != 200 {
 		t.Fatalf("healthz with listings stuck: %d", code)
