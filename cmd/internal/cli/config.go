@@ -25,10 +25,11 @@ import (
 // overrides the default. Unknown keys and bad values are errors that name the
 // file, line and key.
 type Config struct {
-	file     string
-	values   map[string]any
-	lines    map[string]int
-	resolved map[string]bool // keys whose value the command line did not override
+	file      string
+	sensitive map[string]bool // flags whose values errors never show
+	values    map[string]any
+	lines     map[string]int
+	resolved  map[string]bool // keys whose value the command line did not override
 }
 
 // Loader returns the kong configuration loader and the Config it fills, so that
@@ -52,11 +53,15 @@ func Loader() (kong.ConfigurationLoader, *Config) {
 			var de *toml.DecodeError
 			if errors.As(err, &de) {
 				row, col := de.Position()
+				if key, ok := sensitiveKeyAt(data, row, c.sensitive); ok {
+					return nil, fmt.Errorf("%s line %d column %d: %s is not valid TOML (the parser's message is not shown: "+
+						"it may quote the secret); write it as a quoted string: %s = \"...\"", name, row, col, key, key)
+				}
 				return nil, fmt.Errorf("%s line %d column %d: %s", name, row, col, de.Error())
 			}
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		*c = Config{file: name, values: values, lines: keyLines(data), resolved: map[string]bool{}}
+		*c = Config{file: name, sensitive: c.sensitive, values: values, lines: keyLines(data), resolved: map[string]bool{}}
 		return c, nil
 	}, c
 }
@@ -129,15 +134,19 @@ func (c *Config) Resolve(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, e
 	}
 	if enum := flag.EnumSlice(); flag.Enum != "" {
 		if s, ok := v.(string); !ok || !slices.Contains(enum, s) {
-			return nil, &valueError{fmt.Errorf("%s: %s = %v: must be one of %s", c.where(flag.Name), flag.Name, v, strings.Join(enum, ", "))}
+			return nil, &valueError{fmt.Errorf("%s: %s = %v: must be one of %s", c.where(flag.Name), flag.Name, shown(flag, v), strings.Join(enum, ", "))}
 		}
 	}
 	if err := checkType(flag, v); err != nil {
-		return nil, &valueError{fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, v, err)}
+		return nil, &valueError{fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, shown(flag, v), err)}
 	}
 	scratch := reflect.New(flag.Target.Type()).Elem()
 	if err := flag.Mapper.Decode(&kong.DecodeContext{Value: flag.Value, Scan: kong.ScanFromTokens(kong.Token{Type: kong.FlagValueToken, Value: v})}, scratch); err != nil {
-		return nil, &valueError{fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, v, err)}
+		if isSensitive(flag) {
+			// The mapper's message quotes the value.
+			err = fmt.Errorf("not a %s", flag.Target.Type())
+		}
+		return nil, &valueError{fmt.Errorf("%s: %s = %v: %w", c.where(flag.Name), flag.Name, shown(flag, v), err)}
 	}
 	c.resolved[flag.Name] = true
 	return v, nil
@@ -237,12 +246,13 @@ func parse(flags any, args []string, options ...kong.Option) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	file.sensitive = sensitiveFlags(p.Model)
 	ctx, err := p.Parse(args)
 	if ve := (*valueError)(nil); errors.As(err, &ve) {
 		return nil, ve
 	}
 	if err != nil {
-		return nil, err
+		return nil, redactArgs(err, args, file.sensitive)
 	}
 	return file, file.checkNumbers(ctx.Flags())
 }

@@ -27,6 +27,7 @@ type testFlags struct {
 	KeyFile  string
 	Logging
 	Secret
+	HttpdToken string `sensitive:""`
 }
 
 // parseTest runs the commands' parsing on a config file (when not empty) and args.
