@@ -22,11 +22,16 @@ import (
 
 // ClientConfig is what a client endpoint needs; cmd/quictun-client fills it.
 type ClientConfig struct {
-	// ListenOn is where applications connect (TCP or UNIX socket).
+	// ListenOn and Tokens, when set, make the forward named DefaultForward:
+	// applications that connect to ListenOn (TCP or UNIX socket) get tunnels
+	// to where Tokens says.
 	ListenOn address.Address
+	Tokens   token.Source
+	// Forwards are further forwards (see ForwardSpec), all over the same
+	// session. A client needs at least one forward.
+	Forwards []ForwardSpec
 	// ServerEndpoint is the server endpoint's UDP "host:port".
 	ServerEndpoint string
-	Tokens         token.Source
 	TLS            *tls.Config
 	// Secret is the shared secret sent in each header; empty sends none. At
 	// most preamble.MaxSecretLen bytes.
@@ -58,28 +63,40 @@ func (c *ClientConfig) setDefaults() error {
 	)
 }
 
-// Client is a client endpoint: it accepts application connections and carries
-// each over its own stream of one warm QUIC session to the server endpoint.
+// Client is a client endpoint: it accepts application connections on each of
+// its forwards and carries each over its own stream of one warm QUIC session
+// to the server endpoint.
 type Client struct {
 	cfg      ClientConfig
 	log      *slog.Logger
 	reg      *engine.Registry
-	ln       net.Listener
 	conn     net.PacketConn // the UDP socket with the layers above it; closing it closes them all
 	rec      *recovery.Conn // the loss-recovery layer; nil when it is off
 	tr       *quic.Transport
 	sessions *sessionKeeper
 	metrics  *metrics
+	forwards forwardSet
+	first    string // the first forward's name, for Addr
+
+	accepters sync.WaitGroup // the forwards' accept loops
+	retirers  sync.WaitGroup // removed forwards draining
 }
 
-// NewClient validates cfg and binds both the application listener and the UDP
+// NewClient validates cfg and binds the forwards' listeners and the UDP
 // socket, so that errors show at start and Addr is known before Run.
 func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	if cfg.Tokens == nil || cfg.TLS == nil {
-		return nil, errors.New("client: token source and TLS config are required")
+	legacy := cfg.ListenOn != (address.Address{}) || cfg.Tokens != nil
+	if legacy && (cfg.Tokens == nil || cfg.ListenOn == (address.Address{})) {
+		return nil, errors.New("client: ListenOn and Tokens go together")
+	}
+	if !legacy && len(cfg.Forwards) == 0 {
+		return nil, errors.New("client: no forward: nothing to listen on")
+	}
+	if cfg.TLS == nil {
+		return nil, errors.New("client: TLS config is required")
 	}
 	if err := validateSecret(cfg.Secret); err != nil {
 		return nil, err
@@ -87,35 +104,49 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := address.ParseHostPort(cfg.ServerEndpoint); err != nil {
 		return nil, err
 	}
-	ln, err := cfg.ListenOn.Listen()
-	if err != nil {
+	c := &Client{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine)}
+	c.forwards.live = map[string]*forward{}
+	if legacy {
+		f := &forward{name: DefaultForward, listen: cfg.ListenOn, tokens: cfg.Tokens, stats: newForwardStats()}
+		if err := f.bind(); err != nil {
+			return nil, err
+		}
+		c.forwards.live[f.name], c.forwards.order = f, []string{f.name}
+	}
+	if err := c.change(nil, cfg.Forwards); err != nil {
+		c.closeListeners()
 		return nil, err
 	}
+	c.first = c.forwards.order[0]
 	udp, err := net.ListenUDP("udp", nil)
 	if err != nil {
-		ln.Close()
+		c.closeListeners()
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
 	qc := quicConfig()
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, false, qc)
 	if err != nil {
-		ln.Close()
+		c.closeListeners()
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: pc}
-	c := &Client{
-		cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine),
-		ln: ln, conn: pc, rec: rec, tr: tr,
-		sessions: newSessionKeeper(tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Secret, cfg.Logger),
-	}
+	c.conn, c.rec, c.tr = pc, rec, &quic.Transport{Conn: pc}
+	c.sessions = newSessionKeeper(c.tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Secret, cfg.Logger)
 	hs := newHandshakes(engine.ClientEndpoint)
 	c.sessions.dialFailed = hs.failed
-	var extra []prometheus.Collector
+	extra := []prometheus.Collector{&forwardCollector{client: c}}
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
 	}
 	c.metrics = newMetrics(engine.ClientEndpoint, c.reg, c.sessions.live, hs, extra...)
 	return c, nil
+}
+
+// closeListeners closes every forward's listener, for a NewClient that fails
+// after binding them.
+func (c *Client) closeListeners() {
+	for _, f := range c.forwards.live {
+		f.closeListener()
+	}
 }
 
 // Recovery is the client's loss-recovery layer, nil when it is off.
@@ -124,51 +155,63 @@ func (c *Client) Recovery() *recovery.Conn { return c.rec }
 // Gatherer is the client's Prometheus registry.
 func (c *Client) Gatherer() prometheus.Gatherer { return c.metrics.registry }
 
-// Addr is where applications connect.
-func (c *Client) Addr() net.Addr { return c.ln.Addr() }
+// Addr is where the applications of the client's first forward connect:
+// the DefaultForward when ClientConfig made one.
+func (c *Client) Addr() net.Addr {
+	if a := c.ForwardAddr(c.first); a != nil {
+		return a
+	}
+	return nil
+}
 
 // Registry is the client's tunnel table.
 func (c *Client) Registry() *engine.Registry { return c.reg }
 
 // Run serves until ctx ends, then stops accepting, lets live tunnels drain for
 // DrainTimeout, closes the rest and the session, and returns nil once every
-// goroutine it started has ended.
+// goroutine it started has ended. Forwards may be added and removed while it
+// runs.
 func (c *Client) Run(ctx context.Context) error {
 	keeperCtx, stopKeeper := context.WithCancel(context.WithoutCancel(ctx))
 	tunnelsCtx, stopTunnels := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopTunnels(nil)
-	var keeper, handlers sync.WaitGroup
+	var keeper sync.WaitGroup
 	keeper.Go(func() { c.sessions.run(keeperCtx) })
 
-	stopAccept := context.AfterFunc(ctx, func() { c.ln.Close() })
-	defer stopAccept()
-	var backoff time.Duration
-	for {
-		app, err := c.ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			// Out of file descriptors and the like: back off rather than spin.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			c.log.Error("accept application connection", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-ctx.Done():
-			}
-			break
-		}
-		backoff = 0
-		handlers.Go(func() { c.serveApp(ctx, tunnelsCtx, app) })
+	c.forwards.Lock()
+	if c.forwards.running || c.forwards.stopped {
+		c.forwards.Unlock()
+		stopKeeper()
+		keeper.Wait()
+		return errors.New("client: Run called twice")
 	}
+	c.forwards.running, c.forwards.parent, c.forwards.tunnels = true, ctx, tunnelsCtx
+	for _, name := range c.forwards.order {
+		c.start(c.forwards.live[name])
+	}
+	c.forwards.Unlock()
+
+	<-ctx.Done()
+	c.forwards.Lock()
+	c.forwards.stopped = true
+	live := make([]*forward, 0, len(c.forwards.live))
+	for _, f := range c.forwards.live {
+		f.closeListener()
+		live = append(live, f)
+	}
+	c.forwards.Unlock()
+	c.accepters.Wait()
 
 	c.log.Info("shutting down: draining tunnels", "tunnels", c.reg.Len(), "for", c.cfg.DrainTimeout)
 	deadline := time.Now().Add(c.cfg.DrainTimeout)
 	drain(c.reg, deadline)
 	settle(c.sessions.live(), deadline)
 	stopTunnels(engine.ErrShutdown)
-	handlers.Wait()
+	for _, f := range live {
+		f.handlers.Wait()
+		f.stopTunnels(nil)
+	}
+	c.retirers.Wait()
 	stopKeeper()
 	keeper.Wait()
 	c.tr.Close()
@@ -177,43 +220,49 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
-// serveApp carries one application connection. acceptCtx bounds the set-up
-// (an application that connects while the endpoint stops is refused);
-// tunnelsCtx bounds the tunnel itself.
-func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
-	log := c.log.With("app", app.RemoteAddr().String())
-	setup, cancel := context.WithTimeout(acceptCtx, c.cfg.SessionWait)
+// serveApp carries one application connection of forward f. f.ctx bounds
+// the set-up (an application that connects while the forward or the
+// endpoint stops is refused); f.tunnels bounds the tunnel itself.
+func (c *Client) serveApp(f *forward, app net.Conn) {
+	log := c.log.With("forward", f.name, "app", app.RemoteAddr().String())
+	setup, cancel := context.WithTimeout(f.ctx, c.cfg.SessionWait)
 	defer cancel()
-	tok, err := c.cfg.Tokens.Token(setup, app.RemoteAddr())
+	failed := func(reason string) {
+		c.metrics.failed(reason)
+		f.stats.failed(reason)
+	}
+	tok, err := f.tokens.Token(setup, app.RemoteAddr())
 	if err != nil {
 		log.Warn("application connection closed: no token", "err", err)
-		c.metrics.failed(failNoToken)
+		failed(failNoToken)
 		app.Close()
 		return
 	}
 	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok), Secret: c.cfg.Secret})
 	if err != nil {
 		log.Warn("application connection closed: bad token", "err", err)
-		c.metrics.failed(failNoToken)
+		failed(failNoToken)
 		app.Close()
 		return
 	}
 	stream, err := openClientStream(setup, c.sessions, c.cfg.SessionWait, hdr)
 	if err != nil {
 		log.Warn("application connection closed: no tunnel", "err", err)
-		c.metrics.failed(failNoSession)
+		failed(failNoSession)
 		app.Close()
 		return
 	}
 	_, conn := stream.current()
-	t := c.reg.Open(tunnelsCtx, engine.Info{
+	t := c.reg.Open(f.tunnels, engine.Info{
 		Endpoint:           engine.ClientEndpoint,
 		StreamID:           stream.StreamID(),
 		ClientAppAddr:      address.DisplayConn(app),
 		ServerAppAddr:      displayTarget(tok),
 		RemoteEndpointAddr: conn.RemoteAddr().String(),
 		Session:            conn.RemoteAddr().String(),
+		Forward:            f.name,
 	})
+	f.stats.opened.Add(1)
 	log = log.With("tunnel", t.ID, "stream", stream.StreamID())
 	log.Debug("tunnel opened")
 	// A replay moves the tunnel to a stream of the next session: the API
@@ -223,10 +272,13 @@ func (c *Client) serveApp(acceptCtx, tunnelsCtx context.Context, app net.Conn) {
 		log.Info("tunnel replayed on a new session", "new_stream", int64(st.StreamID()))
 	}
 	err = t.Run(engine.ConnSide(app), stream)
+	f.stats.closedUp.Add(t.BytesUp())
+	f.stats.closedDown.Add(t.BytesDown())
 	// Only a refusal (the status, or a reset before it came) is a tunnel that
 	// failed to start; a reset later ended a tunnel that ran.
 	if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
 		c.metrics.failedWith(se.Status.Code)
+		f.stats.failed(se.Status.Code.String())
 	} else {
 		c.metrics.ended(err)
 	}

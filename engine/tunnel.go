@@ -30,6 +30,9 @@ type Info struct {
 	// Session identifies the QUIC session the tunnel rides on, so tunnels can be
 	// grouped and limited per session.
 	Session string
+	// Forward names the client's forward the application connected to ("" on
+	// the server).
+	Forward string
 }
 
 // State is where a tunnel is in its life.

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -16,7 +18,6 @@ import (
 	"github.com/quictun/quictun/codecs/sniff"
 	"github.com/quictun/quictun/endpoints"
 	"github.com/quictun/quictun/endpoints/address"
-	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
 	"github.com/quictun/quictun/recovery"
@@ -26,11 +27,18 @@ type flags struct {
 	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (server-endpoint = \"...\"); flags override it." placeholder:"FILE"`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	ListenOn           string        `default:"tcp:127.0.0.1:6500" help:"Where applications connect: tcp:HOST:PORT or unix:PATH (default ${default})." placeholder:"ADDRESS"`
+	ListenOn           string        `default:"tcp:127.0.0.1:6500" help:"Where applications connect for the forward of --token-source: tcp:HOST:PORT or unix:PATH (default ${default})." placeholder:"ADDRESS"`
 	ServerEndpoint     string        `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
 	TokenSourcePlugin  string        `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
-	TokenSource        string        `required:"" help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock." placeholder:"VALUE"`
+	TokenSource        string        `help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock. Makes the forward named default, on --listen-on." placeholder:"VALUE"`
 	TokenSourceTimeout time.Duration `default:"5s" help:"How long the Http token source waits for its answer (default ${default}; 0 means the default)."`
+
+	Forward []string `sep:"none" help:"One more forward: applications that connect to LISTEN get tunnels to TOKEN (a Fixed token), e.g. tcp:127.0.0.1:6501=tcp:10.0.0.6:5432; repeat for more, all over one session. Named by LISTEN. The config file's [[forward]] tables say more (name, token-source-plugin, proxy)." placeholder:"LISTEN=TOKEN"`
+
+	SocksListenOn     string `help:"Run a SOCKS5 proxy here (tcp:HOST:PORT or unix:PATH): each connection names its target (IPv4, IPv6 or a host name, resolved by the server), which the server's policy allows or refuses." placeholder:"ADDRESS"`
+	HttpProxyListenOn string `help:"Run an HTTP proxy here (tcp:HOST:PORT or unix:PATH): CONNECT, and plain requests with an absolute URI." placeholder:"ADDRESS"`
+	ProxyUsername     string `help:"Require this user name of the proxies' applications (SOCKS5 RFC 1929, HTTP Proxy-Authorization Basic); with --proxy-password." placeholder:"USER"`
+	ProxyPassword     string `help:"The password that goes with --proxy-username. Prefer the environment: a flag shows in ps." env:"QUICTUN_PROXY_PASSWORD" placeholder:"PASSWORD" sensitive:""`
 
 	CertFile             string `help:"Client certificate (PEM) for mutual TLS." type:"path" placeholder:"FILE"`
 	KeyFile              string `help:"Private key of --cert-file (PEM)." type:"path" placeholder:"FILE"`
@@ -46,12 +54,16 @@ type flags struct {
 	cli.EndpointFlags
 }
 
+func vars() kong.Vars { return kong.Vars{"known_hosts": filepath.Join(cli.StateDir(), "known_hosts")} }
+
 func main() {
 	var f flags
 	file := cli.Parse(&f, "quictun-client", "The client endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
 		"Applications connect here; each connection becomes a tunnel to the server application the token names.\n"+
-		"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:10.0.0.5:22",
-		kong.Vars{"known_hosts": filepath.Join(cli.StateDir(), "known_hosts")})
+		"Example: quictun-client --listen-on tcp:127.0.0.1:6500 --server-endpoint 203.0.113.7:7500 --token-source tcp:10.0.0.5:22\n"+
+		"Many forwards share one session: --forward tcp:127.0.0.1:6501=tcp:10.0.0.6:5432 (repeatable), [[forward]] tables in --config, "+
+		"--socks-listen-on, --http-proxy-listen-on. SIGHUP re-reads the forwards of --config.",
+		vars())
 	log := f.Logger(os.Stderr)
 	if err := run(f, file, log); err != nil {
 		cli.Fatal(log, "quictun-client", err)
@@ -59,16 +71,12 @@ func main() {
 }
 
 func run(f flags, file *cli.Config, log *slog.Logger) error {
-	listen, err := address.ParseListen(f.ListenOn)
-	if err != nil {
-		return fmt.Errorf("%s: %w", file.Origin("listen-on"), err)
-	}
 	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)
 	}
-	src, err := token.NewSource(f.TokenSourcePlugin, f.TokenSource, token.SourceOptions{Timeout: f.TokenSourceTimeout})
+	specs, err := forwardSpecs(f, file)
 	if err != nil {
-		return fmt.Errorf("%s / %s: %w", file.Origin("token-source-plugin"), file.Origin("token-source"), err)
+		return err
 	}
 	opts := trust.ClientOptions{
 		Endpoint: f.ServerEndpoint, ServerName: f.ServerName,
@@ -90,16 +98,58 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
 		Recovery: &fec,
-		ListenOn: listen, ServerEndpoint: f.ServerEndpoint, Tokens: src, TLS: tlsConf, Secret: secret,
+		Forwards: specs, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("quictun-client listening", "version", cli.Version(), "listen", listen.Network+":"+client.Addr().String(),
+	log.Info("quictun-client listening", "version", cli.Version(), "listen", client.Addr().Network()+":"+client.Addr().String(), "forwards", len(specs),
 		"server", f.ServerEndpoint, "verify", opts.Mode(), "fec", f.Fec)
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
+	stopReload := cli.OnHangup(ctx, func() { reload(f, client, log) })
+	defer stopReload()
 	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, client, log))
+}
+
+// reload is SIGHUP: it reads the command line and --config again and makes
+// the client's forwards those they now name. A config that does not parse,
+// or a forward that cannot start, refuses the whole reload: the running
+// forwards stay as they were. Only forwards change; other settings take
+// effect at the next start, which the log says when they differ.
+func reload(running flags, client *endpoints.Client, log *slog.Logger) {
+	var f flags
+	file, err := cli.Reparse(&f, "quictun-client", vars())
+	if err == nil {
+		var specs []endpoints.ForwardSpec
+		if specs, err = forwardSpecs(f, file); err == nil {
+			err = client.SetForwards(specs)
+		}
+	}
+	if err != nil {
+		log.Error("reload refused: the running forwards stay as they were", "err", err)
+		return
+	}
+	log.Info("reloaded", "forwards", len(client.Forwards()))
+	if changed := otherChanges(running, f); len(changed) > 0 {
+		log.Warn("reload changes only forwards; these take effect at the next start", "changed", strings.Join(changed, ", "))
+	}
+}
+
+// otherChanges names the settings besides forwards that differ.
+func otherChanges(a, b flags) []string {
+	for _, f := range []*flags{&a, &b} {
+		f.Config, f.ListenOn, f.TokenSourcePlugin, f.TokenSource, f.TokenSourceTimeout = "", "", "", "", 0
+		f.Forward, f.SocksListenOn, f.HttpProxyListenOn, f.ProxyUsername, f.ProxyPassword = nil, "", "", "", ""
+	}
+	var out []string
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for i := range va.NumField() {
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, va.Type().Field(i).Name)
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ type tunnelJSON struct {
 	UUID               string            `json:"uuid"`
 	StreamID           int64             `json:"streamId"`
 	Endpoint           string            `json:"endpoint"`
+	Forward            string            `json:"forward,omitempty"`
 	ClientAppAddr      string            `json:"clientAppAddr,omitempty"`
 	ServerAppAddr      string            `json:"serverAppAddr"`
 	RemoteEndpointAddr string            `json:"remoteEndpointAddr"`
@@ -31,6 +32,7 @@ type tunnelJSON struct {
 func toJSON(s engine.Snapshot) tunnelJSON {
 	j := tunnelJSON{
 		UUID: s.ID.String(), StreamID: s.Info.StreamID, Endpoint: string(s.Info.Endpoint),
+		Forward:       s.Info.Forward,
 		ClientAppAddr: s.Info.ClientAppAddr, ServerAppAddr: s.Info.ServerAppAddr,
 		RemoteEndpointAddr: s.Info.RemoteEndpointAddr,
 		CreatedAt:          s.CreatedAt.Format(time.RFC3339Nano),

@@ -29,7 +29,30 @@ type Config struct {
 	sensitive map[string]bool // flags whose values errors never show
 	values    map[string]any
 	lines     map[string]int
-	resolved  map[string]bool // keys whose value the command line did not override
+	resolved  map[string]bool    // keys whose value the command line did not override
+	tables    map[string][]Table // arrays of tables ([[forward]]), which no flag takes whole
+}
+
+// Table is one [[KEY]] table of the config file.
+type Table struct {
+	Line   int
+	Values map[string]any
+}
+
+// Tables are the file's [[key]] tables, in order; nil without a file.
+func (c *Config) Tables(key string) []Table {
+	if c == nil {
+		return nil
+	}
+	return c.tables[key]
+}
+
+// File names the config file, "" without one.
+func (c *Config) File() string {
+	if c == nil {
+		return ""
+	}
+	return c.file
 }
 
 // Loader returns the kong configuration loader and the Config it fills, so that
@@ -61,7 +84,26 @@ func Loader() (kong.ConfigurationLoader, *Config) {
 			}
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		*c = Config{file: name, sensitive: c.sensitive, values: values, lines: keyLines(data), resolved: map[string]bool{}}
+		*c = Config{file: name, sensitive: c.sensitive, values: values, lines: keyLines(data), resolved: map[string]bool{}, tables: map[string][]Table{}}
+		tableLines := arrayTableLines(data)
+		for k, v := range values {
+			list, ok := v.([]any)
+			if !ok || len(list) == 0 || len(tableLines[k]) != len(list) {
+				continue
+			}
+			tables := make([]Table, 0, len(list))
+			for i, item := range list {
+				m, ok := item.(map[string]any)
+				if !ok {
+					break
+				}
+				tables = append(tables, Table{Line: tableLines[k][i], Values: m})
+			}
+			if len(tables) == len(list) {
+				c.tables[k] = tables
+				delete(values, k)
+			}
+		}
 		return c, nil
 	}, c
 }
@@ -89,6 +131,29 @@ func keyLines(data []byte) map[string]int {
 	return lines
 }
 
+// arrayTableLines finds the line of each [[key]] header, in order.
+func arrayTableLines(data []byte) map[string][]int {
+	lines := map[string][]int{}
+	p := unstable.Parser{KeepComments: false}
+	p.Reset(data)
+	for p.NextExpression() {
+		e := p.Expression()
+		if e.Kind != unstable.ArrayTable {
+			continue
+		}
+		it := e.Key()
+		if !it.Next() {
+			continue
+		}
+		k := it.Node()
+		if it.Next() { // [[a.b]]: not a top-level table
+			continue
+		}
+		lines[string(k.Data)] = append(lines[string(k.Data)], p.Shape(k.Raw).Start.Line)
+	}
+	return lines
+}
+
 func (c *Config) where(key string) string {
 	if l, ok := c.lines[key]; ok {
 		return fmt.Sprintf("%s line %d", c.file, l)
@@ -107,8 +172,11 @@ func (c *Config) Validate(app *kong.Application) error {
 			known[f.Name] = true
 		}
 	}
-	keys := make([]string, 0, len(c.values))
+	keys := make([]string, 0, len(c.values)+len(c.tables))
 	for k := range c.values {
+		keys = append(keys, k)
+	}
+	for k := range c.tables {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return c.lines[keys[i]] < c.lines[keys[j]] })
@@ -255,6 +323,14 @@ func parse(flags any, args []string, options ...kong.Option) (*Config, error) {
 		return nil, redactArgs(err, args, file.sensitive)
 	}
 	return file, file.checkNumbers(ctx.Flags())
+}
+
+// Reparse reads the command line and the --config file again into flags (a
+// zero value of the command's flags), as at start but returning errors: a
+// reload (SIGHUP) refuses a config that does not parse and keeps the old one.
+func Reparse(flags any, name string, vars kong.Vars) (*Config, error) {
+	vars["version"] = Version()
+	return parse(flags, os.Args[1:], kong.Name(name), vars, kong.Exit(func(int) {}))
 }
 
 // explain prints a command-line or config error the way a user should see it.

@@ -99,6 +99,28 @@ func SignalContext(log *slog.Logger) (context.Context, context.CancelFunc) {
 	return ctx, cancel
 }
 
+// OnHangup calls fn on each SIGHUP until ctx ends or stop is called; stop
+// waits for the watcher (and a call of fn under way) to end.
+func OnHangup(ctx context.Context, fn func()) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ch:
+				fn()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // Fatal prints err the way a user should see it and exits with status 1.
 func Fatal(log *slog.Logger, msg string, err error) {
 	if log != nil {
