@@ -105,6 +105,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	warnOpenForwards(client, log)
 	log.Info("quictun-client listening", "version", cli.Version(), "listen", client.Addr().Network()+":"+client.Addr().String(), "forwards", len(specs),
 		"server", f.ServerEndpoint, "verify", opts.Mode(), "fec", f.Fec)
 	ctx, stop := cli.SignalContext(log)
@@ -133,8 +134,18 @@ func reload(running flags, client *endpoints.Client, log *slog.Logger) {
 		return
 	}
 	log.Info("reloaded", "forwards", len(client.Forwards()))
+	warnOpenForwards(client, log)
 	if changed := otherChanges(running, f); len(changed) > 0 {
 		log.Warn("reload changes only forwards; these take effect at the next start", "changed", strings.Join(changed, ", "))
+	}
+}
+
+// warnOpenForwards warns of every forward that other hosts can reach.
+func warnOpenForwards(client *endpoints.Client, log *slog.Logger) {
+	for _, fw := range client.Forwards() {
+		if addr := client.ForwardAddr(fw.Name); addr != nil {
+			cli.WarnOpenListener(log, fw.Name, addr)
+		}
 	}
 }
 

@@ -16,9 +16,17 @@ import (
 // redacted stands where a sensitive value would have been shown.
 const redacted = "(value not shown: it is secret)"
 
-// sensitiveFlags returns the names of the flags tagged sensitive.
+// tableSecrets are keys inside the config's tables that hold credentials
+// (a [[forward]]'s password).
+var tableSecrets = []string{"password"}
+
+// sensitiveFlags returns the names of the flags tagged sensitive, and of the
+// table keys that hold credentials.
 func sensitiveFlags(app *kong.Application) map[string]bool {
 	names := map[string]bool{}
+	for _, k := range tableSecrets {
+		names[k] = true
+	}
 	for _, f := range app.Flags {
 		if isSensitive(f) {
 			names[f.Name] = true

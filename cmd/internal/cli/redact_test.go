@@ -12,17 +12,18 @@ import (
 func TestConfigErrorsHideSecrets(t *testing.T) {
 	const s = "Hunter2Hunter2"
 	for file, want := range map[string]string{
-		"secret = " + s + "\n":                       "line 1 column 10: secret is not valid TOML",
-		"\nsecret = \"" + s + "\n":                   "line 2 column",
-		"secret = '" + s + "\\" + s + "\n":           "line 1 column",
-		"secret = \"" + s + "\\q" + s + "\"\n":       "line 1 column",
-		"secret = \"" + s + "\" " + s + "\n":         "line 1 column",
-		"httpd-token = 12e" + s + "\n":               "httpd-token is not valid TOML",
-		"httpd-token = 1_" + s + "\n":                "httpd-token is not valid TOML",
-		"secret = \"\"\"\n" + s + "\n\\q" + s + "\n": "secret is not valid TOML",
-		"secret = 1234" + "5678\n":                   "line 1: secret = " + redacted + ": not a string",
-		"count = 1\nsecret = [\"" + s + "\"]\n":      "line 2: secret = " + redacted,
-		"secret = { a = \"" + s + "\" }\n":           "line 1: secret = " + redacted,
+		"secret = " + s + "\n":                                                 "line 1 column 10: secret is not valid TOML",
+		"\nsecret = \"" + s + "\n":                                             "line 2 column",
+		"secret = '" + s + "\\" + s + "\n":                                     "line 1 column",
+		"secret = \"" + s + "\\q" + s + "\"\n":                                 "line 1 column",
+		"secret = \"" + s + "\" " + s + "\n":                                   "line 1 column",
+		"httpd-token = 12e" + s + "\n":                                         "httpd-token is not valid TOML",
+		"httpd-token = 1_" + s + "\n":                                          "httpd-token is not valid TOML",
+		"secret = \"\"\"\n" + s + "\n\\q" + s + "\n":                           "secret is not valid TOML",
+		"[[forward]]\nlisten-on = \"tcp:127.0.0.1:1\"\npassword = " + s + "\n": "line 3 column 12: password is not valid TOML",
+		"secret = 1234" + "5678\n":                                             "line 1: secret = " + redacted + ": not a string",
+		"count = 1\nsecret = [\"" + s + "\"]\n":                                "line 2: secret = " + redacted,
+		"secret = { a = \"" + s + "\" }\n":                                     "line 1: secret = " + redacted,
 	} {
 		_, _, err := parseTest(t, file)
 		if err == nil || !strings.Contains(err.Error(), want) {
