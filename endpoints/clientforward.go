@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -87,12 +88,13 @@ func checkForwardName(name string) error {
 
 // Check validates the spec as a client would before it starts the forward.
 func (s ForwardSpec) Check() error {
-	_, err := s.prepare()
+	_, err := s.prepare(nil)
 	return err
 }
 
-// prepare validates a spec and makes its forward, unbound.
-func (s ForwardSpec) prepare() (*forward, error) {
+// prepare validates a spec and makes its forward, unbound; log gets its
+// token source's warnings.
+func (s ForwardSpec) prepare(log *slog.Logger) (*forward, error) {
 	s = s.Named()
 	if err := checkForwardName(s.Name); err != nil {
 		return nil, err
@@ -112,7 +114,7 @@ func (s ForwardSpec) prepare() (*forward, error) {
 		if plugin == "" {
 			plugin = "Fixed"
 		}
-		if f.tokens, err = token.NewSource(plugin, s.TokenSource, token.SourceOptions{Timeout: s.TokenSourceTimeout}); err != nil {
+		if f.tokens, err = token.NewSource(plugin, s.TokenSource, token.SourceOptions{Timeout: s.TokenSourceTimeout, Logger: log}); err != nil {
 			return fail(err)
 		}
 	case ProxySOCKS5, ProxyHTTP:
@@ -305,7 +307,7 @@ func (c *Client) change(remove []string, add []ForwardSpec) error {
 		}
 	}
 	for _, s := range add {
-		f, err := s.prepare()
+		f, err := s.prepare(c.log.With("forward", s.Named().Name))
 		if err != nil {
 			undo()
 			return err

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -18,12 +22,26 @@ func init() { registerSource("Http", newHTTP) }
 // {"token": "..."}. The request is bounded in time (SourceOptions.Timeout) and
 // the answer in size. Errors name the service without the query string and user
 // info, which may hold an API key.
+//
+// The answer decides where the client's tunnels go, so who may give it is
+// narrow: redirects are followed only on the same host and port (or from
+// http:// to https:// on the default ports), never to another host that
+// would then learn the client addresses and the URL's credentials and choose
+// the targets; and a cleartext http:// URL beyond loopback, which anyone on
+// the path can read and answer, is warned about once.
 type httpSource struct {
 	base    *url.URL
 	shown   string // base without user info and query, for errors
 	client  *http.Client
 	timeout time.Duration
+
+	log       *slog.Logger
+	cleartext bool // http:// to a host that is not loopback
+	warned    sync.Once
 }
+
+// maxHTTPRedirects bounds the same-host redirects followed for one token.
+const maxHTTPRedirects = 3
 
 const maxHTTPTokenBody = 64 << 10
 
@@ -40,10 +58,73 @@ func newHTTP(raw string, o SourceOptions) (Source, error) {
 		return nil, fmt.Errorf("token source Http: %w", err)
 	}
 	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
-	return &httpSource{base: u, shown: shown.String(), client: &http.Client{Timeout: timeout}, timeout: timeout}, nil
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &httpSource{base: u, shown: shown.String(), timeout: timeout, log: log,
+		cleartext: u.Scheme == "http" && !isLoopbackHost(u.Hostname())}
+	h.client = &http.Client{Timeout: timeout, CheckRedirect: h.checkRedirect}
+	return h, nil
+}
+
+// checkRedirect follows a redirect only to the host and port of the URL it
+// was given, and never from https:// down to http://.
+func (h *httpSource) checkRedirect(req *http.Request, via []*http.Request) error {
+	to := url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: req.URL.Path}
+	if len(via) > maxHTTPRedirects {
+		return fmt.Errorf("more than %d redirects (the last to %s)", maxHTTPRedirects, to.String())
+	}
+	if !sameService(h.base, req.URL) {
+		return fmt.Errorf("redirected to %s: refused, the token source follows redirects on its own host only "+
+			"(point --token-source at the final URL)", to.String())
+	}
+	return nil
+}
+
+// sameService says whether to is on the host and port of from, without a
+// downgrade to cleartext; http:// to https:// on the default ports counts.
+func sameService(from, to *url.URL) bool {
+	if !strings.EqualFold(strings.TrimSuffix(from.Hostname(), "."), strings.TrimSuffix(to.Hostname(), ".")) {
+		return false
+	}
+	fromPort, toPort := effectivePort(from), effectivePort(to)
+	switch {
+	case from.Scheme == to.Scheme:
+		return fromPort == toPort
+	case from.Scheme == "http" && to.Scheme == "https":
+		return fromPort == "80" && toPort == "443"
+	}
+	return false
+}
+
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// isLoopbackHost says whether a URL's host stays on this machine.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func (h *httpSource) Token(ctx context.Context, clientAddr net.Addr) (string, error) {
+	if h.cleartext {
+		h.warned.Do(func() {
+			h.log.Warn("token source Http asks over cleartext http:// beyond loopback: anyone on the path reads the "+
+				"client addresses, the URL's credentials and the tokens, and can answer with targets of its own; use https://",
+				"url", h.shown)
+		})
+	}
 	u := *h.base
 	q := u.Query()
 	addr := ""

@@ -8,6 +8,7 @@ package token
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -35,6 +36,9 @@ type SourceOptions struct {
 	// Timeout bounds one lookup that waits on something outside the process:
 	// the Http source's request (default DefaultSourceTimeout).
 	Timeout time.Duration
+	// Logger gets a source's warnings (the Http source's about cleartext);
+	// nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultSourceTimeout is SourceOptions.Timeout when it is zero.
