@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +71,7 @@ func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
 		cfg.ServerName = host
 	}
 	if o.CertFile != "" || o.KeyFile != "" {
-		pair, err := loadKeyPair(o.CertFile, o.KeyFile)
+		pair, err := loadKeyPair(o.CertFile, o.KeyFile, log)
 		if err != nil {
 			return nil, err
 		}
@@ -118,11 +119,12 @@ func LoadClient(o ClientOptions, log *slog.Logger) (*tls.Config, error) {
 	if o.KnownHosts == "" {
 		return nil, optionErr("known-hosts", "empty: no way to verify the server; give --ca-file, --server-fingerprint or --known-hosts")
 	}
-	kh := &knownHosts{path: o.KnownHosts, endpoint: o.Endpoint, log: log}
+	kh := &knownHosts{path: o.KnownHosts, endpoint: hostKey(o.Endpoint), log: log}
 	// A damaged file shows now, not at every dial.
 	if _, _, err := kh.lookup(); err != nil {
 		return nil, &OptionError{Option: "known-hosts", Err: err}
 	}
+	warnLooseKnownHosts(log, o.KnownHosts)
 	cfg.VerifyConnection = kh.verify
 	return cfg, nil
 }
@@ -200,8 +202,8 @@ func (k *knownHosts) lookup() (fingerprint string, line int, err error) {
 }
 
 // parseKnownHosts reads lines "HOST:PORT sha256:HEX" (and # comments), checks
-// every one, and returns the fingerprint recorded for endpoint and its line, or
-// "" when there is none. path names the file in errors.
+// every one, and returns the fingerprint recorded for endpoint (a hostKey) and
+// its line, or "" when there is none. path names the file in errors.
 func parseKnownHosts(r io.Reader, path, endpoint string) (fingerprint string, line int, err error) {
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
@@ -219,7 +221,7 @@ func parseKnownHosts(r io.Reader, path, endpoint string) (fingerprint string, li
 		if err != nil {
 			return "", 0, fmt.Errorf("known hosts %s line %d: %w", path, n, err)
 		}
-		if fields[0] == endpoint && fingerprint == "" {
+		if hostKey(fields[0]) == endpoint && fingerprint == "" {
 			fingerprint, line = fp, n
 		}
 	}
@@ -227,6 +229,25 @@ func parseKnownHosts(r io.Reader, path, endpoint string) (fingerprint string, li
 		return "", 0, fmt.Errorf("known hosts %s: %w", path, err)
 	}
 	return fingerprint, line, nil
+}
+
+// hostKey is the form of "HOST:PORT" that known hosts are recorded and
+// looked up under: one server has one key however its name is spelt. DNS
+// names are not case sensitive and a final dot changes nothing, so
+// Example.COM.:7500 is example.com:7500; an IP address is in its canonical
+// form ([0:0::1] is [::1], ::ffff:10.0.0.1 is 10.0.0.1). A spelling that is
+// not HOST:PORT is kept as it is.
+func hostKey(endpoint string) string {
+	host, port, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return endpoint
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else {
+		host = strings.TrimSuffix(strings.ToLower(host), ".")
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func (k *knownHosts) add(fp string) error {

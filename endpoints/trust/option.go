@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"os"
 )
 
@@ -24,8 +25,9 @@ func optionErr(option, format string, args ...any) error {
 }
 
 // loadKeyPair reads a certificate and its private key, blaming the file that
-// is at fault: tls.LoadX509KeyPair cannot tell which one it was.
-func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+// is at fault: tls.LoadX509KeyPair cannot tell which one it was. A key that
+// other users can read is warned about on log.
+func loadKeyPair(certFile, keyFile string, log *slog.Logger) (tls.Certificate, error) {
 	if (certFile == "") != (keyFile == "") {
 		if certFile == "" {
 			return tls.Certificate{}, optionErr("key-file", "needs --cert-file too (give both or neither)")
@@ -56,6 +58,7 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, optionErr("key-file", "%s is not the private key of %s: %w", keyFile, certFile, err)
 	}
+	warnLooseKey(log, "key-file", keyFile)
 	return pair, nil
 }
 

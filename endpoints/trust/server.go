@@ -56,7 +56,7 @@ func LoadServer(o ServerOptions, log *slog.Logger) (*Server, error) {
 	var pair tls.Certificate
 	var err error
 	if o.CertFile != "" || o.KeyFile != "" {
-		if pair, err = loadKeyPair(o.CertFile, o.KeyFile); err != nil {
+		if pair, err = loadKeyPair(o.CertFile, o.KeyFile, log); err != nil {
 			return nil, err
 		}
 	} else {
@@ -105,6 +105,7 @@ func loadOrGenerate(dir string, log *slog.Logger) (tls.Certificate, error) {
 	certPath, keyPath := filepath.Join(dir, generatedCert), filepath.Join(dir, generatedKey)
 	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err == nil {
+		warnLooseKey(log, "state-dir", keyPath)
 		return pair, nil
 	}
 	if _, statErr := os.Stat(certPath); !errors.Is(statErr, os.ErrNotExist) {
