@@ -13,7 +13,8 @@ export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 # display, remote-viewer and Xvfb (real SPICE traffic). Tests that need one skip
 # with a message when it is missing, so install them all. systemd and dpkg: the
 # package test (systemd-analyze verify). wine and mingw's binutils: the Windows builds
-# run under Wine (cmd/internal/wine; about 10 s to install, 20 s to run).
+# run under Wine (cmd/internal/wine; about 10 s to install, 20 s to run). chromium: the
+# dashboard's test drives it headless (its screenshot lands in test-artifacts/).
 step_start=$SECONDS step_name=""
 step() {
   [ -n "$step_name" ] && echo "   ($step_name: $((SECONDS - step_start)) s)"
@@ -24,7 +25,7 @@ step() {
 step "install what the tests need"
 ./scripts/need.sh iproute2 iperf3 kcptun openssh-server openssh-client curl openssl ca-certificates \
   qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth systemd \
-  wine wine64 binutils-mingw-w64-x86-64
+  wine wine64 binutils-mingw-w64-x86-64 chromium
 
 step gofmt
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -37,7 +38,8 @@ step "windows build"
 GOOS=windows GOARCH=amd64 go build ./...
 
 step "go test -race"
-go test -race -timeout 20m ./...
+mkdir -p test-artifacts
+go test -race -timeout 20m -artifacts -outputdir "$PWD/test-artifacts" ./...
 
 step fuzz
 ./scripts/fuzz.sh

@@ -1,5 +1,5 @@
 // Package api is an endpoint's REST API: the live tunnels, one tunnel, closing
-// a tunnel, and health. It reads registry snapshots, so it never takes a lock a
+// a tunnel, and health, and a live dashboard over them at /. It reads registry snapshots, so it never takes a lock a
 // pump waits on, and it bounds what a slow or hostile HTTP client can hold.
 package api
 
@@ -171,6 +171,11 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	if !originAllowed(ctx) {
 		writeError(ctx, fasthttp.StatusForbidden, fmt.Sprintf("Origin %q is not this API's: cross-site requests may not change anything",
 			ctx.Request.Header.Peek("Origin")))
+		return
+	}
+	// The dashboard's files hold no data: the page brings the token itself.
+	if name, ok := dashboardFile(path); ok {
+		serveDashboard(ctx, name)
 		return
 	}
 	if path != "/healthz" && !s.authorized(ctx) {

@@ -9,7 +9,7 @@ type EndpointFlags struct {
 
 	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (repairs adapted to the measured loss), off (plain QUIC), or K,M (a fixed M repair datagrams per K data datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
 
-	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels, /sessions, /metrics ...) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
+	HttpdListenOn string        `help:"Serve the REST API (GET /tunnels, /sessions, /metrics ...) and the live dashboard (GET /) on this TCP address; off when empty. Keep it on loopback." placeholder:"HOST:PORT"`
 	HttpdToken    string        `help:"Require \"Authorization: Bearer TOKEN\" on every API request but /healthz." env:"QUICTUN_HTTPD_TOKEN" placeholder:"TOKEN" sensitive:""`
 	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed (default ${default}; 0 means the default)."`
 
