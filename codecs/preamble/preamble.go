@@ -14,17 +14,19 @@
 // Header fields are TLVs so later versions can add fields; unknown field types are
 // skipped, so an older server keeps working with a newer client.
 //
-// A hello is a header that opens no tunnel: it carries the hello field and no
-// token. The client sends one on a stream of its own right after each handshake,
-// so that a session proves its secret before any application connects; the server
-// answers it with a status frame and closes sessions that present no valid
-// header within its handshake timeout.
+// A hello is a header that opens no tunnel: it carries the hello field, the
+// client's identity and a proof that it holds that identity's secret (see
+// Proof), and no token. The client sends it on the first stream of each session
+// and opens tunnels only once the server has answered it OK; the server reads
+// nothing else from a session before that, so a session proves itself once and
+// tunnel headers carry no credential.
 package preamble
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/quic-go/quic-go/quicvarint"
 )
@@ -37,11 +39,17 @@ const ALPN = "quictun/1"
 
 // Limits a decoder enforces before it allocates.
 const (
-	// MaxHeaderLen bounds a whole header body: token, secret and anything else.
+	// MaxHeaderLen bounds a whole header body: token and anything else.
 	MaxHeaderLen = 16 << 10
 	// MaxTokenLen bounds the token inside a header.
 	MaxTokenLen = 8 << 10
-	// MaxSecretLen bounds the shared secret inside a header.
+	// MaxHelloLen bounds a hello's body: what a server reads from a session
+	// that has not proved itself.
+	MaxHelloLen = 128
+	// MaxIdentityLen bounds the identity a hello names.
+	MaxIdentityLen = 64
+	// MaxSecretLen bounds a secret; it never travels, but a proof is made
+	// from it on every session.
 	MaxSecretLen = 1 << 10
 	// MaxMessageLen bounds the human-readable message of a status frame.
 	MaxMessageLen = 1 << 10
@@ -49,9 +57,11 @@ const (
 
 // Header field types.
 const (
-	fieldToken  = 0x01
-	fieldSecret = 0x02
-	fieldHello  = 0x03 // empty value
+	fieldToken = 0x01
+	// 0x02 carried the raw secret in version 1's first form; it is skipped.
+	fieldHello    = 0x03 // empty value
+	fieldIdentity = 0x04
+	fieldProof    = 0x05
 )
 
 // Header is what a client endpoint says first on a stream.
@@ -59,11 +69,15 @@ type Header struct {
 	// Token names the server application; a token parser on the server turns it
 	// into an address.
 	Token []byte
-	// Secret is the shared secret of the client, empty when none is configured.
-	Secret []byte
 	// Hello marks a header that opens no tunnel and carries no token: the
-	// client's proof, once per session, that it holds the secret.
+	// client's proof, once per session, of who it is.
 	Hello bool
+	// Identity names the client's identity in a hello; empty is the shared
+	// secret's (or, without one, no identity).
+	Identity string
+	// Proof is Proof(secret, Identity, exporter) in a hello, empty when the
+	// client has no secret.
+	Proof []byte
 }
 
 // ErrMalformed wraps every decoding failure caused by the peer's bytes, so that a
@@ -72,42 +86,35 @@ var ErrMalformed = errors.New("malformed preamble")
 
 // AppendHeader appends the encoding of h to b.
 func AppendHeader(b []byte, h Header) ([]byte, error) {
-	if h.Hello && len(h.Token) > 0 {
+	switch {
+	case h.Hello && len(h.Token) > 0:
 		return b, errors.New("preamble: a hello carries no token")
-	}
-	if !h.Hello && len(h.Token) == 0 {
+	case !h.Hello && len(h.Token) == 0:
 		return b, errors.New("preamble: empty token")
-	}
-	if len(h.Token) > MaxTokenLen {
+	case !h.Hello && (h.Identity != "" || len(h.Proof) > 0):
+		return b, errors.New("preamble: only a hello carries an identity and a proof")
+	case len(h.Token) > MaxTokenLen:
 		return b, fmt.Errorf("preamble: token of %d bytes exceeds the limit of %d", len(h.Token), MaxTokenLen)
+	case len(h.Identity) > MaxIdentityLen:
+		return b, fmt.Errorf("preamble: identity of %d bytes exceeds the limit of %d", len(h.Identity), MaxIdentityLen)
+	case len(h.Proof) != 0 && len(h.Proof) != ProofLen:
+		return b, fmt.Errorf("preamble: proof of %d bytes, want %d", len(h.Proof), ProofLen)
 	}
-	if len(h.Secret) > MaxSecretLen {
-		return b, fmt.Errorf("preamble: secret of %d bytes exceeds the limit of %d", len(h.Secret), MaxSecretLen)
-	}
-	bodyLen := 0
+	var body []byte
 	if h.Hello {
-		bodyLen += fieldLen(fieldHello, 0)
+		body = appendField(body, fieldHello, nil)
+		if h.Identity != "" {
+			body = appendField(body, fieldIdentity, []byte(h.Identity))
+		}
+		if len(h.Proof) > 0 {
+			body = appendField(body, fieldProof, h.Proof)
+		}
 	} else {
-		bodyLen += fieldLen(fieldToken, len(h.Token))
-	}
-	if len(h.Secret) > 0 {
-		bodyLen += fieldLen(fieldSecret, len(h.Secret))
+		body = appendField(body, fieldToken, h.Token)
 	}
 	b = append(b, Version)
-	b = quicvarint.Append(b, uint64(bodyLen))
-	if h.Hello {
-		b = appendField(b, fieldHello, nil)
-	} else {
-		b = appendField(b, fieldToken, h.Token)
-	}
-	if len(h.Secret) > 0 {
-		b = appendField(b, fieldSecret, h.Secret)
-	}
-	return b, nil
-}
-
-func fieldLen(typ uint64, n int) int {
-	return quicvarint.Len(typ) + quicvarint.Len(uint64(n)) + n
+	b = quicvarint.Append(b, uint64(len(body)))
+	return append(b, body...), nil
 }
 
 func appendField(b []byte, typ uint64, v []byte) []byte {
@@ -141,11 +148,27 @@ func ReadHeaderLimit(r io.Reader, limit int) (Header, error) {
 	if n > uint64(limit) {
 		return Header{}, fmt.Errorf("%w: header of %d bytes exceeds the limit of %d", ErrMalformed, n, limit)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
+	body, err := readGrowing(r, int(n))
+	if err != nil {
 		return Header{}, fmt.Errorf("read preamble body: %w", err)
 	}
 	return ParseHeaderBody(body)
+}
+
+// readGrowing reads n bytes, growing its buffer as they arrive: a peer that
+// announces a large header and sends little makes the reader hold little.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	const chunk = 512
+	buf := make([]byte, 0, min(n, chunk))
+	for len(buf) < n {
+		next := min(n-len(buf), max(chunk, len(buf)))
+		buf = slices.Grow(buf, next)
+		if _, err := io.ReadFull(r, buf[len(buf):len(buf)+next]); err != nil {
+			return nil, err
+		}
+		buf = buf[:len(buf)+next]
+	}
+	return buf, nil
 }
 
 // ParseHeaderBody decodes the TLV fields of a header body.
@@ -176,14 +199,22 @@ func ParseHeaderBody(body []byte) (Header, error) {
 				return Header{}, fmt.Errorf("%w: token of %d bytes exceeds the limit of %d", ErrMalformed, len(v), MaxTokenLen)
 			}
 			h.Token = v
-		case fieldSecret:
-			if h.Secret != nil {
-				return Header{}, fmt.Errorf("%w: secret given twice", ErrMalformed)
+		case fieldIdentity:
+			if h.Identity != "" || len(v) == 0 {
+				return Header{}, fmt.Errorf("%w: identity given twice or empty", ErrMalformed)
 			}
-			if len(v) > MaxSecretLen {
-				return Header{}, fmt.Errorf("%w: secret of %d bytes exceeds the limit of %d", ErrMalformed, len(v), MaxSecretLen)
+			if len(v) > MaxIdentityLen {
+				return Header{}, fmt.Errorf("%w: identity of %d bytes exceeds the limit of %d", ErrMalformed, len(v), MaxIdentityLen)
 			}
-			h.Secret = v
+			h.Identity = string(v)
+		case fieldProof:
+			if h.Proof != nil {
+				return Header{}, fmt.Errorf("%w: proof given twice", ErrMalformed)
+			}
+			if len(v) != ProofLen {
+				return Header{}, fmt.Errorf("%w: proof of %d bytes, want %d", ErrMalformed, len(v), ProofLen)
+			}
+			h.Proof = v
 		case fieldHello:
 			if h.Hello {
 				return Header{}, fmt.Errorf("%w: hello given twice", ErrMalformed)
@@ -201,6 +232,8 @@ func ParseHeaderBody(body []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: a hello with a token", ErrMalformed)
 	case !h.Hello && len(h.Token) == 0:
 		return Header{}, fmt.Errorf("%w: no token", ErrMalformed)
+	case !h.Hello && (h.Identity != "" || h.Proof != nil):
+		return Header{}, fmt.Errorf("%w: an identity or proof outside a hello", ErrMalformed)
 	}
 	return h, nil
 }

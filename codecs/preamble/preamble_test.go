@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -11,9 +12,10 @@ import (
 func TestHeaderRoundTripLeavesApplicationBytes(t *testing.T) {
 	for _, h := range []Header{
 		{Token: []byte("tcp:127.0.0.1:22")},
-		{Token: []byte("unix:/run/app.sock"), Secret: []byte("s3cret")},
-		{Token: bytes.Repeat([]byte("x"), MaxTokenLen), Secret: bytes.Repeat([]byte("y"), MaxSecretLen)},
-		{Hello: true, Secret: []byte("s3cret")},
+		{Token: []byte("unix:/run/app.sock")},
+		{Token: bytes.Repeat([]byte("x"), MaxTokenLen)},
+		{Hello: true, Proof: bytes.Repeat([]byte{7}, ProofLen)},
+		{Hello: true, Identity: strings.Repeat("i", MaxIdentityLen), Proof: bytes.Repeat([]byte{7}, ProofLen)},
 		{Hello: true},
 	} {
 		b, err := AppendHeader(nil, h)
@@ -26,8 +28,8 @@ func TestHeaderRoundTripLeavesApplicationBytes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got.Token, h.Token) || !bytes.Equal(got.Secret, h.Secret) || got.Hello != h.Hello {
-			t.Fatalf("round trip: got %q/%q/%v, want %q/%q/%v", got.Token, got.Secret, got.Hello, h.Token, h.Secret, h.Hello)
+		if !sameHeader(got, h) {
+			t.Fatalf("round trip: got %+v, want %+v", got, h)
 		}
 		rest, _ := io.ReadAll(r)
 		if string(rest) != "application bytes" {
@@ -38,10 +40,12 @@ func TestHeaderRoundTripLeavesApplicationBytes(t *testing.T) {
 
 func TestAppendHeaderRefusesBadInput(t *testing.T) {
 	for name, h := range map[string]Header{
-		"empty token": {},
-		"long token":  {Token: make([]byte, MaxTokenLen+1)},
-		"long secret": {Token: []byte("a"), Secret: make([]byte, MaxSecretLen+1)},
-		"hello token": {Hello: true, Token: []byte("a")},
+		"empty token":     {},
+		"long token":      {Token: make([]byte, MaxTokenLen+1)},
+		"hello token":     {Hello: true, Token: []byte("a")},
+		"long identity":   {Hello: true, Identity: strings.Repeat("i", MaxIdentityLen+1)},
+		"short proof":     {Hello: true, Proof: []byte{1}},
+		"tunnel identity": {Token: []byte("a"), Identity: "i"},
 	} {
 		if _, err := AppendHeader(nil, h); err == nil {
 			t.Errorf("%s: no error", name)
@@ -60,6 +64,9 @@ func TestReadHeaderRejectsMalformed(t *testing.T) {
 		"hello and token":  {1, 5, fieldHello, 0, fieldToken, 1, 'a'},
 		"hello twice":      {1, 4, fieldHello, 0, fieldHello, 0},
 		"hello with value": {1, 3, fieldHello, 1, 'x'},
+		"short proof":      {1, 5, fieldHello, 0, fieldProof, 1, 'x'},
+		"empty identity":   {1, 4, fieldHello, 0, fieldIdentity, 0},
+		"token identity":   {1, 6, fieldToken, 1, 'a', fieldIdentity, 1, 'i'},
 	}
 	for name, b := range cases {
 		_, err := ReadHeader(bytes.NewReader(b))
@@ -109,19 +116,20 @@ func TestStatusRoundTrip(t *testing.T) {
 }
 
 func FuzzReadHeader(f *testing.F) {
-	ok, _ := AppendHeader(nil, Header{Token: []byte("tcp:127.0.0.1:22"), Secret: []byte("k")})
+	ok, _ := AppendHeader(nil, Header{Token: []byte("tcp:127.0.0.1:22")})
 	f.Add(ok)
 	f.Add([]byte{1, 0})
 	f.Add([]byte{1, 0xff, 0xff})
-	hello, _ := AppendHeader(nil, Header{Hello: true, Secret: []byte("k")})
+	hello, _ := AppendHeader(nil, Header{Hello: true, Identity: "alice", Proof: make([]byte, ProofLen)})
 	f.Add(hello)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ReadHeader(bytes.NewReader(b))
 		if err != nil {
 			return
 		}
-		if (len(h.Token) == 0) != h.Hello || len(h.Token) > MaxTokenLen || len(h.Secret) > MaxSecretLen {
-			t.Fatalf("accepted out-of-bounds header: token %d secret %d hello %v", len(h.Token), len(h.Secret), h.Hello)
+		if (len(h.Token) == 0) != h.Hello || len(h.Token) > MaxTokenLen || len(h.Identity) > MaxIdentityLen ||
+			(h.Proof != nil && len(h.Proof) != ProofLen) || (!h.Hello && (h.Identity != "" || h.Proof != nil)) {
+			t.Fatalf("accepted out-of-bounds header: %+v", h)
 		}
 		// What decodes must re-encode to something that decodes the same.
 		again, err := AppendHeader(nil, h)
@@ -129,7 +137,7 @@ func FuzzReadHeader(f *testing.F) {
 			t.Fatalf("decoded header does not re-encode: %v", err)
 		}
 		h2, err := ReadHeader(bytes.NewReader(again))
-		if err != nil || !bytes.Equal(h2.Token, h.Token) || !bytes.Equal(h2.Secret, h.Secret) || h2.Hello != h.Hello {
+		if err != nil || !sameHeader(h2, h) {
 			t.Fatalf("re-encoded header differs: %v", err)
 		}
 	})
@@ -153,5 +161,69 @@ func TestReadHeaderLimit(t *testing.T) {
 	}
 	if _, err := ReadHeaderLimit(bytes.NewReader(b), 200); err != nil {
 		t.Fatalf("within the limit: %v", err)
+	}
+}
+
+func sameHeader(a, b Header) bool {
+	return bytes.Equal(a.Token, b.Token) && a.Hello == b.Hello && a.Identity == b.Identity && bytes.Equal(a.Proof, b.Proof)
+}
+
+// A header that announces more than it sends costs the reader what arrived,
+// not what was announced.
+func TestAnnouncedLengthIsNotAllocated(t *testing.T) {
+	b := []byte{1, 0x7f, 0xff} // 16383 bytes announced, 1 sent
+	b = append(b, fieldToken)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	for range 100 {
+		_, _ = ReadHeader(bytes.NewReader(b))
+	}
+	runtime.ReadMemStats(&ms)
+	if per := (ms.TotalAlloc - before) / 100; per > 2048 {
+		t.Fatalf("a header announcing 16 KiB and sending 1 byte made the reader allocate %d bytes", per)
+	}
+}
+
+// A legacy header's raw secret (field 0x02) is skipped, never kept.
+func TestRetiredSecretFieldIsSkipped(t *testing.T) {
+	h, err := ReadHeader(bytes.NewReader([]byte{1, 7, fieldToken, 1, 'a', 0x02, 2, 's', 's'}))
+	if err != nil || string(h.Token) != "a" {
+		t.Fatalf("got %+v, %v", h, err)
+	}
+}
+
+type fakeTLS []byte
+
+func (f fakeTLS) export(label string, _ []byte, n int) ([]byte, error) {
+	if label != ExporterLabel || n != ExporterLen {
+		return nil, errors.New("unexpected exporter input")
+	}
+	return f, nil
+}
+
+func TestProofBindsSecretIdentityAndSession(t *testing.T) {
+	session := fakeTLS(bytes.Repeat([]byte{1}, ExporterLen))
+	other := fakeTLS(bytes.Repeat([]byte{2}, ExporterLen))
+	p, err := Proof([]byte("s3cret"), "alice", session.export)
+	if err != nil || len(p) != ProofLen {
+		t.Fatalf("proof: %x, %v", p, err)
+	}
+	if !VerifyProof(p, []byte("s3cret"), "alice", session.export) {
+		t.Fatal("the right proof is refused")
+	}
+	for name, ok := range map[string]bool{
+		"other secret":   VerifyProof(p, []byte("s3creT"), "alice", session.export),
+		"other identity": VerifyProof(p, []byte("s3cret"), "alicf", session.export),
+		"other session":  VerifyProof(p, []byte("s3cret"), "alice", other.export),
+		"truncated":      VerifyProof(p[:31], []byte("s3cret"), "alice", session.export),
+		"no secret":      VerifyProof(p, nil, "alice", session.export),
+	} {
+		if ok {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if bytes.Contains(p, []byte("s3cret")) {
+		t.Fatal("the proof carries the secret")
 	}
 }
