@@ -33,10 +33,13 @@ type ClientConfig struct {
 	// ServerEndpoint is the server endpoint's UDP "host:port".
 	ServerEndpoint string
 	TLS            *tls.Config
-	// Secret is the shared secret sent in each header; empty sends none. At
-	// most preamble.MaxSecretLen bytes.
+	// Secret is the client's secret, proved in each session's hello (never
+	// sent); empty proves none. At most preamble.MaxSecretLen bytes.
 	Secret []byte
-	Engine engine.Config
+	// Identity names the server's identity that Secret belongs to; empty is
+	// the server's shared secret (--secret).
+	Identity string
+	Engine   engine.Config
 	// SessionWait is how long a new application connection waits for a session
 	// while the server is unreachable, before it is closed (0: 10 s; negative
 	// is an error).
@@ -130,7 +133,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c.conn, c.rec, c.tr = pc, rec, &quic.Transport{Conn: pc}
-	c.sessions = newSessionKeeper(c.tr, cfg.ServerEndpoint, cfg.TLS, qc, cfg.Secret, cfg.Logger)
+	c.sessions = newSessionKeeper(c.tr, cfg.ServerEndpoint, cfg.TLS, qc, credentials{cfg.Identity, cfg.Secret}, cfg.Logger)
 	hs := newHandshakes(engine.ClientEndpoint)
 	c.sessions.dialFailed = hs.failed
 	extra := []prometheus.Collector{&forwardCollector{client: c}}
@@ -238,7 +241,7 @@ func (c *Client) serveApp(f *forward, app net.Conn) {
 		app.Close()
 		return
 	}
-	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok), Secret: c.cfg.Secret})
+	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok)})
 	if err != nil {
 		log.Warn("application connection closed: bad token", "err", err)
 		failed(failNoToken)

@@ -54,7 +54,7 @@ type sessionKeeper struct {
 	endpoint string
 	tls      *tls.Config
 	quic     *quic.Config
-	secret   []byte // sent in each session's hello
+	creds    credentials // proved in each session's hello
 	log      *slog.Logger
 	// dialFailed, when set (before run), is told of each failed dial.
 	dialFailed func(error)
@@ -65,8 +65,28 @@ type sessionKeeper struct {
 	refused error         // why the server refused the last session; nil once a new one is up
 }
 
-func newSessionKeeper(tr *quic.Transport, endpoint string, tlsConf *tls.Config, qc *quic.Config, secret []byte, log *slog.Logger) *sessionKeeper {
-	return &sessionKeeper{tr: tr, endpoint: endpoint, tls: tlsConf, quic: qc, secret: secret, log: log, up: make(chan struct{})}
+// credentials are what a client proves in its hello: a secret and the name
+// of the server's identity it belongs to.
+type credentials struct {
+	identity string
+	secret   []byte
+}
+
+// hello is the hello header of conn: the identity, and the proof of its
+// secret bound to this TLS session.
+func (c credentials) hello(conn *quic.Conn) (preamble.Header, error) {
+	h := preamble.Header{Hello: true, Identity: c.identity}
+	if len(c.secret) == 0 {
+		return h, nil
+	}
+	cs := conn.ConnectionState().TLS
+	proof, err := preamble.Proof(c.secret, c.identity, cs.ExportKeyingMaterial)
+	h.Proof = proof
+	return h, err
+}
+
+func newSessionKeeper(tr *quic.Transport, endpoint string, tlsConf *tls.Config, qc *quic.Config, creds credentials, log *slog.Logger) *sessionKeeper {
+	return &sessionKeeper{tr: tr, endpoint: endpoint, tls: tlsConf, quic: qc, creds: creds, log: log, up: make(chan struct{})}
 }
 
 // run is the keeper's routine: dial, hold the session until it ends, wait,
@@ -116,6 +136,7 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 	defer probes.Stop()
 	probe := make([]byte, probeSize)
 	helloDone := make(chan error, 1)
+	refusedOnce := false // logged and recorded from the hello's answer
 	var hello sync.WaitGroup
 	defer hello.Wait()
 	hello.Go(func() { helloDone <- k.hello(conn) })
@@ -130,7 +151,8 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 			case conn.Context().Err() != nil || sessionGone(err):
 				// Lost before the answer: the next case says why.
 			case refused && se.Status.Code == preamble.CodeAuthFailed:
-				k.log.Error("the server endpoint refused this client's shared secret; check --secret", "server", k.endpoint)
+				refusedOnce = true
+				k.log.Error("the server endpoint refused this client's credentials; check --secret and --identity", "server", k.endpoint)
 				k.refuse(fmt.Errorf("server endpoint %s refused this client: %w", k.endpoint, err))
 				conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeAuthFailed), "authentication failed")
 			case refused && se.Status.Code == preamble.CodeShutdown:
@@ -147,8 +169,8 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 			k.unpublish(conn)
 			cause := context.Cause(conn.Context())
 			var ae *quic.ApplicationError
-			if errors.As(cause, &ae) && ae.Remote && preamble.Code(ae.ErrorCode) == preamble.CodeAuthFailed {
-				k.log.Error("the server endpoint refused this client's shared secret; check --secret", "server", k.endpoint, "reason", cause)
+			if errors.As(cause, &ae) && ae.Remote && preamble.Code(ae.ErrorCode) == preamble.CodeAuthFailed && !refusedOnce {
+				k.log.Error("the server endpoint refused this client's credentials; check --secret and --identity", "server", k.endpoint, "reason", cause)
 				k.refuse(fmt.Errorf("server endpoint %s refused this client: %w", k.endpoint, cause))
 			}
 			k.log.Warn("session lost", "server", k.endpoint, "reason", cause)
@@ -161,10 +183,10 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 	}
 }
 
-// hello presents the client's secret on a stream of its own, right after the
-// handshake, and returns the server's answer: nil when it is OK. The server
-// closes a session that presents no valid header within its handshake timeout
-// (see serverSession), which a session that carries no tunnel yet would not.
+// hello proves the client's credentials on the session's first stream, right
+// after the handshake, and returns the server's answer: nil when it is OK.
+// The server reads nothing else from a session before it has answered its
+// hello, and closes a session without one within its handshake timeout.
 func (k *sessionKeeper) hello(conn *quic.Conn) error {
 	ctx, cancel := context.WithTimeout(conn.Context(), dialTimeout)
 	defer cancel()
@@ -172,7 +194,11 @@ func (k *sessionKeeper) hello(conn *quic.Conn) error {
 	if err != nil {
 		return err
 	}
-	hdr, err := preamble.AppendHeader(nil, preamble.Header{Hello: true, Secret: k.secret})
+	h, err := k.creds.hello(conn)
+	var hdr []byte
+	if err == nil {
+		hdr, err = preamble.AppendHeader(nil, h)
+	}
 	if err != nil {
 		st.CancelWrite(quic.StreamErrorCode(preamble.CodeInternal))
 		st.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))

@@ -49,8 +49,8 @@ func TestConfigZeroIsDefaultNegativeIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.conn.Close()
-	want := Limits{MaxSessions: 256, MaxTunnels: 8192, MaxTunnelsPerSession: 4096, MaxHeaderSize: preamble.MaxHeaderLen, MaxTokenSize: preamble.MaxTokenLen}
-	if c := srv.cfg; c.Limits != want || c.DialTimeout != 5*time.Second || c.PreambleTimeout != 10*time.Second || c.DrainTimeout != 10*time.Second {
+	want := Limits{MaxSessions: 256, MaxSessionsPerAddress: 64, MaxPendingSessions: 16, MaxPendingPerAddress: 4, MaxTunnels: 8192, MaxTunnelsPerSession: 4096, MaxHeaderSize: preamble.MaxHeaderLen, MaxTokenSize: preamble.MaxTokenLen}
+	if c := srv.cfg; c.Limits != want || c.DialTimeout != 5*time.Second || c.PreambleTimeout != 10*time.Second || c.DrainTimeout != 10*time.Second || c.AuthPenalty != time.Second {
 		t.Errorf("defaults: %+v", c)
 	}
 

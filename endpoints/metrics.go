@@ -26,6 +26,7 @@ type metrics struct {
 	registry   *prometheus.Registry
 	failures   *prometheus.CounterVec
 	closed     *prometheus.CounterVec
+	hellos     *prometheus.CounterVec
 	handshakes *handshakes
 }
 
@@ -48,8 +49,12 @@ func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*q
 			Name: "quictun_tunnels_closed_total", ConstLabels: constLabels,
 			Help: "Tunnels that ended after they started, by how: clean, error, killed, idle, shutdown, peer (reset by the other endpoint).",
 		}, []string{"how"}),
+		hellos: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quictun_hellos_total", ConstLabels: constLabels,
+			Help: "Sessions' hellos the server answered, by result (ok, wrong proof, unknown identity, no proof, not a hello, overloaded, lost) and identity (known identities only).",
+		}, []string{"result", "identity"}),
 	}
-	m.registry.MustRegister(m.failures, m.closed, hs,
+	m.registry.MustRegister(m.failures, m.closed, m.hellos, hs,
 		&liveCollector{reg: reg, sessions: sessions, constLabels: constLabels},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
@@ -61,6 +66,9 @@ func newMetrics(side engine.Endpoint, reg *engine.Registry, sessions func() []*q
 // accepted tells the handshake count that the server accepted conn: its
 // handshake did not fail.
 func (m *metrics) accepted(conn *quic.Conn) { m.handshakes.accepted(conn) }
+
+// hello counts a session's hello by its result.
+func (m *metrics) hello(result, identity string) { m.hellos.WithLabelValues(result, identity).Inc() }
 
 // failed counts a tunnel that did not start.
 func (m *metrics) failed(reason string) { m.failures.WithLabelValues(reason).Inc() }

@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
@@ -42,7 +43,10 @@ func roundTrip(t *testing.T, a net.Addr, msg string) {
 func TestSharedSecret(t *testing.T) {
 	app := startApp(t, loopbackTCP(), echo)
 	defer app.close()
-	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) { c.Secret = []byte("open sesame") }})
+	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.Secret = []byte("open sesame")
+		c.AuthPenalty = time.Millisecond // the wrong clients share the right one's address
+	}})
 	defer stopServer()
 	for _, secret := range []string{"", "open sesam", "open sesame!"} {
 		cli, stop := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String(),
@@ -54,11 +58,42 @@ func TestSharedSecret(t *testing.T) {
 		clientMods: func(c *ClientConfig) { c.Secret = []byte("open sesame") }})
 	defer stop()
 	roundTrip(t, cli.Addr(), "with the right secret")
-	// Each wrong client is refused at least once (its hello, and any tunnel
-	// that raced it on the same session).
-	if got := gather(t, srv)[`quictun_tunnel_failures_total{endpoint="server",reason="authentication failed"}`]; got < 3 {
-		t.Fatalf("%v auth failures counted, want at least 3", got)
+	// Each wrong client's hello is refused, at least once (it redials).
+	m := gather(t, srv)
+	if got := m[`quictun_hellos_total{endpoint="server",identity="",result="no proof"}`]; got < 1 {
+		t.Fatalf("%v hellos without a proof counted, want at least 1", got)
 	}
+	if got := m[`quictun_hellos_total{endpoint="server",identity="",result="wrong proof"}`]; got < 2 {
+		t.Fatalf("%v wrong proofs counted, want at least 2", got)
+	}
+	if got := m[`quictun_hellos_total{endpoint="server",identity="shared",result="ok"}`]; got != 1 {
+		t.Fatalf("%v good hellos counted, want 1", got)
+	}
+}
+
+// helloSession is a raw session that has said its hello with creds, and the
+// status the server answered (an error when the server closed the session
+// instead).
+func helloSession(t *testing.T, server net.Addr, creds credentials) (*quic.Conn, preamble.Status, error) {
+	t.Helper()
+	conn := rawSession(t, server)
+	hdr, err := creds.hello(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := rawHeader(t, conn, hdr)
+	return conn, status, err
+}
+
+// helloedSession is a raw session whose hello the server answered OK.
+func helloedSession(t *testing.T, server net.Addr, creds credentials) *quic.Conn {
+	t.Helper()
+	conn, status, err := helloSession(t, server, creds)
+	if err != nil || status.Code != preamble.CodeOK {
+		conn.CloseWithError(0, "")
+		t.Fatalf("hello: %v, %v", status, err)
+	}
+	return conn
 }
 
 // rawSession is a QUIC session to a server endpoint from a bare quic-go
@@ -126,7 +161,8 @@ func TestUnauthenticatedSessionsFreeTheirSlots(t *testing.T) {
 		c.Logger = logs.Logger(slog.LevelDebug, "side", "server")
 	}})
 	defer stopServer()
-	// Two sessions that complete the handshake, then only keep alive.
+	// Two sessions that complete the handshake, then only keep alive, as
+	// many as the server has slots for sessions that authenticated.
 	idle := []*quic.Conn{rawSession(t, srv.Addr()), rawSession(t, srv.Addr())}
 	for _, c := range idle {
 		defer c.CloseWithError(0, "")
@@ -142,7 +178,7 @@ func TestUnauthenticatedSessionsFreeTheirSlots(t *testing.T) {
 	for _, c := range idle {
 		sessionClosedWith(t, c, preamble.CodeAuthFailed, 5*time.Second)
 	}
-	logs.WaitForLine(t, "session closed: no valid header within the handshake timeout")
+	logs.WaitForLine(t, "session closed: no hello within the handshake timeout")
 
 	// The real client's session presented its secret: it outlives the timeout.
 	session := cli.sessions.live()[0]
@@ -152,12 +188,13 @@ func TestUnauthenticatedSessionsFreeTheirSlots(t *testing.T) {
 		t.Fatal("the authenticated session was closed")
 	}
 
-	// A wrong secret gets its status, then the session is closed.
-	bad := rawSession(t, srv.Addr())
+	// A wrong secret closes its session at once. Its address (this host's,
+	// which the real client shares) now waits before a new session, but the
+	// real client's live session is untouched.
+	bad, status, err := helloSession(t, srv.Addr(), credentials{secret: []byte("open sesam")})
 	defer bad.CloseWithError(0, "")
-	status, err := rawHeader(t, bad, preamble.Header{Hello: true, Secret: []byte("open sesam")})
-	if err != nil || status.Code != preamble.CodeAuthFailed {
-		t.Fatalf("wrong secret: status %v, %v; want %s", status, err, preamble.CodeAuthFailed)
+	if err == nil && status.Code != preamble.CodeAuthFailed {
+		t.Fatalf("wrong secret: status %v; want %s", status, preamble.CodeAuthFailed)
 	}
 	sessionClosedWith(t, bad, preamble.CodeAuthFailed, 2*time.Second)
 	roundTrip(t, cli.Addr(), "untouched by the wrong one")
@@ -178,7 +215,7 @@ func TestRefusedSecretFailsApplicationsFast(t *testing.T) {
 			c.Logger = logs.Logger(slog.LevelDebug, "side", "client")
 		}})
 	defer stop()
-	logs.WaitForLine(t, "refused this client's shared secret")
+	logs.WaitForLine(t, "refused this client's credentials")
 	for range 5 {
 		assertClosedPromptly(t, cli.Addr(), true)
 	}
@@ -347,6 +384,9 @@ func TestStalledHeadersAndGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseWithError(0, "")
+	if status, err := rawHeader(t, conn, preamble.Header{Hello: true}); err != nil || status.Code != preamble.CodeOK {
+		t.Fatalf("hello: %v, %v", status, err)
+	}
 	var stalled []*quic.Stream
 	for range 20 {
 		st, err := conn.OpenStream()
@@ -376,9 +416,7 @@ func TestStalledHeadersAndGarbage(t *testing.T) {
 			t.Fatal("a stalled stream was answered")
 		}
 	}
-	if live := p.server.Registry().Len(); live != 0 {
-		t.Fatalf("%d tunnels live after the stalled streams", live)
-	}
+	waitUntil(t, func() bool { return p.server.Registry().Len() == 0 })
 	roundTrip(t, p.client.Addr(), "and afterwards")
 }
 
@@ -607,7 +645,11 @@ func TestOpenServerWarnsLoudly(t *testing.T) {
 		"loopback only": {loopback, ServerConfig{TLS: &tls.Config{}}, false},
 	} {
 		var logs logtap.Tap
-		warnIfOpen(logs.Logger(slog.LevelDebug, "side", "server"), tc.addr, &tc.cfg)
+		st, err := (&Server{cfg: tc.cfg, udpAddr: tc.addr}).newAuthState(identity.NewTable(tc.cfg.Secret), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		warnIfOpen(logs.Logger(slog.LevelDebug, "side", "server"), tc.addr, st)
 		if got := len(logs.Lines("level=WARN", "ANYONE CAN USE THIS SERVER")) > 0; got != tc.open {
 			t.Errorf("%s: open-server warning %v, want %v", name, got, tc.open)
 		}

@@ -2,12 +2,11 @@ package endpoints
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quictun/quictun/codecs/preamble"
-	"github.com/quictun/quictun/endpoints/policy"
+	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/engine"
 	"github.com/quictun/quictun/recovery"
 )
@@ -32,16 +31,15 @@ type Server struct {
 	tr   *quic.Transport
 	ln   *quic.Listener
 
+	udpAddr    net.Addr // the UDP socket's own address
 	metrics    *metrics
 	handshakes *handshakeGate
-	policy     *policy.Policy // the targets tokens may name
+	auth       atomic.Pointer[authState] // identities and the targets each may name
+	penalties  *penalties
+	refusals   *refusalLog
 	draining   atomic.Bool
 	tunnels    atomic.Int64 // admitted tunnels, for Limits.MaxTunnels
-	secret     [sha256.Size]byte
-	sessions   struct {
-		sync.Mutex
-		live map[*quic.Conn]*serverSession
-	}
+	sessions   sessionTable
 }
 
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails
@@ -67,13 +65,24 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	authenticated := len(cfg.Secret) > 0 || cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
-	pol, err := policy.New(policy.Setup{Listen: udp.LocalAddr(), Listening: cfg.Listening, Authenticated: authenticated}, cfg.Rules)
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udpAddr: udp.LocalAddr(),
+		penalties: newPenalties(cfg.AuthPenalty), refusals: newRefusalLog(cfg.Logger)}
+	s.sessions.live = make(map[*quic.Conn]*serverSession)
+	s.sessions.perKey = make(map[netip.Prefix]int)
+	s.sessions.perIdentity = make(map[string]int)
+	s.sessions.tunnelsBy = make(map[string]int)
+	ids := cfg.Identities
+	if ids == nil {
+		ids = identity.NewTable(cfg.Secret)
+	}
+	st, err := s.newAuthState(ids, cfg.Rules)
 	if err != nil {
 		udp.Close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	s.auth.Store(st)
 	qc := serverQUICConfig(cfg)
+	qc.AllowConnectionWindowIncrease = s.windowMayGrow
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, true, qc)
 	if err != nil {
 		return nil, err
@@ -82,6 +91,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	hs := newHandshakes(engine.ServerEndpoint)
 	tr := &quic.Transport{Conn: pc, VerifySourceAddress: gate.crowded,
 		ConnContext: func(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+			if wait := s.penalties.refused(clientKey(info.RemoteAddr)); wait > 0 {
+				s.refusals.warn("session refused: its address failed to authenticate and waits", "client", info.RemoteAddr.String(), "for", wait.Round(time.Millisecond))
+				return ctx, errPenalized
+			}
 			ctx, err := gate.started(ctx, info) // counts it against the pending handshakes
 			if err != nil {
 				return ctx, err
@@ -98,16 +111,17 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), conn: pc, rec: rec, tr: tr, ln: ln, handshakes: gate, policy: pol}
-	s.sessions.live = make(map[*quic.Conn]*serverSession)
-	if len(cfg.Secret) > 0 {
-		s.secret = sha256.Sum256(cfg.Secret)
-	}
+	s.conn, s.rec, s.tr, s.ln, s.handshakes = pc, rec, tr, ln, gate
 	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
-	warnIfOpen(s.log, s.Addr(), &cfg)
-	s.log.Info("target policy", "targets", pol.String())
+	warnIfOpen(s.log, s.Addr(), st)
+	s.log.Info("target policy", "targets", st.base.String(), "identities", ids.Len())
+	s.log.Info("bounds before authentication", "pending_sessions", cfg.Limits.MaxPendingSessions,
+		"pending_per_address", cfg.Limits.MaxPendingPerAddress, "handshakes", maxPendingHandshakes, "at_most_bytes", preAuthBound(cfg.Limits))
 	return s, nil
 }
+
+// errPenalized refuses a session from an address serving a penalty.
+var errPenalized = errors.New("address waits after failed authentication")
 
 // serverQUICConfig is the server's QUIC configuration: the endpoints' common
 // one, with the handshake bounded by PreambleTimeout (quic-go aborts a
@@ -128,12 +142,12 @@ func serverQUICConfig(cfg ServerConfig) *quic.Config {
 const refusalsInFlight = 64
 
 // warnIfOpen warns loudly when anyone who can reach the server may use it:
-// it listens beyond loopback with neither mutual TLS nor a shared secret.
-func warnIfOpen(log *slog.Logger, addr net.Addr, cfg *ServerConfig) {
+// it listens beyond loopback with neither mutual TLS nor a secret.
+func warnIfOpen(log *slog.Logger, addr net.Addr, st *authState) {
 	if isLoopback(addr) {
 		return
 	}
-	if cfg.TLS.ClientAuth != tls.RequireAndVerifyClientCert && len(cfg.Secret) == 0 {
+	if !st.required {
 		log.Warn("ANYONE CAN USE THIS SERVER: it listens beyond loopback with neither a shared secret (--secret) " +
 			"nor mutual TLS (--verify-remote-endpoint); every client that can reach the port can open tunnels " +
 			"to every target tokens may name")
@@ -187,12 +201,21 @@ func (s *Server) Run(ctx context.Context) error {
 			break
 		}
 		s.metrics.accepted(conn)
-		sess, ok := s.trackSession(conn)
-		if !ok {
-			s.log.Warn("session refused: too many sessions", "session", sess.peer, "max", s.cfg.Limits.MaxSessions)
+		sess, evicted, err := s.trackSession(conn)
+		if err != nil {
+			s.refusals.warn("session refused", "session", sess.peer, "err", err, "max", s.cfg.Limits.MaxSessionsPerAddress)
 			s.metrics.failed("too many sessions")
-			conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded: too many sessions")
+			// Closed off the accept loop: CloseWithError waits for the session's loop.
+			handlers.Go(func() {
+				conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded: "+err.Error())
+			})
 			continue
+		}
+		if evicted != nil {
+			s.refusals.warn("session evicted: the unauthenticated pool is full", "session", evicted.peer, "for", sess.peer)
+			handlers.Go(func() {
+				evicted.conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded: no hello in time")
+			})
 		}
 		// The loss-recovery layer gives an address coding state only while QUIC
 		// has a session with it (recovery.Conn.Prove).

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/internal/quicconf"
 	"github.com/quictun/quictun/recovery"
 )
 
@@ -34,11 +36,17 @@ type ServerConfig struct {
 	PreambleTimeout time.Duration
 	// DrainTimeout is how long shutdown lets live tunnels finish (0: 10 s).
 	DrainTimeout time.Duration
-	// Secret, when set, must come in every stream's header (compared in
-	// constant time); a client without it is refused with CodeAuthFailed, and
-	// its session is closed unless it presented the secret before. At most
-	// preamble.MaxSecretLen bytes.
+	// Secret, when set, is the shared identity's: a client proves it in its
+	// session's hello (see preamble.Proof); a session that does not is closed
+	// with CodeAuthFailed. At most preamble.MaxSecretLen bytes.
 	Secret []byte
+	// Identities are the clients the server knows (package identity); nil is
+	// the Secret's alone. A table holds the Secret's identity when it was
+	// made with it (identity.Load, identity.NewTable).
+	Identities *identity.Table
+	// AuthPenalty is how long an address that failed to authenticate waits
+	// first (0: 1 s); each further failure doubles it, up to 5 minutes.
+	AuthPenalty time.Duration
 	// Rules are the --allow and --deny rules; nil leaves the safe defaults
 	// of package policy, which depend on ListenOn and on authentication.
 	Rules *policy.Rules
@@ -58,7 +66,15 @@ type ServerConfig struct {
 // session or tunnel is refused with CodeOverloaded; live ones are untouched.
 // Zero is the default of each.
 type Limits struct {
-	MaxSessions          int // QUIC sessions at once (default 256)
+	MaxSessions int // authenticated QUIC sessions at once (default 256)
+	// MaxSessionsPerAddress bounds the sessions of one client address (an
+	// IPv4 address or an IPv6 /64), authenticated or not (default 64).
+	MaxSessionsPerAddress int
+	// MaxPendingSessions is the pool of sessions that have not yet proved
+	// who they are; a newcomer evicts the oldest (default 16), and one
+	// address holds at most MaxPendingPerAddress of them (default 4).
+	MaxPendingSessions   int
+	MaxPendingPerAddress int
 	MaxTunnels           int // tunnels at once over all sessions (default 8192)
 	MaxTunnelsPerSession int // tunnels at once on one session (default 4096)
 	// MaxHeaderSize bounds a stream's header: token plus secret (default
@@ -72,6 +88,9 @@ type Limits struct {
 func (l *Limits) setDefaults() error {
 	err := errors.Join(
 		orDefault("Limits.MaxSessions", &l.MaxSessions, 256),
+		orDefault("Limits.MaxSessionsPerAddress", &l.MaxSessionsPerAddress, 64),
+		orDefault("Limits.MaxPendingSessions", &l.MaxPendingSessions, 16),
+		orDefault("Limits.MaxPendingPerAddress", &l.MaxPendingPerAddress, 4),
 		orDefault("Limits.MaxTunnels", &l.MaxTunnels, 8192),
 		orDefault("Limits.MaxTunnelsPerSession", &l.MaxTunnelsPerSession, 4096),
 		orDefault("Limits.MaxHeaderSize", &l.MaxHeaderSize, preamble.MaxHeaderLen),
@@ -103,5 +122,29 @@ func (c *ServerConfig) setDefaults() error {
 		orDefault("DialTimeout", &c.DialTimeout, 5*time.Second),
 		orDefault("PreambleTimeout", &c.PreambleTimeout, 10*time.Second),
 		orDefault("DrainTimeout", &c.DrainTimeout, 10*time.Second),
+		orDefault("AuthPenalty", &c.AuthPenalty, minPenalty),
 	)
+}
+
+// What a session costs the server before it has authenticated, at most: its
+// connection (quic-go's state, packet buffers, TLS), the streams its first
+// flights may open before the server sees the second and closes the session
+// (QUIC's stream credit bounds them; each costs quic-go's stream state), and
+// the data of the one stream the server reads, bounded by the initial stream
+// window (the hello is at most preamble.MaxHelloLen bytes, and the server
+// reads no more). A handshake in progress costs the connection alone.
+// Measured in TestStrangersStayWithinTheStatedBound.
+const (
+	sessionStateBytes   = 256 << 10
+	streamStateBytes    = 2 << 10
+	handshakeStateBytes = 128 << 10
+)
+
+// preAuthBound is the most memory strangers can make the server hold: the
+// pool of unauthenticated sessions and the handshakes in progress (past
+// those, quic-go answers with a stateless Retry).
+func preAuthBound(l Limits) int {
+	streams := min(l.MaxTunnelsPerSession+refusalsInFlight, maxStreamsPerSession)
+	perSession := sessionStateBytes + streams*streamStateBytes + int(quicconf.Tunnel().InitialStreamReceiveWindow)
+	return l.MaxPendingSessions*perSession + maxPendingHandshakes*handshakeStateBytes
 }

@@ -2,8 +2,6 @@ package endpoints
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"time"
@@ -19,7 +17,7 @@ import (
 // to the target and runs the tunnel. Every refusal is answered with a status
 // frame and logged with the client's identity; no other tunnel is touched.
 func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *quic.Stream) {
-	log := s.log.With("session", sess.peer, "stream", int64(stream.StreamID()))
+	log := s.log.With("session", sess.peer, "identity", sess.identityName(), "stream", int64(stream.StreamID()))
 	if s.draining.Load() {
 		s.refuse(stream, preamble.CodeShutdown, "server is shutting down")
 		return
@@ -39,21 +37,9 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 		return
 	}
 	_ = stream.SetReadDeadline(time.Time{})
-	if !s.authenticated(hdr.Secret) {
-		first := !sess.authenticated()
-		log.Warn("tunnel refused", "status", preamble.CodeAuthFailed, "secret_given", len(hdr.Secret) > 0, "hello", hdr.Hello, "closing_session", first)
-		s.refuse(stream, preamble.CodeAuthFailed, "wrong or missing shared secret")
-		if first {
-			s.closeRefused(sess)
-		}
-		return
-	}
-	sess.authenticate()
 	if hdr.Hello {
-		log.Debug("session authenticated")
-		_, _ = stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK}))
-		_ = stream.Close()
-		stream.CancelRead(0)
+		log.Warn("tunnel refused", "status", preamble.CodeBadPreamble, "err", "a second hello")
+		s.refuse(stream, preamble.CodeBadPreamble, "a session says hello once")
 		return
 	}
 	// What a client sent as its token is shown only when it is an address
@@ -69,6 +55,13 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 		return
 	}
 	defer s.tunnels.Add(-1)
+	release, ok := s.admitIdentityTunnel(sess.identity)
+	if !ok {
+		log.Warn("tunnel refused", "status", preamble.CodeOverloaded, "identity", sess.identity.Display(), "max", sess.identity.MaxTunnels)
+		s.refuse(stream, preamble.CodeOverloaded, "too many tunnels for this identity")
+		return
+	}
+	defer release()
 	target, err := s.cfg.Parser.Parse(hdr.Token)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeBadToken, "token", token.Describe(hdr.Token), "err", err)
@@ -77,7 +70,7 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	}
 	// The target is an internal address: it goes to the log, not to the client.
 	log = log.With("target", target.String())
-	dialAddr, err := s.policy.Check(ctx, target)
+	dialAddr, err := s.auth.Load().policyFor(sess.identity).Check(ctx, target)
 	if err != nil {
 		log.Warn("tunnel refused", "status", preamble.CodeForbidden, "err", err)
 		s.refuse(stream, preamble.CodeForbidden, "")
@@ -105,22 +98,13 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 		ServerAppAddr:      target.Display(),
 		RemoteEndpointAddr: sess.conn.RemoteAddr().String(),
 		Session:            sess.peer,
+		Identity:           sess.identityName(),
 	})
 	log = log.With("tunnel", t.ID)
 	log.Debug("tunnel opened")
 	err = t.Run(engine.StreamSide(stream), engine.ConnSide(app))
 	s.metrics.ended(err)
 	logTunnelEnd(log, t, err)
-}
-
-// authenticated compares hashes in constant time, so neither the secret nor
-// its length leaks through timing.
-func (s *Server) authenticated(secret []byte) bool {
-	if len(s.cfg.Secret) == 0 {
-		return true
-	}
-	h := sha256.Sum256(secret)
-	return subtle.ConstantTimeCompare(h[:], s.secret[:]) == 1
 }
 
 // admitStream counts a new stream, header or not, against the tunnel limit

@@ -140,7 +140,7 @@ func TestStrangerReachesNoSpecialTarget(t *testing.T) {
 			c.Listening = []string{api.ln.Addr().String()}
 		}})
 		defer stop()
-		conn := rawSession(t, loopbackOf(srv))
+		conn := helloedSession(t, loopbackOf(srv), credentials{})
 		defer conn.CloseWithError(0, "")
 		for _, tok := range refusedTokens {
 			if status, err := rawHeader(t, conn, preamble.Header{Token: []byte(tok)}); err != nil || status.Code != preamble.CodeForbidden {
@@ -201,7 +201,7 @@ func TestUnixDirectoryRuleStaysInItsDirectory(t *testing.T) {
 	}
 	srv, stop := startServer(t, pairOptions{serverUDP: "0.0.0.0:0", serverMods: func(c *ServerConfig) { c.Rules = rules }})
 	defer stop()
-	conn := rawSession(t, loopbackOf(srv))
+	conn := helloedSession(t, loopbackOf(srv), credentials{})
 	defer conn.CloseWithError(0, "")
 	for _, name := range []string{"escape.sock", "file", "../" + filepath.Base(outside) + "/docker.sock"} {
 		tok := "unix:" + filepath.Join(dir, name)

@@ -33,6 +33,9 @@ type Info struct {
 	// Forward names the client's forward the application connected to ("" on
 	// the server).
 	Forward string
+	// Identity names the client the server authenticated ("" when it
+	// authenticates nobody, and on the client).
+	Identity string
 }
 
 // State is where a tunnel is in its life.

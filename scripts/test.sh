@@ -41,6 +41,9 @@ step "go test -race"
 mkdir -p test-artifacts
 go test -race -timeout 20m -artifacts -outputdir "$PWD/test-artifacts" ./...
 
+step "memory bound before authentication (without the race detector, which multiplies memory)"
+go test -count=1 -run '^TestStrangersStayWithinTheStatedBound$' -v ./endpoints/ | grep -E '^(\s+stranger_test|--- |ok|FAIL)'
+
 step fuzz
 ./scripts/fuzz.sh
 

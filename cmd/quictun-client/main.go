@@ -18,6 +18,7 @@ import (
 	"github.com/quictun/quictun/codecs/sniff"
 	"github.com/quictun/quictun/endpoints"
 	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/engine"
 	"github.com/quictun/quictun/recovery"
@@ -48,6 +49,8 @@ type flags struct {
 	ServerName           string `help:"Name to check in a CA-signed server certificate (default: the host of --server-endpoint)."`
 	InsecureSkipVerify   bool   `help:"Accept any server certificate. Only for tests: anyone on the path can read the tunnels."`
 	VerifyRemoteEndpoint bool   `help:"Require the server to be verified by --ca-file or --server-fingerprint: refuse trust on first use and --insecure-skip-verify."`
+
+	Identity string `help:"The server's identity that --secret belongs to (a NAME of its --identities file); empty is the server's shared --secret." placeholder:"NAME"`
 
 	SessionWait time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable (default ${default}; 0 means the default)."`
 
@@ -92,13 +95,21 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return file.Locate(err)
 	}
+	if f.Identity != "" {
+		if err := identity.ValidName(f.Identity); err != nil {
+			return fmt.Errorf("%s: %w", file.Origin("identity"), err)
+		}
+		if secret == nil {
+			return fmt.Errorf("%s: an identity needs its secret (--secret, --secret-file or QUICTUN_SECRET)", file.Origin("identity"))
+		}
+	}
 	fec, err := recovery.ParseConfig(f.Fec)
 	if err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("fec"), err)
 	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
 		Recovery: &fec,
-		Forwards: specs, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret,
+		Forwards: specs, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
 	})

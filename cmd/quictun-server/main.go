@@ -17,6 +17,7 @@ import (
 	"github.com/quictun/quictun/codecs/sniff"
 	"github.com/quictun/quictun/endpoints"
 	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/endpoints/trust"
@@ -38,26 +39,34 @@ type flags struct {
 	VerifyRemoteEndpoint bool   `help:"Require every client endpoint to present a certificate signed by --ca-file (mutual TLS)."`
 	StateDir             string `default:"${state_dir}" help:"Where the generated key pair is kept, so the fingerprint stays stable." type:"path" placeholder:"DIR"`
 
-	Allow                []string      `help:"Allow tokens to name only these targets (repeatable; replaces the defaults, see the README): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*). Loopback, link-local, cloud metadata and this host's addresses are allowed only by a rule that names them (0.0.0.0/0 does not)." placeholder:"RULE"`
-	Deny                 []string      `help:"Refuse these targets, whatever allows them (repeatable; same syntax as --allow)." placeholder:"RULE"`
-	MaxSessions          int           `default:"256" help:"Client sessions at once; more are refused (default ${default}; 0 means the default)."`
-	MaxTunnels           int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\" (default ${default}; 0 means the default)."`
-	MaxTunnelsPerSession int           `default:"4096" help:"Tunnels at once on one session (default ${default}; 0 means the default)."`
-	MaxPreambleSize      int           `default:"16384" help:"Largest tunnel header (token plus secret) in bytes, at most 16384 (default ${default}; 0 means the default)."`
-	MaxTokenSize         int           `help:"Largest token in bytes (default 8192, or --max-preamble-size if that is smaller; 0 means the default); a longer one is refused with \"bad token\"."`
-	HandshakeTimeout     time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and then to present its secret; and a new tunnel to send its header (default ${default}; 0 means the default)."`
+	Allow                 []string      `help:"Allow tokens to name only these targets (repeatable; replaces the defaults, see the README): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*). Loopback, link-local, cloud metadata and this host's addresses are allowed only by a rule that names them (0.0.0.0/0 does not)." placeholder:"RULE"`
+	Deny                  []string      `help:"Refuse these targets, whatever allows them (repeatable; same syntax as --allow)." placeholder:"RULE"`
+	Identities            string        `help:"File of the clients this server knows, one per line: NAME SECRET [allow=RULES] [deny=RULES] [cert=NAME] [max-sessions=N] [max-tunnels=N] (SECRET - for a certificate only; see the README). SIGHUP re-reads it: sessions of removed or changed identities are closed, others untouched." type:"path" placeholder:"FILE"`
+	MaxSessions           int           `default:"256" help:"Authenticated client sessions at once; more are refused (default ${default}; 0 means the default)."`
+	MaxSessionsPerAddress int           `default:"64" help:"Sessions at once from one client address (IPv4 address or IPv6 /64), authenticated or not (default ${default}; 0 means the default)."`
+	MaxPendingSessions    int           `default:"16" help:"Sessions that have not yet authenticated; a newcomer evicts the oldest (default ${default}; 0 means the default)."`
+	MaxPendingPerAddress  int           `default:"4" help:"Unauthenticated sessions from one client address (default ${default}; 0 means the default)."`
+	MaxTunnels            int           `default:"8192" help:"Tunnels at once over all sessions; more are refused with \"server overloaded\" (default ${default}; 0 means the default)."`
+	MaxTunnelsPerSession  int           `default:"4096" help:"Tunnels at once on one session (default ${default}; 0 means the default)."`
+	MaxPreambleSize       int           `default:"16384" help:"Largest tunnel header (its token and framing) in bytes, at most 16384 (default ${default}; 0 means the default)."`
+	MaxTokenSize          int           `help:"Largest token in bytes (default 8192, or --max-preamble-size if that is smaller; 0 means the default); a longer one is refused with \"bad token\"."`
+	HandshakeTimeout      time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and then to prove its identity; and a new tunnel to send its header (default ${default}; 0 means the default)."`
 
 	DialTimeout time.Duration `default:"5s" help:"How long to try to connect to a server application (default ${default}; 0 means the default)."`
 
 	cli.EndpointFlags
 }
 
+const name = "quictun-server"
+
+func vars() kong.Vars { return kong.Vars{"state_dir": cli.StateDir()} }
+
 func main() {
 	var f flags
-	file := cli.Parse(&f, "quictun-server", "The server endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
+	file := cli.Parse(&f, name, "The server endpoint of quictun: a fast, secure TCP/UNIX-socket tunnel over QUIC.\n\n"+
 		"Clients reach every application behind this one UDP port; each tunnel's token names its target.\n"+
 		"Example: quictun-server --listen-on 0.0.0.0:7500",
-		kong.Vars{"state_dir": cli.StateDir()})
+		vars())
 	log := f.Logger(os.Stderr)
 	if err := run(f, file, log); err != nil {
 		cli.Fatal(log, "quictun-server", err)
@@ -82,21 +91,13 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return file.Locate(err)
 	}
-	rules, err := policy.Parse(f.Allow, f.Deny)
+	secret, ids, rules, err := access(f, file, log)
 	if err != nil {
-		key := "allow"
-		if re := (*policy.RuleError)(nil); errors.As(err, &re) {
-			key = re.List
-		}
-		return fmt.Errorf("%s: %w", file.Origin(key), err)
+		return err
 	}
 	var listening []string
 	if f.HttpdListenOn != "" {
 		listening = append(listening, f.HttpdListenOn)
-	}
-	secret, err := f.Secret.Load(log)
-	if err != nil {
-		return file.Locate(err)
 	}
 	fec, err := recovery.ParseConfig(f.Fec)
 	if err != nil {
@@ -107,8 +108,9 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
-		Secret: secret, Rules: rules, Listening: listening,
+		Secret: secret, Identities: ids, Rules: rules, Listening: listening,
 		Limits: endpoints.Limits{MaxSessions: f.MaxSessions, MaxTunnels: f.MaxTunnels,
+			MaxSessionsPerAddress: f.MaxSessionsPerAddress, MaxPendingSessions: f.MaxPendingSessions, MaxPendingPerAddress: f.MaxPendingPerAddress,
 			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize, MaxTokenSize: f.MaxTokenSize},
 		Logger: log,
 	})
@@ -117,9 +119,56 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
 		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint,
-		"secret", secret != nil, "fec", f.Fec)
+		"secret", secret != nil, "identities", f.Identities, "fec", f.Fec)
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
+	stopHangup := cli.OnHangup(ctx, func() {
+		log.Info("SIGHUP: reloading identities and rules")
+		var g flags
+		file, err := cli.Reparse(&g, name, vars())
+		if err == nil {
+			var ids *identity.Table
+			var rules *policy.Rules
+			if _, ids, rules, err = access(g, file, log); err == nil {
+				err = srv.Reload(ids, rules)
+			}
+		}
+		if err != nil {
+			log.Error("reload refused: the running identities and rules stay", "err", err)
+		}
+	})
+	defer stopHangup()
 	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log))
+}
+
+// access reads who may use the server and what they may reach: the shared
+// secret, the identities file and the --allow/--deny rules. Reload runs it
+// again.
+func access(f flags, file *cli.Config, log *slog.Logger) (secret []byte, ids *identity.Table, rules *policy.Rules, err error) {
+	rules, err = policy.Parse(f.Allow, f.Deny)
+	if err != nil {
+		key := "allow"
+		if re := (*policy.RuleError)(nil); errors.As(err, &re) {
+			key = re.List
+		}
+		return nil, nil, nil, fmt.Errorf("%s: %w", file.Origin(key), err)
+	}
+	if secret, err = f.Secret.Load(log); err != nil {
+		return nil, nil, nil, file.Locate(err)
+	}
+	if len(secret) > 0 && len(secret) < identity.MinSecretLen {
+		log.Warn("the shared secret is short: easy to guess offline; use 16 or more random bytes", "length", len(secret))
+	}
+	if f.Identities == "" {
+		return secret, nil, rules, nil
+	}
+	ids, warnings, err := identity.Load(f.Identities, secret)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", file.Origin("identities"), err)
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	return secret, ids, rules, nil
 }

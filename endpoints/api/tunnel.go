@@ -17,6 +17,7 @@ type tunnelJSON struct {
 	ClientAppAddr      string            `json:"clientAppAddr,omitempty"`
 	ServerAppAddr      string            `json:"serverAppAddr"`
 	RemoteEndpointAddr string            `json:"remoteEndpointAddr"`
+	Identity           string            `json:"identity,omitempty"`
 	CreatedAt          string            `json:"createdAt"`
 	Protocol           string            `json:"protocol"`
 	ProtocolProperties map[string]string `json:"protocolProperties"`
@@ -34,9 +35,9 @@ func toJSON(s engine.Snapshot) tunnelJSON {
 		UUID: s.ID.String(), StreamID: s.Info.StreamID, Endpoint: string(s.Info.Endpoint),
 		Forward:       s.Info.Forward,
 		ClientAppAddr: s.Info.ClientAppAddr, ServerAppAddr: s.Info.ServerAppAddr,
-		RemoteEndpointAddr: s.Info.RemoteEndpointAddr,
-		CreatedAt:          s.CreatedAt.Format(time.RFC3339Nano),
-		Protocol:           s.Protocol, ProtocolProperties: s.Props,
+		RemoteEndpointAddr: s.Info.RemoteEndpointAddr, Identity: s.Info.Identity,
+		CreatedAt: s.CreatedAt.Format(time.RFC3339Nano),
+		Protocol:  s.Protocol, ProtocolProperties: s.Props,
 		State: string(s.State), BytesUp: s.BytesUp, BytesDown: s.BytesDown,
 		RateUpBps: s.UpBps, RateDownBps: s.DownBps,
 	}

@@ -14,7 +14,7 @@ import (
 
 // Secret is the shared-secret flags of both commands.
 type Secret struct {
-	Secret     string `help:"Shared secret that every tunnel must present (compared in constant time, inside TLS). Prefer --secret-file or the environment: a flag shows in ps." env:"QUICTUN_SECRET" placeholder:"SECRET" sensitive:""`
+	Secret     string `help:"Shared secret that every client must prove, once per session, without sending it (an HMAC bound to the TLS session). Prefer --secret-file or the environment: a flag shows in ps." env:"QUICTUN_SECRET" placeholder:"SECRET" sensitive:""`
 	SecretFile string `help:"File holding the shared secret (its first line)." type:"path" placeholder:"FILE"`
 }
 

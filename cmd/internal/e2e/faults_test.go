@@ -116,7 +116,7 @@ func TestSecretNeverLeaks(t *testing.T) {
 	} else if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatal(err)
 	}
-	srv.waitLog(t, `status="authentication failed"`)
+	srv.waitLog(t, `session refused: authentication failed.*reason="wrong proof"`)
 
 	body := getBody(t, "http://"+api+"/tunnels")
 	if !strings.Contains(body, "serverAppAddr") || strings.Contains(body, secret) {
