@@ -228,6 +228,10 @@ func (c *Client) Run(ctx context.Context) error {
 // endpoint stops is refused); f.tunnels bounds the tunnel itself.
 func (c *Client) serveApp(f *forward, app net.Conn) {
 	log := c.log.With("forward", f.name, "app", app.RemoteAddr().String())
+	if f.proxy != "" {
+		c.serveProxy(f, app, log)
+		return
+	}
 	setup, cancel := context.WithTimeout(f.ctx, c.cfg.SessionWait)
 	defer cancel()
 	failed := func(reason string) {
@@ -255,6 +259,12 @@ func (c *Client) serveApp(f *forward, app net.Conn) {
 		app.Close()
 		return
 	}
+	c.runTunnel(f, app, stream, tok, log)
+}
+
+// runTunnel registers and runs the tunnel of app on stream, whose header
+// carried tok, until it ends.
+func (c *Client) runTunnel(f *forward, app net.Conn, stream *clientStream, tok string, log *slog.Logger) {
 	_, conn := stream.current()
 	t := c.reg.Open(f.tunnels, engine.Info{
 		Endpoint:           engine.ClientEndpoint,
@@ -274,7 +284,7 @@ func (c *Client) serveApp(f *forward, app net.Conn) {
 		t.SetStream(int64(st.StreamID()), conn.RemoteAddr().String())
 		log.Info("tunnel replayed on a new session", "new_stream", int64(st.StreamID()))
 	}
-	err = t.Run(engine.ConnSide(app), stream)
+	err := t.Run(engine.ConnSide(app), stream)
 	f.stats.closedUp.Add(t.BytesUp())
 	f.stats.closedDown.Add(t.BytesDown())
 	// Only a refusal (the status, or a reset before it came) is a tunnel that

@@ -117,6 +117,17 @@ func (s *clientStream) Read(p []byte) (int, error) {
 	return n, s.peerError(err)
 }
 
+// awaitStatus reads the server's answer before the pumps start, for a proxy
+// that must tell its application the verdict before any byte flows. Read
+// then goes straight to the data.
+func (s *clientStream) awaitStatus() error {
+	if err := s.readStatus(); err != nil {
+		return err
+	}
+	s.status = true
+	return nil
+}
+
 func (s *clientStream) readStatus() error {
 	for replays := 0; ; replays++ {
 		st, conn := s.current()

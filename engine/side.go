@@ -49,7 +49,7 @@ func (s *connSide) CloseWrite() error {
 
 func (s *connSide) Abort(uint64) {
 	s.abort.Do(func() {
-		if tc, ok := s.conn.(*net.TCPConn); ok {
+		if tc, ok := s.conn.(interface{ SetLinger(int) error }); ok {
 			// Linger 0 makes Close send RST: the application learns that the
 			// tunnel broke rather than seeing a clean end of data.
 			_ = tc.SetLinger(0)
