@@ -97,7 +97,7 @@ func (c *Client) serveProxy(f *forward, app net.Conn, log *slog.Logger) {
 	setup, cancel := context.WithTimeout(f.ctx, c.cfg.SessionWait)
 	defer cancel()
 	tok := "tcp:" + req.target
-	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok), Secret: c.cfg.Secret})
+	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok)})
 	if err == nil && req.first != nil {
 		hdr = append(hdr, req.first...)
 	}
