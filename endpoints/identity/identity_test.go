@@ -116,3 +116,16 @@ func TestSameCredentials(t *testing.T) {
 		t.Fatal("a changed secret or rule counted as the same")
 	}
 }
+
+// The example file of the README parses, without a warning.
+func TestExampleIdentitiesParse(t *testing.T) {
+	f, err := os.Open("../../examples/identities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, warnings, err := Parse(f, "examples/identities", nil)
+	if err != nil || len(warnings) != 0 || tab.Len() != 2 {
+		t.Fatalf("%v identities, warnings %q, %v", tab, warnings, err)
+	}
+}
