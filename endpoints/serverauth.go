@@ -143,7 +143,7 @@ func (s *Server) identify(sess *serverSession, hdr preamble.Header) (*identity.I
 	st := s.auth.Load()
 	cs := sess.conn.ConnectionState().TLS
 	if !st.required {
-		return &identity.Identity{Name: identity.Shared}, helloOK
+		return &identity.Identity{Name: identity.Anonymous}, helloOK
 	}
 	if hdr.Proof != nil {
 		id := st.ids.Lookup(hdr.Identity)

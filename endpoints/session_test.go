@@ -53,7 +53,7 @@ func TestRefusedClientDoesNotHammerTheServer(t *testing.T) {
 	roundTrip(t, first.Addr(), "first")
 
 	refusals := func() float64 {
-		return gather(t, srv)[`quictun_hellos_total{endpoint="server",identity="shared",result="overloaded"}`]
+		return gather(t, srv)[`quictun_hellos_total{endpoint="server",identity="",result="overloaded"}`]
 	}
 	_, stopSecond := startClient(t, srv.Addr().String(), pairOptions{token: app.addr.String()})
 	time.Sleep(3 * time.Second)

@@ -30,9 +30,13 @@ import (
 	"github.com/quictun/quictun/endpoints/policy"
 )
 
-// Shared is the name of the identity of the single --secret, and the name a
-// session gets when the server authenticates nobody.
-const Shared = ""
+// Shared is the name of the identity of the single --secret; Anonymous is
+// the identity of every session of a server that authenticates nobody (no
+// name in a file can be either).
+const (
+	Shared    = ""
+	Anonymous = "*"
+)
 
 // MinSecretLen is the length under which a secret draws a warning: 16
 // random bytes, or a 22-character base64 string, resist offline guessing.
@@ -53,7 +57,7 @@ type Identity struct {
 
 // Display is the name logs, metrics and /tunnels show.
 func (id *Identity) Display() string {
-	if id == nil {
+	if id == nil || id.Name == Anonymous {
 		return ""
 	}
 	if id.Name == Shared {
