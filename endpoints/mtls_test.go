@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/trust"
 	"github.com/quictun/quictun/internal/logtap"
 )
@@ -158,5 +159,54 @@ func TestMutualTLSOverQUIC(t *testing.T) {
 	}
 	if len(serverLog.Lines(`msg="session opened"`, `session=alice@127.0.0.1:`)) == 0 {
 		t.Errorf("server log:\n%s", serverLog.String())
+	}
+}
+
+// Client certificates map to identities by name: alice's certificate is the
+// identity ops, carol's is lab whose rules deny the application, and dave's,
+// which no line claims, is its own identity with the server's rules.
+func TestCertificatesMapToIdentities(t *testing.T) {
+	srvApp := startApp(t, loopbackTCP(), echo)
+	defer srvApp.close()
+	ca := newTestCA(t, "quictun test CA")
+	serverCert, serverKey := ca.issue(t, "server", true)
+	id, err := trust.LoadServer(trust.ServerOptions{CertFile: serverCert, KeyFile: serverKey,
+		VerifyClient: true, CAFile: ca.file}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, _, err := identity.Parse(strings.NewReader("ops - cert=Alice\nlab - cert=carol deny="+srvApp.addr.Addr+"\n"), "ids", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) { c.TLS, c.Identities = id.TLS, ids }})
+	defer stopServer()
+	for _, tc := range []struct{ cert, identity string }{{"alice", "ops"}, {"carol", ""}, {"dave", "cert:dave"}} {
+		certFile, keyFile := ca.issue(t, tc.cert, false)
+		tlsConf, err := trust.LoadClient(trust.ClientOptions{Endpoint: srv.Addr().String(), CAFile: ca.file,
+			CertFile: certFile, KeyFile: keyFile, RequireVerified: true}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, stop := startClient(t, srv.Addr().String(), pairOptions{token: srvApp.addr.String(),
+			clientMods: func(c *ClientConfig) { c.TLS = tlsConf }})
+		if tc.identity == "" {
+			assertClosedPromptly(t, cli.Addr(), true)
+			stop()
+			continue
+		}
+		c := dialApp(t, cli.Addr())
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte("hi"))
+		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+			t.Fatalf("%s: %v", tc.cert, err)
+		}
+		snaps := srv.Registry().Snapshots()
+		if len(snaps) != 1 || snaps[0].Info.Identity != tc.identity {
+			t.Fatalf("%s: server tunnels %+v, want identity %q", tc.cert, snaps, tc.identity)
+		}
+		c.Close()
+		stop()
+		waitUntil(t, func() bool { return srv.Registry().Len() == 0 })
 	}
 }
