@@ -217,9 +217,6 @@ func (s *Server) Run(ctx context.Context) error {
 				evicted.conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded: no hello in time")
 			})
 		}
-		// The loss-recovery layer gives an address coding state only while QUIC
-		// has a session with it (recovery.Conn.Prove).
-		context.AfterFunc(conn.Context(), s.rec.Prove(conn.RemoteAddr()))
 		handlers.Go(func() { s.serveSession(tunnelsCtx, sess, &handlers) })
 	}
 

@@ -109,6 +109,9 @@ func (s *Server) authenticate(sess *serverSession, handlers *sync.WaitGroup) boo
 		return false
 	}
 	close(sess.authed)
+	// The loss-recovery layer gives an address coding state only while it has
+	// an authenticated session (recovery.Conn.Prove).
+	context.AfterFunc(sess.conn.Context(), s.rec.Prove(sess.conn.RemoteAddr()))
 	s.penalties.forgive(sess.key)
 	s.metrics.hello(helloOK, id.Display())
 	_, _ = stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK}))
