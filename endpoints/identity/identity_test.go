@@ -129,3 +129,23 @@ func TestExampleIdentitiesParse(t *testing.T) {
 		t.Fatalf("%v identities, warnings %q, %v", tab, warnings, err)
 	}
 }
+
+// Whatever an identities file holds, Parse gives a table or an error, and a
+// table holds only valid names and the secrets the lines gave.
+func FuzzParse(f *testing.F) {
+	f.Add(file)
+	f.Add("a - cert=x,y allow=10.0.0.0/8:22 deny=unix:/run/*\n")
+	f.Add("a b max-sessions=99999999999999999999\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		tab, _, err := Parse(strings.NewReader(text), "fuzz", nil)
+		if err != nil {
+			return
+		}
+		for _, name := range tab.Names() {
+			id := tab.Lookup(name)
+			if ValidName(name) != nil || (id.Secret == nil && len(id.Certs) == 0) {
+				t.Fatalf("accepted %+v", id)
+			}
+		}
+	})
+}
