@@ -116,7 +116,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 		c.forwards.live[f.name], c.forwards.order = f, []string{f.name}
 	}
-	if err := c.change(nil, cfg.Forwards); err != nil {
+	if err := c.change(nil, cfg.Forwards, false); err != nil {
 		c.closeListeners()
 		return nil, err
 	}

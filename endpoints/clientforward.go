@@ -1,7 +1,9 @@
 package endpoints
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -138,6 +140,7 @@ func (s ForwardSpec) prepare(log *slog.Logger) (*forward, error) {
 type forward struct {
 	spec     ForwardSpec
 	fromSpec bool // made from spec (else from ClientConfig's Go values, which a spec cannot equal)
+	byAPI    bool // added through AddForward: SetForwards (a reload) leaves it alone
 	name     string
 	listen   address.Address
 	tokens   token.Source // nil for a proxy
@@ -210,14 +213,24 @@ func (s *forwardStats) failuresByReason() map[string]uint64 {
 	return out
 }
 
-// ErrNoForward is a forward name the client does not have.
-var ErrNoForward = errors.New("no such forward")
+// forwardError is an error of a forward change that the API answers with
+// its own HTTP status.
+type forwardError struct {
+	msg    string
+	status int
+}
 
-// ErrForwardExists is a forward name the client has already.
-var ErrForwardExists = errors.New("a forward of that name exists")
+func (e *forwardError) Error() string   { return e.msg }
+func (e *forwardError) HTTPStatus() int { return e.status }
 
-// ErrClientStopped is a change asked of a client that has stopped.
-var ErrClientStopped = errors.New("client endpoint has stopped")
+var (
+	// ErrNoForward is a forward name the client does not have.
+	ErrNoForward error = &forwardError{"no such forward", 404}
+	// ErrForwardExists is a forward name the client has already.
+	ErrForwardExists error = &forwardError{"a forward of that name exists", 409}
+	// ErrClientStopped is a change asked of a client that has stopped.
+	ErrClientStopped error = &forwardError{"client endpoint has stopped", 503}
+)
 
 // forwardSet is the client's forwards and what starting one needs.
 type forwardSet struct {
@@ -236,6 +249,8 @@ type forwardSet struct {
 // validate or an address that cannot be bound refuses the whole change, and
 // the forwards stay as they were. The forward made from ClientConfig.ListenOn
 // and Tokens counts as changed when specs name it, and is removed otherwise.
+// Forwards added by AddForward (the API) are not the config's: they stay
+// unless specs name them.
 func (c *Client) SetForwards(specs []ForwardSpec) error {
 	want := map[string]ForwardSpec{}
 	for _, s := range specs {
@@ -252,7 +267,10 @@ func (c *Client) SetForwards(specs []ForwardSpec) error {
 	for _, name := range c.forwards.order {
 		f := c.forwards.live[name]
 		s, kept := want[name]
-		if !kept || !f.fromSpec || f.spec != s {
+		if !kept && f.byAPI {
+			continue
+		}
+		if !kept || !f.fromSpec || f.byAPI || f.spec != s {
 			remove = append(remove, name)
 		}
 	}
@@ -262,10 +280,11 @@ func (c *Client) SetForwards(specs []ForwardSpec) error {
 			add = append(add, s)
 		}
 	}
-	return c.change(remove, add)
+	return c.change(remove, add, false)
 }
 
-// AddForward adds one forward and starts it.
+// AddForward adds one forward and starts it. A later SetForwards (a reload)
+// leaves it alone unless its specs name it.
 func (c *Client) AddForward(spec ForwardSpec) error {
 	spec = spec.Named()
 	c.forwards.Lock()
@@ -273,7 +292,7 @@ func (c *Client) AddForward(spec ForwardSpec) error {
 	if _, ok := c.forwards.live[spec.Name]; ok {
 		return fmt.Errorf("forward %s: %w", spec.Name, ErrForwardExists)
 	}
-	return c.change(nil, []ForwardSpec{spec})
+	return c.change(nil, []ForwardSpec{spec}, true)
 }
 
 // RemoveForward stops a forward: it accepts no more, and its live tunnels
@@ -284,7 +303,7 @@ func (c *Client) RemoveForward(name string) error {
 	if _, ok := c.forwards.live[name]; !ok {
 		return fmt.Errorf("forward %s: %w", name, ErrNoForward)
 	}
-	return c.change([]string{name}, nil)
+	return c.change([]string{name}, nil, false)
 }
 
 // change retires the forwards named in remove and starts those of add. The
@@ -292,7 +311,7 @@ func (c *Client) RemoveForward(name string) error {
 // is stopped, except binding an address that a removed forward holds: that one
 // is bound after its holder let go, and a failure there (another process took
 // the address in between) is reported, with the rest of the change done.
-func (c *Client) change(remove []string, add []ForwardSpec) error {
+func (c *Client) change(remove []string, add []ForwardSpec, byAPI bool) error {
 	if c.forwards.stopped {
 		return ErrClientStopped
 	}
@@ -312,6 +331,7 @@ func (c *Client) change(remove []string, add []ForwardSpec) error {
 			undo()
 			return err
 		}
+		f.byAPI = byAPI
 		if freed[f.listen] {
 			later = append(later, f)
 			continue
@@ -433,13 +453,16 @@ type ForwardStatus struct {
 	Proxy    string `json:"proxy,omitempty"`
 	// Target is the Fixed token source's address; empty for other sources
 	// (a token may be a credential) and for proxies.
-	Target            string            `json:"target,omitempty"`
-	TokenSourcePlugin string            `json:"tokenSourcePlugin,omitempty"`
-	TunnelsOpen       int               `json:"tunnelsOpen"`
-	TunnelsOpened     uint64            `json:"tunnelsOpened"`
-	BytesUp           uint64            `json:"bytesUp"`
-	BytesDown         uint64            `json:"bytesDown"`
-	Failures          map[string]uint64 `json:"failures"`
+	Target            string `json:"target,omitempty"`
+	TokenSourcePlugin string `json:"tokenSourcePlugin,omitempty"`
+	// Origin says who added the forward: "config" (the command line and
+	// its file, or ClientConfig) or "api".
+	Origin        string            `json:"origin"`
+	TunnelsOpen   int               `json:"tunnelsOpen"`
+	TunnelsOpened uint64            `json:"tunnelsOpened"`
+	BytesUp       uint64            `json:"bytesUp"`
+	BytesDown     uint64            `json:"bytesDown"`
+	Failures      map[string]uint64 `json:"failures"`
 }
 
 // Forwards lists the client's forwards in the order they were added.
@@ -458,7 +481,10 @@ func (c *Client) Forwards() []ForwardStatus {
 			Name: f.name, ListenOn: f.listen.Network + ":" + f.ln.Addr().String(), Proxy: f.proxy,
 			TunnelsOpen: l.open, TunnelsOpened: f.stats.opened.Load(),
 			BytesUp: f.stats.closedUp.Load() + l.up, BytesDown: f.stats.closedDown.Load() + l.down,
-			Failures: f.stats.failuresByReason(),
+			Failures: f.stats.failuresByReason(), Origin: "config",
+		}
+		if f.byAPI {
+			st.Origin = "api"
 		}
 		if f.fromSpec && f.proxy == "" {
 			st.TokenSourcePlugin = f.spec.TokenSourcePlugin
@@ -535,4 +561,52 @@ func (fc *forwardCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(forwardFailuresDesc, prometheus.CounterValue, float64(n), f.Name, reason)
 		}
 	}
+}
+
+// forwardJSON is a forward as the API's POST /forwards takes it.
+type forwardJSON struct {
+	Name               string `json:"name"`
+	ListenOn           string `json:"listenOn"`
+	Proxy              string `json:"proxy"`
+	TokenSourcePlugin  string `json:"tokenSourcePlugin"`
+	TokenSource        string `json:"tokenSource"`
+	TokenSourceTimeout string `json:"tokenSourceTimeout"` // a duration, "5s"
+	Username           string `json:"username"`
+	Password           string `json:"password"`
+}
+
+// ListForwards is GET /forwards.
+func (c *Client) ListForwards() any { return c.Forwards() }
+
+// AddForwardJSON is POST /forwards: the body is one forward (forwardJSON,
+// unknown fields refused).
+func (c *Client) AddForwardJSON(body []byte) (any, error) {
+	var j forwardJSON
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return nil, fmt.Errorf("forward: %w", err)
+	}
+	if j.ListenOn == "" {
+		return nil, errors.New("forward: listenOn is missing")
+	}
+	s := ForwardSpec{Name: j.Name, ListenOn: j.ListenOn, Proxy: j.Proxy, TokenSourcePlugin: j.TokenSourcePlugin,
+		TokenSource: j.TokenSource, Username: j.Username, Password: j.Password}
+	if j.TokenSourceTimeout != "" {
+		d, err := time.ParseDuration(j.TokenSourceTimeout)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("forward: tokenSourceTimeout %q: want a duration like \"5s\"", j.TokenSourceTimeout)
+		}
+		s.TokenSourceTimeout = d
+	}
+	if err := c.AddForward(s); err != nil {
+		return nil, err
+	}
+	c.log.Info("forward added through the API", "forward", s.Named().Name)
+	for _, f := range c.Forwards() {
+		if f.Name == s.Named().Name {
+			return f, nil
+		}
+	}
+	return nil, fmt.Errorf("forward %s: %w", s.Named().Name, ErrNoForward) // removed in between
 }

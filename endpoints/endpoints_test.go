@@ -27,7 +27,11 @@ import (
 	"github.com/quictun/quictun/engine"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// fasthttp's date updater lives as long as the process once an API has served
+// (TestForwardsThroughTheAPI).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"))
+}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {

@@ -75,6 +75,11 @@ func TestManyForwardsOneSession(t *testing.T) {
 	held := dialApp(t, p.client.ForwardAddr("b"))
 	defer held.Close()
 	io.ReadFull(held, make([]byte, 2))
+	// The greetings' tunnels end once both sides have closed: wait for that.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.client.Registry().Len() > 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	snaps := p.client.Registry().Snapshots()
 	if len(snaps) != 1 || snaps[0].Info.Forward != "b" {
 		t.Fatalf("registry: %+v", snaps)

@@ -95,6 +95,11 @@ func TestSOCKS5Proxy(t *testing.T) {
 			if _, err := io.ReadFull(held, buf); err != nil || string(buf) != "ping" {
 				t.Fatalf("held tunnel after refusals: %q, %v", buf, err)
 			}
+			// The closed tunnels end once both sides have closed: wait for that.
+			deadline := time.Now().Add(10 * time.Second)
+			for p.client.Registry().Len() > 1 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
 			if snaps := p.client.Registry().Snapshots(); len(snaps) != 1 || snaps[0].Info.Forward != "socks" || snaps[0].Info.ServerAppAddr != a.addr.Addr {
 				t.Fatalf("registry: %+v", snaps)
 			}

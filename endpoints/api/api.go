@@ -33,6 +33,8 @@ type Options struct {
 	// Status is served on /sessions: the endpoint's sessions and its
 	// loss-recovery layer; nil serves nothing there.
 	Status func() any
+	// Forwards, when set (a client endpoint), is served on /forwards.
+	Forwards Forwards
 	// Token, when set, must come as "Authorization: Bearer TOKEN" on every
 	// request but /healthz.
 	Token  string
@@ -54,6 +56,7 @@ type Server struct {
 	http     *fasthttp.Server
 	reg      *engine.Registry
 	status   func() any
+	forwards Forwards
 	metrics  fasthttp.RequestHandler
 	token    [sha256.Size]byte // hash of the bearer token; zero when none
 	guarded  bool
@@ -74,7 +77,7 @@ func Listen(addr string, o Options) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{ln: newLimitListener(ln, maxConns, maxConnsPerIP), listings: make(chan struct{}, maxListings),
-		reg: o.Registry, status: o.Status, start: time.Now()}
+		reg: o.Registry, status: o.Status, forwards: o.Forwards, start: time.Now()}
 	if o.Gatherer != nil {
 		s.metrics = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{
 			ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4, Timeout: 10 * time.Second,
@@ -208,6 +211,10 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 		s.listTunnels(ctx)
 	case strings.HasPrefix(path, "/tunnels/"):
 		s.tunnel(ctx, strings.TrimPrefix(path, "/tunnels/"))
+	case (path == "/forwards" || path == "/forwards/") && s.forwards != nil:
+		s.serveForwards(ctx)
+	case strings.HasPrefix(path, "/forwards/") && s.forwards != nil:
+		s.forward(ctx, strings.TrimPrefix(path, "/forwards/"))
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, "no such resource: "+path)
 	}

@@ -30,7 +30,11 @@ func RunWithAPI(ctx context.Context, httpd, token string, ep Endpoint, log *slog
 	if httpd == "" {
 		return ep.Run(ctx)
 	}
-	srv, err := api.Listen(httpd, api.Options{Registry: ep.Registry(), Gatherer: ep.Gatherer(), Status: ep.Status, Token: token, Logger: log})
+	opts := api.Options{Registry: ep.Registry(), Gatherer: ep.Gatherer(), Status: ep.Status, Token: token, Logger: log}
+	if fw, ok := ep.(api.Forwards); ok {
+		opts.Forwards = fw
+	}
+	srv, err := api.Listen(httpd, opts)
 	if err != nil {
 		// The endpoint holds its sockets already: a run that is over before it
 		// starts releases them.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,8 +95,15 @@ func TestManyForwardsAndReload(t *testing.T) {
 	}()
 	tc.Write(data[:len(data)/3])
 
+	// The greetings' tunnels end once both sides have closed: wait for that.
 	var tunnels []map[string]any
-	getJSON(t, "http://"+api+"/tunnels", &tunnels)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		getJSON(t, "http://"+api+"/tunnels", &tunnels)
+		if len(tunnels) <= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(tunnels) != 1 || tunnels[0]["forward"] != "tcp:"+le {
 		t.Fatalf("tunnels: %v", tunnels)
 	}
@@ -105,11 +113,20 @@ func TestManyForwardsAndReload(t *testing.T) {
 		t.Fatalf("sessions: %v", sessions)
 	}
 
+	// A forward added through the API, which the reload leaves alone.
+	ld := freePort(t, "tcp")
+	resp, err := http.Post("http://"+api+"/forwards", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"name": "from-api", "listenOn": "tcp:%s", "tokenSource": "tcp:%s"}`, ld, a)))
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /forwards: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
 	// Remove a, keep b, add c.
 	os.WriteFile(cfg, []byte(head+forwardTable("b", lb, b)+forwardTable("c", lc, c)), 0o600)
 	cli.cmd.Process.Signal(syscall.SIGHUP)
 	cli.waitLog(t, `msg="forward stopped" forward=a`)
-	cli.waitLog(t, `msg=reloaded forwards=3`)
+	cli.waitLog(t, `msg=reloaded forwards=4`)
 	tc.Write(data[len(data)/3 : 2*len(data)/3])
 	if got, err := greeting(lc); got != "c" {
 		t.Fatalf("added forward: %q, %v", got, err)
@@ -119,6 +136,23 @@ func TestManyForwardsAndReload(t *testing.T) {
 	}
 	if _, err := greeting(la); err == nil {
 		t.Fatal("removed forward still answers")
+	}
+	if got, err := greeting(ld); got != "a" {
+		t.Fatalf("the API's forward after the reload: %q, %v", got, err)
+	}
+	var listed []struct{ Name, Origin string }
+	getJSON(t, "http://"+api+"/forwards", &listed)
+	if fmt.Sprint(listed) != fmt.Sprintf("[{tcp:%s config} {b config} {from-api api} {c config}]", le) {
+		t.Errorf("GET /forwards: %v", listed)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+api+"/forwards/from-api", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("DELETE /forwards/from-api: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if _, err := greeting(ld); err == nil {
+		t.Fatal("deleted forward still answers")
 	}
 
 	// A broken config is refused whole.
