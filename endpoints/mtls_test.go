@@ -77,18 +77,26 @@ func (ca *testCA) issue(t *testing.T, name string, server bool) (certFile, keyFi
 // the clients verify the server by the same CA (and insist on it). A client
 // with its certificate gets a tunnel under its name; one without, or with a
 // certificate of another CA, never reaches the server application.
-func TestMutualTLSOverQUIC(t *testing.T) {
-	var reached atomic.Int32
-	srvApp := startApp(t, loopbackTCP(), func(c net.Conn) { reached.Add(1); echo(c) })
-	defer srvApp.close()
-
-	ca := newTestCA(t, "quictun test CA")
+// serverIdentity is a server's TLS identity signed by ca, that requires
+// client certificates signed by ca.
+func (ca *testCA) serverIdentity(t *testing.T) *trust.Server {
+	t.Helper()
 	serverCert, serverKey := ca.issue(t, "server", true)
 	id, err := trust.LoadServer(trust.ServerOptions{CertFile: serverCert, KeyFile: serverKey,
 		VerifyClient: true, CAFile: ca.file}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return id
+}
+
+func TestMutualTLSOverQUIC(t *testing.T) {
+	var reached atomic.Int32
+	srvApp := startApp(t, loopbackTCP(), func(c net.Conn) { reached.Add(1); echo(c) })
+	defer srvApp.close()
+
+	ca := newTestCA(t, "quictun test CA")
+	id := ca.serverIdentity(t)
 	var serverLog logtap.Tap
 	srv, stopServer := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
 		c.TLS = id.TLS
@@ -169,12 +177,7 @@ func TestCertificatesMapToIdentities(t *testing.T) {
 	srvApp := startApp(t, loopbackTCP(), echo)
 	defer srvApp.close()
 	ca := newTestCA(t, "quictun test CA")
-	serverCert, serverKey := ca.issue(t, "server", true)
-	id, err := trust.LoadServer(trust.ServerOptions{CertFile: serverCert, KeyFile: serverKey,
-		VerifyClient: true, CAFile: ca.file}, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := ca.serverIdentity(t)
 	ids, _, err := identity.Parse(strings.NewReader("ops - cert=Alice\nlab - cert=carol deny="+srvApp.addr.Addr+"\n"), "ids", nil)
 	if err != nil {
 		t.Fatal(err)
