@@ -20,6 +20,16 @@
 // and opens tunnels only once the server has answered it OK; the server reads
 // nothing else from a session before that, so a session proves itself once and
 // tunnel headers carry no credential.
+//
+// A bind request is a header that opens no tunnel either: it carries the bind
+// field (an address for the server to listen on, "tcp:HOST:PORT" or
+// "unix:PATH") and the name of the client's reverse forward, and no token.
+// The server answers with a status and, when OK, keeps the stream as the
+// binding's control stream (see package endpoints). Each connection the
+// server then accepts there arrives at the client as a server-initiated
+// stream whose header's token is the bind address as the client asked for
+// it, with the origin field naming the connecting peer; the client answers
+// with a status, as a server does in the forward direction.
 package preamble
 
 import (
@@ -53,6 +63,11 @@ const (
 	MaxSecretLen = 1 << 10
 	// MaxMessageLen bounds the human-readable message of a status frame.
 	MaxMessageLen = 1 << 10
+	// MaxBindLen bounds a bind request's address, MaxNameLen its forward's
+	// name and MaxOriginLen a reverse tunnel's origin.
+	MaxBindLen   = 512
+	MaxNameLen   = 128
+	MaxOriginLen = 256
 )
 
 // Header field types.
@@ -62,6 +77,9 @@ const (
 	fieldHello    = 0x03 // empty value
 	fieldIdentity = 0x04
 	fieldProof    = 0x05
+	fieldBind     = 0x06
+	fieldName     = 0x07
+	fieldOrigin   = 0x08
 )
 
 // Header is what a client endpoint says first on a stream.
@@ -78,6 +96,12 @@ type Header struct {
 	// Proof is Proof(secret, Identity, exporter) in a hello, empty when the
 	// client has no secret.
 	Proof []byte
+	// Bind, in a bind request, is the address the client asks the server to
+	// listen on; Name is the client's name of that reverse forward.
+	Bind, Name string
+	// Origin, in a reverse tunnel's header (server to client), names the peer
+	// that connected to the server's listener; it may be empty.
+	Origin string
 }
 
 // ErrMalformed wraps every decoding failure caused by the peer's bytes, so that a
@@ -89,7 +113,15 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	switch {
 	case h.Hello && len(h.Token) > 0:
 		return b, errors.New("preamble: a hello carries no token")
-	case !h.Hello && len(h.Token) == 0:
+	case h.Bind != "" && (h.Hello || len(h.Token) > 0 || h.Origin != ""):
+		return b, errors.New("preamble: a bind request carries no hello, token or origin")
+	case h.Name != "" && h.Bind == "":
+		return b, errors.New("preamble: only a bind request carries a name")
+	case h.Origin != "" && len(h.Token) == 0:
+		return b, errors.New("preamble: only a tunnel header carries an origin")
+	case len(h.Bind) > MaxBindLen || len(h.Name) > MaxNameLen || len(h.Origin) > MaxOriginLen:
+		return b, fmt.Errorf("preamble: bind, name or origin over its limit (%d, %d, %d bytes)", MaxBindLen, MaxNameLen, MaxOriginLen)
+	case !h.Hello && h.Bind == "" && len(h.Token) == 0:
 		return b, errors.New("preamble: empty token")
 	case !h.Hello && (h.Identity != "" || len(h.Proof) > 0):
 		return b, errors.New("preamble: only a hello carries an identity and a proof")
@@ -109,8 +141,16 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 		if len(h.Proof) > 0 {
 			body = appendField(body, fieldProof, h.Proof)
 		}
+	} else if h.Bind != "" {
+		body = appendField(body, fieldBind, []byte(h.Bind))
+		if h.Name != "" {
+			body = appendField(body, fieldName, []byte(h.Name))
+		}
 	} else {
 		body = appendField(body, fieldToken, h.Token)
+		if h.Origin != "" {
+			body = appendField(body, fieldOrigin, []byte(h.Origin))
+		}
 	}
 	b = append(b, Version)
 	b = quicvarint.Append(b, uint64(len(body)))
@@ -223,6 +263,17 @@ func ParseHeaderBody(body []byte) (Header, error) {
 				return Header{}, fmt.Errorf("%w: hello field of %d bytes, want none", ErrMalformed, len(v))
 			}
 			h.Hello = true
+		case fieldBind, fieldName, fieldOrigin:
+			dst, limit := &h.Bind, MaxBindLen
+			if typ == fieldName {
+				dst, limit = &h.Name, MaxNameLen
+			} else if typ == fieldOrigin {
+				dst, limit = &h.Origin, MaxOriginLen
+			}
+			if *dst != "" || len(v) == 0 || len(v) > limit {
+				return Header{}, fmt.Errorf("%w: field 0x%x given twice, empty or over %d bytes", ErrMalformed, typ, limit)
+			}
+			*dst = string(v)
 		default:
 			// A field from a newer version: skip it.
 		}
@@ -230,10 +281,18 @@ func ParseHeaderBody(body []byte) (Header, error) {
 	switch {
 	case h.Hello && h.Token != nil:
 		return Header{}, fmt.Errorf("%w: a hello with a token", ErrMalformed)
-	case !h.Hello && len(h.Token) == 0:
-		return Header{}, fmt.Errorf("%w: no token", ErrMalformed)
+	case h.Bind != "" && (h.Hello || h.Token != nil || h.Origin != ""):
+		return Header{}, fmt.Errorf("%w: a bind request with a hello, token or origin", ErrMalformed)
+	case h.Name != "" && h.Bind == "":
+		return Header{}, fmt.Errorf("%w: a name outside a bind request", ErrMalformed)
+	case h.Origin != "" && h.Token == nil:
+		return Header{}, fmt.Errorf("%w: an origin outside a tunnel header", ErrMalformed)
 	case !h.Hello && (h.Identity != "" || h.Proof != nil):
 		return Header{}, fmt.Errorf("%w: an identity or proof outside a hello", ErrMalformed)
+	case h.Bind != "":
+		return h, nil
+	case !h.Hello && len(h.Token) == 0:
+		return Header{}, fmt.Errorf("%w: no token", ErrMalformed)
 	}
 	return h, nil
 }

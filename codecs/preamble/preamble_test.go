@@ -17,6 +17,9 @@ func TestHeaderRoundTripLeavesApplicationBytes(t *testing.T) {
 		{Hello: true, Proof: bytes.Repeat([]byte{7}, ProofLen)},
 		{Hello: true, Identity: strings.Repeat("i", MaxIdentityLen), Proof: bytes.Repeat([]byte{7}, ProofLen)},
 		{Hello: true},
+		{Bind: "tcp:0.0.0.0:2222", Name: "ssh"},
+		{Bind: "unix:/run/x.sock"},
+		{Token: []byte("tcp:0.0.0.0:2222"), Origin: "198.18.0.7:40000"},
 	} {
 		b, err := AppendHeader(nil, h)
 		if err != nil {
@@ -46,6 +49,14 @@ func TestAppendHeaderRefusesBadInput(t *testing.T) {
 		"long identity":   {Hello: true, Identity: strings.Repeat("i", MaxIdentityLen+1)},
 		"short proof":     {Hello: true, Proof: []byte{1}},
 		"tunnel identity": {Token: []byte("a"), Identity: "i"},
+		"bind and token":  {Bind: "tcp:1.2.3.4:5", Token: []byte("a")},
+		"bind and hello":  {Bind: "tcp:1.2.3.4:5", Hello: true},
+		"name alone":      {Token: []byte("a"), Name: "n"},
+		"origin in bind":  {Bind: "tcp:1.2.3.4:5", Origin: "o"},
+		"origin alone":    {Hello: true, Origin: "o"},
+		"long bind":       {Bind: strings.Repeat("b", MaxBindLen+1)},
+		"long name":       {Bind: "b", Name: strings.Repeat("n", MaxNameLen+1)},
+		"long origin":     {Token: []byte("a"), Origin: strings.Repeat("o", MaxOriginLen+1)},
 	} {
 		if _, err := AppendHeader(nil, h); err == nil {
 			t.Errorf("%s: no error", name)
@@ -67,6 +78,13 @@ func TestReadHeaderRejectsMalformed(t *testing.T) {
 		"short proof":      {1, 5, fieldHello, 0, fieldProof, 1, 'x'},
 		"empty identity":   {1, 4, fieldHello, 0, fieldIdentity, 0},
 		"token identity":   {1, 6, fieldToken, 1, 'a', fieldIdentity, 1, 'i'},
+		"bind and token":   {1, 6, fieldBind, 1, 'b', fieldToken, 1, 'a'},
+		"bind and hello":   {1, 5, fieldBind, 1, 'b', fieldHello, 0},
+		"bind twice":       {1, 6, fieldBind, 1, 'b', fieldBind, 1, 'c'},
+		"empty bind":       {1, 2, fieldBind, 0},
+		"name alone":       {1, 6, fieldToken, 1, 'a', fieldName, 1, 'n'},
+		"origin in bind":   {1, 6, fieldBind, 1, 'b', fieldOrigin, 1, 'o'},
+		"origin in hello":  {1, 5, fieldHello, 0, fieldOrigin, 1, 'o'},
 	}
 	for name, b := range cases {
 		_, err := ReadHeader(bytes.NewReader(b))
@@ -122,12 +140,26 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add([]byte{1, 0xff, 0xff})
 	hello, _ := AppendHeader(nil, Header{Hello: true, Identity: "alice", Proof: make([]byte, ProofLen)})
 	f.Add(hello)
+	bind, _ := AppendHeader(nil, Header{Bind: "tcp:0.0.0.0:2222", Name: "ssh"})
+	f.Add(bind)
+	rev, _ := AppendHeader(nil, Header{Token: []byte("tcp:0.0.0.0:2222"), Origin: "198.18.0.1:1"})
+	f.Add(rev)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ReadHeader(bytes.NewReader(b))
 		if err != nil {
 			return
 		}
-		if (len(h.Token) == 0) != h.Hello || len(h.Token) > MaxTokenLen || len(h.Identity) > MaxIdentityLen ||
+		kinds := 0
+		for _, k := range []bool{h.Hello, len(h.Token) > 0, h.Bind != ""} {
+			if k {
+				kinds++
+			}
+		}
+		if kinds != 1 || len(h.Bind) > MaxBindLen || len(h.Name) > MaxNameLen || len(h.Origin) > MaxOriginLen ||
+			(h.Name != "" && h.Bind == "") || (h.Origin != "" && len(h.Token) == 0) {
+			t.Fatalf("accepted a header of no single kind or out of bounds: %+v", h)
+		}
+		if len(h.Token) > MaxTokenLen || len(h.Identity) > MaxIdentityLen ||
 			(h.Proof != nil && len(h.Proof) != ProofLen) || (!h.Hello && (h.Identity != "" || h.Proof != nil)) {
 			t.Fatalf("accepted out-of-bounds header: %+v", h)
 		}
@@ -165,7 +197,8 @@ func TestReadHeaderLimit(t *testing.T) {
 }
 
 func sameHeader(a, b Header) bool {
-	return bytes.Equal(a.Token, b.Token) && a.Hello == b.Hello && a.Identity == b.Identity && bytes.Equal(a.Proof, b.Proof)
+	return bytes.Equal(a.Token, b.Token) && a.Hello == b.Hello && a.Identity == b.Identity && bytes.Equal(a.Proof, b.Proof) &&
+		a.Bind == b.Bind && a.Name == b.Name && a.Origin == b.Origin
 }
 
 // A header that announces more than it sends costs the reader what arrived,

@@ -11,7 +11,10 @@
 // SECRET "-" means none: the client proves itself with its certificate
 // (cert= names its subject's common name or a DNS or e-mail SAN). Options:
 // allow= and deny= (comma-separated rules of the server's --allow syntax,
-// layered over the server's rules), cert=, max-sessions=, max-tunnels=.
+// layered over the server's rules), bind= (where this identity's reverse
+// forwards may have the server listen, policy.ParseBind's syntax; it
+// replaces the server's --allow-bind for this identity), cert=,
+// max-sessions=, max-tunnels=.
 package identity
 
 import (
@@ -50,6 +53,10 @@ type Identity struct {
 	// Rules layer over the server's (policy.Policy.With); nil adds none.
 	Rules       *policy.Rules
 	allow, deny []string
+	// Bind, when set, is where its reverse forwards may listen, instead of
+	// the server's --allow-bind.
+	Bind  *policy.BindRules
+	binds []string
 	// MaxSessions and MaxTunnels bound its sessions and tunnels at once, over
 	// all its sessions; 0 is no bound of its own.
 	MaxSessions, MaxTunnels int
@@ -70,7 +77,7 @@ func (id *Identity) Display() string {
 // the same rights: a reload that changes neither leaves its sessions alone.
 func SameCredentials(a, b *Identity) bool {
 	return a != nil && b != nil && a.Name == b.Name && bytes.Equal(a.Secret, b.Secret) &&
-		slices.Equal(a.Certs, b.Certs) && slices.Equal(a.allow, b.allow) && slices.Equal(a.deny, b.deny) &&
+		slices.Equal(a.Certs, b.Certs) && slices.Equal(a.allow, b.allow) && slices.Equal(a.deny, b.deny) && slices.Equal(a.binds, b.binds) &&
 		a.MaxSessions == b.MaxSessions && a.MaxTunnels == b.MaxTunnels
 }
 
@@ -237,6 +244,8 @@ func parseLine(fields []string) (*Identity, error) {
 			id.allow = append(id.allow, strings.Split(value, ",")...)
 		case "deny":
 			id.deny = append(id.deny, strings.Split(value, ",")...)
+		case "bind":
+			id.binds = append(id.binds, strings.Split(value, ",")...)
 		case "cert":
 			for _, c := range strings.Split(value, ",") {
 				id.Certs = append(id.Certs, strings.ToLower(c))
@@ -252,7 +261,7 @@ func parseLine(fields []string) (*Identity, error) {
 				id.MaxTunnels = n
 			}
 		default:
-			return nil, fmt.Errorf("unknown option %q (want allow, deny, cert, max-sessions or max-tunnels)", key)
+			return nil, fmt.Errorf("unknown option %q (want allow, deny, bind, cert, max-sessions or max-tunnels)", key)
 		}
 	}
 	if id.Secret == nil && len(id.Certs) == 0 {
@@ -263,6 +272,9 @@ func parseLine(fields []string) (*Identity, error) {
 		return nil, fmt.Errorf("identity %q: %w", id.Name, err)
 	}
 	id.Rules = rules
+	if id.Bind, err = policy.ParseBind(id.binds); err != nil {
+		return nil, fmt.Errorf("identity %q: %w", id.Name, err)
+	}
 	return id, nil
 }
 

@@ -13,7 +13,7 @@ import (
 
 const file = `
 # clients of the lab
-alice  a-long-enough-secret-1  allow=10.0.0.5:22,10.0.0.6:5432  max-sessions=2
+alice  a-long-enough-secret-1  allow=10.0.0.5:22,10.0.0.6:5432  max-sessions=2 bind=0.0.0.0:2222
 bob    -                       cert=Bob.Example.com,bob@example.com  deny=10.0.0.9:*  max-tunnels=64
 carol  tiny7
 `
@@ -27,7 +27,7 @@ func TestParseIdentities(t *testing.T) {
 		t.Fatalf("names %q", got)
 	}
 	alice := tab.Lookup("alice")
-	if string(alice.Secret) != "a-long-enough-secret-1" || alice.MaxSessions != 2 || alice.Rules == nil {
+	if string(alice.Secret) != "a-long-enough-secret-1" || alice.MaxSessions != 2 || alice.Rules == nil || alice.Bind.String() != "0.0.0.0:2222" {
 		t.Fatalf("alice: %+v", alice)
 	}
 	if bob := tab.Lookup("bob"); bob.Secret != nil || bob.MaxTunnels != 64 || len(bob.Certs) != 2 {
@@ -70,6 +70,7 @@ func TestBadLinesNameTheLineNotTheSecret(t *testing.T) {
 		"unknown option": "alice hunter2-hunter2-hunter2 colour=red",
 		"bad number":     "alice hunter2-hunter2-hunter2 max-sessions=-1",
 		"bad rule":       "alice hunter2-hunter2-hunter2 allow=nowhere",
+		"bind host name": "alice hunter2-hunter2-hunter2 bind=example.com:22",
 		"nobody proves":  "alice -",
 		"twice":          "alice hunter2-hunter2-hunter2\nalice hunter2-hunter2-hunter2",
 		"cert twice":     "a - cert=x\nb - cert=X",
@@ -109,6 +110,10 @@ func TestSameCredentials(t *testing.T) {
 	b, _, _ := Parse(strings.NewReader("alice a-long-enough-secret-1 allow=10.0.0.5:22"), "b", nil)
 	c, _, _ := Parse(strings.NewReader("alice a-long-enough-secret-2 allow=10.0.0.5:22"), "c", nil)
 	d, _, _ := Parse(strings.NewReader("alice a-long-enough-secret-1 allow=10.0.0.5:23"), "d", nil)
+	e, _, _ := Parse(strings.NewReader("alice a-long-enough-secret-1 allow=10.0.0.5:22 bind=0.0.0.0:2222"), "e", nil)
+	if SameCredentials(a.Lookup("alice"), e.Lookup("alice")) {
+		t.Fatal("a changed bind rule counted as the same")
+	}
 	if !SameCredentials(a.Lookup("alice"), b.Lookup("alice")) {
 		t.Fatal("identical lines differ")
 	}
