@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/netem"
 )
 
@@ -21,13 +24,21 @@ import (
 // side (the server application keeps sending). Their unread bytes pile up in
 // quic-go's receive buffers and count against the receiving endpoint's
 // connection window, which all tunnels of the session share.
+//
+// The applications are on UNIX sockets: a loopback TCP socket of an endpoint
+// grows its send buffer to 4 MiB however little its application reads, so 128
+// stuck tunnels would first swallow half a GiB of kernel buffers before quic-go
+// held a byte (under -race on a busy machine, longer than the test waited:
+// the "stuck" tunnels were still moving, and the healthy one had a 1/129 share
+// of a busy session). A UNIX socket's buffer stays at its 208 KiB.
 type stuckBed struct {
 	p       *pair
 	srvApp  *app
 	block   chan struct{}
 	writers sync.WaitGroup
 	conns   []net.Conn
-	sent    atomic.Int64 // bytes the stuck tunnels' senders got rid of, both sides
+	sent    atomic.Int64   // bytes the stuck tunnels' senders got rid of, both sides
+	stuck   map[int64]bool // stream IDs of the stuck tunnels: true when stuck on the server side
 }
 
 // smallSocketBuffer is the socket buffer of the applications of stuck
@@ -35,26 +46,44 @@ type stuckBed struct {
 // buffers keep the test quick.
 const smallSocketBuffer = 16 << 10
 
-func newStuckBed(t *testing.T) *stuckBed {
-	b := &stuckBed{block: make(chan struct{})}
-	b.srvApp = startApp(t, loopbackTCP(), func(c net.Conn) {
+type bufferedConn interface {
+	SetReadBuffer(int) error
+	SetWriteBuffer(int) error
+}
+
+func newStuckBed(t *testing.T) *stuckBed { return newStuckBedOn(t, netem.Model{}) }
+
+// newStuckBedOn is a stuckBed whose session runs over link (both directions).
+func newStuckBedOn(t *testing.T, link netem.Model) *stuckBed {
+	b := &stuckBed{block: make(chan struct{}), stuck: map[int64]bool{}}
+	dir := t.TempDir()
+	target := address.Address{Network: "unix", Addr: filepath.Join(dir, "app.sock")}
+	b.srvApp = startApp(t, target, func(c net.Conn) {
 		var kind [1]byte
 		if _, err := io.ReadFull(c, kind[:]); err != nil {
 			return
 		}
 		switch kind[0] {
 		case 'u': // the server application stops reading
-			c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer)
+			c.(bufferedConn).SetReadBuffer(smallSocketBuffer)
 			<-b.block
 		case 'd': // the server application sends until the tunnel breaks
-			c.(*net.TCPConn).SetWriteBuffer(smallSocketBuffer)
+			c.(bufferedConn).SetWriteBuffer(smallSocketBuffer)
 			sendForever(c, &b.sent, b.block)
 		case 'e':
 			c.Write(kind[:])
 			io.Copy(c, c)
 		}
 	})
-	b.p = startPair(t, pairOptions{token: b.srvApp.addr.String()})
+	var seed atomic.Int64
+	wrap := func(pc net.PacketConn) net.PacketConn { return netem.NewPacketConn(pc, link, seed.Add(1)) }
+	if link == (netem.Model{}) {
+		wrap = nil
+	}
+	b.p = startPair(t, pairOptions{token: b.srvApp.addr.String(),
+		listenOn:   address.Address{Network: "unix", Addr: filepath.Join(dir, "client.sock")},
+		serverMods: func(c *ServerConfig) { c.WrapUDP = wrap },
+		clientMods: func(c *ClientConfig) { c.WrapUDP = wrap }})
 	return b
 }
 
@@ -76,57 +105,173 @@ func sendForever(c net.Conn, sent *atomic.Int64, stop chan struct{}) {
 	}
 }
 
+// flow is what both endpoints counted of one tunnel.
+type flow struct{ cliUp, cliDown, srvUp, srvDown uint64 }
+
+// held is what the receiving endpoint's quic-go (or its pump's buffer) holds
+// of the tunnel: what the sending endpoint wrote into the stream and the
+// receiving one did not hand to its application.
+func (f flow) held(serverSide bool) int64 {
+	if serverSide {
+		return int64(f.cliUp) - int64(f.srvUp)
+	}
+	return int64(f.srvDown) - int64(f.cliDown)
+}
+
+// flows reads both endpoints' counters by stream ID, the receivers' first, so
+// that a receiver never seems ahead of its sender.
+func (b *stuckBed) flows() map[int64]flow {
+	srv, cli := b.p.server.Registry().Snapshots(), b.p.client.Registry().Snapshots()
+	fs := map[int64]flow{}
+	for _, s := range srv {
+		f := fs[s.Info.StreamID]
+		f.srvUp, f.srvDown = s.BytesUp, s.BytesDown
+		fs[s.Info.StreamID] = f
+	}
+	for _, s := range cli {
+		f := fs[s.Info.StreamID]
+		f.cliUp, f.cliDown = s.BytesUp, s.BytesDown
+		fs[s.Info.StreamID] = f
+	}
+	return fs
+}
+
+// stuckHeld sums what the stuck tunnels hold in the receiving endpoints, and
+// gives the least any one holds.
+func (b *stuckBed) stuckHeld(fs map[int64]flow) (server, client, least int64) {
+	least = -1
+	for id, serverSide := range b.stuck {
+		h := fs[id].held(serverSide)
+		if serverSide {
+			server += h
+		} else {
+			client += h
+		}
+		if least < 0 || h < least {
+			least = h
+		}
+	}
+	return server, client, least
+}
+
+// stuckHolds is what each stuck tunnel holds at least once it is stuck: quic-go
+// gives a stream new credit when a quarter of its window was read, so a stuck
+// stream holds three quarters of its initial window or more, less a pump's
+// chunk that was sent but not yet counted (quicconf starts streams at 256 KiB).
+const stuckHolds = 256<<10*3/4 - 64<<10
+
 // stick opens up tunnels stuck on the server side and down stuck on the client
-// side, and returns once no more bytes move on any of them.
-func (b *stuckBed) stick(t *testing.T, up, down int) {
+// side, and returns once every one of them is stuck: its receiving endpoint
+// holds stuckHolds or more of it, and no counter of either endpoint moved for
+// a second.
+func (b *stuckBed) stick(t *testing.T, up, down int) error {
 	for i := range up + down {
 		c := dialApp(t, b.p.client.Addr())
 		b.conns = append(b.conns, c)
 		if i < up {
-			c.(*net.TCPConn).SetWriteBuffer(smallSocketBuffer)
+			c.(bufferedConn).SetWriteBuffer(smallSocketBuffer)
 			c.Write([]byte("u"))
 			b.writers.Go(func() { sendForever(c, &b.sent, b.block) })
 		} else {
-			c.(*net.TCPConn).SetReadBuffer(smallSocketBuffer)
+			c.(bufferedConn).SetReadBuffer(smallSocketBuffer)
 			c.Write([]byte("d")) // and never read
 		}
 	}
-	last, still := int64(-1), time.Time{}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the stuck tunnels never stopped moving")
+	return b.waitStuck(up + down)
+}
+
+// waitStuck returns once the n tunnels of the bed are stuck: each holds
+// stuckHolds or more in its receiving endpoint, and no counter of either
+// endpoint moved for a second. It gives up when they stop moving before that:
+// the session stalled while they were still filling their windows.
+func (b *stuckBed) waitStuck(n int) error {
+	// Which tunnel is which shows in their counters: a client application
+	// sends more than its 'u', or the server application sends.
+	deadline := time.Now().Add(60 * time.Second)
+	var last map[int64]flow
+	since := time.Now()
+	for ; ; time.Sleep(100 * time.Millisecond) {
+		fs := b.flows()
+		if !maps.Equal(fs, last) {
+			last, since = fs, time.Now()
 		}
-		now := b.sent.Load()
-		if now != last {
-			last, still = now, time.Now()
-			continue
+		for id, f := range fs {
+			if f.cliUp > 1 {
+				b.stuck[id] = true
+			} else if f.srvDown > 0 {
+				b.stuck[id] = false
+			}
 		}
-		if time.Since(still) > 500*time.Millisecond {
-			return
+		_, _, least := b.stuckHeld(fs)
+		if len(b.stuck) == n && least >= stuckHolds && time.Since(since) >= time.Second {
+			return nil
+		}
+		if time.Since(since) > 10*time.Second || time.Now().After(deadline) {
+			srv, cli, least := b.stuckHeld(fs)
+			return fmt.Errorf("the stuck tunnels never stuck: %d of %d moved data; they hold %d KiB at the server, %d KiB at the client, the least %d KiB",
+				len(b.stuck), n, srv>>10, cli>>10, least>>10)
 		}
 	}
 }
 
 // healthy echoes size bytes through a new tunnel of the same session and
 // returns how long that took, or an error if it did not finish within limit.
+// It fails the test if the stuck tunnels moved meanwhile: then they were not
+// stuck, and the echo shared the session with them.
 func (b *stuckBed) healthy(t *testing.T, size int, limit time.Duration) (time.Duration, error) {
+	before := b.flows()
+	defer func() {
+		after := b.flows()
+		for id := range b.stuck {
+			if after[id] != before[id] {
+				t.Errorf("a stuck tunnel moved during the echo: %+v, then %+v", before[id], after[id])
+				return
+			}
+		}
+	}()
 	c := dialApp(t, b.p.client.Addr())
 	defer c.Close()
-	start := time.Now()
-	c.SetDeadline(start.Add(limit))
 	data := make([]byte, size)
 	rand.NewChaCha8([32]byte{3}).Read(data)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { c.Write([]byte("e")); c.Write(data) })
-	got := make([]byte, 1+size)
-	if n, err := io.ReadFull(c, got); err != nil {
-		return 0, fmt.Errorf("echoed %d of %d bytes: %w", n, 1+size, err)
-	}
-	if !bytes.Equal(got[1:], data) {
-		return 0, fmt.Errorf("echo differs")
+	start := time.Now()
+	if err := echoThrough(c, 'e', data, limit); err != nil {
+		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// stallAfter is how long a tunnel may move no byte at all before a test calls
+// it stalled. A stall behind a full connection window is for ever; a machine
+// busy with other work (and -race) slows a tunnel, but does not stop it.
+const stallAfter = 10 * time.Second
+
+// echoThrough sends kind and then data on c, whose far end echoes them, and
+// checks the echo. It fails when no echoed byte arrives for stallAfter, or the
+// whole echo is not back within limit.
+func echoThrough(c net.Conn, kind byte, data []byte, limit time.Duration) error {
+	end := time.Now().Add(limit)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	c.SetWriteDeadline(end)
+	wg.Go(func() { c.Write([]byte{kind}); c.Write(data) })
+	got := make([]byte, 1+len(data))
+	for n := 0; n < len(got); {
+		dl := time.Now().Add(stallAfter)
+		if dl.After(end) {
+			dl = end
+		}
+		c.SetReadDeadline(dl)
+		m, err := c.Read(got[n:])
+		n += m
+		if err != nil {
+			c.SetWriteDeadline(time.Now()) // the writer is let go
+			return fmt.Errorf("echoed %d of %d bytes in %v: %w", n, len(got), limit-time.Until(end), err)
+		}
+	}
+	if got[0] != kind || !bytes.Equal(got[1:], data) {
+		return fmt.Errorf("echo differs")
+	}
+	return nil
 }
 
 func (b *stuckBed) close() {
@@ -148,8 +293,10 @@ func TestStuckApplicationsDoNotStallTheSession(t *testing.T) {
 	}
 	b := newStuckBed(t)
 	defer b.close()
-	b.stick(t, 64, 64)
-	took, err := b.healthy(t, 8<<20, 20*time.Second)
+	if err := b.stick(t, 64, 64); err != nil {
+		t.Fatal(err)
+	}
+	took, err := b.healthy(t, 8<<20, 60*time.Second)
 	if err != nil {
 		t.Fatalf("a tunnel stalled behind 64 stuck applications on each side: %v", err)
 	}
@@ -169,12 +316,15 @@ func TestStuckThreshold(t *testing.T) {
 	for _, side := range []string{"server", "client"} {
 		for n := 1; n <= max; n *= 2 {
 			b := newStuckBed(t)
-			if side == "server" {
-				b.stick(t, n, 0)
-			} else {
-				b.stick(t, 0, n)
+			up, down := n, 0
+			if side == "client" {
+				up, down = 0, n
 			}
-			took, err := b.healthy(t, 8<<20, 10*time.Second)
+			err := b.stick(t, up, down)
+			var took time.Duration
+			if err == nil {
+				took, err = b.healthy(t, 8<<20, 10*time.Second)
+			}
 			t.Logf("%s side: %3d stuck (%.0f MiB into them): healthy 8 MiB echo %v %v", side, n, float64(b.sent.Load())/(1<<20), took.Round(time.Millisecond), err)
 			b.close()
 			if err != nil {
