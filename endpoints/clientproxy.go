@@ -42,7 +42,13 @@ type proxyRequest struct {
 // proxyHandshake reads the application's request within SessionWait.
 func (c *Client) proxyHandshake(f *forward, app net.Conn) (*proxyRequest, error) {
 	_ = app.SetDeadline(time.Now().Add(c.cfg.SessionWait))
-	defer app.SetDeadline(time.Time{})
+	// A forward that stops (a reload, shutdown) ends handshakes under way at
+	// once rather than after SessionWait.
+	stop := context.AfterFunc(f.ctx, func() { _ = app.SetDeadline(time.Now()) })
+	defer func() {
+		stop()
+		_ = app.SetDeadline(time.Time{})
+	}()
 	creds := socks.Credentials{Username: f.spec.Username, Password: f.spec.Password}
 	if f.proxy == ProxySOCKS5 {
 		req, err := socks.Handshake(app, creds)

@@ -2,12 +2,14 @@ package endpoints
 
 import (
 	"context"
+	"errors"
 	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -191,4 +193,66 @@ func readLine(t *testing.T, c net.Conn, want string) {
 		t.Fatalf("read %q, %v; want %q", buf, err, want)
 	}
 	c.SetReadDeadline(time.Time{})
+}
+
+// Bad requests get their protocol's error (an HTTP 400; a SOCKS
+// connection closed, or the reply for an unsupported command) and leave a
+// running tunnel untouched.
+func TestBadProxyRequestsLeaveTunnelsAlone(t *testing.T) {
+	a := startApp(t, loopbackTCP(), greeter("a"))
+	defer a.close()
+	p := proxyPair(t, []string{a.addr.Addr}, [2]string{}, false)
+	defer p.stop()
+	held, err := socksDial(t, p.client.ForwardAddr("socks"), nil, a.addr.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	readLine(t, held, "a")
+
+	exchange := func(at net.Addr, send string) string {
+		c := dialApp(t, at)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte(send))
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	if got := exchange(p.client.ForwardAddr("http"), "\x05\x01\x00garbage\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400 ") {
+		t.Errorf("garbage to the HTTP proxy: %q", got)
+	}
+	if got := exchange(p.client.ForwardAddr("http"), "GET /relative HTTP/1.1\r\nHost: a\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400 ") {
+		t.Errorf("origin-form request to the HTTP proxy: %q", got)
+	}
+	if got := exchange(p.client.ForwardAddr("socks"), "GET / HTTP/1.1\r\n\r\n"); got != "" {
+		t.Errorf("HTTP to the SOCKS proxy: %q", got)
+	}
+	if got := exchange(p.client.ForwardAddr("socks"), "\x05\x01\x00\x05\x02\x00\x01\x01\x02\x03\x04\x00\x16"); got != "\x05\x00\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00" {
+		t.Errorf("BIND to the SOCKS proxy: %q", got)
+	}
+	held.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(held, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("held tunnel after bad requests: %q, %v", buf, err)
+	}
+}
+
+// Removing a proxy forward ends a handshake under way at once, not after
+// SessionWait (here a minute).
+func TestRemovedProxyEndsHandshakes(t *testing.T) {
+	p := startPair(t, pairOptions{token: "tcp:127.0.0.1:1", clientMods: func(cfg *ClientConfig) {
+		cfg.Forwards = []ForwardSpec{{Name: "socks", ListenOn: loopbackTCP().String(), Proxy: ProxySOCKS5}}
+		cfg.SessionWait = time.Minute
+	}})
+	defer p.stop()
+	c := dialApp(t, p.client.ForwardAddr("socks"))
+	defer c.Close()
+	c.Write([]byte{5, 1}) // and the method never comes
+	if err := p.client.RemoveForward("socks"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadAll(c); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("handshake still waiting after its forward was removed")
+	}
 }
