@@ -30,6 +30,9 @@ type ClientConfig struct {
 	// Forwards are further forwards (see ForwardSpec), all over the same
 	// session. A client needs at least one forward.
 	Forwards []ForwardSpec
+	// Reverses are reverse forwards (see ReverseSpec): the server listens,
+	// this client dials their targets.
+	Reverses []ReverseSpec
 	// ServerEndpoint is the server endpoint's UDP "host:port".
 	ServerEndpoint string
 	TLS            *tls.Config
@@ -83,6 +86,7 @@ type Client struct {
 
 	accepters sync.WaitGroup // the forwards' accept loops
 	retirers  sync.WaitGroup // removed forwards draining
+	reverse   reverseSet
 }
 
 // NewClient validates cfg and binds the forwards' listeners and the UDP
@@ -95,7 +99,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if legacy && (cfg.Tokens == nil || cfg.ListenOn == (address.Address{})) {
 		return nil, errors.New("client: ListenOn and Tokens go together")
 	}
-	if !legacy && len(cfg.Forwards) == 0 {
+	if !legacy && len(cfg.Forwards) == 0 && len(cfg.Reverses) == 0 {
 		return nil, errors.New("client: no forward: nothing to listen on")
 	}
 	if cfg.TLS == nil {
@@ -109,6 +113,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine)}
 	c.forwards.live = map[string]*forward{}
+	if err := c.setReverses(cfg.Reverses); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	if legacy {
 		f := &forward{name: DefaultForward, listen: cfg.ListenOn, tokens: cfg.Tokens, stats: newForwardStats()}
 		if err := f.bind(); err != nil {
@@ -120,7 +127,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.closeListeners()
 		return nil, err
 	}
-	c.first = c.forwards.order[0]
+	if len(c.forwards.order) > 0 {
+		c.first = c.forwards.order[0]
+	}
 	udp, err := net.ListenUDP("udp", nil)
 	if err != nil {
 		c.closeListeners()
@@ -136,6 +145,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.sessions = newSessionKeeper(c.tr, cfg.ServerEndpoint, cfg.TLS, qc, credentials{cfg.Identity, cfg.Secret}, cfg.Logger)
 	hs := newHandshakes(engine.ClientEndpoint)
 	c.sessions.dialFailed = hs.failed
+	if len(c.reverse.order) > 0 {
+		c.sessions.onSession = c.serveReverse
+	}
 	extra := []prometheus.Collector{&forwardCollector{client: c}}
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
@@ -178,6 +190,7 @@ func (c *Client) Run(ctx context.Context) error {
 	keeperCtx, stopKeeper := context.WithCancel(context.WithoutCancel(ctx))
 	tunnelsCtx, stopTunnels := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopTunnels(nil)
+	c.reverse.tunnels = tunnelsCtx
 	var keeper sync.WaitGroup
 	keeper.Go(func() { c.sessions.run(keeperCtx) })
 
@@ -217,6 +230,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.retirers.Wait()
 	stopKeeper()
 	keeper.Wait()
+	c.reverse.handlers.Wait() // their sessions are closed: they end
 	c.tr.Close()
 	c.conn.Close()
 	c.log.Info("stopped")

@@ -58,6 +58,9 @@ type sessionKeeper struct {
 	log      *slog.Logger
 	// dialFailed, when set (before run), is told of each failed dial.
 	dialFailed func(error)
+	// onSession, when set (before run), serves each session once its hello
+	// is answered, until the session ends (reverse forwards).
+	onSession func(*quic.Conn)
 
 	mu      sync.Mutex
 	conn    *quic.Conn    // nil while there is no session
@@ -137,8 +140,9 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 	probe := make([]byte, probeSize)
 	helloDone := make(chan error, 1)
 	refusedOnce := false // logged and recorded from the hello's answer
-	var hello sync.WaitGroup
+	var hello, serving sync.WaitGroup
 	defer hello.Wait()
+	defer serving.Wait() // after the session is closed below: it then returns
 	hello.Go(func() { helloDone <- k.hello(conn) })
 	for {
 		select {
@@ -164,6 +168,9 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 				proven = err == nil
 				k.log.Info("session established", "server", conn.RemoteAddr().String())
 				k.publish(conn)
+				if k.onSession != nil {
+					serving.Go(func() { k.onSession(conn) })
+				}
 			}
 		case <-conn.Context().Done():
 			k.unpublish(conn)

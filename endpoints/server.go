@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quictun/quictun/codecs/preamble"
 	"github.com/quictun/quictun/endpoints/identity"
+	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/engine"
 	"github.com/quictun/quictun/recovery"
 )
@@ -40,6 +41,8 @@ type Server struct {
 	draining   atomic.Bool
 	tunnels    atomic.Int64 // admitted tunnels, for Limits.MaxTunnels
 	sessions   sessionTable
+	bindRules  atomic.Pointer[policy.BindRules] // --allow-bind
+	reverse    reverseTable                     // reverse forwards' listeners
 }
 
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails
@@ -71,6 +74,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.sessions.perKey = make(map[netip.Prefix]int)
 	s.sessions.perIdentity = make(map[string]int)
 	s.sessions.tunnelsBy = make(map[string]int)
+	s.reverse.byKey = make(map[string]*binding)
+	s.bindRules.Store(cfg.AllowBind)
 	ids := cfg.Identities
 	if ids == nil {
 		ids = identity.NewTable(cfg.Secret)
@@ -112,7 +117,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
 	s.conn, s.rec, s.tr, s.ln, s.handshakes = pc, rec, tr, ln, gate
-	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)))
+	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)), reverseCollector{s})
 	warnIfOpen(s.log, s.Addr(), st)
 	s.log.Info("target policy", "targets", st.base.String(), "identities", ids.Len())
 	s.log.Info("bounds before authentication", "pending_sessions", cfg.Limits.MaxPendingSessions,
@@ -232,6 +237,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopTunnels(engine.ErrShutdown)
 	s.closeSessions("server shutting down")
 	handlers.Wait()
+	s.stopReverse()
 	s.ln.Close()
 	s.tr.Close()
 	s.conn.Close()

@@ -129,9 +129,10 @@ func (s *Server) closeOnEarlyStream(ctx context.Context, sess *serverSession) {
 		return
 	}
 	if sess.authenticated() {
-		// Raced with the answer: the stream is a tunnel, and the serve loop,
-		// already waiting in AcceptStream, will not see it.
-		s.refuse(st, preamble.CodeShutdown, "opened before its session's hello was answered")
+		// Raced with the answer (quic-go hands a queued stream even to a
+		// cancelled AcceptStream): the stream is the session's first tunnel
+		// or bind, opened after the answer, and the serve loop will not see it.
+		sess.adopt(st)
 		return
 	}
 	s.refusals.warn("session closed: a stream before its hello was answered", "session", sess.peer)

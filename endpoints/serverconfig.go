@@ -53,7 +53,16 @@ type ServerConfig struct {
 	// Listening are the other addresses (HOST:PORT) this process listens on,
 	// its REST API: no target may name them, whatever the rules.
 	Listening []string
-	Limits    Limits
+	// AllowBind are where clients' reverse forwards may have the server
+	// listen (--allow-bind); an identity's bind= rules replace them for it.
+	// Nil permits nothing.
+	AllowBind *policy.BindRules
+	// ReverseGrace is how long a reverse forward's listener stays bound
+	// while its client is away (0: 30 s); SessionWait how long a connection
+	// to it waits for the client's session (0: 10 s).
+	ReverseGrace time.Duration
+	SessionWait  time.Duration
+	Limits       Limits
 	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
 	// emulation in tests).
 	WrapUDP func(net.PacketConn) net.PacketConn
@@ -123,6 +132,8 @@ func (c *ServerConfig) setDefaults() error {
 		orDefault("PreambleTimeout", &c.PreambleTimeout, 10*time.Second),
 		orDefault("DrainTimeout", &c.DrainTimeout, 10*time.Second),
 		orDefault("AuthPenalty", &c.AuthPenalty, minPenalty),
+		orDefault("ReverseGrace", &c.ReverseGrace, 30*time.Second),
+		orDefault("SessionWait", &c.SessionWait, 10*time.Second),
 	)
 }
 

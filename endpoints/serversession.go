@@ -28,6 +28,9 @@ type serverSession struct {
 	key     netip.Prefix // what the per-address bounds count it by (clientKey)
 	tunnels atomic.Int64 // admitted streams, for Limits.MaxTunnelsPerSession
 	authed  chan struct{}
+	// adopt serves a stream that closeOnEarlyStream accepted once the hello
+	// was answered; set before the hello is read.
+	adopt func(*quic.Stream)
 	// Set before authed is closed, read after.
 	identity *identity.Identity
 	// Guarded by the session table's lock.
@@ -198,6 +201,21 @@ func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers
 	defer s.untrackSession(sess)
 	log := s.log.With("session", sess.peer)
 	handlers.Go(func() { discardProbes(sess.conn) })
+	serve := func(stream *quic.Stream) {
+		if !s.admitStream(sess) {
+			handlers.Go(func() {
+				log.Warn("tunnel refused", "stream", int64(stream.StreamID()), "status", preamble.CodeOverloaded,
+					"session_streams", sess.tunnels.Load(), "max", s.cfg.Limits.MaxTunnelsPerSession)
+				s.refuse(stream, preamble.CodeOverloaded, "too many tunnels")
+			})
+			return
+		}
+		handlers.Go(func() {
+			defer sess.tunnels.Add(-1)
+			s.serveStream(ctx, sess, stream)
+		})
+	}
+	sess.adopt = serve
 	if !s.authenticate(sess, handlers) {
 		return
 	}
@@ -209,18 +227,7 @@ func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers
 			log.Info("session closed", "reason", sessionEndReason(sess.conn, err))
 			return
 		}
-		if !s.admitStream(sess) {
-			handlers.Go(func() {
-				log.Warn("tunnel refused", "stream", int64(stream.StreamID()), "status", preamble.CodeOverloaded,
-					"session_streams", sess.tunnels.Load(), "max", s.cfg.Limits.MaxTunnelsPerSession)
-				s.refuse(stream, preamble.CodeOverloaded, "too many tunnels")
-			})
-			continue
-		}
-		handlers.Go(func() {
-			defer sess.tunnels.Add(-1)
-			s.serveStream(ctx, sess, stream)
-		})
+		serve(stream)
 	}
 }
 

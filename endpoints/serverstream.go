@@ -37,6 +37,10 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 		return
 	}
 	_ = stream.SetReadDeadline(time.Time{})
+	if hdr.Bind != "" {
+		s.serveBind(ctx, sess, stream, hdr, log)
+		return
+	}
 	if hdr.Hello {
 		log.Warn("tunnel refused", "status", preamble.CodeBadPreamble, "err", "a second hello")
 		s.refuse(stream, preamble.CodeBadPreamble, "a session says hello once")

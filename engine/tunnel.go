@@ -36,7 +36,14 @@ type Info struct {
 	// Identity names the client the server authenticated ("" when it
 	// authenticates nobody, and on the client).
 	Identity string
+	// Direction is DirectionReverse for a tunnel of a reverse forward (the
+	// application connected to the server's listener, the target is on the
+	// client's side); "" is the forward direction.
+	Direction string
 }
+
+// DirectionReverse marks a reverse forward's tunnel (Info.Direction).
+const DirectionReverse = "reverse"
 
 // State is where a tunnel is in its life.
 type State string

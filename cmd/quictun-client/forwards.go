@@ -25,7 +25,7 @@ var forwardKeys = []string{"name", "listen-on", "proxy", "token-source-plugin", 
 // the one-forward shortcut (--listen-on with --token-source), each --forward
 // LISTEN=TOKEN, each [[forward]] table, and the proxies. Each spec is checked
 // here, so that its error names where it came from.
-func forwardSpecs(f flags, file *cli.Config) ([]endpoints.ForwardSpec, error) {
+func forwardSpecs(f flags, file *cli.Config, reverses bool) ([]endpoints.ForwardSpec, error) {
 	var specs []endpoints.ForwardSpec
 	add := func(origin string, s endpoints.ForwardSpec) error {
 		if err := s.Check(); err != nil {
@@ -84,9 +84,9 @@ func forwardSpecs(f flags, file *cli.Config) ([]endpoints.ForwardSpec, error) {
 	if (f.ProxyUsername != "" || f.ProxyPassword != "") && f.SocksListenOn == "" && f.HttpProxyListenOn == "" {
 		return nil, fmt.Errorf("%s: only with --socks-listen-on or --http-proxy-listen-on", file.Origin("proxy-username"))
 	}
-	if len(specs) == 0 {
+	if len(specs) == 0 && !reverses {
 		return nil, errors.New("nothing to forward: give --token-source (with --listen-on), --forward LISTEN=TOKEN, " +
-			"[[forward]] tables in --config, --socks-listen-on or --http-proxy-listen-on")
+			"[[forward]] tables in --config, --socks-listen-on, --http-proxy-listen-on, or a reverse forward (--reverse, [[reverse]])")
 	}
 	return specs, nil
 }

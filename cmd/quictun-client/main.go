@@ -36,6 +36,8 @@ type flags struct {
 
 	Forward []string `sep:"none" help:"One more forward: applications that connect to LISTEN get tunnels to TOKEN (a Fixed token), e.g. tcp:127.0.0.1:6501=tcp:10.0.0.6:5432; repeat for more, all over one session. Named by LISTEN. The config file's [[forward]] tables say more (name, token-source-plugin, proxy)." placeholder:"LISTEN=TOKEN"`
 
+	Reverse []string `sep:"none" help:"A reverse forward: the server listens on LISTEN (its --allow-bind must permit it) and each connection there reaches TARGET on this side, e.g. tcp:0.0.0.0:2222=tcp:127.0.0.1:22; repeatable. The config file's [[reverse]] tables (name, listen-on, target) say the same with a name." placeholder:"LISTEN=TARGET"`
+
 	SocksListenOn     string `help:"Run a SOCKS5 proxy here (tcp:HOST:PORT or unix:PATH): each connection names its target (IPv4, IPv6 or a host name, resolved by the server), which the server's policy allows or refuses." placeholder:"ADDRESS"`
 	HttpProxyListenOn string `help:"Run an HTTP proxy here (tcp:HOST:PORT or unix:PATH): CONNECT, and plain requests with an absolute URI." placeholder:"ADDRESS"`
 	ProxyUsername     string `help:"Require this user name of the proxies' applications (SOCKS5 RFC 1929, HTTP Proxy-Authorization Basic); with --proxy-password." placeholder:"USER"`
@@ -77,7 +79,11 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)
 	}
-	specs, err := forwardSpecs(f, file)
+	reverses, err := reverseSpecs(f, file)
+	if err != nil {
+		return err
+	}
+	specs, err := forwardSpecs(f, file, len(reverses) > 0)
 	if err != nil {
 		return err
 	}
@@ -109,7 +115,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
 		Recovery: &fec,
-		Forwards: specs, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
+		Forwards: specs, Reverses: reverses, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
 	})
@@ -117,7 +123,11 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		return err
 	}
 	warnOpenForwards(client, log)
-	log.Info("quictun-client listening", "version", cli.Version(), "listen", client.Addr().Network()+":"+client.Addr().String(), "forwards", len(specs),
+	listen := ""
+	if a := client.Addr(); a != nil {
+		listen = a.Network() + ":" + a.String()
+	}
+	log.Info("quictun-client listening", "version", cli.Version(), "listen", listen, "forwards", len(specs), "reverse_forwards", len(reverses),
 		"server", f.ServerEndpoint, "verify", opts.Mode(), "fec", f.Fec)
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
@@ -136,7 +146,7 @@ func reload(running flags, client *endpoints.Client, log *slog.Logger) {
 	file, err := cli.Reparse(&f, "quictun-client", vars())
 	if err == nil {
 		var specs []endpoints.ForwardSpec
-		if specs, err = forwardSpecs(f, file); err == nil {
+		if specs, err = forwardSpecs(f, file, len(running.Reverse) > 0 || len(client.Reverses()) > 0); err == nil {
 			err = client.SetForwards(specs)
 		}
 	}

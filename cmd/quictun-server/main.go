@@ -41,6 +41,9 @@ type flags struct {
 
 	Allow                 []string      `help:"Allow tokens to name only these targets (repeatable; replaces the defaults, see the README): CIDR-OR-HOST:PORTS (10.0.0.0/8:22, 127.0.0.1:5000-5100, db.internal:5432, [2001:db8::/32]:*) or unix:PATH (unix:/run/app.sock, unix:/run/apps/*). Loopback, link-local, cloud metadata and this host's addresses are allowed only by a rule that names them (0.0.0.0/0 does not)." placeholder:"RULE"`
 	Deny                  []string      `help:"Refuse these targets, whatever allows them (repeatable; same syntax as --allow)." placeholder:"RULE"`
+	AllowBind             []string      `help:"Let clients' reverse forwards have this server listen here (repeatable; nothing is bound without a rule): IP-OR-CIDR:PORTS (0.0.0.0:2222, 198.18.0.0/15:8000-8100, [::]:2222) or unix:PATH, unix:DIR/*. The unspecified address (0.0.0.0, ::) only by a rule that names it. An identity's bind= rules replace these for it. Only authenticated clients may bind. SIGHUP re-reads them." placeholder:"RULE"`
+	ReverseGrace          time.Duration `default:"30s" help:"How long a reverse forward's listener stays bound while its client is away; its next session takes it over (default ${default}; 0 means the default)."`
+	SessionWait           time.Duration `default:"10s" help:"How long a connection to a reverse forward waits for its client's session before it is closed (default ${default}; 0 means the default)."`
 	Identities            string        `help:"File of the clients this server knows, one per line: NAME SECRET [allow=RULES] [deny=RULES] [cert=NAME] [max-sessions=N] [max-tunnels=N] (SECRET - for a certificate only; see the README). SIGHUP re-reads it: sessions of removed or changed identities are closed, others untouched." type:"path" placeholder:"FILE"`
 	MaxSessions           int           `default:"256" help:"Authenticated client sessions at once; more are refused (default ${default}; 0 means the default)."`
 	MaxSessionsPerAddress int           `default:"64" help:"Sessions at once from one client address (IPv4 address or IPv6 /64), authenticated or not (default ${default}; 0 means the default)."`
@@ -95,6 +98,10 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	binds, err := bindRules(f, file)
+	if err != nil {
+		return err
+	}
 	var listening []string
 	if f.HttpdListenOn != "" {
 		listening = append(listening, f.HttpdListenOn)
@@ -109,6 +116,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
 		Secret: secret, Identities: ids, Rules: rules, Listening: listening,
+		AllowBind: binds, ReverseGrace: f.ReverseGrace, SessionWait: f.SessionWait,
 		Limits: endpoints.Limits{MaxSessions: f.MaxSessions, MaxTunnels: f.MaxTunnels,
 			MaxSessionsPerAddress: f.MaxSessionsPerAddress, MaxPendingSessions: f.MaxPendingSessions, MaxPendingPerAddress: f.MaxPendingPerAddress,
 			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize, MaxTokenSize: f.MaxTokenSize},
@@ -119,7 +127,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	log.Info("quictun-server listening", "version", cli.Version(), "udp", srv.Addr().String(),
 		"fingerprint", id.Fingerprint, "cert", id.CertPath, "mutual_tls", f.VerifyRemoteEndpoint,
-		"secret", secret != nil, "identities", f.Identities, "fec", f.Fec)
+		"secret", secret != nil, "identities", f.Identities, "fec", f.Fec, "allow_bind", binds.String())
 
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
@@ -130,8 +138,14 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		if err == nil {
 			var ids *identity.Table
 			var rules *policy.Rules
-			if _, ids, rules, err = access(g, file, log); err == nil {
-				err = srv.Reload(ids, rules)
+			var binds *policy.BindRules
+			if binds, err = bindRules(g, file); err == nil {
+				if _, ids, rules, err = access(g, file, log); err == nil {
+					err = srv.Reload(ids, rules)
+				}
+			}
+			if err == nil {
+				srv.SetBindRules(binds)
 			}
 		}
 		if err != nil {
@@ -171,4 +185,13 @@ func access(f flags, file *cli.Config, log *slog.Logger) (secret []byte, ids *id
 		log.Warn(w)
 	}
 	return secret, ids, rules, nil
+}
+
+// bindRules reads --allow-bind.
+func bindRules(f flags, file *cli.Config) (*policy.BindRules, error) {
+	b, err := policy.ParseBind(f.AllowBind)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file.Origin("allow-bind"), err)
+	}
+	return b, nil
 }

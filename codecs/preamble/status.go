@@ -16,15 +16,16 @@ type Code uint64
 // can log something an operator can act on.
 const (
 	CodeOK          Code = 0
-	CodeBadToken    Code = 1 // the token does not parse to an address
-	CodeForbidden   Code = 2 // the target is not allowed by the server's policy
-	CodeUnreachable Code = 3 // the server could not connect to the target
-	CodeAuthFailed  Code = 4 // the shared secret is wrong or missing
-	CodeOverloaded  Code = 5 // a limit of the server is reached; try later
-	CodeBadPreamble Code = 6 // the header frame is malformed or too large
-	CodeInternal    Code = 7 // the server failed for a reason of its own
-	CodeShutdown    Code = 8 // the endpoint is shutting down
-	CodeKilled      Code = 9 // an operator closed the tunnel
+	CodeBadToken    Code = 1  // the token does not parse to an address
+	CodeForbidden   Code = 2  // the target is not allowed by the server's policy
+	CodeUnreachable Code = 3  // the server could not connect to the target
+	CodeAuthFailed  Code = 4  // the shared secret is wrong or missing
+	CodeOverloaded  Code = 5  // a limit of the server is reached; try later
+	CodeBadPreamble Code = 6  // the header frame is malformed or too large
+	CodeInternal    Code = 7  // the server failed for a reason of its own
+	CodeShutdown    Code = 8  // the endpoint is shutting down
+	CodeKilled      Code = 9  // an operator closed the tunnel
+	CodeInUse       Code = 10 // a bind request's address is held by another client
 )
 
 var codeNames = map[Code]string{
@@ -38,6 +39,7 @@ var codeNames = map[Code]string{
 	CodeInternal:    "internal error",
 	CodeShutdown:    "shutting down",
 	CodeKilled:      "closed by operator",
+	CodeInUse:       "address in use",
 }
 
 func (c Code) String() string {

@@ -14,6 +14,7 @@ type tunnelJSON struct {
 	StreamID           int64             `json:"streamId"`
 	Endpoint           string            `json:"endpoint"`
 	Forward            string            `json:"forward,omitempty"`
+	Direction          string            `json:"direction"` // forward or reverse
 	ClientAppAddr      string            `json:"clientAppAddr,omitempty"`
 	ServerAppAddr      string            `json:"serverAppAddr"`
 	RemoteEndpointAddr string            `json:"remoteEndpointAddr"`
@@ -33,13 +34,16 @@ type tunnelJSON struct {
 func toJSON(s engine.Snapshot) tunnelJSON {
 	j := tunnelJSON{
 		UUID: s.ID.String(), StreamID: s.Info.StreamID, Endpoint: string(s.Info.Endpoint),
-		Forward:       s.Info.Forward,
+		Forward: s.Info.Forward, Direction: "forward",
 		ClientAppAddr: s.Info.ClientAppAddr, ServerAppAddr: s.Info.ServerAppAddr,
 		RemoteEndpointAddr: s.Info.RemoteEndpointAddr, Identity: s.Info.Identity,
 		CreatedAt: s.CreatedAt.Format(time.RFC3339Nano),
 		Protocol:  s.Protocol, ProtocolProperties: s.Props,
 		State: string(s.State), BytesUp: s.BytesUp, BytesDown: s.BytesDown,
 		RateUpBps: s.UpBps, RateDownBps: s.DownBps,
+	}
+	if s.Info.Direction != "" {
+		j.Direction = s.Info.Direction
 	}
 	if !s.LastActivity.IsZero() {
 		j.LastActivityAt = s.LastActivity.Format(time.RFC3339Nano)

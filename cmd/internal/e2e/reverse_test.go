@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quictun/quictun/internal/livetest"
+)
+
+// localSSHD runs an sshd on loopback that takes the key it returns; it
+// skips when ssh or sshd is missing.
+func localSSHD(t *testing.T) (addr, userKey string) {
+	t.Helper()
+	livetest.RequireTools(t, "ssh", "ssh-keygen")
+	sshd, err := exec.LookPath("sshd")
+	if err != nil {
+		if _, statErr := os.Stat("/usr/sbin/sshd"); statErr != nil {
+			t.Skip("sshd is not installed (package openssh-server)")
+		}
+		sshd = "/usr/sbin/sshd"
+	}
+	if os.Geteuid() == 0 {
+		// sshd refuses to start as root without its privilege separation directory.
+		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+			t.Skipf("cannot create /run/sshd: %v", err)
+		}
+	}
+	dir := t.TempDir()
+	hostKey, userKey := filepath.Join(dir, "host"), filepath.Join(dir, "user")
+	for _, k := range []string{hostKey, userKey} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", k).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, out)
+		}
+	}
+	pub, _ := os.ReadFile(userKey + ".pub")
+	authorized := filepath.Join(dir, "authorized_keys")
+	os.WriteFile(authorized, pub, 0o600)
+	addr = "127.0.0.1:" + strconv.Itoa(livetest.FreeLoopbackPort(t))
+	livetest.StartProcess(t, nil, sshd, "-D", "-e", "-f", "/dev/null", "-h", hostKey,
+		"-o", "ListenAddress="+addr, "-o", "PidFile=none", "-o", "PasswordAuthentication=no",
+		"-o", "KbdInteractiveAuthentication=no", "-o", "AuthorizedKeysFile="+authorized,
+		"-o", "StrictModes=no", "-o", "PermitRootLogin=prohibit-password")
+	livetest.WaitForSocket(t, "tcp", addr)
+	return addr, userKey
+}
+
+// sshLogin runs a command over ssh to addr and says whether it logged in.
+func sshLogin(t *testing.T, addr, userKey string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := sshCommand(ctx, addr, userKey, "echo logged in as $(id -un)").CombinedOutput()
+	if err == nil && !strings.Contains(string(out), "logged in as "+sshUser()) {
+		err = fmt.Errorf("no greeting")
+	}
+	return string(out), err
+}
+
+func sshUser() string {
+	if user := os.Getenv("USER"); user != "" {
+		return user
+	}
+	return "root"
+}
+
+// sshCommand is ssh to addr with userKey, running command.
+func sshCommand(ctx context.Context, addr, userKey, command string) *exec.Cmd {
+	host, port, _ := strings.Cut(addr, ":")
+	return exec.CommandContext(ctx, "ssh", "-F", "/dev/null", "-i", userKey, "-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+		"-p", port, sshUser()+"@"+host, command)
+}
+
+// ssh to the server's published port logs into an sshd on the client's
+// side; /tunnels on both sides names the reverse forward and its direction.
+// The client is then killed (SIGKILL: the server hears nothing) and started
+// again from a config file's [[reverse]] table: it takes the port over, and
+// ssh gets through again.
+func TestReverseSSHAndRestartedClient(t *testing.T) {
+	sshdAddr, userKey := localSSHD(t)
+	udp := freePort(t, "udp")
+	published := freePort(t, "tcp")
+	srvAPI, cliAPI := freePort(t, "tcp"), freePort(t, "tcp")
+	secret := "QUICTUN_SECRET=reverse-secret-0123456789"
+	srv := startEnv(t, []string{secret}, "quictun-server", "--listen-on", udp, "--allow-bind", published, "--httpd-listen-on", srvAPI)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	cli := startEnv(t, []string{secret}, "quictun-client", "--server-endpoint", udp, "--server-fingerprint", fp,
+		"--reverse", "tcp:"+published+"="+"tcp:"+sshdAddr, "--httpd-listen-on", cliAPI)
+	cli.waitLog(t, `msg="reverse forward bound on the server"`)
+	if out, err := sshLogin(t, published, userKey); err != nil {
+		t.Fatalf("ssh through the reverse forward: %v\n%s", err, out)
+	}
+	// While an ssh session is open, both APIs show its tunnel.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hold := sshCommand(ctx, published, userKey, "sleep 30")
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, api := range []string{srvAPI, cliAPI} {
+		var tunnels []map[string]any
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			getJSON(t, "http://"+api+"/tunnels", &tunnels)
+			if len(tunnels) == 1 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if len(tunnels) != 1 || tunnels[0]["direction"] != "reverse" || tunnels[0]["forward"] != "tcp:"+published {
+			t.Fatalf("%s/tunnels: %v", api, tunnels)
+		}
+	}
+	cancel()
+	hold.Wait()
+
+	cli.cmd.Process.Signal(syscall.SIGKILL)
+	<-cli.done
+	conf := filepath.Join(t.TempDir(), "client.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, "server-endpoint = %q\nserver-fingerprint = %q\n\n[[reverse]]\nname = \"ssh\"\nlisten-on = %q\ntarget = %q\n",
+		udp, fp, "tcp:"+published, "tcp:"+sshdAddr), 0o600)
+	again := startEnv(t, []string{secret}, "quictun-client", "--config", conf)
+	again.waitLog(t, `msg="reverse forward bound on the server" reverse=ssh`)
+	if out, err := sshLogin(t, published, userKey); err != nil {
+		t.Fatalf("ssh after the client's restart: %v\n%s", err, out)
+	}
+	srv.waitLog(t, `msg="tunnel closed" .*reverse=ssh`)
+}
+
+// A bind that the server's rules do not permit is refused with a clear line
+// on both sides, and the port stays closed.
+func TestReverseBindRefusedThroughBinaries(t *testing.T) {
+	udp := freePort(t, "udp")
+	published := freePort(t, "tcp")
+	secret := "QUICTUN_SECRET=reverse-secret-0123456789"
+	srv := startEnv(t, []string{secret}, "quictun-server", "--listen-on", udp)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	cli := startEnv(t, []string{secret}, "quictun-client", "--server-endpoint", udp, "--server-fingerprint", fp,
+		"--reverse", "tcp:"+published+"=tcp:"+echoServer(t))
+	cli.waitLog(t, `level=ERROR msg="the server refused the reverse forward" .*status="forbidden target".*does not let this client listen on tcp:`+published)
+	srv.waitLog(t, `msg="reverse forward refused" .*status="forbidden target"`)
+	if c, err := net.DialTimeout("tcp", published, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the refused port accepts connections")
+	}
+}
