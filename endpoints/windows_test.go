@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quictun/quictun/endpoints/address"
+	"github.com/quictun/quictun/internal/quicconf"
 	"github.com/quictun/quictun/netem"
 )
 
@@ -214,6 +215,25 @@ func (b *stuckBed) waitStuck(n int) error {
 	}
 }
 
+// runThenStick opens n tunnels one after another whose client applications
+// each read fast bytes as fast as they can, alone on the session, and then
+// stop reading while their server applications keep sending: each stuck
+// tunnel holds the stream window it grew while it ran.
+func (b *stuckBed) runThenStick(t *testing.T, n, fast int) error {
+	for i := range n {
+		c := dialApp(t, b.p.client.Addr())
+		b.conns = append(b.conns, c)
+		c.Write([]byte("d"))
+		start := time.Now()
+		c.SetReadDeadline(start.Add(60 * time.Second))
+		if got, err := io.CopyN(io.Discard, c, int64(fast)); err != nil {
+			return fmt.Errorf("tunnel %d of %d, to run fast, read %.1f of %d MiB: %w", i+1, n, float64(got)/(1<<20), fast>>20, err)
+		}
+		t.Logf("tunnel %d ran fast: %d MiB in %v", i+1, fast>>20, time.Since(start).Round(time.Millisecond))
+	}
+	return b.waitStuck(n)
+}
+
 // healthy echoes size bytes through a new tunnel of the same session and
 // returns how long that took, or an error if it did not finish within limit.
 // It fails the test if the stuck tunnels moved meanwhile: then they were not
@@ -301,6 +321,41 @@ func TestStuckApplicationsDoNotStallTheSession(t *testing.T) {
 		t.Fatalf("a tunnel stalled behind 64 stuck applications on each side: %v", err)
 	}
 	t.Logf("8 MiB echoed in %v past 64+64 stuck tunnels (%.0f MiB pushed into them)", took.Round(time.Millisecond), float64(b.sent.Load())/(1<<20))
+}
+
+// TestStuckAfterRunningFast measures a session on a 100 Mbit/s link with a
+// 200 ms round trip past tunnels that stopped reading after each ran alone at
+// full speed (QUICTUN_STUCK=1, QUICTUN_STUCK_FAST=how many, default
+// quicconf.StuckTolerance; not part of the normal run, and without -race): a
+// new tunnel must still echo 8 MiB, at most twice as slowly as on the same
+// session before.
+func TestStuckAfterRunningFast(t *testing.T) {
+	if os.Getenv("QUICTUN_STUCK") == "" {
+		t.Skip("measurement: set QUICTUN_STUCK=1")
+	}
+	n, _ := strconv.Atoi(os.Getenv("QUICTUN_STUCK_FAST"))
+	if n == 0 {
+		n = quicconf.StuckTolerance
+	}
+	b := newStuckBedOn(t, netem.Model{Delay: 100 * time.Millisecond, RateBps: 100e6})
+	defer b.close()
+	alone, err := b.healthy(t, 8<<20, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.runThenStick(t, n, 48<<20); err != nil {
+		t.Fatal(err)
+	}
+	_, held, least := b.stuckHeld(b.flows())
+	t.Logf("%d stuck after running fast hold %.1f MiB at the client, the least %.1f MiB", n, float64(held)/(1<<20), float64(least)/(1<<20))
+	took, err := b.healthy(t, 8<<20, 60*time.Second)
+	if err != nil {
+		t.Fatalf("a tunnel stalled behind %d that stopped after running fast: %v", n, err)
+	}
+	t.Logf("8 MiB echoed in %v past them, %v before", took.Round(time.Millisecond), alone.Round(time.Millisecond))
+	if took > 2*alone {
+		t.Errorf("the echo took %v past %d stuck tunnels, %v before: more than twice as long", took.Round(time.Millisecond), n, alone.Round(time.Millisecond))
+	}
 }
 
 // TestStuckThreshold measures how many stuck tunnels of one kind stall a

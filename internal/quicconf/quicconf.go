@@ -12,35 +12,44 @@ import (
 )
 
 // Flow-control windows. A stream must be able to keep a bandwidth-delay
-// product in flight (1 Gbit/s x 50 ms = 6 MB; 100 Mbit/s x 200 ms = 2.5 MB):
+// product in flight (100 Mbit/s x 200 ms = 2.5 MB; 1 Gbit/s x 20 ms the same):
 // quic-go grows a stream's window from the initial size, doubling each round
-// trip while its application keeps up, to maxStreamWindow.
+// trip while its application keeps up, to MaxStreamWindow.
 //
 // The connection window is shared: every byte a tunnel's application has not
-// read yet counts against it, so tunnels whose applications stop reading can
-// stall the others of their session (measured with the old 1 MiB stream and
-// 2 MiB connection windows: two such tunnels did). A stuck tunnel holds its
-// stream window, which stays at the initial size unless it ran fast before,
-// so the initial stream window is small and the connection window starts
-// large: about 128 tunnels that stopped reading fill it (measured: 64 on
-// each side leave a session working, 128 stall it), as do 4 that stopped
-// after running at full speed with 16 MiB windows. The connection window is
-// also what bounds the memory the tunnels of one session can pin on the
-// receiver; the price of starting it large is that a peer can make the
-// server hold 32 MiB from its first round trip (2 MiB before), also before it
-// has proved its secret (which it must within the handshake timeout). The
-// bound for a server stays MaxSessions x maxConnectionWindow.
+// read yet counts against it, and quic-go sends the peer new connection credit
+// only after a quarter of the window has been read. So once the stuck tunnels
+// of a session (applications that stopped reading) hold three quarters of the
+// window, every other tunnel of that session stops for good. A stuck tunnel
+// holds at most its stream window: the initial one if it stopped early, up to
+// MaxStreamWindow if it had run fast before. quic-go grows the connection
+// window only while the session reads fast, or to 1.5 x one stream's window,
+// never to what its stuck streams hold, so the promise is made on the initial
+// connection window alone: StuckTolerance tunnels stuck at the full stream
+// window (or some 80 stuck at the initial one) leave a new tunnel a full
+// stream window of credit. That caps the stream window: at 16 MiB, two stuck
+// tunnels stalled a session.
+//
+// The connection window is also what bounds the memory that the tunnels of one
+// session can pin on the receiver: a server holds at most MaxSessions x
+// MaxConnectionWindow there. The server lets it grow past the initial size
+// only for an authenticated session (AllowConnectionWindowIncrease): the
+// initial size is what a stranger can claim.
 //
 // A slower start for one tunnel it is not: on a 100 Mbit/s link with a
-// 200 ms round trip, one tunnel reaches 95 Mbit/s in its third second with
-// these windows as with 1 MiB/2 MiB ones (slow start sets the pace), and
-// moves the same 118 MiB in 12 s (TestLongFatLink).
+// 200 ms round trip, one tunnel reaches 95 Mbit/s in its third second
+// (slow start sets the pace) and moves 118 MiB in 12 s (TestLongFatLink).
 const (
-	initialStreamWindow     = 256 << 10
-	maxStreamWindow         = 16 << 20
-	initialConnectionWindow = 32 << 20
-	maxConnectionWindow     = 64 << 20
+	InitialStreamWindow     = 256 << 10
+	MaxStreamWindow         = 4 << 20
+	InitialConnectionWindow = 32 << 20
+	MaxConnectionWindow     = 64 << 20
 )
+
+// StuckTolerance is how many tunnels stuck at MaxStreamWindow a session
+// carries while a new tunnel still gets a full stream window of connection
+// credit (see the windows above).
+const StuckTolerance = (InitialConnectionWindow*3/4 - MaxStreamWindow) / MaxStreamWindow
 
 // MaxStreamsPerSession is the most concurrent tunnels a peer may open on one
 // session at the QUIC level (quic-go's default of 100 would block the 101st).
@@ -55,10 +64,10 @@ func Tunnel() *quic.Config {
 		KeepAlivePeriod:      10 * time.Second,
 		// For the client endpoint's liveness probes.
 		EnableDatagrams:                true,
-		InitialStreamReceiveWindow:     initialStreamWindow,
-		MaxStreamReceiveWindow:         maxStreamWindow,
-		InitialConnectionReceiveWindow: initialConnectionWindow,
-		MaxConnectionReceiveWindow:     maxConnectionWindow,
+		InitialStreamReceiveWindow:     InitialStreamWindow,
+		MaxStreamReceiveWindow:         MaxStreamWindow,
+		InitialConnectionReceiveWindow: InitialConnectionWindow,
+		MaxConnectionReceiveWindow:     MaxConnectionWindow,
 		MaxIncomingStreams:             MaxStreamsPerSession,
 		MaxIncomingUniStreams:          -1,
 	}
