@@ -113,7 +113,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine)}
 	c.forwards.live = map[string]*forward{}
-	if err := c.setReverses(cfg.Reverses); err != nil {
+	if err := c.SetReverses(cfg.Reverses); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	if legacy {
@@ -145,9 +145,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.sessions = newSessionKeeper(c.tr, cfg.ServerEndpoint, cfg.TLS, qc, credentials{cfg.Identity, cfg.Secret}, cfg.Logger)
 	hs := newHandshakes(engine.ClientEndpoint)
 	c.sessions.dialFailed = hs.failed
-	if len(c.reverse.order) > 0 {
-		c.sessions.onSession = c.serveReverse
-	}
+	c.sessions.onSession = c.serveReverse
 	extra := []prometheus.Collector{&forwardCollector{client: c}}
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))

@@ -576,7 +576,16 @@ type forwardJSON struct {
 }
 
 // ListForwards is GET /forwards.
-func (c *Client) ListForwards() any { return c.Forwards() }
+func (c *Client) ListForwards() any {
+	out := []any{}
+	for _, f := range c.Forwards() {
+		out = append(out, f)
+	}
+	for _, r := range c.reverseStatuses() {
+		out = append(out, r)
+	}
+	return out
+}
 
 // AddForwardJSON is POST /forwards: the body is one forward (forwardJSON,
 // unknown fields refused).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -83,57 +84,154 @@ func (s ReverseSpec) target() (address.Address, error) {
 	return t, nil
 }
 
-// reverseSet is the client's reverse forwards; fixed at NewClient.
+// reverseSet is the client's reverse forwards. SetReverses changes them
+// while the client runs: a removed one is withdrawn on the server at once (its
+// live tunnels run on to their end), an added one is asked for on the
+// current session.
 type reverseSet struct {
-	byListen map[string]*reverseForward // by ListenOn as written: the token of its tunnels
-	order    []*reverseForward
+	sync.Mutex
+	byName   map[string]*reverseForward
+	order    []string
+	session  *reverseSession // the current session's, nil between sessions
 	tunnels  context.Context // bounds their tunnels; set by Run before the keeper starts
 	handlers sync.WaitGroup  // serveReverseStream calls
+}
+
+// reverseSession is one session's binds.
+type reverseSession struct {
+	conn   *quic.Conn
+	binds  sync.WaitGroup
+	closed bool // guarded by the set's lock: no bind starts after
 }
 
 type reverseForward struct {
 	spec   ReverseSpec
 	target address.Address
+	ctx    context.Context // ends when the forward is removed
+	remove context.CancelFunc
+	opened atomic.Uint64
+	failed atomic.Uint64
 }
 
-// setReverses checks specs and makes the client's reverse set.
-func (c *Client) setReverses(specs []ReverseSpec) error {
-	c.reverse.byListen = map[string]*reverseForward{}
-	names := map[string]bool{}
+// SetReverses makes the client's reverse forwards those of specs, all or
+// nothing: a bad spec changes none.
+func (c *Client) SetReverses(specs []ReverseSpec) error {
+	want := map[string]ReverseSpec{}
+	listens := map[string]bool{}
+	var order []string
 	for _, s := range specs {
 		s = s.Named()
-		t, err := s.target()
-		if err != nil {
+		if err := s.Check(); err != nil {
 			return err
 		}
-		if names[s.Name] || c.reverse.byListen[s.ListenOn] != nil {
+		if _, dup := want[s.Name]; dup || listens[s.ListenOn] {
 			return fmt.Errorf("reverse forward %s: a second one of that name or listen address", s.Name)
 		}
-		names[s.Name] = true
-		rf := &reverseForward{spec: s, target: t}
-		c.reverse.byListen[s.ListenOn] = rf
-		c.reverse.order = append(c.reverse.order, rf)
+		want[s.Name], listens[s.ListenOn] = s, true
+		order = append(order, s.Name)
 	}
+	c.reverse.Lock()
+	defer c.reverse.Unlock()
+	if c.reverse.byName == nil {
+		c.reverse.byName = map[string]*reverseForward{}
+	}
+	for name, rf := range c.reverse.byName {
+		if s, ok := want[name]; !ok || s != rf.spec {
+			rf.remove()
+			delete(c.reverse.byName, name)
+			c.log.Info("reverse forward removed", "reverse", name)
+		}
+	}
+	for _, name := range order {
+		if c.reverse.byName[name] != nil {
+			continue
+		}
+		s := want[name]
+		t, _ := s.target() // checked above
+		rf := &reverseForward{spec: s, target: t}
+		rf.ctx, rf.remove = context.WithCancel(context.Background())
+		c.reverse.byName[name] = rf
+		if rs := c.reverse.session; rs != nil && !rs.closed {
+			rs.binds.Go(func() { c.holdBind(rs.conn, rf) })
+		}
+	}
+	c.reverse.order = order
 	return nil
 }
 
 // Reverses lists the client's reverse forwards.
 func (c *Client) Reverses() []ReverseSpec {
+	c.reverse.Lock()
+	defer c.reverse.Unlock()
 	out := make([]ReverseSpec, 0, len(c.reverse.order))
-	for _, rf := range c.reverse.order {
-		out = append(out, rf.spec)
+	for _, name := range c.reverse.order {
+		out = append(out, c.reverse.byName[name].spec)
 	}
 	return out
+}
+
+// ReverseStatus is one reverse forward as /forwards lists it.
+type ReverseStatus struct {
+	Name          string `json:"name"`
+	Direction     string `json:"direction"` // reverse
+	ListenOn      string `json:"listenOn"`  // on the server
+	Target        string `json:"target"`
+	TunnelsOpen   int    `json:"tunnelsOpen"`
+	TunnelsOpened uint64 `json:"tunnelsOpened"`
+	Failures      uint64 `json:"failures"`
+}
+
+func (c *Client) reverseStatuses() []ReverseStatus {
+	c.reverse.Lock()
+	rfs := make([]*reverseForward, 0, len(c.reverse.order))
+	for _, name := range c.reverse.order {
+		rfs = append(rfs, c.reverse.byName[name])
+	}
+	c.reverse.Unlock()
+	out := make([]ReverseStatus, 0, len(rfs))
+	for _, rf := range rfs {
+		out = append(out, ReverseStatus{Name: rf.spec.Name, Direction: engine.DirectionReverse, ListenOn: rf.spec.ListenOn,
+			Target: rf.target.String(), TunnelsOpened: rf.opened.Load(), Failures: rf.failed.Load(),
+			TunnelsOpen: c.reg.CountWhere(func(i engine.Info) bool {
+				return i.Direction == engine.DirectionReverse && i.Forward == rf.spec.Name
+			})})
+	}
+	return out
+}
+
+// lookupReverse is the reverse forward whose server listener a stream's
+// token names.
+func (c *Client) lookupReverse(listen string) *reverseForward {
+	c.reverse.Lock()
+	defer c.reverse.Unlock()
+	for _, rf := range c.reverse.byName {
+		if rf.spec.ListenOn == listen {
+			return rf
+		}
+	}
+	return nil
 }
 
 // serveReverse runs the reverse forwards on one session until it ends: a
 // bind per forward, and the streams the server opens.
 func (c *Client) serveReverse(conn *quic.Conn) {
-	var binds sync.WaitGroup
-	defer binds.Wait()
-	for _, rf := range c.reverse.order {
-		binds.Go(func() { c.holdBind(conn, rf) })
+	rs := &reverseSession{conn: conn}
+	c.reverse.Lock()
+	c.reverse.session = rs
+	for _, name := range c.reverse.order {
+		rf := c.reverse.byName[name]
+		rs.binds.Go(func() { c.holdBind(conn, rf) })
 	}
+	c.reverse.Unlock()
+	defer func() {
+		c.reverse.Lock()
+		rs.closed = true
+		if c.reverse.session == rs {
+			c.reverse.session = nil
+		}
+		c.reverse.Unlock()
+		rs.binds.Wait()
+	}()
 	for {
 		st, err := conn.AcceptStream(conn.Context())
 		if err != nil {
@@ -150,7 +248,7 @@ func (c *Client) holdBind(conn *quic.Conn, rf *reverseForward) {
 	backoff := minRebindBackoff
 	for {
 		bound, err := c.bindOnce(conn, rf, log)
-		if conn.Context().Err() != nil {
+		if conn.Context().Err() != nil || rf.ctx.Err() != nil {
 			return
 		}
 		if bound {
@@ -160,6 +258,8 @@ func (c *Client) holdBind(conn *quic.Conn, rf *reverseForward) {
 		select {
 		case <-time.After(backoff):
 		case <-conn.Context().Done():
+			return
+		case <-rf.ctx.Done():
 			return
 		}
 		backoff = min(2*backoff, maxRebindBackoff)
@@ -177,7 +277,9 @@ func (c *Client) bindOnce(conn *quic.Conn, rf *reverseForward, log *slog.Logger)
 	}
 	defer func() {
 		st.CancelRead(0)
-		st.CancelWrite(0)
+		if rf.ctx.Err() == nil { // a withdrawal's FIN must not be overtaken by a reset
+			st.CancelWrite(0)
+		}
 	}()
 	hdr, err := preamble.AppendHeader(nil, preamble.Header{Bind: rf.spec.ListenOn, Name: rf.spec.Name})
 	if err != nil {
@@ -206,6 +308,13 @@ func (c *Client) bindOnce(conn *quic.Conn, rf *reverseForward, log *slog.Logger)
 	}
 	_ = st.SetDeadline(time.Time{})
 	log.Info("reverse forward bound on the server", "target", rf.target.String())
+	// A removed forward is withdrawn with a FIN, which the server takes as a
+	// release at once (anything else keeps the listener for its grace).
+	defer context.AfterFunc(rf.ctx, func() {
+		log.Info("reverse forward withdrawn")
+		_ = st.Close()
+		st.CancelRead(0)
+	})()
 	var one [1]byte
 	for {
 		if _, err := st.Read(one[:]); err != nil {
@@ -241,7 +350,7 @@ func (c *Client) serveReverseStream(conn *quic.Conn, st *quic.Stream) {
 		refuse(preamble.CodeBadPreamble, "", errors.New("a stream from the server must name a reverse forward"))
 		return
 	}
-	rf := c.reverse.byListen[string(hdr.Token)]
+	rf := c.lookupReverse(string(hdr.Token))
 	if rf == nil {
 		refuse(preamble.CodeForbidden, "no such reverse forward", fmt.Errorf("no reverse forward listens on %q", hdr.Token))
 		return
@@ -249,9 +358,11 @@ func (c *Client) serveReverseStream(conn *quic.Conn, st *quic.Stream) {
 	log = log.With("reverse", rf.spec.Name, "target", rf.target.String(), "origin", hdr.Origin)
 	app, err := rf.target.Dial(c.reverse.tunnels, reverseDialTimeout)
 	if err != nil {
+		rf.failed.Add(1)
 		refuse(preamble.CodeUnreachable, "", err)
 		return
 	}
+	rf.opened.Add(1)
 	if _, err := st.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {
 		log.Warn("reverse tunnel lost before it started", "err", err)
 		app.Close()

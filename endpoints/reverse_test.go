@@ -41,6 +41,13 @@ func freeLoopback(t *testing.T) string {
 // rules are allowBind, with mods applied last.
 func reverseServer(t *testing.T, allowBind []string, mods func(*ServerConfig)) (*Server, func()) {
 	t.Helper()
+	return reverseServerIn(t, "", allowBind, mods)
+}
+
+// reverseServerIn is reverseServer with its key pair in stateDir ("" for a
+// new one).
+func reverseServerIn(t *testing.T, stateDir string, allowBind []string, mods func(*ServerConfig)) (*Server, func()) {
+	t.Helper()
 	ids, _, err := identity.Parse(strings.NewReader("alice "+aliceSecret+"\nbob "+bobSecret+"\n"), "ids", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +56,7 @@ func reverseServer(t *testing.T, allowBind []string, mods func(*ServerConfig)) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+	return startServer(t, pairOptions{stateDir: stateDir, serverMods: func(c *ServerConfig) {
 		c.Identities, c.AllowBind = ids, rules
 		c.AuthPenalty = time.Millisecond
 		if mods != nil {
@@ -411,5 +418,72 @@ func TestStrangerCannotBind(t *testing.T) {
 	}
 	if len(open.Bindings()) != 0 {
 		t.Fatal("a server without authentication bound")
+	}
+}
+
+// SetReverses adds a reverse forward on the running session and withdraws a
+// removed one at once (no grace: the client said so); /forwards lists them.
+func TestSetReversesAddsAndWithdraws(t *testing.T) {
+	a, b := freeLoopback(t), freeLoopback(t)
+	srv, stopServer := reverseServer(t, []string{a, b}, func(c *ServerConfig) { c.ReverseGrace = time.Minute })
+	defer stopServer()
+	target := startApp(t, loopbackTCP(), greeter("target"))
+	defer target.close()
+	ra := ReverseSpec{Name: "a", ListenOn: "tcp:" + a, Target: target.addr.String()}
+	rb := ReverseSpec{Name: "b", ListenOn: "tcp:" + b, Target: target.addr.String()}
+	cli, stop := reverseClient(t, srv.Addr(), "alice", aliceSecret, ra, nil)
+	defer stop()
+	heldBy(t, srv, a, "alice")
+	if err := cli.SetReverses([]ReverseSpec{ra, rb, {Name: "bad", ListenOn: "nowhere", Target: target.addr.String()}}); err == nil {
+		t.Fatal("a bad spec was taken")
+	}
+	if err := cli.SetReverses([]ReverseSpec{ra, rb}); err != nil {
+		t.Fatal(err)
+	}
+	heldBy(t, srv, b, "alice")
+	if got := greets(t, b); got != "target" {
+		t.Fatalf("greeting %q", got)
+	}
+	var listed []string
+	for _, f := range cli.ListForwards().([]any) {
+		if r, ok := f.(ReverseStatus); ok {
+			listed = append(listed, r.Name+"="+r.Direction)
+		}
+	}
+	if strings.Join(listed, ",") != "a=reverse,b=reverse" {
+		t.Fatalf("/forwards lists %v", listed)
+	}
+	if err := cli.SetReverses([]ReverseSpec{rb}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		bs := srv.Bindings()
+		return len(bs) == 1 && bs[0].Listen == b
+	})
+	if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the withdrawn address still accepts connections")
+	}
+}
+
+// A restarted server gets the reverse forwards back when the client's
+// next session asks again.
+func TestRestartedServerGetsReversesBack(t *testing.T) {
+	listen := freeLoopback(t)
+	stateDir := t.TempDir() // the restarted server keeps its key, which the client knows
+	srv, stopServer := reverseServerIn(t, stateDir, []string{listen}, nil)
+	udp := srv.Addr().String()
+	target := startApp(t, loopbackTCP(), greeter("target"))
+	defer target.close()
+	_, stop := reverseClient(t, srv.Addr(), "alice", aliceSecret,
+		ReverseSpec{Name: "svc", ListenOn: "tcp:" + listen, Target: target.addr.String()}, nil)
+	defer stop()
+	heldBy(t, srv, listen, "alice")
+	stopServer()
+	srv, stopServer = reverseServerIn(t, stateDir, []string{listen}, func(c *ServerConfig) { c.ListenOn = udp })
+	defer stopServer()
+	heldBy(t, srv, listen, "alice")
+	if got := greets(t, listen); got != "target" {
+		t.Fatalf("greeting after the server's restart %q", got)
 	}
 }

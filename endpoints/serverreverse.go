@@ -86,6 +86,7 @@ type holder struct {
 	sess  *serverSession
 	ctl   *quic.Stream
 	asked string // the bind address as this client wrote it: its tunnels' token
+	name  string // the client's name of the forward
 	pong  chan struct{}
 	done  chan struct{} // closed when the control stream has ended
 	ping  sync.Mutex    // one ping at a time on the control stream
@@ -142,7 +143,7 @@ func (s *Server) serveBind(ctx context.Context, sess *serverSession, stream *qui
 		refuse(preamble.CodeForbidden, fmt.Sprintf("the server does not let this client listen on %s (--allow-bind, bind=)", key))
 		return
 	}
-	h := &holder{sess: sess, ctl: stream, asked: hdr.Bind, pong: make(chan struct{}, 1), done: make(chan struct{})}
+	h := &holder{sess: sess, ctl: stream, asked: hdr.Bind, name: hdr.Name, pong: make(chan struct{}, 1), done: make(chan struct{})}
 	b, code, err := s.claim(ctx, key, addr, hdr.Name, h)
 	if err != nil {
 		refuse(code, err.Error())
@@ -388,7 +389,10 @@ func (s *Server) serveReverseConn(b *binding, app net.Conn) {
 			s.reverse.Unlock()
 		}
 	}()
-	log := s.log.With("reverse", b.forward, "bind", b.key, "app", app.RemoteAddr().String())
+	s.reverse.Lock()
+	name := b.forward
+	s.reverse.Unlock()
+	log := s.log.With("reverse", name, "bind", b.key, "app", app.RemoteAddr().String())
 	wait, cancel := context.WithTimeout(b.ctx, s.cfg.SessionWait)
 	defer cancel()
 	for {
@@ -456,7 +460,7 @@ func (s *Server) runReverse(b *binding, h *holder, st *quic.Stream, app net.Conn
 		RemoteEndpointAddr: sess.conn.RemoteAddr().String(),
 		Session:            sess.peer,
 		Identity:           sess.identityName(),
-		Forward:            b.forward,
+		Forward:            h.name,
 		Direction:          engine.DirectionReverse,
 	})
 	log = log.With("tunnel", t.ID)
@@ -555,3 +559,17 @@ type BindingInfo struct {
 	Identity string `json:"identity"`
 	Held     bool   `json:"held"` // false while it waits for its client
 }
+
+// ListForwards is GET /forwards on the server: its reverse forwards'
+// listeners.
+func (s *Server) ListForwards() any { return s.Bindings() }
+
+// errClientsAsk answers the API's changes of the server's forwards: clients
+// ask for their reverse forwards, the rules decide.
+var errClientsAsk error = &forwardError{"the server's reverse forwards are asked for by its clients (see --allow-bind)", 405}
+
+// AddForwardJSON is POST /forwards, which the server does not take.
+func (s *Server) AddForwardJSON([]byte) (any, error) { return nil, errClientsAsk }
+
+// RemoveForward is DELETE /forwards/NAME, which the server does not take.
+func (s *Server) RemoveForward(string) error { return errClientsAsk }

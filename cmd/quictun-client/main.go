@@ -137,24 +137,31 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 }
 
 // reload is SIGHUP: it reads the command line and --config again and makes
-// the client's forwards those they now name. A config that does not parse,
+// the client's forwards and reverse forwards those they now name. A config that does not parse,
 // or a forward that cannot start, refuses the whole reload: the running
 // forwards stay as they were. Only forwards change; other settings take
 // effect at the next start, which the log says when they differ.
 func reload(running flags, client *endpoints.Client, log *slog.Logger) {
 	var f flags
 	file, err := cli.Reparse(&f, "quictun-client", vars())
+	var reverses []endpoints.ReverseSpec
+	if err == nil {
+		reverses, err = reverseSpecs(f, file)
+	}
 	if err == nil {
 		var specs []endpoints.ForwardSpec
-		if specs, err = forwardSpecs(f, file, len(running.Reverse) > 0 || len(client.Reverses()) > 0); err == nil {
+		if specs, err = forwardSpecs(f, file, len(reverses) > 0); err == nil {
 			err = client.SetForwards(specs)
 		}
+	}
+	if err == nil {
+		err = client.SetReverses(reverses) // checked whole by reverseSpecs: refused only by a bug
 	}
 	if err != nil {
 		log.Error("reload refused: the running forwards stay as they were", "err", err)
 		return
 	}
-	log.Info("reloaded", "forwards", len(client.Forwards()))
+	log.Info("reloaded", "forwards", len(client.Forwards()), "reverse_forwards", len(client.Reverses()))
 	warnOpenForwards(client, log)
 	if changed := otherChanges(running, f); len(changed) > 0 {
 		log.Warn("reload changes only forwards; these take effect at the next start", "changed", strings.Join(changed, ", "))
@@ -174,6 +181,7 @@ func warnOpenForwards(client *endpoints.Client, log *slog.Logger) {
 func otherChanges(a, b flags) []string {
 	for _, f := range []*flags{&a, &b} {
 		f.Config, f.ListenOn, f.TokenSourcePlugin, f.TokenSource, f.TokenSourceTimeout = "", "", "", "", 0
+		f.Reverse = nil
 		f.Forward, f.SocksListenOn, f.HttpProxyListenOn, f.ProxyUsername, f.ProxyPassword = nil, "", "", "", ""
 	}
 	var out []string

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -149,5 +150,49 @@ func TestReverseBindRefusedThroughBinaries(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", published, time.Second); err == nil {
 		c.Close()
 		t.Fatal("the refused port accepts connections")
+	}
+}
+
+// SIGHUP applies the [[reverse]] tables: a removed one is withdrawn on the
+// server at once, an added one is bound on the running session.
+func TestReverseReloadBySIGHUP(t *testing.T) {
+	udp := freePort(t, "udp")
+	first, second := freePort(t, "tcp"), freePort(t, "tcp")
+	secret := "QUICTUN_SECRET=reverse-secret-0123456789"
+	srv := startEnv(t, []string{secret}, "quictun-server", "--listen-on", udp, "--allow-bind", first, "--allow-bind", second)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	echo := echoServer(t)
+	conf := filepath.Join(t.TempDir(), "client.toml")
+	write := func(name, listen string) {
+		os.WriteFile(conf, fmt.Appendf(nil, "server-endpoint = %q\nserver-fingerprint = %q\n\n[[reverse]]\nname = %q\nlisten-on = %q\ntarget = %q\n",
+			udp, fp, name, "tcp:"+listen, "tcp:"+echo), 0o600)
+	}
+	write("one", first)
+	cli := startEnv(t, []string{secret}, "quictun-client", "--config", conf)
+	cli.waitLog(t, `msg="reverse forward bound on the server" reverse=one`)
+	write("two", second)
+	cli.cmd.Process.Signal(syscall.SIGHUP)
+	cli.waitLog(t, `msg="reverse forward bound on the server" reverse=two`)
+	srv.waitLog(t, `msg="reverse forward withdrawn by the client"`)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", first, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the withdrawn port still accepts connections")
+		}
+	}
+	c, err := net.DialTimeout("tcp", second, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("ping\n"))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping\n" {
+		t.Fatalf("echo through the added reverse forward: %q, %v", b, err)
 	}
 }
