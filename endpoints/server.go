@@ -43,6 +43,7 @@ type Server struct {
 	sessions   sessionTable
 	bindRules  atomic.Pointer[policy.BindRules] // --allow-bind
 	reverse    reverseTable                     // reverse forwards' listeners
+	speedTests speedTests
 }
 
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails

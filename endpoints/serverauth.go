@@ -85,7 +85,12 @@ func (s *Server) authenticate(sess *serverSession, handlers *sync.WaitGroup) boo
 		}
 		return false
 	}
-	handlers.Go(func() { s.closeOnEarlyStream(ctx, sess) })
+	// Stopped before the answer goes out: else it could take the client's
+	// first tunnel, opened right after the answer, for an early stream.
+	earlyCtx, stopEarly := context.WithCancel(ctx)
+	early := make(chan struct{})
+	handlers.Go(func() { defer close(early); s.closeOnEarlyStream(earlyCtx, sess) })
+	defer func() { stopEarly(); <-early }()
 	_ = stream.SetReadDeadline(time.Now().Add(s.cfg.PreambleTimeout))
 	hdr, err := preamble.ReadHeaderLimit(stream, preamble.MaxHelloLen)
 	if err != nil || !hdr.Hello {
@@ -107,6 +112,11 @@ func (s *Server) authenticate(sess *serverSession, handlers *sync.WaitGroup) boo
 		s.refuse(stream, preamble.CodeOverloaded, "server overloaded: "+err.Error())
 		sess.conn.CloseWithError(quic.ApplicationErrorCode(preamble.CodeOverloaded), "server overloaded")
 		return false
+	}
+	stopEarly()
+	<-early
+	if sess.conn.Context().Err() != nil {
+		return false // closed by an early stream
 	}
 	close(sess.authed)
 	// The loss-recovery layer gives an address coding state only while it has

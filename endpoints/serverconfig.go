@@ -63,6 +63,8 @@ type ServerConfig struct {
 	ReverseGrace time.Duration
 	SessionWait  time.Duration
 	Limits       Limits
+	// SpeedTest bounds the speed tests authenticated clients may run.
+	SpeedTest SpeedTestLimits
 	// WrapUDP, when set, puts a layer between the UDP socket and quic-go (link
 	// emulation in tests).
 	WrapUDP func(net.PacketConn) net.PacketConn
@@ -127,6 +129,7 @@ func (c *ServerConfig) setDefaults() error {
 	}
 	return errors.Join(
 		c.Limits.setDefaults(),
+		c.SpeedTest.setDefaults(),
 		checkIdleTimeout(c.Engine),
 		orDefault("DialTimeout", &c.DialTimeout, 5*time.Second),
 		orDefault("PreambleTimeout", &c.PreambleTimeout, 10*time.Second),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/codecs/speedtest"
 	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/endpoints/token"
 	"github.com/quictun/quictun/engine"
@@ -44,6 +45,10 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 	if hdr.Hello {
 		log.Warn("tunnel refused", "status", preamble.CodeBadPreamble, "err", "a second hello")
 		s.refuse(stream, preamble.CodeBadPreamble, "a session says hello once")
+		return
+	}
+	if string(hdr.Token) == speedtest.Token {
+		s.serveSpeedTest(ctx, sess, stream, log)
 		return
 	}
 	// What a client sent as its token is shown only when it is an address

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -56,6 +57,9 @@ type flags struct {
 
 	SessionWait time.Duration `default:"10s" help:"How long a new application connection waits for the session while the server is unreachable (default ${default}; 0 means the default)."`
 
+	Speedtest         bool          `help:"Measure the path to the server and exit: RTT, goodput and loss each way, with the loss-recovery layer (--fec) and without, and what it means. The server takes part only for a client that proves an identity (--secret or mutual TLS)."`
+	SpeedtestDuration time.Duration `default:"5s" help:"How long --speedtest measures each direction in each run (default ${default}; the server may cut it shorter)."`
+
 	cli.EndpointFlags
 }
 
@@ -78,14 +82,6 @@ func main() {
 func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)
-	}
-	reverses, err := reverseSpecs(f, file)
-	if err != nil {
-		return err
-	}
-	specs, err := forwardSpecs(f, file, len(reverses) > 0)
-	if err != nil {
-		return err
 	}
 	opts := trust.ClientOptions{
 		Endpoint: f.ServerEndpoint, ServerName: f.ServerName,
@@ -113,6 +109,17 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("fec"), err)
 	}
+	if f.Speedtest {
+		return speedTest(f, file, tlsConf, secret, fec, log)
+	}
+	reverses, err := reverseSpecs(f, file)
+	if err != nil {
+		return err
+	}
+	specs, err := forwardSpecs(f, file, len(reverses) > 0)
+	if err != nil {
+		return err
+	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
 		Recovery: &fec,
 		Forwards: specs, Reverses: reverses, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
@@ -134,6 +141,24 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	stopReload := cli.OnHangup(ctx, func() { reload(f, client, log) })
 	defer stopReload()
 	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, client, log))
+}
+
+// speedTest runs --speedtest and prints its table on standard output.
+func speedTest(f flags, file *cli.Config, tlsConf *tls.Config, secret []byte, fec recovery.Config, log *slog.Logger) error {
+	if f.SpeedtestDuration < 0 {
+		return fmt.Errorf("%s: negative", file.Origin("speedtest-duration"))
+	}
+	ctx, stop := cli.SignalContext(log)
+	defer stop()
+	log.Info("speed test: two runs, with the loss-recovery layer and without", "server", f.ServerEndpoint, "each_way", f.SpeedtestDuration)
+	res, err := endpoints.SpeedTest(ctx, endpoints.SpeedTestConfig{
+		ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
+		Recovery: &fec, Duration: f.SpeedtestDuration, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	return res.WriteTable(os.Stdout)
 }
 
 // reload is SIGHUP: it reads the command line and --config again and makes

@@ -55,6 +55,8 @@ type flags struct {
 	MaxTokenSize          int           `help:"Largest token in bytes (default 8192, or --max-preamble-size if that is smaller; 0 means the default); a longer one is refused with \"bad token\"."`
 	HandshakeTimeout      time.Duration `default:"10s" help:"How long a new session may take for its TLS handshake, and then to prove its identity; and a new tunnel to send its header (default ${default}; 0 means the default)."`
 
+	NoSpeedtest bool `help:"Refuse speed tests (quictun-client --speedtest). Without it, clients that prove an identity may run them, each download or upload bounded to 10 s and 1 GiB, one at a time per identity."`
+
 	DialTimeout time.Duration `default:"5s" help:"How long to try to connect to a server application (default ${default}; 0 means the default)."`
 
 	cli.EndpointFlags
@@ -120,7 +122,8 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		Limits: endpoints.Limits{MaxSessions: f.MaxSessions, MaxTunnels: f.MaxTunnels,
 			MaxSessionsPerAddress: f.MaxSessionsPerAddress, MaxPendingSessions: f.MaxPendingSessions, MaxPendingPerAddress: f.MaxPendingPerAddress,
 			MaxTunnelsPerSession: f.MaxTunnelsPerSession, MaxHeaderSize: f.MaxPreambleSize, MaxTokenSize: f.MaxTokenSize},
-		Logger: log,
+		SpeedTest: endpoints.SpeedTestLimits{Off: f.NoSpeedtest},
+		Logger:    log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,181 @@
+package endpoints
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/netem"
+)
+
+func speedTestConfig(t *testing.T, srv *Server, secret string) SpeedTestConfig {
+	t.Helper()
+	tlsConf, err := trust.LoadClient(trust.ClientOptions{Endpoint: srv.Addr().String(), KnownHosts: filepath.Join(t.TempDir(), "kh")}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return SpeedTestConfig{ServerEndpoint: srv.Addr().String(), TLS: tlsConf, Secret: []byte(secret),
+		Duration: 500 * time.Millisecond, Pings: 5, Logger: testLogger(t)}
+}
+
+func withSecret(secret string) func(*ServerConfig) {
+	return func(c *ServerConfig) { c.Secret = []byte(secret) }
+}
+
+// A speed test over loopback: both runs measure an RTT, goodput and loss each
+// way, and the table says what it means.
+func TestSpeedTestOverLoopback(t *testing.T) {
+	const secret = "speed-test-secret-0123456789"
+	srv, stop := startServer(t, pairOptions{serverMods: withSecret(secret)})
+	defer stop()
+	res, err := SpeedTest(t.Context(), speedTestConfig(t, srv, secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 2 || !res.Runs[0].Recovery || res.Runs[1].Recovery {
+		t.Fatalf("runs: %+v", res.Runs)
+	}
+	for _, run := range res.Runs {
+		if run.RTTMin <= 0 || run.RTTAvg < run.RTTMin || run.UpBps <= 0 || run.DownBps <= 0 || run.UpBytes == 0 || run.DownBytes == 0 {
+			t.Errorf("run %+v", run)
+		}
+		// No bound on loss: a loaded loopback drops datagrams when socket
+		// buffers fill, and QUIC declares some losses spuriously.
+		if run.PathLossUp < 0 || run.PathLossDown < 0 {
+			t.Errorf("loss not measured: %+v", run)
+		}
+	}
+	var b strings.Builder
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"with recovery layer", "plain QUIC", "RTT min / avg", "goodput up", "goodput down",
+		"path loss up / down", "repair overhead up", "--fec"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	t.Log("\n" + b.String())
+}
+
+// Loss each way is measured each way: 2% on the way up and 6% down.
+func TestSpeedTestMeasuresLossEachWay(t *testing.T) {
+	const secret = "speed-test-secret-0123456789"
+	srv, stop := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.Secret = []byte(secret)
+		c.WrapUDP = func(pc net.PacketConn) net.PacketConn {
+			return netem.NewPacketConn(pc, netem.Model{Delay: 5 * time.Millisecond, Loss: 0.06}, 2)
+		}
+	}})
+	defer stop()
+	cfg := speedTestConfig(t, srv, secret)
+	cfg.Duration = time.Second
+	cfg.WrapUDP = func(pc net.PacketConn) net.PacketConn {
+		return netem.NewPacketConn(pc, netem.Model{Delay: 5 * time.Millisecond, Loss: 0.02}, 1)
+	}
+	res, err := SpeedTest(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near := func(got, want float64) bool { return got > want/3 && got < want*3 }
+	for _, run := range res.Runs {
+		if !near(run.PathLossUp, 0.02) || !near(run.PathLossDown, 0.06) {
+			t.Errorf("recovery %v: path loss up %.4f (want ~0.02), down %.4f (want ~0.06)", run.Recovery, run.PathLossUp, run.PathLossDown)
+		}
+		if run.RTTMin < 10*time.Millisecond {
+			t.Errorf("recovery %v: RTT %s under the emulated 10 ms", run.Recovery, run.RTTMin)
+		}
+	}
+	if with := res.Runs[0]; with.Repaired == 0 || with.Overhead == 0 {
+		t.Errorf("the recovery layer repaired %d, overhead %.3f", with.Repaired, with.Overhead)
+	}
+	var b strings.Builder
+	res.WriteTable(&b)
+	t.Log("\n" + b.String())
+}
+
+// A server that authenticates nobody runs no speed tests; one that is off
+// neither.
+func TestSpeedTestNeedsAuthentication(t *testing.T) {
+	srv, stop := startServer(t, pairOptions{})
+	defer stop()
+	if _, err := SpeedTest(t.Context(), speedTestConfig(t, srv, "")); err == nil || !strings.Contains(err.Error(), "authenticated clients") {
+		t.Fatalf("unauthenticated server: %v", err)
+	}
+	off, stopOff := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.Secret = []byte("speed-test-secret-0123456789")
+		c.SpeedTest.Off = true
+	}})
+	defer stopOff()
+	if _, err := SpeedTest(t.Context(), speedTestConfig(t, off, "speed-test-secret-0123456789")); err == nil || !strings.Contains(err.Error(), "no speed tests") {
+		t.Fatalf("server with speed tests off: %v", err)
+	}
+}
+
+// What a test may cost the server is its bound, whatever the client asks:
+// bytes and duration per stream, one stream at a time per identity.
+func TestSpeedTestIsBoundedByTheServer(t *testing.T) {
+	const secret = "speed-test-secret-0123456789"
+	srv, stop := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.Secret = []byte(secret)
+		c.SpeedTest.MaxBytes = 1 << 20
+		c.SpeedTest.MaxDuration = 300 * time.Millisecond
+	}})
+	defer stop()
+	cfg := speedTestConfig(t, srv, secret)
+	cfg.Duration = 20 * time.Second // asks for far more than the server gives
+	start := time.Now()
+	res, err := SpeedTest(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range res.Runs {
+		if run.DownBytes > 1<<20 || run.UpBytes > 1<<20 {
+			t.Errorf("recovery %v: %d bytes down, %d up, over the server's 1 MiB", run.Recovery, run.DownBytes, run.UpBytes)
+		}
+	}
+	// Two runs of 2 x 300 ms each, far from 4 x 20 s.
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("the test took %s: the server's duration bound did not hold", took)
+	}
+
+	// One at a time per identity: a second test while one runs is refused.
+	cfg.Duration = 300 * time.Millisecond
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	first := make(chan error, 1)
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			_, err := SpeedTest(ctx, cfg)
+			if err != nil {
+				first <- err
+				return
+			}
+		}
+		first <- nil
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	refused := false
+	for !refused && time.Now().Before(deadline) {
+		srv.speedTests.Lock()
+		busy := srv.speedTests.n
+		srv.speedTests.Unlock()
+		if busy == 0 {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		_, err := SpeedTest(ctx, cfg)
+		refused = err != nil && strings.Contains(err.Error(), "one at a time")
+	}
+	cancel()
+	wg.Wait()
+	if !refused {
+		t.Fatal("a second test of the same identity was never refused while one ran")
+	}
+}
