@@ -141,13 +141,15 @@ func (c *ServerConfig) setDefaults() error {
 }
 
 // What a session costs the server before it has authenticated, at most: its
-// connection (quic-go's state, packet buffers, TLS), the streams its first
-// flights may open before the server sees the second and closes the session
-// (QUIC's stream credit bounds them; each costs quic-go's stream state), and
-// the data of the one stream the server reads, bounded by the initial stream
-// window (the hello is at most preamble.MaxHelloLen bytes, and the server
-// reads no more). A handshake in progress costs the connection alone.
-// Measured in TestStrangersStayWithinTheStatedBound.
+// connection (quic-go's state, packet buffers, TLS), the quic-go state of the
+// streams its first flights may open before the server sees the second one
+// and closes the session (QUIC's stream credit bounds their number), and the
+// data those streams carry, which quic-go's connection flow control caps at
+// the initial connection window (the window grows only once the session has
+// authenticated; the server itself reads at most preamble.MaxHelloLen bytes).
+// A handshake in progress costs the connection alone. That is a hard cap; what
+// an attack reaches in practice is far below it, because the session is closed
+// at its second stream (TestStrangersStayWithinTheStatedBound).
 const (
 	sessionStateBytes   = 256 << 10
 	streamStateBytes    = 2 << 10
@@ -159,6 +161,6 @@ const (
 // those, quic-go answers with a stateless Retry).
 func preAuthBound(l Limits) int {
 	streams := min(l.MaxTunnelsPerSession+refusalsInFlight, maxStreamsPerSession)
-	perSession := sessionStateBytes + streams*streamStateBytes + int(quicconf.Tunnel().InitialStreamReceiveWindow)
+	perSession := sessionStateBytes + streams*streamStateBytes + quicconf.InitialConnectionWindow
 	return l.MaxPendingSessions*perSession + maxPendingHandshakes*handshakeStateBytes
 }
