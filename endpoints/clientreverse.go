@@ -309,15 +309,16 @@ func (c *Client) bindOnce(conn *quic.Conn, rf *reverseForward, log *slog.Logger)
 	_ = st.SetDeadline(time.Time{})
 	log.Info("reverse forward bound on the server", "target", rf.target.String())
 	// A removed forward is withdrawn with a FIN, which the server takes as a
-	// release at once (anything else keeps the listener for its grace).
-	defer context.AfterFunc(rf.ctx, func() {
-		log.Info("reverse forward withdrawn")
-		_ = st.Close()
-		st.CancelRead(0)
-	})()
+	// release at once (anything else keeps the listener for its grace). The
+	// FIN is sent from this loop: Close must not run beside a Write.
+	defer context.AfterFunc(rf.ctx, func() { st.CancelRead(0) })()
 	var one [1]byte
 	for {
 		if _, err := st.Read(one[:]); err != nil {
+			if rf.ctx.Err() != nil {
+				log.Info("reverse forward withdrawn")
+				_ = st.Close()
+			}
 			return true, fmt.Errorf("binding lost: %w", err)
 		}
 		if _, err := st.Write(one[:]); err != nil {
