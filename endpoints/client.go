@@ -84,6 +84,12 @@ type Client struct {
 	forwards forwardSet
 	first    string // the first forward's name, for Addr
 
+	udp   udpEndpoint // UDP flows' counts (clientudp.go)
+	flows struct {    // UDP flows by session, for the sessions' datagrams
+		sync.Mutex
+		bySession map[*quic.Conn]*flowTable
+	}
+
 	accepters sync.WaitGroup // the forwards' accept loops
 	retirers  sync.WaitGroup // removed forwards draining
 	reverse   reverseSet
@@ -111,7 +117,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := address.ParseHostPort(cfg.ServerEndpoint); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine)}
+	c := &Client{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udp: udpEndpoint{stats: newUDPStats()}}
 	c.forwards.live = map[string]*forward{}
 	if err := c.SetReverses(cfg.Reverses); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -146,7 +152,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	hs := newHandshakes(engine.ClientEndpoint)
 	c.sessions.dialFailed = hs.failed
 	c.sessions.onSession = c.serveReverse
-	extra := []prometheus.Collector{&forwardCollector{client: c}}
+	c.sessions.datagrams = c.receiveDatagram
+	extra := []prometheus.Collector{&forwardCollector{client: c}, c.udp.collector(engine.ClientEndpoint, c.reg)}
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
 	}

@@ -120,6 +120,9 @@ func (s ForwardSpec) prepare(log *slog.Logger) (*forward, error) {
 			return fail(err)
 		}
 	case ProxySOCKS5, ProxyHTTP:
+		if listen.Network == address.UDP {
+			return fail(errors.New("a proxy listens on tcp: or unix:, not udp:"))
+		}
 		if s.TokenSourcePlugin != "" || s.TokenSource != "" {
 			return fail(errors.New("a proxy takes its targets from the applications: give no token source"))
 		}
@@ -145,7 +148,8 @@ type forward struct {
 	listen   address.Address
 	tokens   token.Source // nil for a proxy
 	proxy    string
-	ln       net.Listener    // bound by bind
+	ln       net.Listener    // bound by bind (nil for a UDP forward)
+	udp      *udpForward     // a UDP forward's socket and flows, bound by bind
 	bound    address.Address // listen with the port that bind got
 	stats    *forwardStats
 
@@ -161,6 +165,9 @@ type forward struct {
 }
 
 func (f *forward) bind() error {
+	if f.listen.Network == address.UDP {
+		return f.bindUDP()
+	}
 	ln, err := f.listen.Listen()
 	if err != nil {
 		return fmt.Errorf("forward %s: %w", f.name, err)
@@ -176,7 +183,13 @@ func (f *forward) bind() error {
 // closeListener stops new connections at once (synchronously, so that the
 // address can be bound again right after).
 func (f *forward) closeListener() {
-	f.closeOnce.Do(func() { f.ln.Close() })
+	f.closeOnce.Do(func() {
+		if f.udp != nil {
+			f.udp.pc.Close()
+			return
+		}
+		f.ln.Close()
+	})
 }
 
 // forwardStats are one forward's counters, kept across a change of the
@@ -379,7 +392,11 @@ func (c *Client) start(f *forward) {
 	f.ctx, f.cancel = context.WithCancel(c.forwards.parent)
 	f.tunnels, f.stopTunnels = context.WithCancelCause(c.forwards.tunnels)
 	f.accepted = make(chan struct{})
-	c.log.Info("forward accepting", "forward", f.name, "listen", f.listen.Network+":"+f.ln.Addr().String(), "proxy", f.proxy)
+	c.log.Info("forward accepting", "forward", f.name, "listen", f.listen.Network+":"+f.addr().String(), "proxy", f.proxy)
+	if f.udp != nil {
+		c.accepters.Go(func() { c.receiveApps(f) })
+		return
+	}
 	c.accepters.Go(func() { c.acceptApps(f) })
 }
 
@@ -478,7 +495,7 @@ func (c *Client) Forwards() []ForwardStatus {
 	for _, f := range fs {
 		l := live[f.name]
 		st := ForwardStatus{
-			Name: f.name, ListenOn: f.listen.Network + ":" + f.ln.Addr().String(), Proxy: f.proxy,
+			Name: f.name, ListenOn: f.listen.Network + ":" + f.addr().String(), Proxy: f.proxy,
 			TunnelsOpen: l.open, TunnelsOpened: f.stats.opened.Load(),
 			BytesUp: f.stats.closedUp.Load() + l.up, BytesDown: f.stats.closedDown.Load() + l.down,
 			Failures: f.stats.failuresByReason(), Origin: "config",
@@ -506,7 +523,7 @@ func (c *Client) ForwardAddr(name string) net.Addr {
 	c.forwards.Lock()
 	defer c.forwards.Unlock()
 	if f, ok := c.forwards.live[name]; ok {
-		return f.ln.Addr()
+		return f.addr()
 	}
 	return nil
 }

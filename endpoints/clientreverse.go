@@ -74,12 +74,16 @@ func (s ReverseSpec) target() (address.Address, error) {
 	if len(s.ListenOn) > preamble.MaxBindLen {
 		return fail(fmt.Errorf("listen-on is longer than %d bytes", preamble.MaxBindLen))
 	}
-	if _, err := address.ParseListen(s.ListenOn); err != nil {
+	l, err := address.ParseListen(s.ListenOn)
+	if err != nil {
 		return fail(fmt.Errorf("listen-on: %w", err))
 	}
 	t, err := address.Parse(s.Target)
 	if err != nil {
 		return fail(fmt.Errorf("target: %w", err))
+	}
+	if l.Network == address.UDP || t.Network == address.UDP {
+		return fail(errors.New("reverse forwards carry TCP and UNIX sockets, not UDP"))
 	}
 	return t, nil
 }

@@ -61,6 +61,9 @@ type sessionKeeper struct {
 	// onSession, when set (before run), serves each session once its hello
 	// is answered, until the session ends (reverse forwards).
 	onSession func(*quic.Conn)
+	// datagrams, when set (before run), is given each QUIC datagram a
+	// session receives (UDP flows'), from one goroutine per session.
+	datagrams func(*quic.Conn, []byte)
 
 	mu      sync.Mutex
 	conn    *quic.Conn    // nil while there is no session
@@ -144,6 +147,10 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 	defer hello.Wait()
 	defer serving.Wait() // after the session is closed below: it then returns
 	hello.Go(func() { helloDone <- k.hello(conn) })
+	if k.datagrams != nil {
+		// Ends with the session, which every way out of hold closes first.
+		hello.Go(func() { k.receiveDatagrams(conn) })
+	}
 	for {
 		select {
 		case <-probes.C:
@@ -187,6 +194,18 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 			conn.CloseWithError(0, "client shutting down")
 			return false, proven
 		}
+	}
+}
+
+// receiveDatagrams hands the session's datagrams to the hook until the
+// session ends.
+func (k *sessionKeeper) receiveDatagrams(conn *quic.Conn) {
+	for {
+		b, err := conn.ReceiveDatagram(conn.Context())
+		if err != nil {
+			return
+		}
+		k.datagrams(conn, b)
 	}
 }
 

@@ -44,6 +44,7 @@ type Server struct {
 	bindRules  atomic.Pointer[policy.BindRules] // --allow-bind
 	reverse    reverseTable                     // reverse forwards' listeners
 	speedTests speedTests
+	udp        udpEndpoint // UDP flows' counts (serverudp.go)
 }
 
 // NewServer validates cfg and binds the UDP socket, so that a bad address fails
@@ -70,7 +71,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: engine.NewRegistry(cfg.Engine), udpAddr: udp.LocalAddr(),
-		penalties: newPenalties(cfg.AuthPenalty), refusals: newRefusalLog(cfg.Logger)}
+		penalties: newPenalties(cfg.AuthPenalty), refusals: newRefusalLog(cfg.Logger), udp: udpEndpoint{stats: newUDPStats()}}
 	s.sessions.live = make(map[*quic.Conn]*serverSession)
 	s.sessions.perKey = make(map[netip.Prefix]int)
 	s.sessions.perIdentity = make(map[string]int)
@@ -118,7 +119,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenOn, err)
 	}
 	s.conn, s.rec, s.tr, s.ln, s.handshakes = pc, rec, tr, ln, gate
-	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)), reverseCollector{s})
+	s.metrics = newMetrics(engine.ServerEndpoint, s.reg, s.liveSessions, hs, newRecoveryCollector(rec, string(engine.ServerEndpoint)), reverseCollector{s},
+		s.udp.collector(engine.ServerEndpoint, s.reg))
 	warnIfOpen(s.log, s.Addr(), st)
 	s.log.Info("target policy", "targets", st.base.String(), "identities", ids.Len())
 	s.log.Info("bounds before authentication", "pending_sessions", cfg.Limits.MaxPendingSessions,

@@ -126,6 +126,9 @@ func (s *Server) serveBind(ctx context.Context, sess *serverSession, stream *qui
 		return
 	}
 	addr, err := address.ParseListen(hdr.Bind)
+	if err == nil && addr.Network == address.UDP {
+		err = errors.New("reverse forwards listen on TCP and UNIX sockets, not UDP")
+	}
 	if err != nil {
 		refuse(preamble.CodeBadToken, err.Error())
 		return

@@ -27,6 +27,7 @@ type serverSession struct {
 	peer    string       // the client's address, and its certificate's subject under mutual TLS
 	key     netip.Prefix // what the per-address bounds count it by (clientKey)
 	tunnels atomic.Int64 // admitted streams, for Limits.MaxTunnelsPerSession
+	flows   flowTable    // its UDP flows, for its datagram receiver
 	authed  chan struct{}
 	// adopt serves a stream that closeOnEarlyStream accepted once the hello
 	// was answered; set before the hello is read.
@@ -200,7 +201,7 @@ func (s *Server) windowMayGrow(conn *quic.Conn, _ uint64) bool {
 func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers *sync.WaitGroup) {
 	defer s.untrackSession(sess)
 	log := s.log.With("session", sess.peer)
-	handlers.Go(func() { discardProbes(sess.conn) })
+	handlers.Go(func() { s.receiveDatagrams(sess) })
 	serve := func(stream *quic.Stream) {
 		if !s.admitStream(sess) {
 			handlers.Go(func() {
@@ -228,16 +229,6 @@ func (s *Server) serveSession(ctx context.Context, sess *serverSession, handlers
 			return
 		}
 		serve(stream)
-	}
-}
-
-// discardProbes reads the client's liveness probes (see probePeriod) so that
-// they do not queue up, until the session ends.
-func discardProbes(conn *quic.Conn) {
-	for {
-		if _, err := conn.ReceiveDatagram(conn.Context()); err != nil {
-			return
-		}
 	}
 }
 

@@ -85,6 +85,10 @@ func (s *Server) serveStream(ctx context.Context, sess *serverSession, stream *q
 		s.refuse(stream, preamble.CodeForbidden, "")
 		return
 	}
+	if dialAddr.Network == address.UDP {
+		s.serveFlow(ctx, sess, stream, target, dialAddr, log)
+		return
+	}
 	app, err := dialAddr.Dial(ctx, s.cfg.DialTimeout)
 	if err != nil {
 		code := preamble.CodeUnreachable

@@ -30,6 +30,16 @@ type Config struct {
 	// RateInterval is how often the registry samples every tunnel's counters
 	// to derive its rates (default 1 s).
 	RateInterval time.Duration
+	// Flow is the idle timeouts of flows of datagrams (RunFlow): by default
+	// conntrack's for UDP, 30 s unreplied and 120 s once replied.
+	Flow FlowTimeouts
+}
+
+// FlowTimeouts are the idle timeouts of a datagram flow, as conntrack keeps
+// them for UDP: a flow that was never answered ends sooner than one that was.
+type FlowTimeouts struct {
+	Unreplied time.Duration // no datagram from the server application yet
+	Replied   time.Duration // once one came
 }
 
 func (c *Config) setDefaults() {
@@ -44,6 +54,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RateInterval <= 0 {
 		c.RateInterval = time.Second
+	}
+	if c.Flow.Unreplied <= 0 {
+		c.Flow.Unreplied = 30 * time.Second
+	}
+	if c.Flow.Replied <= 0 {
+		c.Flow.Replied = 120 * time.Second
 	}
 }
 

@@ -29,7 +29,18 @@ var errStuck = errors.New("pumps did not stop after abort")
 // both pumps, at most TeardownBound, and for the sniffer actor, at most
 // snifferStopBound. Run returns nil after a clean close and otherwise the
 // reasons, each tagged with its direction.
-func (t *Tunnel) Run(client, server Side) error {
+func (t *Tunnel) Run(client, server Side) error { return t.run(client, server, nil) }
+
+// RunFlow is Run for a flow of datagrams (UDP): each Read of a side is one
+// datagram and each Write sends one, so the pumps count packets too; the
+// idle timeout is Config.Flow's (replacing Config.IdleTimeout); no sniffer
+// taps it.
+func (t *Tunnel) RunFlow(client, server Side) error {
+	t.datagrams.Store(true)
+	return t.run(client, server, &t.reg.cfg.Flow)
+}
+
+func (t *Tunnel) run(client, server Side, flow *FlowTimeouts) error {
 	defer t.reg.remove(t)
 	defer t.kill(nil)
 	cfg := &t.reg.cfg
@@ -47,7 +58,7 @@ func (t *Tunnel) Run(client, server Side) error {
 	defer stopAbort()
 
 	var tp *tap
-	if len(cfg.Sniffers) > 0 {
+	if len(cfg.Sniffers) > 0 && flow == nil {
 		tp = newTap(cfg.SniffBytes)
 		// Stopped before the tunnel deregisters, but waited for only up to
 		// snifferStopBound: a Sniff call that never returns cannot hold the
@@ -58,12 +69,28 @@ func (t *Tunnel) Run(client, server Side) error {
 	t.lastActivity.Store(time.Now().UnixNano())
 	// Sized to its two senders, so neither blocks if Run stops listening early.
 	errc := make(chan error, 2)
-	go (&pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp}).routine(errc)
-	go (&pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp}).routine(errc)
+	up := &pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp}
+	down := &pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp}
+	if flow != nil {
+		up.packets, down.packets = &t.packetsUp, &t.packetsDown
+	}
+	go up.routine(errc)
+	go down.routine(errc)
 
+	idleAfter := func() time.Duration { return cfg.IdleTimeout }
+	check := cfg.IdleTimeout / 4
+	if flow != nil {
+		idleAfter = func() time.Duration {
+			if t.packetsDown.Load() > 0 {
+				return flow.Replied
+			}
+			return flow.Unreplied
+		}
+		check = min(flow.Unreplied, flow.Replied) / 4
+	}
 	var idle <-chan time.Time
-	if cfg.IdleTimeout > 0 {
-		ticker := time.NewTicker(cfg.IdleTimeout / 4)
+	if check > 0 {
+		ticker := time.NewTicker(check)
 		defer ticker.Stop()
 		idle = ticker.C
 	}
@@ -84,7 +111,7 @@ func (t *Tunnel) Run(client, server Side) error {
 			done = nil
 			stuck = time.After(cfg.TeardownBound)
 		case now := <-idle:
-			if now.Sub(time.Unix(0, t.lastActivity.Load())) >= cfg.IdleTimeout {
+			if now.Sub(time.Unix(0, t.lastActivity.Load())) >= idleAfter() {
 				t.kill(ErrIdle)
 			}
 		case <-stuck:
@@ -156,6 +183,7 @@ type pump struct {
 	dir      direction
 	src, dst Side
 	count    *atomic.Uint64
+	packets  *atomic.Uint64 // of a flow of datagrams: one per Read; else nil
 	t        *Tunnel
 	tap      *tap
 }
@@ -175,6 +203,9 @@ func (p *pump) run() error {
 				return &pumpError{p.dir, "write", err}
 			}
 			p.count.Add(uint64(n))
+			if p.packets != nil {
+				p.packets.Add(1)
+			}
 			p.t.lastActivity.Store(time.Now().UnixNano())
 		}
 		if rerr == io.EOF {

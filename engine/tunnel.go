@@ -64,8 +64,13 @@ type Tunnel struct {
 	bytesUp      atomic.Uint64 // client application -> server application
 	bytesDown    atomic.Uint64 // server application -> client application
 	lastActivity atomic.Int64  // unix nanoseconds of the last chunk either way
-	halfClosed   atomic.Bool
-	closing      atomic.Bool
+	// Of a flow of datagrams (RunFlow): datagrams each way, and those lost
+	// on the way (queues full, a fragment missing, too large) as its sides
+	// report them.
+	datagrams                       atomic.Bool
+	packetsUp, packetsDown, dropped atomic.Uint64
+	halfClosed                      atomic.Bool
+	closing                         atomic.Bool
 
 	// stream is the current stream when it is no longer the one in Info (a
 	// client's tunnel replayed on a new session); nil until then.
@@ -127,6 +132,17 @@ func (t *Tunnel) Protocol() (string, map[string]string) {
 	return t.sniffed.protocol, maps.Clone(t.sniffed.props)
 }
 
+// Dropped records n datagrams of a flow lost on the way: its sides call it.
+func (t *Tunnel) Dropped(n int) { t.dropped.Add(uint64(n)) }
+
+// Datagrams says whether the tunnel is a flow of datagrams (RunFlow).
+func (t *Tunnel) Datagrams() bool { return t.datagrams.Load() }
+
+// Packets are a flow's datagrams carried up and down, and those dropped.
+func (t *Tunnel) Packets() (up, down, dropped uint64) {
+	return t.packetsUp.Load(), t.packetsDown.Load(), t.dropped.Load()
+}
+
 // BytesUp is the count of bytes carried from the client application to the
 // server application so far.
 func (t *Tunnel) BytesUp() uint64 { return t.bytesUp.Load() }
@@ -160,6 +176,10 @@ type Snapshot struct {
 	UpBps        float64 // bytes per second over the registry's last sampling interval (RateInterval)
 	DownBps      float64
 	LastActivity time.Time
+	// Of a flow of datagrams (Datagrams set): datagrams each way and dropped.
+	Datagrams              bool
+	PacketsUp, PacketsDown uint64
+	Dropped                uint64
 }
 
 // sampleRate sets the tunnel's rates to what it carried since the previous
@@ -202,5 +222,7 @@ func (t *Tunnel) Snapshot() Snapshot {
 		Protocol: proto, Props: props,
 		BytesUp: up, BytesDown: down, UpBps: upBps, DownBps: downBps,
 		LastActivity: last,
+		Datagrams:    t.datagrams.Load(),
+		PacketsUp:    t.packetsUp.Load(), PacketsDown: t.packetsDown.Load(), Dropped: t.dropped.Load(),
 	}
 }

@@ -29,10 +29,10 @@ type flags struct {
 	Config  kong.ConfigFlag  `help:"TOML file with the same keys as these flags (server-endpoint = \"...\"); flags override it." placeholder:"FILE"`
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
-	ListenOn           string        `default:"tcp:127.0.0.1:6500" help:"Where applications connect for the forward of --token-source: tcp:HOST:PORT or unix:PATH (default ${default})." placeholder:"ADDRESS"`
+	ListenOn           string        `default:"tcp:127.0.0.1:6500" help:"Where applications connect for the forward of --token-source: tcp:HOST:PORT or unix:PATH, or udp:HOST:PORT where they send datagrams (each source address a flow; default ${default})." placeholder:"ADDRESS"`
 	ServerEndpoint     string        `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
 	TokenSourcePlugin  string        `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
-	TokenSource        string        `help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22 or unix:/run/app.sock. Makes the forward named default, on --listen-on." placeholder:"VALUE"`
+	TokenSource        string        `help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22, unix:/run/app.sock or udp:10.0.0.5:51820. Makes the forward named default, on --listen-on." placeholder:"VALUE"`
 	TokenSourceTimeout time.Duration `default:"5s" help:"How long the Http token source waits for its answer (default ${default}; 0 means the default)."`
 
 	Forward []string `sep:"none" help:"One more forward: applications that connect to LISTEN get tunnels to TOKEN (a Fixed token), e.g. tcp:127.0.0.1:6501=tcp:10.0.0.6:5432; repeat for more, all over one session. Named by LISTEN. The config file's [[forward]] tables say more (name, token-source-plugin, proxy)." placeholder:"LISTEN=TOKEN"`
@@ -123,7 +123,8 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
 		Recovery: &fec,
 		Forwards: specs, Reverses: reverses, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
-		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
+		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
+			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
 	})
 	if err != nil {

@@ -115,7 +115,8 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	srv, err := endpoints.NewServer(endpoints.ServerConfig{
 		Recovery: &fec,
 		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
-		Engine:      engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout},
+		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
+			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
 		Secret: secret, Identities: ids, Rules: rules, Listening: listening,
 		AllowBind: binds, ReverseGrace: f.ReverseGrace, SessionWait: f.SessionWait,

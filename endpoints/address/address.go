@@ -1,5 +1,6 @@
 // Package address parses and uses the application addresses of quictun:
-// "tcp:HOST:PORT", "unix:PATH", or a bare "HOST:PORT" meaning tcp.
+// "tcp:HOST:PORT", "unix:PATH", "udp:HOST:PORT", or a bare "HOST:PORT"
+// meaning tcp.
 package address
 
 import (
@@ -17,6 +18,9 @@ import (
 const (
 	TCP  = "tcp"
 	Unix = "unix"
+	// UDP addresses carry flows of datagrams (see endpoints' UDP flows), not
+	// connections: they are listened on with ListenPacket.
+	UDP = "udp"
 )
 
 // ErrNotSocket is a UNIX target path whose last component is a symbolic link
@@ -26,10 +30,11 @@ var ErrNotSocket = errors.New("not a socket")
 // maxUnixPath is the size of sun_path on Linux minus the terminating NUL.
 const maxUnixPath = 107
 
-// Address is an application endpoint: a TCP host and port or a UNIX socket path.
+// Address is an application endpoint: a TCP or UDP host and port, or a UNIX
+// socket path.
 type Address struct {
-	Network string // TCP or Unix
-	Addr    string // "host:port" for TCP, the path for Unix
+	Network string // TCP, Unix or UDP
+	Addr    string // "host:port" for TCP and UDP, the path for Unix
 }
 
 // Parse reads "tcp:HOST:PORT", "unix:PATH" or "HOST:PORT". IPv6 literals take
@@ -40,7 +45,7 @@ func Parse(s string) (Address, error) {
 	if err != nil {
 		return Address{}, err
 	}
-	if a.Network == TCP {
+	if a.Network == TCP || a.Network == UDP {
 		host, _, _ := net.SplitHostPort(a.Addr)
 		if host == "" {
 			return Address{}, fmt.Errorf("address %q: missing host", s)
@@ -69,10 +74,18 @@ func parse(s string) (Address, error) {
 		return Address{Network: Unix, Addr: path}, nil
 	case strings.HasPrefix(s, "tcp:"):
 		s = strings.TrimPrefix(s, "tcp:")
+	case strings.HasPrefix(s, "udp:"):
+		rest := strings.TrimPrefix(s, "udp:")
+		a, err := parse(rest)
+		if err != nil || strings.HasPrefix(rest, "tcp:") || a.Network != TCP { // "udp:unix:..." is no address
+			return Address{}, fmt.Errorf("address %q: want udp:HOST:PORT", s)
+		}
+		a.Network = UDP
+		return a, nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return Address{}, fmt.Errorf("address %q: want tcp:HOST:PORT, unix:PATH or HOST:PORT (%s)", s, addrErrText(err))
+		return Address{}, fmt.Errorf("address %q: want tcp:HOST:PORT, unix:PATH, udp:HOST:PORT or HOST:PORT (%s)", s, addrErrText(err))
 	}
 	if err := checkPort(port); err != nil {
 		return Address{}, fmt.Errorf("address %q: %w", s, err)
@@ -159,6 +172,9 @@ func (a Address) Dial(ctx context.Context, timeout time.Duration) (net.Conn, err
 // file left by a crashed process is removed first, but only when nothing
 // answers on it: a live socket is never stolen.
 func (a Address) Listen() (net.Listener, error) {
+	if a.Network == UDP {
+		return nil, fmt.Errorf("listen on %s: a UDP address takes datagrams, not connections", a)
+	}
 	if a.Network == Unix && !strings.HasPrefix(a.Addr, "@") {
 		if err := removeStaleSocket(a.Addr); err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", a, err)
@@ -169,6 +185,22 @@ func (a Address) Listen() (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", a, err)
 	}
 	return ln, nil
+}
+
+// ListenPacket opens a UDP socket on a UDP address.
+func (a Address) ListenPacket() (*net.UDPConn, error) {
+	if a.Network != UDP {
+		return nil, fmt.Errorf("listen on %s: not a UDP address", a)
+	}
+	ua, err := net.ResolveUDPAddr(UDP, a.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a, err)
+	}
+	c, err := net.ListenUDP(UDP, ua)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", a, err)
+	}
+	return c, nil
 }
 
 func removeStaleSocket(path string) error {

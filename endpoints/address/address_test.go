@@ -20,6 +20,9 @@ func TestParse(t *testing.T) {
 		"unix:/run/app.sock":     {Unix, "/run/app.sock"},
 		"unix:@abstract":         {Unix, "@abstract"},
 		"unix:relative/app.sock": {Unix, "relative/app.sock"},
+		"udp:127.0.0.1:53":       {UDP, "127.0.0.1:53"},
+		"udp:[::1]:51820":        {UDP, "[::1]:51820"},
+		"udp:dns.internal:53":    {UDP, "dns.internal:53"},
 	}
 	for in, want := range good {
 		got, err := Parse(in)
@@ -31,10 +34,17 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "tcp:", "unix:", "tcp:host", "host:99999", "tcp::22",
-		"host:port", "::1:22", "tcp:a b:1", "unix:" + string(make([]byte, 200))} {
+		"host:port", "::1:22", "tcp:a b:1", "unix:" + string(make([]byte, 200)),
+		"udp:", "udp::53", "udp:host", "udp:unix:/x", "udp:tcp:1.2.3.4:5", "udp:udp:1.2.3.4:5", "udp:h:70000"} {
 		if a, err := Parse(in); err == nil {
 			t.Errorf("Parse(%q) = %v, want an error", in, a)
 		}
+	}
+	if a, err := ParseListen("udp::5353"); err != nil || a != (Address{UDP, ":5353"}) {
+		t.Errorf("ParseListen(udp::5353) = %v, %v", a, err)
+	}
+	if _, err := (Address{UDP, "127.0.0.1:0"}).Listen(); err == nil {
+		t.Error("Listen on a UDP address: want an error (ListenPacket)")
 	}
 	if a, err := ParseListen(":6500"); err != nil || a.Addr != ":6500" {
 		t.Errorf("ParseListen(:6500) = %v, %v", a, err)
@@ -48,6 +58,7 @@ func TestDisplay(t *testing.T) {
 		"tcp:[::1]:22":        "[::1]:22",
 		"tcp:db.internal:22":  "db.internal:22",
 		"unix:/run/app.sock":  "unix:/run/app.sock",
+		"udp:10.0.0.5:51820":  "udp:10.0.0.5:51820",
 	} {
 		a, err := Parse(in)
 		if err != nil || a.Display() != want {

@@ -29,6 +29,12 @@ type tunnelJSON struct {
 	RateUpBps      float64 `json:"rateUpBytesPerSecond"`
 	RateDownBps    float64 `json:"rateDownBytesPerSecond"`
 	LastActivityAt string  `json:"lastActivityAt"`
+
+	// Of a UDP flow only (protocol "udp"): datagrams each way, and those lost
+	// on the way through quictun (queues full, a fragment lost, too large).
+	PacketsUp   *uint64 `json:"packetsUp,omitempty"`
+	PacketsDown *uint64 `json:"packetsDown,omitempty"`
+	Drops       *uint64 `json:"drops,omitempty"`
 }
 
 func toJSON(s engine.Snapshot) tunnelJSON {
@@ -44,6 +50,9 @@ func toJSON(s engine.Snapshot) tunnelJSON {
 	}
 	if s.Info.Direction != "" {
 		j.Direction = s.Info.Direction
+	}
+	if s.Datagrams {
+		j.PacketsUp, j.PacketsDown, j.Drops = &s.PacketsUp, &s.PacketsDown, &s.Dropped
 	}
 	if !s.LastActivity.IsZero() {
 		j.LastActivityAt = s.LastActivity.Format(time.RFC3339Nano)

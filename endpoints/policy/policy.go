@@ -90,7 +90,7 @@ func (p *Policy) With(identity *Rules) *Policy {
 }
 
 // Check decides on a target. It returns the address to dial: for TCP the
-// checked IP and port, for UNIX the cleaned path. A refusal wraps
+// checked IP and port, for UNIX the cleaned path; for UDP as for TCP. A refusal wraps
 // ErrForbidden and says why, for the server's log.
 func (p *Policy) Check(ctx context.Context, target address.Address) (address.Address, error) {
 	if p == nil {
@@ -101,8 +101,10 @@ func (p *Policy) Check(ctx context.Context, target address.Address) (address.Add
 		err  error
 	)
 	switch target.Network {
-	case address.TCP:
-		dial, err = p.checkTCP(ctx, target.Addr)
+	case address.TCP, address.UDP:
+		// Rules name hosts and ports, not protocols: a UDP flow to a port is
+		// decided as a TCP tunnel to it is.
+		dial, err = p.checkHostPort(ctx, target.Network, target.Addr)
 	case address.Unix:
 		dial, err = p.checkUnix(target.Addr)
 	default:
@@ -118,7 +120,7 @@ func (p *Policy) Check(ctx context.Context, target address.Address) (address.Add
 // addresses: a resolved address that is special, denied or the server's own.
 type refusal struct{ error }
 
-func (p *Policy) checkTCP(ctx context.Context, hostport string) (address.Address, error) {
+func (p *Policy) checkHostPort(ctx context.Context, network, hostport string) (address.Address, error) {
 	host, portText, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return address.Address{}, err
@@ -154,7 +156,7 @@ func (p *Policy) checkTCP(ctx context.Context, hostport string) (address.Address
 	if !chosen.IsValid() {
 		return address.Address{}, why
 	}
-	return address.Address{Network: address.TCP, Addr: netip.AddrPortFrom(chosen, port).String()}, nil
+	return address.Address{Network: network, Addr: netip.AddrPortFrom(chosen, port).String()}, nil
 }
 
 // decide is the verdict on one address: nil to allow, a refusal, or another

@@ -175,7 +175,7 @@ func TestDialsTheCheckedAddress(t *testing.T) {
 			t.Errorf("%s: dial %s, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, bad := range []address.Address{tcp("10.1.2.3:0"), tcp("10.1.2.3"), tcp("no-such-host.invalid:22"), {Network: "udp", Addr: "10.1.2.3:53"}} {
+	for _, bad := range []address.Address{tcp("10.1.2.3:0"), tcp("10.1.2.3"), tcp("no-such-host.invalid:22"), {Network: "sctp", Addr: "10.1.2.3:53"}} {
 		if got, err := p.Check(ctx, bad); !errors.Is(err, ErrForbidden) {
 			t.Errorf("%s allowed as %s (%v)", bad, got, err)
 		}
@@ -561,4 +561,27 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A UDP target is decided as a TCP target of the same host and port: the
+// same rules, defaults and own listeners (the server's own UDP port above
+// all, which a flow would loop into), and it is dialled as UDP.
+func TestUDPTargetsDecidedAsTCP(t *testing.T) {
+	ctx := context.Background()
+	udp := func(s string) address.Address { return address.Address{Network: address.UDP, Addr: s} }
+	p := newPolicy(t, "0.0.0.0:7500", true, mustParse(t, []string{"10.0.0.0/8:53", "127.0.0.0/8:*"}, []string{"10.0.0.9:*"}), "127.0.0.1:9000")
+	got, err := p.Check(ctx, udp("10.0.0.5:53"))
+	if err != nil || got != udp("10.0.0.5:53") {
+		t.Fatalf("allowed UDP target: %v, %v", got, err)
+	}
+	for _, s := range []string{"10.0.0.5:54", "10.0.0.9:53", "127.0.0.1:7500", "127.0.0.1:9000", "0.0.0.0:53", "169.254.169.254:53"} {
+		if got, err := p.Check(ctx, udp(s)); !errors.Is(err, ErrForbidden) {
+			t.Errorf("udp:%s allowed as %s", s, got)
+		}
+	}
+	// Without rules, as TCP: an open server's defaults keep loopback out.
+	open := newPolicy(t, "0.0.0.0:7500", false, nil)
+	if _, err := open.Check(ctx, udp("127.0.0.1:53")); err == nil {
+		t.Error("udp:127.0.0.1:53 allowed by an open server's defaults")
+	}
 }

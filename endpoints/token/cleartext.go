@@ -42,7 +42,7 @@ func (c cleartext) Parse(token []byte) (address.Address, error) {
 	if err != nil {
 		// Not address.Parse's error, which quotes the text: a token that is
 		// not an address may be a credential, and must not reach a log.
-		return address.Address{}, errors.New("token is not an address (want tcp:HOST:PORT, unix:PATH or HOST:PORT)")
+		return address.Address{}, errors.New("token is not an address (want tcp:HOST:PORT, unix:PATH, udp:HOST:PORT or HOST:PORT)")
 	}
 	return a, nil
 }

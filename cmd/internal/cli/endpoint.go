@@ -5,6 +5,9 @@ import "time"
 // EndpointFlags are the flags both endpoints have, beyond their own.
 type EndpointFlags struct {
 	IdleTimeout time.Duration `default:"0s" help:"Close a tunnel that carried no byte for this long (default 0: never)."`
+	// conntrack's nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream.
+	UdpTimeout        time.Duration `default:"30s" help:"End a UDP flow that the server application never answered after this long without a datagram (default ${default}, as conntrack)."`
+	UdpRepliedTimeout time.Duration `default:"120s" help:"End a UDP flow that was answered after this long without a datagram (default ${default}, as conntrack)."`
 	Secret
 
 	Fec string `default:"auto" help:"Loss-recovery layer under QUIC: auto (repairs adapted to the measured loss), off (plain QUIC), or K,M (a fixed M repair datagrams per K data datagrams, e.g. 10,3); default ${default}." placeholder:"auto|off|K,M"`
