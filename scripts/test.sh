@@ -23,7 +23,7 @@ step() {
   return 0
 }
 step "install what the tests need"
-./scripts/need.sh iproute2 iperf3 kcptun openssh-server openssh-client netcat-openbsd chromium curl openssl ca-certificates \
+./scripts/need.sh iproute2 iperf3 dnsutils dnsmasq-base kcptun openssh-server openssh-client netcat-openbsd chromium curl openssl ca-certificates \
   qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth systemd \
   wine wine64 binutils-mingw-w64-x86-64 chromium
 

@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quictun/quictun/internal/livetest"
+)
+
+// udpClient runs a server and a client whose forward listen (udp:) reaches
+// target (udp:) through it, plus any extra client arguments; it returns the
+// client and its API address.
+func udpClient(t *testing.T, listen, target string, extra ...string) (*proc, string) {
+	t.Helper()
+	udp := freePort(t, "udp")
+	srv := start(t, "quictun-server", "--listen-on", udp)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	api := freePort(t, "tcp")
+	cli := start(t, "quictun-client", append([]string{"--server-endpoint", udp, "--server-fingerprint", fp,
+		"--listen-on", listen, "--token-source", target, "--httpd-listen-on", api}, extra...)...)
+	cli.waitLog(t, `msg="forward accepting" forward=default listen=udp:`)
+	return cli, api
+}
+
+// udpTunnels lists the client's live UDP flows from its API.
+func udpTunnels(t *testing.T, api string) []map[string]any {
+	t.Helper()
+	var all []map[string]any
+	getJSON(t, "http://"+api+"/tunnels", &all)
+	var out []map[string]any
+	for _, tn := range all {
+		if tn["protocol"] == "udp" {
+			out = append(out, tn)
+		}
+	}
+	return out
+}
+
+// dig through the tunnel to a local dnsmasq: A records from many source
+// ports at once (a flow each), and a TXT answer of 1.8 KB, larger than one
+// QUIC datagram, that comes back in fragments and whole.
+func TestDigThroughTheTunnelToDnsmasq(t *testing.T) {
+	livetest.RequireTools(t, "dig", "dnsmasq")
+	dnsPort := livetest.FreeLoopbackPort(t)
+	var txt []string
+	for i := range 9 {
+		txt = append(txt, fmt.Sprintf("%02d%s", i, strings.Repeat(string(rune('a'+i)), 198)))
+	}
+	livetest.StartProcess(t, nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--user=root", "--pid-file=", "--edns-packet-max=4096", "--bind-interfaces", "--listen-address=127.0.0.1", "--port="+strconv.Itoa(dnsPort),
+		"--address=/quictun.test/198.18.0.7", "--txt-record=big.quictun.test,"+strings.Join(txt, ","))
+	dnsAddr := "127.0.0.1:" + strconv.Itoa(dnsPort)
+	if !livetest.WaitFor(10*time.Second, func() bool {
+		out, err := exec.Command("dig", "@127.0.0.1", "-p", strconv.Itoa(dnsPort), "+short", "+tries=1", "+time=1", "a.quictun.test").Output()
+		return err == nil && strings.TrimSpace(string(out)) == "198.18.0.7"
+	}) {
+		t.Fatal("dnsmasq does not answer directly")
+	}
+	listen := freePort(t, "udp")
+	_, api := udpClient(t, "udp:"+listen, "udp:"+dnsAddr)
+	host, port, _ := net.SplitHostPort(listen)
+	dig := func(args ...string) (string, error) {
+		out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+tries=3", "+time=2"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			out, err := dig("+short", fmt.Sprintf("host%d.quictun.test", i))
+			if err != nil || strings.TrimSpace(out) != "198.18.0.7" {
+				t.Errorf("dig host%d: %v %q", i, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	// +ignore: a truncated answer is a failure, not a retry over TCP (which
+	// this forward does not carry).
+	out, err := dig("+ignore", "+bufsize=4096", "+short", "TXT", "big.quictun.test")
+	if err != nil {
+		t.Fatalf("dig TXT: %v\n%s", err, out)
+	}
+	for _, s := range txt {
+		if !strings.Contains(out, `"`+s+`"`) {
+			t.Fatalf("the TXT answer lacks %q:\n%s", s[:8], out)
+		}
+	}
+	flows := udpTunnels(t, api)
+	if len(flows) < n+1 {
+		t.Fatalf("/tunnels shows %d udp flows, want %d (one per dig)", len(flows), n+1)
+	}
+	for _, f := range flows {
+		if f["packetsUp"].(float64) < 1 || f["packetsDown"].(float64) < 1 || f["serverAppAddr"] != "udp:"+dnsAddr {
+			t.Fatalf("flow %v", f)
+		}
+	}
+}
+
+// iperf3 -u through the tunnel: its control connection over a tcp: forward
+// and its datagrams over a udp: forward on the same port number, at a
+// modest 10 Mbit/s for 3 s, with 1200-byte datagrams and with 4000-byte ones
+// (fragmented); on loopback almost nothing may be lost.
+func TestIperf3UDPThroughTheTunnel(t *testing.T) {
+	livetest.RequireTools(t, "iperf3")
+	sport := strconv.Itoa(livetest.FreeLoopbackPort(t))
+	livetest.StartProcess(t, nil, "iperf3", "--server", "--bind", "127.0.0.1", "--port", sport)
+	livetest.WaitForSocket(t, "tcp", "127.0.0.1:"+sport)
+	var listen string
+	for range 20 { // a port number free for both TCP and UDP
+		listen = freePort(t, "tcp")
+		if c, err := net.ListenPacket("udp", listen); err == nil {
+			c.Close()
+			break
+		}
+	}
+	udpClient(t, "udp:"+listen, "udp:127.0.0.1:"+sport, "--forward", "tcp:"+listen+"=tcp:127.0.0.1:"+sport)
+	_, port, _ := net.SplitHostPort(listen)
+	for _, size := range []string{"1200", "4000"} {
+		out, err := exec.Command("iperf3", "--client", "127.0.0.1", "--port", port, "--udp", "--bitrate", "10M",
+			"--time", "3", "--length", size, "--json").Output()
+		if err != nil {
+			t.Fatalf("iperf3 -l %s: %v\n%s", size, err, out)
+		}
+		var res struct {
+			End struct {
+				Sum struct {
+					Packets     int     `json:"packets"`
+					LostPackets int     `json:"lost_packets"`
+					LostPercent float64 `json:"lost_percent"`
+					JitterMs    float64 `json:"jitter_ms"`
+				} `json:"sum"`
+			} `json:"end"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || res.Error != "" {
+			t.Fatalf("iperf3 -l %s: %v %s\n%s", size, err, res.Error, out)
+		}
+		s := res.End.Sum
+		t.Logf("iperf3 -u -b 10M -l %s: %d datagrams, %d lost (%.2f%%), jitter %.3f ms", size, s.Packets, s.LostPackets, s.LostPercent, s.JitterMs)
+		if s.Packets < 300 || s.LostPercent > 2 {
+			t.Fatalf("iperf3 -l %s: %d datagrams, %.2f%% lost", size, s.Packets, s.LostPercent)
+		}
+	}
+}
