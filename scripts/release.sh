@@ -21,4 +21,7 @@ export QUICTUN_COMMIT
 # Every time in the outputs is the commit's, so that a rebuild gives the same bytes.
 export SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
 export QUICTUN_COMMIT_DATE=$(git log -1 --format=%cI)
-goreleaser release --snapshot --clean --skip=publish "$@"
+# One task at a time: goreleaser puts binaries into an archive in the order their builds
+# finished, so parallel builds on a busy machine gave the same commit two archives that
+# differ in order (the test command's first linux amd64 archive did, once).
+goreleaser release --snapshot --clean --skip=publish --parallelism 1 "$@"
