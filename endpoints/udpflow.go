@@ -36,6 +36,10 @@ const ProtocolUDP = "udp"
 // larger one is dropped (counted). It travels in up to 30 QUIC datagrams.
 const MaxUDPDatagram = engine.BufferSize - 1
 
+// relearnEvery is how often (in fragmented datagrams) a flow forgets the
+// QUIC datagram size it learnt, so that it follows the path MTU as it grows.
+const relearnEvery = 256
+
 // Bounds of one flow's receive queue (datagrams waiting for its pump): a
 // pump that falls behind drops datagrams, as a full socket buffer would.
 const (
@@ -229,6 +233,10 @@ func (f *flowSide) Write(p []byte) (int, error) {
 		if fragmented {
 			f.seq++
 			f.stats.fragmented.Add(1)
+			if f.seq%relearnEvery == 0 {
+				// quic-go's size grows with path MTU discovery: ask again.
+				f.max = MaxUDPDatagram + udpframe.MaxHeaderLen
+			}
 		}
 		var tooLarge *quic.DatagramTooLargeError
 		switch {
