@@ -80,6 +80,9 @@ func main() {
 }
 
 func run(f flags, file *cli.Config, log *slog.Logger) error {
+	if handled, err := f.ManageService("quictun-client"); handled {
+		return err
+	}
 	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)
 	}

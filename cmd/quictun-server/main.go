@@ -79,6 +79,9 @@ func main() {
 }
 
 func run(f flags, file *cli.Config, log *slog.Logger) error {
+	if handled, err := f.ManageService("quictun-server"); handled {
+		return err
+	}
 	if err := address.ParseHostPort(f.ListenOn); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("listen-on"), err)
 	}

@@ -17,4 +17,5 @@ type EndpointFlags struct {
 	DrainTimeout  time.Duration `default:"10s" help:"On SIGINT/SIGTERM, how long live tunnels may finish before they are closed (default ${default}; 0 means the default)."`
 
 	Logging
+	Service
 }

@@ -15,10 +15,28 @@ import (
 type Logging struct {
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Least severe level logged (${enum})."`
 	LogFormat string `enum:"text,json" default:"text" help:"Log format: text for people, json for log collectors (${enum})."`
+	LogFile   string `help:"Append the log to FILE instead of standard error (a Windows service has none)." type:"path" placeholder:"FILE"`
 }
 
 // Logger builds the structured logger the flags ask for.
 func (l Logging) Logger(w io.Writer) *slog.Logger {
+	var fileErr error
+	if l.LogFile != "" {
+		// Kept open for the process's life: the logger is.
+		f, err := os.OpenFile(l.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err == nil {
+			w = f
+		}
+		fileErr = err
+	}
+	log := l.handler(w)
+	if fileErr != nil {
+		log.Warn("cannot open --log-file; logging to standard error", "err", fileErr)
+	}
+	return log
+}
+
+func (l Logging) handler(w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(l.LogLevel))
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
@@ -79,13 +97,15 @@ func Version() string {
 	return v
 }
 
-// SignalContext ends on the first SIGINT or SIGTERM; a second one kills the
-// process the default way, for an operator who does not want to wait for the
-// drain.
+// SignalContext ends on the first SIGINT or SIGTERM, or the Windows service
+// manager's stop; a second signal kills the process the default way, for an
+// operator who does not want to wait for the drain. Its cancel func, called
+// once the program has drained, also tells the service manager it stopped.
 func SignalContext(log *slog.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	stopService := runAsService(cancel, log)
 	go func() {
 		select {
 		case sig := <-ch:
@@ -96,7 +116,7 @@ func SignalContext(log *slog.Logger) (context.Context, context.CancelFunc) {
 			signal.Stop(ch)
 		}
 	}()
-	return ctx, cancel
+	return ctx, func() { cancel(); stopService() }
 }
 
 // OnHangup calls fn on each SIGHUP until ctx ends or stop is called; stop
