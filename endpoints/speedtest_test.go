@@ -1,7 +1,6 @@
 package endpoints
 
 import (
-	"context"
 	"net"
 	"path/filepath"
 	"strings"
@@ -144,38 +143,38 @@ func TestSpeedTestIsBoundedByTheServer(t *testing.T) {
 		t.Errorf("the test took %s: the server's duration bound did not hold", took)
 	}
 
-	// One at a time per identity: a second test while one runs is refused.
-	cfg.Duration = 300 * time.Millisecond
+	// One at a time per identity: of two tests that overlap, one is refused
+	// (whichever finds the slot taken: the second, or the first when the
+	// second got in between two of the first's streams).
+	long, stopLong := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
+		c.Secret = []byte(secret)
+		c.SpeedTest.MaxDuration = 2 * time.Second
+	}})
+	defer stopLong()
+	cfg = speedTestConfig(t, long, secret)
+	cfg.Duration = 2 * time.Second
 	var wg sync.WaitGroup
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	first := make(chan error, 1)
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			_, err := SpeedTest(ctx, cfg)
-			if err != nil {
-				first <- err
-				return
-			}
-		}
-		first <- nil
+	errs := make(chan error, 2)
+	wg.Go(func() { _, err := SpeedTest(t.Context(), cfg); errs <- err })
+	waitUntil(t, func() bool {
+		long.speedTests.Lock()
+		defer long.speedTests.Unlock()
+		return long.speedTests.n > 0
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	refused := false
-	for !refused && time.Now().Before(deadline) {
-		srv.speedTests.Lock()
-		busy := srv.speedTests.n
-		srv.speedTests.Unlock()
-		if busy == 0 {
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		_, err := SpeedTest(ctx, cfg)
-		refused = err != nil && strings.Contains(err.Error(), "one at a time")
-	}
-	cancel()
+	wg.Go(func() { _, err := SpeedTest(t.Context(), cfg); errs <- err })
 	wg.Wait()
-	if !refused {
-		t.Fatal("a second test of the same identity was never refused while one ran")
+	close(errs)
+	refused := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+		case strings.Contains(err.Error(), "one at a time"):
+			refused++
+		default:
+			t.Errorf("speed test: %v", err)
+		}
+	}
+	if refused != 1 {
+		t.Fatalf("%d of two overlapping tests of one identity refused, want 1", refused)
 	}
 }
