@@ -153,7 +153,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c.sessions.dialFailed = hs.failed
 	c.sessions.onSession = c.serveReverse
 	c.sessions.datagrams = c.receiveDatagram
-	extra := []prometheus.Collector{&forwardCollector{client: c}, c.udp.collector(engine.ClientEndpoint, c.reg)}
+	extra := []prometheus.Collector{&forwardCollector{client: c}, c.udp.collector(engine.ClientEndpoint, c.reg), reverseClientCollector{c}}
 	if rec != nil {
 		extra = append(extra, newRecoveryCollector(rec, string(engine.ClientEndpoint)))
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
@@ -389,4 +390,30 @@ func (c *Client) serveReverseStream(conn *quic.Conn, st *quic.Stream) {
 	err = t.Run(engine.StreamSide(st), engine.ConnSide(app))
 	c.metrics.ended(err)
 	logTunnelEnd(log, t, err)
+}
+
+// reverseClientCollector is the client's reverse forwards at scrape time.
+type reverseClientCollector struct{ c *Client }
+
+var (
+	reverseOpenDesc = prometheus.NewDesc("quictun_reverse_tunnels_open", "Live tunnels of each reverse forward.",
+		[]string{"reverse"}, prometheus.Labels{"endpoint": string(engine.ClientEndpoint)})
+	reverseOpenedDesc = prometheus.NewDesc("quictun_reverse_tunnels_opened_total", "Tunnels each reverse forward opened to its target.",
+		[]string{"reverse"}, prometheus.Labels{"endpoint": string(engine.ClientEndpoint)})
+	reverseFailedDesc = prometheus.NewDesc("quictun_reverse_failures_total", "Connections of each reverse forward whose target could not be reached.",
+		[]string{"reverse"}, prometheus.Labels{"endpoint": string(engine.ClientEndpoint)})
+)
+
+func (r reverseClientCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- reverseOpenDesc
+	ch <- reverseOpenedDesc
+	ch <- reverseFailedDesc
+}
+
+func (r reverseClientCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range r.c.reverseStatuses() {
+		ch <- prometheus.MustNewConstMetric(reverseOpenDesc, prometheus.GaugeValue, float64(st.TunnelsOpen), st.Name)
+		ch <- prometheus.MustNewConstMetric(reverseOpenedDesc, prometheus.CounterValue, float64(st.TunnelsOpened), st.Name)
+		ch <- prometheus.MustNewConstMetric(reverseFailedDesc, prometheus.CounterValue, float64(st.Failures), st.Name)
+	}
 }

@@ -186,7 +186,7 @@ func port(hostport string) int {
 // dialReverse dials the server's listener of a reverse forward.
 func dialReverse(t *testing.T, listen string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	c, err := dialFromOwnIP(listen, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestReverseTakeoverAndGrace(t *testing.T) {
 }
 
 func greetsOnce(listen string) string {
-	c, err := net.DialTimeout("tcp", listen, time.Second)
+	c, err := dialFromOwnIP(listen, time.Second)
 	if err != nil {
 		return ""
 	}
@@ -454,6 +454,9 @@ func TestSetReversesAddsAndWithdraws(t *testing.T) {
 	if strings.Join(listed, ",") != "a=reverse,b=reverse" {
 		t.Fatalf("/forwards lists %v", listed)
 	}
+	if m := gather(t, cli); m[`quictun_reverse_tunnels_opened_total{endpoint="client",reverse="b"}`] != 1 {
+		t.Fatalf("reverse b's tunnels opened: %v", m[`quictun_reverse_tunnels_opened_total{endpoint="client",reverse="b"}`])
+	}
 	if err := cli.SetReverses([]ReverseSpec{rb}); err != nil {
 		t.Fatal(err)
 	}
@@ -487,4 +490,42 @@ func TestRestartedServerGetsReversesBack(t *testing.T) {
 	if got := greets(t, listen); got != "target" {
 		t.Fatalf("greeting after the server's restart %q", got)
 	}
+}
+
+// A target the client cannot reach is its refusal: the connection on the
+// server's side is closed promptly, and both sides count it.
+func TestReverseUnreachableTargetCountedBothSides(t *testing.T) {
+	listen := freeLoopback(t)
+	srv, stopServer := reverseServer(t, []string{listen}, nil)
+	defer stopServer()
+	closed := freeLoopback(t) // nothing listens there any more
+	cli, stop := reverseClient(t, srv.Addr(), "alice", aliceSecret,
+		ReverseSpec{Name: "svc", ListenOn: "tcp:" + listen, Target: "tcp:" + closed}, nil)
+	defer stop()
+	heldBy(t, srv, listen, "alice")
+	c := dialReverse(t, listen)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("the connection to an unreachable target: %d bytes, %v", n, err)
+	}
+	c.Close()
+	waitUntil(t, func() bool {
+		return gather(t, srv)[`quictun_tunnel_failures_total{endpoint="server",reason="target unreachable"}`] >= 1 &&
+			gather(t, cli)[`quictun_reverse_failures_total{endpoint="client",reverse="svc"}`] >= 1 &&
+			gather(t, cli)[`quictun_tunnel_failures_total{endpoint="client",reason="target unreachable"}`] >= 1
+	})
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// dialFromOwnIP dials a loopback listener from its own address rather than
+// 127.0.0.1, so that the connection's tuple stays apart from the many that
+// other tests leave in TIME_WAIT (see loopbackTCP).
+func dialFromOwnIP(listen string, timeout time.Duration) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(listen)
+	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(host)}}
+	return d.Dial("tcp", listen)
 }
