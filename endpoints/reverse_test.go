@@ -420,6 +420,18 @@ func TestStrangerCannotBind(t *testing.T) {
 	if len(open.Bindings()) != 0 {
 		t.Fatal("a server without authentication bound")
 	}
+
+	// UDP is not a reverse forward's, even where a rule names the port.
+	alice := helloedSession(t, srv.Addr(), credentials{"alice", []byte(aliceSecret)})
+	defer alice.CloseWithError(0, "")
+	st, err = rawHeader(t, alice, preamble.Header{Bind: "udp:" + listen, Name: "x"})
+	if err != nil || st.Code != preamble.CodeBadToken || !strings.Contains(st.Message, "UDP") {
+		t.Fatalf("a UDP bind: %+v, %v", st, err)
+	}
+	if (ReverseSpec{ListenOn: "udp:" + listen, Target: "tcp:127.0.0.1:22"}).Check() == nil ||
+		(ReverseSpec{ListenOn: "tcp:" + listen, Target: "udp:127.0.0.1:53"}).Check() == nil {
+		t.Fatal("a UDP reverse forward passed its check")
+	}
 }
 
 // SetReverses adds a reverse forward on the running session and withdraws a

@@ -56,6 +56,9 @@ func (b *BindRules) Permits(a address.Address) bool {
 		}
 		return false
 	}
+	if a.Network != address.TCP {
+		return false // TCP and UNIX listeners only
+	}
 	host, portText, err := net.SplitHostPort(a.Addr)
 	if err != nil {
 		return false

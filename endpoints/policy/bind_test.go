@@ -24,6 +24,7 @@ func TestBindRules(t *testing.T) {
 		"unix:/run/rev/a.sock":     true,
 		"unix:/run/rev/../x.sock":  false,
 		"unix:/run/other.sock":     false,
+		"udp:0.0.0.0:2222":         false, // no UDP listeners
 	} {
 		a, err := address.ParseListen(s)
 		if err != nil {
