@@ -92,13 +92,11 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if f.MaxPreambleSize > preamble.MaxHeaderLen {
 		return fmt.Errorf("%s = %d: above the hard cap of %d bytes", file.Origin("max-preamble-size"), f.MaxPreambleSize, preamble.MaxHeaderLen)
 	}
-	id, err := trust.LoadServer(trust.ServerOptions{
-		CertFile: f.CertFile, KeyFile: f.KeyFile, StateDir: f.StateDir,
-		VerifyClient: f.VerifyRemoteEndpoint, CAFile: f.CaFile,
-	}, log)
+	id, err := trust.LoadServer(tlsOptions(f), log)
 	if err != nil {
 		return file.Locate(err)
 	}
+	tlsLive := trust.NewLive(id.TLS)
 	secret, ids, rules, err := access(f, file, log)
 	if err != nil {
 		return err
@@ -117,7 +115,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	}
 	srv, err := endpoints.NewServer(endpoints.ServerConfig{
 		Recovery: &fec,
-		ListenOn: f.ListenOn, Parser: parser, TLS: id.TLS, ResetKey: &id.ResetKey,
+		ListenOn: f.ListenOn, Parser: parser, TLS: tlsLive.Config(), ResetKey: &id.ResetKey,
 		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
 			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
@@ -139,28 +137,53 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	ctx, stop := cli.SignalContext(log)
 	defer stop()
 	stopHangup := cli.OnHangup(ctx, func() {
-		log.Info("SIGHUP: reloading identities and rules")
-		var g flags
-		file, err := cli.Reparse(&g, name, vars())
-		if err == nil {
-			var ids *identity.Table
-			var rules *policy.Rules
-			var binds *policy.BindRules
-			if binds, err = bindRules(g, file); err == nil {
-				if _, ids, rules, err = access(g, file, log); err == nil {
-					err = srv.Reload(ids, rules)
-				}
-			}
-			if err == nil {
-				srv.SetBindRules(binds)
-			}
-		}
-		if err != nil {
-			log.Error("reload refused: the running identities and rules stay", "err", err)
+		log.Info("SIGHUP: reloading identities, rules and certificates")
+		if err := reload(srv, tlsLive, f, log); err != nil {
+			log.Error("reload refused: the running identities, rules and certificates stay", "err", err)
 		}
 	})
 	defer stopHangup()
 	return file.Locate(cli.RunWithAPI(ctx, f.HttpdListenOn, f.HttpdToken, srv, log))
+}
+
+// reload reads the configuration again and applies it whole or not at all.
+// The certificates are read first: a new one reaches new handshakes only, and
+// mutual TLS cannot be switched on or off in a running server.
+func reload(srv *endpoints.Server, tlsLive *trust.Live, running flags, log *slog.Logger) error {
+	var g flags
+	file, err := cli.Reparse(&g, name, vars())
+	if err != nil {
+		return err
+	}
+	if g.VerifyRemoteEndpoint != running.VerifyRemoteEndpoint {
+		return fmt.Errorf("%s: changed; restart the server to switch mutual TLS", file.Origin("verify-remote-endpoint"))
+	}
+	id, err := trust.LoadServer(tlsOptions(g), log)
+	if err != nil {
+		return file.Locate(err)
+	}
+	binds, err := bindRules(g, file)
+	if err != nil {
+		return err
+	}
+	_, ids, rules, err := access(g, file, log)
+	if err != nil {
+		return err
+	}
+	if err := srv.Reload(ids, rules); err != nil {
+		return err
+	}
+	srv.SetBindRules(binds)
+	tlsLive.Swap(id.TLS)
+	log.Info("certificates reloaded", "fingerprint", id.Fingerprint, "cert", id.CertPath)
+	return nil
+}
+
+func tlsOptions(f flags) trust.ServerOptions {
+	return trust.ServerOptions{
+		CertFile: f.CertFile, KeyFile: f.KeyFile, StateDir: f.StateDir,
+		VerifyClient: f.VerifyRemoteEndpoint, CAFile: f.CaFile,
+	}
 }
 
 // access reads who may use the server and what they may reach: the shared
