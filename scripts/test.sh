@@ -15,6 +15,7 @@ export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
 # package test (systemd-analyze verify). wine and mingw's binutils: the Windows builds
 # run under Wine (cmd/internal/wine; about 10 s to install, 20 s to run). chromium: the
 # dashboard's test drives it headless (its screenshot lands in test-artifacts/).
+# wireguard-go and wireguard-tools: WireGuard between two namespaces over a UDP forward.
 step_start=$SECONDS step_name=""
 step() {
   [ -n "$step_name" ] && echo "   ($step_name: $((SECONDS - step_start)) s)"
@@ -25,7 +26,7 @@ step() {
 step "install what the tests need"
 ./scripts/need.sh iproute2 iperf3 dnsutils dnsmasq-base kcptun openssh-server openssh-client netcat-openbsd chromium curl openssl ca-certificates \
   qemu-system-x86 qemu-system-gui virt-viewer xvfb xauth systemd \
-  wine wine64 binutils-mingw-w64-x86-64 chromium
+  wine wine64 binutils-mingw-w64-x86-64 chromium wireguard-go wireguard-tools
 
 step gofmt
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -65,7 +65,15 @@ func start(t *testing.T, name string, args ...string) *proc {
 // startEnv starts a binary with extra environment variables.
 func startEnv(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binDir, name), args...), done: make(chan struct{})}
+	return startCmd(t, env, name, exec.Command(filepath.Join(binDir, name), args...))
+}
+
+// startCmd starts cmd, one of the binaries (named name in logs) under a
+// wrapper such as `ip netns exec`, which execs it: cmd's process is the
+// binary's.
+func startCmd(t *testing.T, env []string, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Env = append(append(os.Environ(), "XDG_CONFIG_HOME="+t.TempDir()), env...)
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
