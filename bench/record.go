@@ -27,6 +27,10 @@ type Sample struct {
 
 	Tunnels, Verified int // scale
 
+	// Interactive: the echo's worst round trip, and what the bulk flows got alone
+	// (GoodputMbps is what they got beside the echo and the stuck connections).
+	MaxMs, AloneMbps float64
+
 	// EmulatorLateMs is the worst lateness of the emulator's own scheduling during
 	// the run, both directions (0: within netem.LateThreshold), and -1 when the
 	// backend does not report it (tc-netem, loopback). A run whose link stalled
@@ -91,6 +95,15 @@ type Record struct {
 	Tunnels     int  `json:"tunnels,omitempty"`
 	AllVerified bool `json:"all_verified,omitempty"` // every byte of every tunnel of every run
 
+	// Interactive (medians over runs; P50Ms, P99Ms and RoundTrips are the echo's):
+	// the echo's worst round trip, the bulk flows' goodput alone, and the part of it
+	// they kept beside the echo (each run's ratio, then the median).
+	Bulk      int     `json:"bulk,omitempty"`
+	Stuck     int     `json:"stuck,omitempty"`
+	MaxMs     float64 `json:"max_ms,omitempty"`
+	AloneMbps float64 `json:"alone_mbps,omitempty"`
+	Kept      float64 `json:"kept_of_alone,omitempty"`
+
 	// EmulatorLateRuns is Sample.EmulatorLateMs of each successful run, in the
 	// order of Goodputs; absent when the backend does not report it.
 	EmulatorLateRuns []float64 `json:"emulator_late_runs_ms,omitempty"`
@@ -131,7 +144,10 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 	if s.Kind == Scale {
 		r.Tunnels = s.Tunnels
 	}
-	var goodput, cpuC, cpuS, competitor, share, first, total, p50, p99, late []float64
+	if s.Kind == Interactive {
+		r.Bulk, r.Stuck = s.Bulk, s.Stuck
+	}
+	var goodput, cpuC, cpuS, competitor, share, first, total, p50, p99, late, maxes, alone, kept []float64
 	allVerified := s.Kind == Scale
 	for _, x := range samples {
 		if x.Err != "" {
@@ -171,6 +187,15 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 			if x.Verified != x.Tunnels {
 				allVerified = false
 			}
+		case Interactive:
+			p50 = append(p50, x.P50Ms)
+			p99 = append(p99, x.P99Ms)
+			maxes = append(maxes, x.MaxMs)
+			r.RoundTrips = x.RoundTrips
+			if x.AloneMbps > 0 {
+				alone = append(alone, x.AloneMbps)
+				kept = append(kept, x.GoodputMbps/x.AloneMbps)
+			}
 		}
 	}
 	g := stats.Summarize(goodput)
@@ -191,6 +216,9 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 	r.P50Ms = stats.Summarize(p50).Median
 	r.P99Ms = stats.Summarize(p99).Median
 	r.AllVerified = allVerified && r.Runs > 0
+	r.MaxMs = stats.Summarize(maxes).Median
+	r.AloneMbps = stats.Summarize(alone).Median
+	r.Kept = stats.Summarize(kept).Median
 	if len(late) == r.Runs {
 		r.EmulatorLateRuns = late
 	}

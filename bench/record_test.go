@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -43,5 +44,21 @@ func TestSummarizeLatencyHasNoGoodput(t *testing.T) {
 	}
 	if r.FirstEchoMs != 115 || r.TotalMs != 10_200 || len(r.FirstEchoRuns) != 2 || len(r.TotalRuns) != 2 || r.RoundTrips != 200 {
 		t.Errorf("latency fields: %+v", r)
+	}
+}
+
+func TestSummarizeInteractive(t *testing.T) {
+	s := Scenario{Suite: "interactive", Name: "x", Kind: Interactive, RateMbps: 20, RTT: 50 * time.Millisecond, Bulk: 2, Stuck: 4}
+	r := Summarize(s, Quictun, []Sample{
+		{Scenario: s, GoodputMbps: 18, AloneMbps: 20, P50Ms: 60, P99Ms: 70, MaxMs: 80, RoundTrips: 100, CPUClientS: -1, CPUServerS: -1},
+		{Scenario: s, GoodputMbps: 16, AloneMbps: 19, P50Ms: 62, P99Ms: 74, MaxMs: 90, RoundTrips: 100, CPUClientS: -1, CPUServerS: -1},
+		{Scenario: s, Err: "stalled"},
+	})
+	if r.Runs != 2 || r.Failed != 1 || r.GoodputMbps != 17 || r.AloneMbps != 19.5 || r.P50Ms != 61 || r.P99Ms != 72 || r.MaxMs != 85 || r.RoundTrips != 100 {
+		t.Errorf("interactive record: %+v", r)
+	}
+	// Kept is the median of each run's own ratio, not a ratio of medians.
+	if want := (18.0/20 + 16.0/19) / 2; math.Abs(r.Kept-want) > 1e-12 || r.Bulk != 2 || r.Stuck != 4 || r.RatioCeiling != 17.0/20 {
+		t.Errorf("kept %v (want %v), bulk %d, stuck %d, of ceiling %v", r.Kept, want, r.Bulk, r.Stuck, r.RatioCeiling)
 	}
 }

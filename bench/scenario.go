@@ -1,6 +1,6 @@
 // Package bench holds the benchmark scenarios of `task bench` as data: named suites of
 // link conditions (rate, RTT, loss), the measurement to make on each (goodput, fairness,
-// latency, scale) and the contenders to compare. The suites ship embedded from
+// latency, scale, interactive) and the contenders to compare. The suites ship embedded from
 // scenarios/*.toml so that a run is reproducible from the source tree alone; extra TOML
 // files can add or replace suites without a rebuild.
 package bench
@@ -27,9 +27,13 @@ const (
 	Latency Kind = "latency"
 	// Scale opens many concurrent tunnels that each echo and verify a share of the bytes.
 	Scale Kind = "scale"
+	// Interactive times a small echo every EchoInterval beside Bulk bulk downloads
+	// through the same path (one forward), after Stuck connections that ran fast and
+	// then stopped reading, and compares the bulk goodput with the bulk flows alone.
+	Interactive Kind = "interactive"
 )
 
-var kinds = []Kind{Goodput, Fairness, Latency, Scale}
+var kinds = []Kind{Goodput, Fairness, Latency, Scale, Interactive}
 
 // Contender names: what is compared in a run.
 const (
@@ -78,7 +82,14 @@ type Scenario struct {
 	Contenders  []string
 
 	Requests     int // latency: request/response round trips per repetition
-	MessageBytes int // latency: size of one request (and its echo)
+	MessageBytes int // latency, interactive: size of one request (and its echo)
+
+	// Interactive: bulk downloads beside the echo, the echo's period, and connections
+	// that each download StuckBytes alone at full speed and then stop reading, before.
+	Bulk         int
+	EchoInterval time.Duration
+	Stuck        int
+	StuckBytes   int64
 
 	Tunnels    int   // scale: concurrent tunnels
 	TotalBytes int64 // scale: bytes sent over all tunnels together, split evenly
@@ -128,6 +139,12 @@ func (s Scenario) Describe() string {
 	}
 	if s.QueueDelay > 0 {
 		fmt.Fprintf(&b, ", queue %s ms", formatNumber(float64(s.QueueDelay)/float64(time.Millisecond)))
+	}
+	if s.Kind == Interactive {
+		fmt.Fprintf(&b, ", %d bulk", s.Bulk)
+		if s.Stuck > 0 {
+			fmt.Fprintf(&b, ", %d stuck", s.Stuck)
+		}
 	}
 	if s.Kind == Scale {
 		if s.Tunnels == 1 {
@@ -190,7 +207,7 @@ func (s Scenario) Validate() error {
 		seen[c] = true
 	}
 	switch s.Kind {
-	case Goodput, Fairness:
+	case Goodput, Fairness, Interactive:
 		if s.Duration < time.Second || s.Duration > 10*time.Minute {
 			bad("duration %s must be in [1s, 10m]", s.Duration)
 		}
@@ -203,6 +220,24 @@ func (s Scenario) Validate() error {
 		}
 		if s.MessageBytes < 1 || s.MessageBytes > 1<<20 {
 			bad("message_bytes %d must be in [1, 1048576]", s.MessageBytes)
+		}
+	}
+	switch s.Kind {
+	case Interactive:
+		if s.MessageBytes < 1 || s.MessageBytes > 64<<10 {
+			bad("message_bytes %d must be in [1, 65536]", s.MessageBytes)
+		}
+		if s.Bulk < 0 || s.Bulk > 64 {
+			bad("bulk %d must be in [0, 64]", s.Bulk)
+		}
+		if s.EchoInterval < time.Millisecond || s.EchoInterval > 10*time.Second {
+			bad("echo_ms %v must be in [1, 10000]", s.EchoInterval.Milliseconds())
+		}
+		if s.Stuck < 0 || s.Stuck > 256 {
+			bad("stuck %d must be in [0, 256]", s.Stuck)
+		}
+		if s.StuckBytes < 0 || s.StuckBytes > 1<<30 {
+			bad("stuck_mib must be in [0, 1024]")
 		}
 	case Scale:
 		if s.Tunnels < 1 || s.Tunnels > 10_000 {

@@ -130,6 +130,10 @@ type entry struct {
 	Requests     *int     `toml:"requests"`
 	MessageBytes *int     `toml:"message_bytes"`
 	TotalBytes   *int64   `toml:"total_bytes"`
+	Bulk         *int     `toml:"bulk"`
+	EchoMs       *float64 `toml:"echo_ms"`
+	Stuck        *int     `toml:"stuck"`
+	StuckMiB     *int64   `toml:"stuck_mib"`
 }
 
 // maxScenariosPerEntry bounds the expansion of one entry's axis lists.
@@ -245,6 +249,8 @@ func expand(suite string, defaults, e entry) ([]Scenario, error) {
 		Requests:     first(e.Requests, defaults.Requests, 1000),
 		MessageBytes: first(e.MessageBytes, defaults.MessageBytes, 64),
 		TotalBytes:   first(e.TotalBytes, defaults.TotalBytes, 256<<20),
+		Bulk:         first(e.Bulk, defaults.Bulk, 2),
+		Stuck:        first(e.Stuck, defaults.Stuck, 0),
 		Contenders:   e.Contenders,
 	}
 	if base.Contenders == nil {
@@ -264,6 +270,16 @@ func expand(suite string, defaults, e entry) ([]Scenario, error) {
 		return nil, fmt.Errorf("key queue_ms: %v must be in [0, 10000]", queue)
 	}
 	base.QueueDelay = millis(queue)
+	echo := first(e.EchoMs, defaults.EchoMs, 50)
+	if math.IsNaN(echo) || echo < 0 || echo > 10_000 {
+		return nil, fmt.Errorf("key echo_ms: %v must be in [1, 10000]", echo)
+	}
+	base.EchoInterval = millis(echo)
+	stuckMiB := first(e.StuckMiB, defaults.StuckMiB, 48)
+	if stuckMiB < 0 || stuckMiB > 1024 {
+		return nil, fmt.Errorf("key stuck_mib: %d must be in [0, 1024]", stuckMiB)
+	}
+	base.StuckBytes = stuckMiB << 20
 	durText := first(e.Duration, defaults.Duration, "10s")
 	if base.Duration, err = time.ParseDuration(durText); err != nil {
 		return nil, fmt.Errorf("key duration: %q is not a duration like \"10s\"", durText)

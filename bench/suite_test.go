@@ -12,7 +12,7 @@ func TestDefaultSuitesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"report": true, "wan": true, "latency": true, "scale": true, "quick": true}
+	want := map[string]bool{"report": true, "wan": true, "latency": true, "scale": true, "quick": true, "interactive": true}
 	for _, s := range suites {
 		if !want[s.Name] {
 			t.Errorf("unexpected suite %q", s.Name)
@@ -90,6 +90,49 @@ func TestWANSuiteMatchesSpec(t *testing.T) {
 	}
 }
 
+// The interactive suite is issue 20's matrix: 20 and 100 Mbit/s, RTT 50 and
+// 200 ms, 0 and 1% loss, two bulk flows and a 64-byte echo every 50 ms, plus 4
+// stuck after running fast on 100 Mbit/s x 200 ms, against every tunnel and
+// direct TCP.
+func TestInteractiveSuiteMatchesSpec(t *testing.T) {
+	suites, _ := DefaultSuites()
+	sel, err := Select(suites, []string{"interactive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Scenario{}
+	var traffic time.Duration
+	for _, s := range sel[0].Scenarios {
+		got[s.Name] = s
+		for _, c := range []string{TCPBBR, Quictun, Kcptun, HysteriaBBR, HysteriaBrutal} {
+			if !slices.Contains(s.Contenders, c) {
+				t.Errorf("%s lacks %s", s.Name, c)
+			}
+		}
+		if s.Kind != Interactive || s.EchoInterval != 50*time.Millisecond || s.MessageBytes != 64 || s.QueueDelay != 50*time.Millisecond {
+			t.Errorf("%s: %+v", s.Name, s)
+		}
+		traffic += time.Duration(s.Repetitions*len(s.Contenders)) * 2 * (s.Warmup + s.Duration)
+	}
+	for _, rate := range []string{"20", "100"} {
+		for _, rtt := range []string{"50", "200"} {
+			for _, loss := range []string{"0", "1"} {
+				if s, ok := got["rate"+rate+"-rtt"+rtt+"-loss"+loss]; !ok || s.Bulk != 2 || s.Stuck != 0 {
+					t.Errorf("rate%s-rtt%s-loss%s: %+v", rate, rtt, loss, s)
+				}
+			}
+		}
+	}
+	stuck := got["stuck4"]
+	if stuck.Stuck != 4 || stuck.Bulk != 1 || stuck.StuckBytes != 48<<20 || stuck.RateMbps != 100 || stuck.RTT != 200*time.Millisecond {
+		t.Errorf("stuck4: %+v", stuck)
+	}
+	// Short enough to run beside other work: the suite says about 20 minutes.
+	if traffic > 15*time.Minute {
+		t.Errorf("interactive suite moves traffic for %s", traffic)
+	}
+}
+
 func TestSelect(t *testing.T) {
 	suites, _ := DefaultSuites()
 	all, err := Select(suites, []string{"all"})
@@ -100,7 +143,7 @@ func TestSelect(t *testing.T) {
 	for _, s := range all {
 		names = append(names, s.Name)
 	}
-	if strings.Join(names, ",") != "latency,report,scale,wan" {
+	if strings.Join(names, ",") != "interactive,latency,report,scale,wan" {
 		t.Fatalf("all = %v; want every suite but quick", names)
 	}
 	two, err := Select(suites, []string{"wan", "quick", "wan"})
@@ -203,6 +246,11 @@ func TestParseSuiteErrorsNameTheKey(t *testing.T) {
 		{"burst without loss", head + "[[scenario]]\nburst = 3\n", "burst 3 needs a loss > 0"},
 		{"fractional tunnels", head + "[[scenario]]\nkind = \"scale\"\ntunnels = 1.5\n", "tunnels: 1.5 is not a whole number"},
 		{"too many tunnels", head + "[[scenario]]\nkind = \"scale\"\ntunnels = 20000\n", "tunnels 20000 must be in"},
+		{"no echo period", head + "[[scenario]]\nkind = \"interactive\"\necho_ms = 0\n", "echo_ms 0 must be in [1, 10000]"},
+		{"negative bulk", head + "[[scenario]]\nkind = \"interactive\"\nbulk = -1\n", "bulk -1 must be in [0, 64]"},
+		{"too many stuck", head + "[[scenario]]\nkind = \"interactive\"\nstuck = 1000\n", "stuck 1000 must be in [0, 256]"},
+		{"huge stuck bytes", head + "[[scenario]]\nkind = \"interactive\"\nstuck_mib = 5000\n", "key stuck_mib: 5000 must be in [0, 1024]"},
+		{"huge echo", head + "[[scenario]]\nkind = \"interactive\"\nmessage_bytes = 100000\n", "message_bytes 100000 must be in [1, 65536]"},
 		{"duplicate names", head + "[[scenario]]\nname = \"a\"\n[[scenario]]\nname = \"a\"\n", `scenario name "a" appears in entries 1 and 2`},
 		{"no scenarios", head, "has no [[scenario]]"},
 		{"no suite name", "[[scenario]]\n", "key suite"},

@@ -22,6 +22,9 @@ const echoBufferBytes = 32 << 10
 // half-close: EOF from the peer becomes a FIN back once all bytes are echoed.
 type EchoServer struct {
 	listener net.Listener
+	// mixed: the first byte of a connection says what it wants, SendKind a bulk
+	// download (bytes until the connection breaks), anything else an echo of the rest.
+	mixed bool
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -31,6 +34,16 @@ type EchoServer struct {
 // NewEchoServer serves on ln; Serve runs it.
 func NewEchoServer(ln net.Listener) *EchoServer {
 	return &EchoServer{listener: ln, conns: map[net.Conn]struct{}{}}
+}
+
+// SendKind, as the first byte of a connection to a mixed server, asks for a bulk
+// download; any other first byte for an echo of what follows.
+const SendKind = 'd'
+
+// NewMixedServer serves the interactive load on ln: bulk downloads and echoes on one
+// port, told apart by their first byte, so that both go through the same forward.
+func NewMixedServer(ln net.Listener) *EchoServer {
+	return &EchoServer{listener: ln, conns: map[net.Conn]struct{}{}, mixed: true}
 }
 
 // Serve accepts connections until ctx ends, then closes the listener and every
@@ -80,6 +93,18 @@ func (s *EchoServer) echoConnection(conn net.Conn) {
 		conn.Close()
 	}()
 	buf := make([]byte, echoBufferBytes)
+	if s.mixed {
+		if _, err := io.ReadFull(conn, buf[:1]); err != nil {
+			return
+		}
+		if buf[0] == SendKind {
+			for { // until the peer closes (or the server stops)
+				if _, err := conn.Write(buf); err != nil {
+					return
+				}
+			}
+		}
+	}
 	for {
 		n, rerr := conn.Read(buf)
 		if n > 0 {

@@ -17,7 +17,10 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startEcho runs an EchoServer on loopback for the test's lifetime.
-func startEcho(t *testing.T) string {
+func startEcho(t *testing.T) string { return startServer(t, NewEchoServer) }
+
+// startServer runs a server made by newServer on loopback for the test's lifetime.
+func startServer(t *testing.T, newServer func(net.Listener) *EchoServer) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -25,7 +28,7 @@ func startEcho(t *testing.T) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewEchoServer(ln).Serve(ctx) }()
+	go func() { done <- newServer(ln).Serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -49,6 +52,61 @@ func TestLatencyThroughEcho(t *testing.T) {
 func TestLatencyRejectsBadConfig(t *testing.T) {
 	if _, err := Latency(context.Background(), LatencyConfig{Target: "127.0.0.1:1", Requests: 0, MessageBytes: 1, Timeout: time.Second}); err == nil {
 		t.Fatal("zero requests accepted")
+	}
+}
+
+// The interactive load through a mixed server: stuck connections download their
+// bytes first, then bulk downloads and an echo share the measured second.
+func TestInteractiveThroughMixedServer(t *testing.T) {
+	addr := startServer(t, NewMixedServer)
+	res, err := Interactive(context.Background(), InteractiveConfig{Target: addr, Bulk: 2, Echo: true,
+		EchoInterval: 20 * time.Millisecond, MessageBytes: 64, Stuck: 2, StuckBytes: 1 << 20,
+		Warmup: 200 * time.Millisecond, Duration: time.Second, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.BulkBytes <= 0 || res.BulkMbps <= 0 || res.Echoes < 10 || res.Echoes > 51 || len(res.StuckFastS) != 2 ||
+		res.EchoP50Ms <= 0 || res.EchoP99Ms < res.EchoP50Ms || res.EchoMaxMs < res.EchoP99Ms {
+		t.Fatalf("implausible result %+v", res)
+	}
+	alone, err := Interactive(context.Background(), InteractiveConfig{Target: addr, Bulk: 1, Duration: 500 * time.Millisecond, Timeout: 10 * time.Second})
+	if err != nil || alone.BulkMbps <= 0 || alone.Echoes != 0 {
+		t.Fatalf("bulk alone: %+v, %v", alone, err)
+	}
+}
+
+func TestInteractiveRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []InteractiveConfig{
+		{Target: "127.0.0.1:1", Duration: time.Second, Timeout: time.Second},                      // nothing to run
+		{Target: "127.0.0.1:1", Bulk: 1, Echo: true, Duration: time.Second, Timeout: time.Second}, // no echo period
+		{Target: "127.0.0.1:1", Bulk: -1, Duration: time.Second, Timeout: time.Second},            // negative
+		{Target: "127.0.0.1:1", Bulk: 1, Duration: time.Second},                                   // no timeout
+	} {
+		if _, err := Interactive(context.Background(), cfg); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+}
+
+// A mixed server's download ends with the connection, and an echo fails
+// loudly when the server breaks it.
+func TestInteractiveFailsWhenTheServerGoes(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close() // the bulk download's connection breaks at once
+	})
+	defer func() { ln.Close(); wg.Wait() }()
+	_, err = Interactive(context.Background(), InteractiveConfig{Target: ln.Addr().String(), Bulk: 1, Duration: 2 * time.Second, Timeout: 10 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "bulk download") {
+		t.Fatalf("err = %v, want the bulk download's failure", err)
 	}
 }
 

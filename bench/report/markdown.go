@@ -145,7 +145,7 @@ func writeSuiteBody(b *strings.Builder, suite string, env *bench.Environment, re
 		}
 	}
 	emulatorLimits(b, env, mine)
-	for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale} {
+	for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale, bench.Interactive} {
 		var rows []bench.Record
 		for _, r := range mine {
 			// Contenders that could not run at all are explained once, in the notes.
@@ -170,6 +170,8 @@ func writeSuiteBody(b *strings.Builder, suite string, env *bench.Environment, re
 			latencyTable(b, rows)
 		case bench.Scale:
 			scaleTable(b, rows)
+		case bench.Interactive:
+			interactiveTable(b, rows)
 		}
 	}
 	emulatorHiccups(b, mine)
@@ -334,6 +336,26 @@ func scaleTable(b *strings.Builder, rows []bench.Record) {
 	b.WriteString("\n")
 }
 
+func interactiveTable(b *strings.Builder, rows []bench.Record) {
+	b.WriteString("### Interactive: an echo beside bulk downloads through the same path\n\n")
+	b.WriteString("Echo round trips over the measured time (after the warm-up); over RTT is p99 less the link's round trip. Bulk is the downloads' sum beside the echo (and the stuck connections), alone is the same downloads on a path of their own; kept is beside over alone, per run.\n\n")
+	b.WriteString("| scenario | link | contender | echo p50 ms | p99 ms | max ms | p99 over RTT ms | bulk Mbit/s | of ceiling | alone Mbit/s | kept | runs |\n")
+	b.WriteString("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		if r.Runs == 0 {
+			fmt.Fprintf(b, "| %s | %s | %s | - | - | - | - | - | | - | - | %s |\n", r.Scenario, link(r), r.Contender, notRun(r))
+			continue
+		}
+		alone, kept := "-", "-"
+		if r.AloneMbps > 0 {
+			alone, kept = fmt.Sprintf("%.1f", r.AloneMbps), percent(r.Kept)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %.1f | %.1f | %.1f | %+.1f | %.1f | %s | %s | %s | %s |\n",
+			r.Scenario, link(r), r.Contender, r.P50Ms, r.P99Ms, r.MaxMs, r.P99Ms-r.RTTms, r.GoodputMbps, percent(r.RatioCeiling), alone, kept, runs(r))
+	}
+	b.WriteString("\n")
+}
+
 func failures(b *strings.Builder, rows []bench.Record) {
 	var lines []string
 	for _, r := range rows {
@@ -348,7 +370,7 @@ func failures(b *strings.Builder, rows []bench.Record) {
 }
 
 func link(r bench.Record) string {
-	s := bench.Scenario{RateMbps: r.RateMbps, RTT: time.Duration(r.RTTms * float64(time.Millisecond)), Loss: r.Loss, Burst: r.Burst, Kind: r.Kind, Tunnels: r.Tunnels}
+	s := bench.Scenario{RateMbps: r.RateMbps, RTT: time.Duration(r.RTTms * float64(time.Millisecond)), Loss: r.Loss, Burst: r.Burst, Kind: r.Kind, Tunnels: r.Tunnels, Bulk: r.Bulk, Stuck: r.Stuck}
 	return s.Describe()
 }
 

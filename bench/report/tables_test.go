@@ -243,3 +243,27 @@ func TestMarkdownEmulatorHiccups(t *testing.T) {
 		t.Errorf("a clean run is listed:\n%s", md)
 	}
 }
+
+func TestMarkdownInteractiveTable(t *testing.T) {
+	s := scenarioOf("interactive", "stuck4", bench.Interactive, 100, 200*time.Millisecond, 0)
+	s.Bulk, s.Stuck = 1, 4
+	ok := bench.Sample{Scenario: s, Contender: "quictun", Repetition: 1, GoodputMbps: 90, AloneMbps: 95, P50Ms: 205, P99Ms: 215.5, MaxMs: 230, RoundTrips: 100, CPUClientS: -1, CPUServerS: -1}
+	records := []bench.Record{
+		bench.Summarize(s, "quictun", []bench.Sample{ok}),
+		bench.Summarize(s, "kcptun", []bench.Sample{{Scenario: s, Contender: "kcptun", Repetition: 1, Err: "bulk download: i/o timeout"}}),
+	}
+	md := Markdown(testEnv("interactive"), records, nil, "charts", false)
+	for _, want := range []string{
+		"### Interactive: an echo beside bulk downloads through the same path",
+		"| stuck4 | 100 Mbit/s, RTT 200 ms, loss 0%, 1 bulk, 4 stuck | quictun | 205.0 | 215.5 | 230.0 | +15.5 | 90.0 | 90% | 95.0 | 95% | 1 |",
+		"| stuck4 | 100 Mbit/s, RTT 200 ms, loss 0%, 1 bulk, 4 stuck | kcptun | - | - | - | - | - | | - | - | 0 (1 failed) |",
+		"- stuck4 / kcptun: bulk download: i/o timeout",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}

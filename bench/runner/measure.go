@@ -35,6 +35,8 @@ func (m measurement) run(ctx context.Context, sample *bench.Sample) error {
 		return m.latency(ctx, sample)
 	case bench.Scale:
 		return m.scale(ctx, sample)
+	case bench.Interactive:
+		return m.interactive(ctx, sample)
 	}
 	return fmt.Errorf("unknown kind %q", m.scenario.Kind)
 }
@@ -114,6 +116,53 @@ func (m measurement) fairness(ctx context.Context, sample *bench.Sample) error {
 	return nil
 }
 
+// interactive runs the bulk flows alone, then on a new path the stuck connections,
+// the same bulk flows and the echo beside them: each phase has its own contender
+// endpoints, so that the second does not start with what the first taught a
+// tunnel's congestion controller.
+func (m measurement) interactive(ctx context.Context, sample *bench.Sample) error {
+	s := m.scenario
+	if s.Bulk > 0 {
+		var alone loadgen.InteractiveResult
+		if err := m.interactivePhase(ctx, &alone, "--bulk", strconv.Itoa(s.Bulk)); err != nil {
+			return fmt.Errorf("bulk alone: %w", err)
+		}
+		sample.AloneMbps = alone.BulkMbps
+	}
+	var res loadgen.InteractiveResult
+	err := m.interactivePhase(ctx, &res, "--bulk", strconv.Itoa(s.Bulk), "--echo",
+		"--echo-interval", s.EchoInterval.String(), "--message-bytes", strconv.Itoa(s.MessageBytes),
+		"--stuck", strconv.Itoa(s.Stuck), "--stuck-bytes", strconv.FormatInt(s.StuckBytes, 10))
+	if err != nil {
+		return err
+	}
+	sample.GoodputMbps, sample.Bytes = res.BulkMbps, res.BulkBytes
+	sample.P50Ms, sample.P99Ms, sample.MaxMs, sample.RoundTrips = res.EchoP50Ms, res.EchoP99Ms, res.EchoMaxMs, res.Echoes
+	sample.CPUClientS, sample.CPUServerS = -1, -1
+	return nil
+}
+
+func (m measurement) interactivePhase(ctx context.Context, res *loadgen.InteractiveResult, args ...string) error {
+	path, server, err := m.echoPath(ctx, "--mixed")
+	if err != nil {
+		return err
+	}
+	defer path.Stop()
+	defer server.Stop()
+	s := m.scenario
+	// Each stuck connection may take a slow start and its bytes at a tenth of the rate.
+	rate := max(s.RateMbps, 10)
+	stuck := time.Duration(s.Stuck) * (10*time.Second + time.Duration(float64(s.StuckBytes)*8/(rate*1e5)*float64(time.Second)))
+	timeout := 60*time.Second + s.Warmup + s.Duration + stuck
+	args = append([]string{"interactive", "--target", path.Dial.String(),
+		"--warmup", s.Warmup.String(), "--duration", s.Duration.String(),
+		"--timeout", timeout.String(), "--congestion", path.Congestion}, args...)
+	if err := m.loadgen(ctx, timeout+10*time.Second, res, args...); err != nil {
+		return withEndpointFailure(err, path)
+	}
+	return path.Failure()
+}
+
 func (m measurement) latency(ctx context.Context, sample *bench.Sample) error {
 	path, echo, err := m.echoPath(ctx)
 	if err != nil {
@@ -180,7 +229,7 @@ func (m measurement) scale(ctx context.Context, sample *bench.Sample) error {
 // direct TCP its sockets use the contender's congestion control too (set on the
 // listener, inherited by accepted sockets); the contender is started first because
 // it says which. No contender connects to its target before an application does.
-func (m measurement) echoPath(ctx context.Context) (*contender.Path, *contender.Process, error) {
+func (m measurement) echoPath(ctx context.Context, serverFlags ...string) (*contender.Path, *contender.Process, error) {
 	port, err := m.bed.FreePort(contender.ServerSide, "tcp")
 	if err != nil {
 		return nil, nil, err
@@ -190,7 +239,7 @@ func (m measurement) echoPath(ctx context.Context) (*contender.Path, *contender.
 	if err != nil {
 		return nil, nil, err
 	}
-	args := []string{"loadgen", "echo", "--listen", target.String()}
+	args := append([]string{"loadgen", "echo", "--listen", target.String()}, serverFlags...)
 	if path.Congestion != "" {
 		args = append(args, "--congestion", path.Congestion)
 	}

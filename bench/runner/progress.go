@@ -49,6 +49,11 @@ func trafficTime(s bench.Scenario) time.Duration {
 			rate = 1000
 		}
 		return time.Duration(float64(s.TotalBytes) * 8 / (rate * 1e6) * float64(time.Second))
+	case bench.Interactive:
+		// Alone, then beside after the stuck connections ran, at about half the rate.
+		rate := max(s.RateMbps, 10)
+		stuck := float64(s.Stuck) * float64(s.StuckBytes) * 8 / (rate * 0.5e6)
+		return 2*(s.Warmup+s.Duration) + time.Duration(stuck*float64(time.Second))
 	}
 	return s.Warmup + s.Duration
 }
@@ -86,6 +91,8 @@ func (p *progress) done(x bench.Sample) {
 		fmt.Fprintf(p.w, "           %.1f Mbit/s beside tcp-cubic's %.1f\n", x.GoodputMbps, x.CompetitorMbps)
 	case bench.Scale:
 		fmt.Fprintf(p.w, "           %.1f Mbit/s, %d/%d tunnels verified\n", x.GoodputMbps, x.Verified, x.Tunnels)
+	case bench.Interactive:
+		fmt.Fprintf(p.w, "           echo p50 %.1f p99 %.1f max %.1f ms; bulk %.1f Mbit/s beside, %.1f alone\n", x.P50Ms, x.P99Ms, x.MaxMs, x.GoodputMbps, x.AloneMbps)
 	default:
 		fmt.Fprintf(p.w, "           %.1f Mbit/s\n", x.GoodputMbps)
 	}
