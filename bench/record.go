@@ -30,6 +30,7 @@ type Sample struct {
 	// Interactive: the echo's worst round trip, and what the bulk flows got alone
 	// (GoodputMbps is what they got beside the echo and the stuck connections).
 	MaxMs, AloneMbps float64
+	UDP              *UDPSample // udp
 
 	// EmulatorLateMs is the worst lateness of the emulator's own scheduling during
 	// the run, both directions (0: within netem.LateThreshold), and -1 when the
@@ -108,6 +109,9 @@ type Record struct {
 	// order of Goodputs; absent when the backend does not report it.
 	EmulatorLateRuns []float64 `json:"emulator_late_runs_ms,omitempty"`
 
+	UDP          *UDPRecord `json:"udp,omitempty"`           // udp
+	WireGuardMTU int        `json:"wireguard_mtu,omitempty"` // wireguard
+
 	Errors []string `json:"errors,omitempty"`
 	// Note says why a contender did not run at all (not installed).
 	Note string `json:"note,omitempty"`
@@ -157,7 +161,7 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 			continue
 		}
 		r.Runs++
-		if s.Kind != Latency {
+		if s.Kind != Latency && s.Kind != UDP {
 			goodput = append(goodput, x.GoodputMbps)
 		}
 		if x.EmulatorLateMs >= 0 {
@@ -221,6 +225,9 @@ func Summarize(s Scenario, contender string, samples []Sample) Record {
 	r.Kept = stats.Summarize(kept).Median
 	if len(late) == r.Runs {
 		r.EmulatorLateRuns = late
+	}
+	if s.Kind == UDP || s.Kind == WireGuard {
+		summarizeUDP(&r, s, samples)
 	}
 	return r
 }

@@ -93,6 +93,10 @@ type Scenario struct {
 
 	Tunnels    int   // scale: concurrent tunnels
 	TotalBytes int64 // scale: bytes sent over all tunnels together, split evenly
+
+	UDPMbps       float64 // udp: iperf3 -u's rate
+	DatagramBytes int     // udp: iperf3 -u's datagram size
+	WireGuardMTU  int     // wireguard: the MTU of both WireGuard interfaces
 }
 
 // ID names the scenario uniquely across suites.
@@ -146,6 +150,7 @@ func (s Scenario) Describe() string {
 			fmt.Fprintf(&b, ", %d stuck", s.Stuck)
 		}
 	}
+	b.WriteString(s.describeUDP())
 	if s.Kind == Scale {
 		if s.Tunnels == 1 {
 			b.WriteString(", 1 tunnel")
@@ -207,7 +212,7 @@ func (s Scenario) Validate() error {
 		seen[c] = true
 	}
 	switch s.Kind {
-	case Goodput, Fairness, Interactive:
+	case Goodput, Fairness, Interactive, UDP, WireGuard:
 		if s.Duration < time.Second || s.Duration > 10*time.Minute {
 			bad("duration %s must be in [1s, 10m]", s.Duration)
 		}
@@ -247,6 +252,7 @@ func (s Scenario) Validate() error {
 			bad("total_bytes %d must be at least one byte per tunnel and at most 64 GiB", s.TotalBytes)
 		}
 	}
+	s.validateUDP(bad)
 	if s.Kind == Fairness && seen[TCPCubic] {
 		bad("contenders: a fairness scenario runs each contender against tcp-cubic; do not list tcp-cubic itself")
 	}

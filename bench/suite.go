@@ -134,6 +134,9 @@ type entry struct {
 	EchoMs       *float64 `toml:"echo_ms"`
 	Stuck        *int     `toml:"stuck"`
 	StuckMiB     *int64   `toml:"stuck_mib"`
+	UDPMbps      *float64 `toml:"udp_mbps"`
+	DatagramByte *int     `toml:"datagram_bytes"`
+	WireGuardMTU *int     `toml:"wireguard_mtu"`
 }
 
 // maxScenariosPerEntry bounds the expansion of one entry's axis lists.
@@ -242,22 +245,25 @@ func expand(suite string, defaults, e entry) ([]Scenario, error) {
 	}
 
 	base := Scenario{
-		Suite:        suite,
-		Kind:         Kind(first(e.Kind, defaults.Kind, string(Goodput))),
-		QueueBDP:     first(e.QueueBDP, defaults.QueueBDP, 1),
-		Repetitions:  first(e.Repetitions, defaults.Repetitions, 3),
-		Requests:     first(e.Requests, defaults.Requests, 1000),
-		MessageBytes: first(e.MessageBytes, defaults.MessageBytes, 64),
-		TotalBytes:   first(e.TotalBytes, defaults.TotalBytes, 256<<20),
-		Bulk:         first(e.Bulk, defaults.Bulk, 2),
-		Stuck:        first(e.Stuck, defaults.Stuck, 0),
-		Contenders:   e.Contenders,
+		Suite:         suite,
+		Kind:          Kind(first(e.Kind, defaults.Kind, string(Goodput))),
+		QueueBDP:      first(e.QueueBDP, defaults.QueueBDP, 1),
+		Repetitions:   first(e.Repetitions, defaults.Repetitions, 3),
+		Requests:      first(e.Requests, defaults.Requests, 1000),
+		MessageBytes:  first(e.MessageBytes, defaults.MessageBytes, 64),
+		TotalBytes:    first(e.TotalBytes, defaults.TotalBytes, 256<<20),
+		Bulk:          first(e.Bulk, defaults.Bulk, 2),
+		Stuck:         first(e.Stuck, defaults.Stuck, 0),
+		UDPMbps:       first(e.UDPMbps, defaults.UDPMbps, 50),
+		DatagramBytes: first(e.DatagramByte, defaults.DatagramByte, 1200),
+		WireGuardMTU:  first(e.WireGuardMTU, defaults.WireGuardMTU, 1280),
+		Contenders:    e.Contenders,
 	}
 	if base.Contenders == nil {
 		base.Contenders = defaults.Contenders
 	}
 	if base.Contenders == nil {
-		base.Contenders = Contenders
+		base.Contenders = defaultContenders(base.Kind)
 	}
 	base.Contenders = slices.Clone(base.Contenders)
 	jitter := first(e.JitterMs, defaults.JitterMs, 0)

@@ -12,7 +12,7 @@ func TestDefaultSuitesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"report": true, "wan": true, "latency": true, "scale": true, "quick": true, "interactive": true}
+	want := map[string]bool{"report": true, "wan": true, "latency": true, "scale": true, "quick": true, "interactive": true, "udp": true}
 	for _, s := range suites {
 		if !want[s.Name] {
 			t.Errorf("unexpected suite %q", s.Name)
@@ -39,7 +39,7 @@ func TestQuickSuiteFitsTwoMinutes(t *testing.T) {
 	}
 	var flow time.Duration
 	for _, s := range quick[0].Scenarios {
-		if len(s.Contenders) != len(Contenders) {
+		if len(s.Contenders) != len(defaultContenders(s.Kind)) {
 			t.Errorf("%s runs %v, want every contender", s.ID(), s.Contenders)
 		}
 		flow += s.Duration * time.Duration(s.Repetitions*len(s.Contenders))
@@ -143,7 +143,7 @@ func TestSelect(t *testing.T) {
 	for _, s := range all {
 		names = append(names, s.Name)
 	}
-	if strings.Join(names, ",") != "interactive,latency,report,scale,wan" {
+	if strings.Join(names, ",") != "interactive,latency,report,scale,udp,wan" {
 		t.Fatalf("all = %v; want every suite but quick", names)
 	}
 	two, err := Select(suites, []string{"wan", "quick", "wan"})

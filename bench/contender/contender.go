@@ -140,6 +140,8 @@ func New(name string, cfg Config) (Contender, error) {
 		return k, nil
 	case bench.HysteriaBBR, bench.HysteriaBrutal:
 		return newHysteria(name, cfg)
+	case bench.Direct:
+		return bareLink{}, nil
 	}
 	return nil, fmt.Errorf("unknown contender %q (known: %s)", name, strings.Join(bench.Contenders, ", "))
 }

@@ -145,7 +145,7 @@ func writeSuiteBody(b *strings.Builder, suite string, env *bench.Environment, re
 		}
 	}
 	emulatorLimits(b, env, mine)
-	for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale, bench.Interactive} {
+	for _, kind := range []bench.Kind{bench.Goodput, bench.Fairness, bench.Latency, bench.Scale, bench.Interactive, bench.UDP, bench.WireGuard} {
 		var rows []bench.Record
 		for _, r := range mine {
 			// Contenders that could not run at all are explained once, in the notes.
@@ -172,6 +172,10 @@ func writeSuiteBody(b *strings.Builder, suite string, env *bench.Environment, re
 			scaleTable(b, rows)
 		case bench.Interactive:
 			interactiveTable(b, rows)
+		case bench.UDP:
+			udpTable(b, rows)
+		case bench.WireGuard:
+			wireguardTable(b, rows)
 		}
 	}
 	emulatorHiccups(b, mine)

@@ -37,6 +37,10 @@ func (m measurement) run(ctx context.Context, sample *bench.Sample) error {
 		return m.scale(ctx, sample)
 	case bench.Interactive:
 		return m.interactive(ctx, sample)
+	case bench.UDP:
+		return m.udp(ctx, sample)
+	case bench.WireGuard:
+		return m.wireguard(ctx, sample)
 	}
 	return fmt.Errorf("unknown kind %q", m.scenario.Kind)
 }

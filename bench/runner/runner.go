@@ -112,6 +112,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	bench.FillRatios(res.Records)
+	bench.FillAddedDelay(res.Records)
 	if res.Emulator != nil {
 		bench.LimitCeilings(res.Records, res.Emulator.LinkMbps)
 	}

@@ -26,10 +26,16 @@ func missingTools(selected []bench.Suite, only []string, backend, quictunBin str
 		need = append(need, tool{"ip", "iproute2", "network namespaces of the emulated link"})
 	}
 	iperf := probe && backend != "loopback"
+	var wireguard bool
 	for _, s := range selected {
 		for _, sc := range s.Scenarios {
-			iperf = iperf || sc.Kind == bench.Goodput || sc.Kind == bench.Fairness
+			iperf = iperf || sc.Kind == bench.Goodput || sc.Kind == bench.Fairness || sc.Kind == bench.UDP || sc.Kind == bench.WireGuard
+			wireguard = wireguard || sc.Kind == bench.WireGuard
 		}
+	}
+	if wireguard {
+		need = append(need, tool{"wireguard-go", "wireguard-go", "WireGuard on both hosts of wireguard scenarios"},
+			tool{"wg", "wireguard-tools", "configuring WireGuard in wireguard scenarios"})
 	}
 	quictun := slices.ContainsFunc(contenders(selected, only), isQuictun)
 	if iperf {

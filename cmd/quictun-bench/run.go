@@ -20,7 +20,7 @@ import (
 )
 
 type runCmd struct {
-	Suite      []string `default:"quick" help:"Suites to run, comma separated: report, wan, latency, scale, interactive, quick, or all (every suite but quick)."`
+	Suite      []string `default:"quick" help:"Suites to run, comma separated: report, wan, latency, scale, interactive, udp, quick, or all (every suite but quick)."`
 	Out        string   `default:"bench/results" help:"Folder for the results: <timestamp>/ per run, and latest.md, latest.json, latest-charts/ with each suite's latest complete results (merged by suite)."`
 	Scenarios  []string `type:"existingfile" help:"Extra suite files (TOML); a suite of the same name replaces the built-in one."`
 	Contenders []string `help:"Run only these contenders (default: each scenario's own list)."`

@@ -1,0 +1,54 @@
+package report
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/quictun/quictun/bench"
+)
+
+// udpTable shows the udp kind: what iperf3 -u lost across each contender against
+// the bare link's loss, and the probe's one-way delay beside it.
+func udpTable(b *strings.Builder, rows []bench.Record) {
+	b.WriteString("### UDP: iperf3 -u across each contender, and the one-way delay of a probe beside it\n\n")
+	b.WriteString("Lost: iperf3's count at the receiver (median over runs; each run in brackets). Delay: one way, of 200 timestamped datagrams a second sent beside iperf3 on their own flow; added: p99 less the direct contender's (the bare link) in the same run.\n\n")
+	b.WriteString("| scenario | link | iperf3 -u | contender | lost % | datagrams | jitter ms | delay p50 ms | p99 ms | added p99 ms | probe lost % | runs |\n")
+	b.WriteString("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		if r.Runs == 0 || r.UDP == nil {
+			fmt.Fprintf(b, "| %s | %s | | %s | - | | | | | | | %s |\n", r.Scenario, link(r), r.Contender, notRun(r))
+			continue
+		}
+		u := r.UDP
+		each := make([]string, len(u.LostRuns))
+		for i, v := range u.LostRuns {
+			each[i] = fmt.Sprintf("%.3g", v)
+		}
+		added := ""
+		if u.AddedP99Ms != nil {
+			added = fmt.Sprintf("%+.1f", *u.AddedP99Ms)
+		}
+		fmt.Fprintf(b, "| %s | %s | %g Mbit/s of %d B | %s | %.3g (%s) | %d | %.2f | %.1f | %.1f | %s | %.3g | %s |\n",
+			r.Scenario, link(r), u.Mbps, u.DatagramBytes, r.Contender, u.LostPercent, strings.Join(each, ", "), u.Datagrams, u.JitterMs,
+			u.DelayP50Ms, u.DelayP99Ms, added, u.ProbeLostPercent, runs(r))
+	}
+	b.WriteString("\n")
+}
+
+// wireguardTable shows the wireguard kind: one TCP flow inside WireGuard whose UDP
+// each contender carries.
+func wireguardTable(b *strings.Builder, rows []bench.Record) {
+	b.WriteString("### TCP inside WireGuard, its UDP carried by each contender\n\n")
+	b.WriteString("| scenario | link | WireGuard MTU | contender | goodput Mbit/s | spread | link ceiling Mbit/s | of ceiling | CPU s/GB client | CPU s/GB server | runs |\n")
+	b.WriteString("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range rows {
+		if r.Runs == 0 {
+			fmt.Fprintf(b, "| %s | %s | | %s | - | | %s | | | | %s |\n", r.Scenario, link(r), r.Contender, ceiling(r), notRun(r))
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %s | %.1f | %s | %s | %s | %s | %s | %s |\n",
+			r.Scenario, link(r), r.WireGuardMTU, r.Contender, r.GoodputMbps, spread(r), ceiling(r), percent(r.RatioCeiling),
+			cpu(r.CPUClientSPerGB), cpu(r.CPUServerSPerGB), runs(r))
+	}
+	b.WriteString("\n")
+}
