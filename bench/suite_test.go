@@ -12,7 +12,7 @@ func TestDefaultSuitesLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"report": true, "wan": true, "latency": true, "scale": true, "quick": true, "interactive": true, "udp": true}
+	want := map[string]bool{"report": true, "wan": true, "latency": true, "scale": true, "quick": true, "interactive": true, "udp": true, "reverse": true}
 	for _, s := range suites {
 		if !want[s.Name] {
 			t.Errorf("unexpected suite %q", s.Name)

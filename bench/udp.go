@@ -37,7 +37,7 @@ func defaultContenders(k Kind) []string {
 	}
 	var out []string
 	for _, c := range Contenders {
-		if c != Direct {
+		if c != Direct && !contains(reverseContenders, c) {
 			out = append(out, c)
 		}
 	}

@@ -1,6 +1,6 @@
 // Package contender starts and stops the things a benchmark compares: direct kernel TCP
-// with a chosen congestion control, quictun, kcptun and hysteria, each as real processes on the
-// two test hosts. A contender turns "reach this server application" into an address the
+// with a chosen congestion control, quictun, kcptun and hysteria, and reverse forwards
+// (quictun's, OpenSSH's ssh -R), each as real processes on the two test hosts. A contender turns "reach this server application" into an address the
 // client-side application dials, plus the endpoint processes whose CPU time is counted.
 package contender
 
@@ -142,6 +142,20 @@ func New(name string, cfg Config) (Contender, error) {
 		return newHysteria(name, cfg)
 	case bench.Direct:
 		return bareLink{}, nil
+	case bench.QuictunReverse:
+		for _, bin := range []string{cfg.QuictunServer, cfg.QuictunClient} {
+			if bin == "" {
+				return nil, fmt.Errorf("%s: %w: no quictun binaries given", name, ErrUnavailable)
+			}
+			if _, err := exec.LookPath(bin); err != nil {
+				return nil, fmt.Errorf("%s: %w: %v", name, ErrUnavailable, err)
+			}
+		}
+		return quictunReverse{server: cfg.QuictunServer, client: cfg.QuictunClient, stateDir: cfg.StateDir}, nil
+	case bench.SSHReverseCubic:
+		return newSSHReverse(name, "cubic", cfg)
+	case bench.SSHReverseBBR:
+		return newSSHReverse(name, "bbr", cfg)
 	}
 	return nil, fmt.Errorf("unknown contender %q (known: %s)", name, strings.Join(bench.Contenders, ", "))
 }

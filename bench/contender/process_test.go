@@ -113,6 +113,21 @@ func TestNewKnowsEveryContender(t *testing.T) {
 	if _, err := New("quictun", Config{QuictunServer: "/nonexistent/s", QuictunClient: "/nonexistent/c"}); err == nil {
 		t.Fatal("quictun with missing binaries accepted")
 	}
+	if _, err := New("quictun-reverse", Config{}); err == nil || !strings.Contains(err.Error(), "unavailable") {
+		t.Fatalf("quictun-reverse without binaries: %v", err)
+	}
+	for _, name := range []string{"ssh-reverse-cubic", "ssh-reverse-bbr"} {
+		c, err := New(name, Config{StateDir: t.TempDir()})
+		if err != nil {
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("New(%s): %v", name, err)
+			}
+			continue // no sshd or socat here: skipped by the runner with that note
+		}
+		if c.Name() != name || !strings.Contains(c.Tuning(), "TCP_CONGESTION="+strings.TrimPrefix(name, "ssh-reverse-")) {
+			t.Fatalf("%s: %q", c.Name(), c.Tuning())
+		}
+	}
 	if _, err := New("wireguard", Config{}); err == nil || !strings.Contains(err.Error(), "unknown contender") {
 		t.Fatalf("unknown contender: %v", err)
 	}
