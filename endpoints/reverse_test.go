@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"io"
 	"math/rand/v2"
@@ -540,4 +541,115 @@ func dialFromOwnIP(listen string, timeout time.Duration) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(listen)
 	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(host)}}
 	return d.Dial("tcp", listen)
+}
+
+// Clients racing for one port, started at the same instant, two identities
+// with two clients each: exactly one holds it, every other is refused
+// (address in use), and every connection reaches the holder's target.
+func TestReverseClientsRaceForOnePort(t *testing.T) {
+	listen := freeLoopback(t)
+	srv, stopServer := reverseServer(t, []string{listen}, nil)
+	defer stopServer()
+	type racer struct {
+		name string
+		cli  *Client
+		app  *app
+	}
+	var racers []racer
+	for i, who := range []struct{ id, secret string }{{"alice", aliceSecret}, {"bob", bobSecret}, {"alice", aliceSecret}, {"bob", bobSecret}} {
+		name := who.id + string(rune('0'+i))
+		target := startApp(t, loopbackTCP(), greeter(name))
+		defer target.close()
+		tlsConf, err := trust.LoadClient(trust.ClientOptions{Endpoint: srv.Addr().String(), KnownHosts: filepath.Join(t.TempDir(), "kh")}, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, err := NewClient(ClientConfig{ServerEndpoint: srv.Addr().String(), TLS: tlsConf, Identity: who.id, Secret: []byte(who.secret),
+			Reverses:     []ReverseSpec{{Name: "svc", ListenOn: "tcp:" + listen, Target: target.addr.String()}},
+			Logger:       testLogger(t).With("side", "client", "racer", name),
+			DrainTimeout: time.Second, SessionWait: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		racers = append(racers, racer{name, cli, target})
+	}
+	// All handshakes at once: each Run starts as the barrier opens.
+	barrier := make(chan struct{})
+	for _, r := range racers {
+		defer run(func(ctx context.Context) error { <-barrier; return r.cli.Run(ctx) })()
+	}
+	close(barrier)
+
+	var holder string
+	waitFor(t, 20*time.Second, "one holder, the others refused", func() bool {
+		bs := srv.Bindings()
+		if len(bs) != 1 || !bs[0].Held {
+			return false
+		}
+		refused := 0
+		for _, r := range racers {
+			if gather(t, r.cli)[`quictun_tunnel_failures_total{endpoint="client",reason="address in use"}`] >= 1 {
+				refused++
+			}
+		}
+		return refused == len(racers)-1
+	})
+	for _, r := range racers {
+		if gather(t, r.cli)[`quictun_tunnel_failures_total{endpoint="client",reason="address in use"}`] == 0 {
+			holder = r.name
+		}
+	}
+	if holder == "" || !strings.HasPrefix(holder, srv.Bindings()[0].Identity) {
+		t.Fatalf("holder %q, binding %+v", holder, srv.Bindings())
+	}
+	for range 8 {
+		if got := greets(t, listen); got != holder {
+			t.Fatalf("a connection reached %q, the holder is %q", got, holder)
+		}
+	}
+}
+
+// While the client is away, a new connection waits SessionWait for it and is
+// then closed, counted; the listener stays bound through the grace, and the
+// client's return carries the next connection.
+func TestReverseConnectionWaitsThenIsClosed(t *testing.T) {
+	const wait = time.Second
+	listen := freeLoopback(t)
+	srv, stopServer := reverseServer(t, []string{listen}, func(c *ServerConfig) {
+		c.SessionWait, c.ReverseGrace = wait, time.Minute
+	})
+	defer stopServer()
+	target := startApp(t, loopbackTCP(), greeter("target"))
+	defer target.close()
+	rs := ReverseSpec{Name: "svc", ListenOn: "tcp:" + listen, Target: target.addr.String()}
+	_, stop := reverseClient(t, srv.Addr(), "alice", aliceSecret, rs, nil)
+	heldBy(t, srv, listen, "alice")
+	stop()
+	waitFor(t, 10*time.Second, "the binding waits for its client", func() bool {
+		b := srv.Bindings()
+		return len(b) == 1 && !b[0].Held
+	})
+	c := dialReverse(t, listen)
+	dialled := time.Now()
+	n, err := c.Read(make([]byte, 1))
+	waited := time.Since(dialled)
+	c.Close()
+	if n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("a connection without a session: %d bytes, %v", n, err)
+	}
+	if waited < wait-100*time.Millisecond {
+		t.Fatalf("closed after %v, before the session wait of %v", waited, wait)
+	}
+	waitFor(t, 5*time.Second, "the closed connection counted", func() bool {
+		return gather(t, srv)[`quictun_tunnel_failures_total{endpoint="server",reason="reverse: no session"}`] >= 1
+	})
+	if b := srv.Bindings(); len(b) != 1 || b[0].Held {
+		t.Fatalf("the binding during its grace: %+v", b)
+	}
+	_, stopAgain := reverseClient(t, srv.Addr(), "alice", aliceSecret, rs, nil)
+	defer stopAgain()
+	heldBy(t, srv, listen, "alice")
+	if got := greets(t, listen); got != "target" {
+		t.Fatalf("greeting after the client's return %q", got)
+	}
 }

@@ -147,12 +147,18 @@ func (s *Server) serveBind(ctx context.Context, sess *serverSession, stream *qui
 		return
 	}
 	h := &holder{sess: sess, ctl: stream, asked: hdr.Bind, name: hdr.Name, pong: make(chan struct{}, 1), done: make(chan struct{})}
+	// A newcomer may ping h as soon as claim makes it the holder: the ping
+	// lock keeps that byte behind the status on the stream.
+	h.ping.Lock()
 	b, code, err := s.claim(ctx, key, addr, hdr.Name, h)
 	if err != nil {
+		h.ping.Unlock()
 		refuse(code, err.Error())
 		return
 	}
-	if _, err := stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {
+	_, err = stream.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK}))
+	h.ping.Unlock()
+	if err != nil {
 		close(h.done)
 		s.detach(b, h, false)
 		return

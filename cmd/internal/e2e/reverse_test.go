@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,9 +84,10 @@ func sshCommand(ctx context.Context, addr, userKey, command string) *exec.Cmd {
 
 // ssh to the server's published port logs into an sshd on the client's
 // side; /tunnels on both sides names the reverse forward and its direction.
-// The client is then killed (SIGKILL: the server hears nothing) and started
-// again from a config file's [[reverse]] table: it takes the port over, and
-// ssh gets through again.
+// /forwards on both sides lists the reverse forward. The client is then
+// killed (SIGKILL: the server hears nothing) while that ssh session is open,
+// and started again from a config file's [[reverse]] table: it takes the port
+// over, and ssh gets through again.
 func TestReverseSSHAndRestartedClient(t *testing.T) {
 	sshdAddr, userKey := localSSHD(t)
 	udp := freePort(t, "udp")
@@ -119,20 +121,91 @@ func TestReverseSSHAndRestartedClient(t *testing.T) {
 			t.Fatalf("%s/tunnels: %v", api, tunnels)
 		}
 	}
-	cancel()
-	hold.Wait()
+	// /forwards on both sides lists the reverse forward.
+	var cliForwards, srvForwards []map[string]any
+	getJSON(t, "http://"+cliAPI+"/forwards", &cliForwards)
+	getJSON(t, "http://"+srvAPI+"/forwards", &srvForwards)
+	if len(cliForwards) != 1 || cliForwards[0]["direction"] != "reverse" || cliForwards[0]["listenOn"] != "tcp:"+published ||
+		cliForwards[0]["target"] != "tcp:"+sshdAddr {
+		t.Fatalf("client's /forwards: %v", cliForwards)
+	}
+	if len(srvForwards) != 1 || srvForwards[0]["listenOn"] != published || srvForwards[0]["held"] != true ||
+		srvForwards[0]["name"] != "tcp:"+published {
+		t.Fatalf("server's /forwards: %v", srvForwards)
+	}
 
+	// Killed mid-run: the ssh session is still open.
 	cli.cmd.Process.Signal(syscall.SIGKILL)
 	<-cli.done
+	killed := time.Now()
 	conf := filepath.Join(t.TempDir(), "client.toml")
 	os.WriteFile(conf, fmt.Appendf(nil, "server-endpoint = %q\nserver-fingerprint = %q\n\n[[reverse]]\nname = \"ssh\"\nlisten-on = %q\ntarget = %q\n",
 		udp, fp, "tcp:"+published, "tcp:"+sshdAddr), 0o600)
 	again := startEnv(t, []string{secret}, "quictun-client", "--config", conf)
 	again.waitLog(t, `msg="reverse forward bound on the server" reverse=ssh`)
-	if out, err := sshLogin(t, published, userKey); err != nil {
-		t.Fatalf("ssh after the client's restart: %v\n%s", err, out)
+	// Taken over by the ping on the old control stream, not the 30 s idle timeout.
+	t.Logf("port taken over %v after the kill", time.Since(killed).Round(time.Millisecond))
+	for range 3 {
+		if out, err := sshLogin(t, published, userKey); err != nil {
+			t.Fatalf("ssh after the client's restart: %v\n%s", err, out)
+		}
 	}
 	srv.waitLog(t, `msg="tunnel closed" .*reverse=ssh`)
+	cancel()
+	hold.Wait()
+}
+
+// waitLogCount waits until the log has n lines matching re.
+func (p *proc) waitLogCount(t *testing.T, re string, n int, within time.Duration) {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	for deadline := time.Now().Add(within); len(rx.FindAllString(p.logText(), -1)) < n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d log lines matching %q within %v", n, re, within)
+		}
+	}
+}
+
+// The server is killed (SIGKILL: no goodbye) and started again with its
+// key: the client learns of it by the stateless reset of its next probe,
+// redials, and binds its reverse forward again; connections get through.
+func TestReverseServerKilledAndRestarted(t *testing.T) {
+	udp := freePort(t, "udp")
+	published := freePort(t, "tcp")
+	state := t.TempDir()
+	secret := "QUICTUN_SECRET=reverse-secret-0123456789"
+	args := []string{"--listen-on", udp, "--allow-bind", published, "--state-dir", state}
+	srv := startEnv(t, []string{secret}, "quictun-server", args...)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	cli := startEnv(t, []string{secret}, "quictun-client", "--server-endpoint", udp, "--server-fingerprint", fp,
+		"--reverse", "tcp:"+published+"=tcp:"+echoServer(t))
+	cli.waitLog(t, `msg="reverse forward bound on the server"`)
+	echoThrough(t, published, "first")
+
+	srv.cmd.Process.Signal(syscall.SIGKILL)
+	<-srv.done
+	killed := time.Now()
+	again := startEnv(t, []string{secret}, "quictun-server", args...)
+	again.waitLog(t, `msg="reverse forward bound"`)
+	cli.waitLogCount(t, `msg="reverse forward bound on the server"`, 2, 30*time.Second)
+	t.Logf("bound again %v after the kill", time.Since(killed).Round(time.Millisecond))
+	echoThrough(t, published, "again")
+}
+
+// echoThrough sends msg to an echo server behind a reverse forward.
+func echoThrough(t *testing.T, listen, msg string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", listen, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(msg))
+	b := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
+		t.Fatalf("echo through %s: %q, %v", listen, b, err)
+	}
 }
 
 // A bind that the server's rules do not permit is refused with a clear line
