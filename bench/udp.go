@@ -88,6 +88,10 @@ type UDPSample struct {
 	// host's, over the datagrams that arrived, and the share that did not.
 	DelayP50Ms, DelayP99Ms float64
 	ProbeLostPercent       float64
+	// Counters are a tunnel's own datagram counters at the end of the run (quictun:
+	// taken in, dropped by reason, lost on the link, unrepaired), each named with
+	// its side; nil for contenders without them.
+	Counters map[string]float64
 }
 
 // UDPRecord summarises a udp scenario's runs of one contender (medians over runs).
@@ -104,6 +108,8 @@ type UDPRecord struct {
 	// run; absent without one.
 	AddedP99Ms       *float64 `json:"added_p99_ms,omitempty"`
 	ProbeLostPercent float64  `json:"probe_lost_percent"`
+	// Counters are the tunnel's own counters of each run (UDPSample.Counters).
+	Counters []map[string]float64 `json:"counters_runs,omitempty"`
 }
 
 // summarizeUDP fills r.UDP from the successful samples of a udp scenario, and a
@@ -115,6 +121,7 @@ func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 	}
 
 	var lost, jitter, p50, p99, plost, sent []float64
+	var counters []map[string]float64
 	for _, x := range samples {
 		if x.Err != "" || x.UDP == nil {
 			continue
@@ -125,6 +132,9 @@ func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 		p99 = append(p99, x.UDP.DelayP99Ms)
 		plost = append(plost, x.UDP.ProbeLostPercent)
 		sent = append(sent, float64(x.UDP.Datagrams))
+		if x.UDP.Counters != nil {
+			counters = append(counters, x.UDP.Counters)
+		}
 	}
 	if len(lost) == 0 {
 		return
@@ -136,6 +146,7 @@ func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 		JitterMs:   stats.Summarize(jitter).Median,
 		DelayP50Ms: stats.Summarize(p50).Median, DelayP99Ms: stats.Summarize(p99).Median,
 		ProbeLostPercent: stats.Summarize(plost).Median,
+		Counters:         counters,
 	}
 }
 

@@ -23,6 +23,8 @@ func (s *Server) serveFlow(ctx context.Context, sess *serverSession, stream *qui
 		s.refuse(stream, preamble.CodeUnreachable, "")
 		return
 	}
+	_ = app.(*net.UDPConn).SetReadBuffer(flowSocketBuffer)
+	_ = app.(*net.UDPConn).SetWriteBuffer(flowSocketBuffer)
 	t := s.reg.Open(ctx, engine.Info{
 		Endpoint:           engine.ServerEndpoint,
 		StreamID:           int64(stream.StreamID()),

@@ -25,6 +25,9 @@ type UDPTarget struct {
 type UDPPath struct {
 	*Path
 	Dials []netip.AddrPort
+	// Metrics are the endpoints' Prometheus /metrics addresses on their own hosts'
+	// loopback, client then server; empty for contenders without them.
+	Metrics []netip.AddrPort
 }
 
 // UDPCarrier is a contender that can carry datagrams (the udp and wireguard kinds).
@@ -101,10 +104,19 @@ func (q quictun) StartUDP(ctx context.Context, hosts Hosts, _ bench.Scenario, ta
 		return nil, err
 	}
 	serverAddr := hostPort(hosts.Addr(ServerSide), udpPort)
-	serverArgs := []string{"--listen-on", serverAddr,
+	// The APIs on each host's loopback, for the datagram counters (where a loss happened).
+	apis := make([]netip.AddrPort, 2)
+	for i, side := range []Side{ClientSide, ServerSide} {
+		port, err := hosts.FreePort(side, "tcp")
+		if err != nil {
+			return nil, err
+		}
+		apis[i] = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	}
+	serverArgs := []string{"--listen-on", serverAddr, "--httpd-listen-on", apis[1].String(),
 		"--state-dir", filepath.Join(q.stateDir, "quictun-server"),
 		"--drain-timeout", "1s", "--log-level", "warn"}
-	clientArgs := append([]string{"--server-endpoint", serverAddr, "--insecure-skip-verify",
+	clientArgs := append([]string{"--server-endpoint", serverAddr, "--insecure-skip-verify", "--httpd-listen-on", apis[0].String(),
 		"--drain-timeout", "1s", "--log-level", "error"}, q.clientFlags...)
 	for i, t := range targets {
 		serverArgs = append(serverArgs, "--allow", t.Addr.String())
@@ -118,7 +130,7 @@ func (q quictun) StartUDP(ctx context.Context, hosts Hosts, _ bench.Scenario, ta
 	if err != nil {
 		return nil, err
 	}
-	return &UDPPath{Path: &Path{Endpoints: endpoints}, Dials: dials}, nil
+	return &UDPPath{Path: &Path{Endpoints: endpoints}, Dials: dials, Metrics: apis}, nil
 }
 
 // StartUDP runs hysteria's client with one udpForwarding entry per target (and a

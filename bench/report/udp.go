@@ -2,6 +2,7 @@ package report
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/quictun/quictun/bench"
@@ -33,6 +34,27 @@ func udpTable(b *strings.Builder, rows []bench.Record) {
 			u.DelayP50Ms, u.DelayP99Ms, added, u.ProbeLostPercent, runs(r))
 	}
 	b.WriteString("\n")
+	var lines []string
+	for _, r := range rows {
+		if r.UDP == nil {
+			continue
+		}
+		for i, c := range r.UDP.Counters {
+			keys := make([]string, 0, len(c))
+			for k := range c {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			parts := make([]string, len(keys))
+			for j, k := range keys {
+				parts[j] = fmt.Sprintf("%s %.0f", strings.TrimPrefix(strings.ReplaceAll(k, "quictun_", ""), " "), c[k])
+			}
+			lines = append(lines, fmt.Sprintf("- %s / %s, run %d: %s", r.Scenario, r.Contender, i+1, escape(strings.Join(parts, "; "))))
+		}
+	}
+	if len(lines) > 0 {
+		b.WriteString("Where the datagrams went inside quictun (its endpoints' counters at the end of each run: datagrams taken in up, dropped by reason, lost on the link, repaired, left unrepaired):\n\n" + strings.Join(lines, "\n") + "\n\n")
+	}
 }
 
 // wireguardTable shows the wireguard kind: one TCP flow inside WireGuard whose UDP

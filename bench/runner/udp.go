@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -122,6 +123,7 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 	// Late probes are delay, not loss: give them a few round trips to land.
 	time.Sleep(200*time.Millisecond + 3*s.RTT)
 	p.stop()
+	counters := scrapeDatagramCounters(ns, path.Metrics)
 	res, perr := parseIperfUDP(out.Bytes())
 	if perr != nil {
 		if werr != nil && out.Len() == 0 {
@@ -141,11 +143,62 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 		DelayP50Ms:       percentile(delays, 50),
 		DelayP99Ms:       percentile(delays, 99),
 		ProbeLostPercent: 100 * (1 - float64(len(delays))/float64(sent)),
+		Counters:         counters,
 	}
 	sample.GoodputMbps = res.Mbps
 	sample.Bytes = res.Bytes
 	sample.CPUClientS, sample.CPUServerS = cpu.used()
 	return nil
+}
+
+// countersOfInterest are the metrics that say where inside a tunnel a datagram
+// was lost: taken in, dropped by reason, lost on the link and left unrepaired.
+var countersOfInterest = []string{"quictun_udp_datagrams_total", "quictun_udp_datagrams_dropped_total",
+	"quictun_recovery_lost_total", "quictun_recovery_repaired_total", "quictun_recovery_unrepaired_total"}
+
+// scrapeDatagramCounters reads the endpoints' /metrics (client, server) from inside
+// their hosts and keeps the non-zero countersOfInterest, each named with its side;
+// nil when there are none or a read fails (the run still counts).
+func scrapeDatagramCounters(ns nsRunner, apis []netip.AddrPort) map[string]float64 {
+	out := map[string]float64{}
+	for i, api := range apis {
+		side := contender.Side(i)
+		var body []byte
+		err := ns.Do(side, func() error {
+			c, err := net.DialTimeout("tcp", api.String(), 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write([]byte("GET /metrics HTTP/1.0\r\nHost: " + api.String() + "\r\n\r\n")); err != nil {
+				return err
+			}
+			body, err = io.ReadAll(io.LimitReader(c, 4<<20))
+			return err
+		})
+		if err != nil {
+			return nil
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			// The value follows the last space: label values may hold spaces.
+			cut := strings.LastIndexByte(line, ' ')
+			if cut < 0 {
+				continue
+			}
+			name, value := line[:cut], line[cut+1:]
+			if !slices.ContainsFunc(countersOfInterest, func(c string) bool { return strings.HasPrefix(name, c) }) {
+				continue
+			}
+			if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil && v != 0 {
+				out[side.String()+" "+name] = v
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // iperfUDP is the part of an iperf3 -u -J client report the harness reads: its sum
