@@ -5,6 +5,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -30,7 +31,7 @@ type flags struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
 
 	ListenOn           string        `default:"tcp:127.0.0.1:6500" help:"Where applications connect for the forward of --token-source: tcp:HOST:PORT or unix:PATH, or udp:HOST:PORT where they send datagrams (each source address a flow; default ${default})." placeholder:"ADDRESS"`
-	ServerEndpoint     string        `required:"" help:"UDP address of quictun-server." placeholder:"HOST:PORT"`
+	ServerEndpoint     string        `help:"UDP address of quictun-server (required)." placeholder:"HOST:PORT"`
 	TokenSourcePlugin  string        `default:"Fixed" help:"Where each tunnel's token comes from: Fixed (--token-source is the token), File (lines \"CLIENT-IP-OR-CIDR TOKEN\", * for the rest), Http (GET URL?addr=CLIENT answering {\"token\": ...})."`
 	TokenSource        string        `help:"The token source's value: with Fixed the server application's address, e.g. tcp:10.0.0.5:22, unix:/run/app.sock or udp:10.0.0.5:51820. Makes the forward named default, on --listen-on." placeholder:"VALUE"`
 	TokenSourceTimeout time.Duration `default:"5s" help:"How long the Http token source waits for its answer (default ${default}; 0 means the default)."`
@@ -82,6 +83,9 @@ func main() {
 func run(f flags, file *cli.Config, log *slog.Logger) error {
 	if handled, err := f.ManageService("quictun-client"); handled {
 		return err
+	}
+	if f.ServerEndpoint == "" { // not kong's required: --remove-service needs none
+		return errors.New("missing flag --server-endpoint=HOST:PORT (or server-endpoint in --config)")
 	}
 	if err := address.ParseHostPort(f.ServerEndpoint); err != nil {
 		return fmt.Errorf("%s: %w", file.Origin("server-endpoint"), err)

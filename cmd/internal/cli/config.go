@@ -298,6 +298,10 @@ func (c *Config) Locate(err error) error {
 // with status 2.
 func Parse(flags any, name, description string, vars kong.Vars) *Config {
 	vars["version"] = Version()
+	if err := enterServiceDir(os.Args[1:]); err != nil {
+		explain(os.Stderr, name, fmt.Errorf("--service-dir: %w", err))
+		os.Exit(2)
+	}
 	file, err := parse(flags, os.Args[1:], kong.Name(name), kong.Description(description), vars)
 	if err != nil {
 		explain(os.Stderr, name, err)

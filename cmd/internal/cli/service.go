@@ -19,6 +19,9 @@ type Service struct {
 	// program answers the service manager even where x/sys cannot tell that
 	// the manager started it (Wine: its services run in the user's session).
 	RunAsService bool `hidden:""`
+	// ServiceDir is the installing command's working directory: the service
+	// starts in the system's, and relative paths must mean what they meant.
+	ServiceDir string `hidden:""`
 }
 
 // asService is --run-as-service, for SignalContext.
@@ -40,16 +43,34 @@ func (s Service) ManageService(program string) (handled bool, err error) {
 	if s.RemoveService {
 		return true, removeService(name, log)
 	}
-	return true, installService(name, program, serviceArgs(os.Args[1:], name), log)
+	dir, err := os.Getwd()
+	if err != nil {
+		return true, err
+	}
+	return true, installService(name, program, serviceArgs(os.Args[1:], name, dir), log)
 }
 
 // serviceArgs is the command line the service runs with: this one without
-// --install-service, with a log file (a service has no standard error), and
-// --run-as-service.
-func serviceArgs(args []string, name string) []string {
+// --install-service, with a log file (a service has no standard error), the
+// working directory, and --run-as-service.
+func serviceArgs(args []string, name, dir string) []string {
 	out := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--install-service" })
 	if !slices.ContainsFunc(out, func(a string) bool { return a == "--log-file" || strings.HasPrefix(a, "--log-file=") }) {
 		out = append(out, "--log-file", filepath.Join(StateDir(), name+".log"))
 	}
-	return append(out, "--run-as-service")
+	return append(out, "--service-dir="+dir, "--run-as-service")
+}
+
+// enterServiceDir changes to the directory --install-service recorded, before
+// the flags are parsed: kong resolves relative paths as it reads them.
+func enterServiceDir(args []string) error {
+	if !slices.Contains(args, "--run-as-service") {
+		return nil
+	}
+	for _, a := range args {
+		if dir, ok := strings.CutPrefix(a, "--service-dir="); ok {
+			return os.Chdir(dir)
+		}
+	}
+	return nil
 }

@@ -11,15 +11,15 @@ import (
 // The service runs with the installing command line, less --install-service,
 // plus a log file unless one is given, plus --run-as-service.
 func TestServiceArgs(t *testing.T) {
-	got := serviceArgs([]string{"--listen-on", "0.0.0.0:7500", "--install-service", "--secret-file", `C:\q\secret`}, "quictun-server")
-	want := []string{"--listen-on", "0.0.0.0:7500", "--secret-file", `C:\q\secret`,
-		"--log-file", filepath.Join(StateDir(), "quictun-server.log"), "--run-as-service"}
+	got := serviceArgs([]string{"--listen-on", "0.0.0.0:7500", "--install-service", "--secret-file", `secret`}, "quictun-server", `C:\q`)
+	want := []string{"--listen-on", "0.0.0.0:7500", "--secret-file", `secret`,
+		"--log-file", filepath.Join(StateDir(), "quictun-server.log"), `--service-dir=C:\q`, "--run-as-service"}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 	for _, given := range [][]string{{"--log-file", "x.log"}, {"--log-file=x.log"}} {
-		got := serviceArgs(append([]string{"--install-service"}, given...), "quictun-client")
-		if !slices.Equal(got, append(slices.Clone(given), "--run-as-service")) {
+		got := serviceArgs(append([]string{"--install-service"}, given...), "quictun-client", "/d")
+		if !slices.Equal(got, append(slices.Clone(given), "--service-dir=/d", "--run-as-service")) {
 			t.Errorf("with %q: got %q", given, got)
 		}
 	}
@@ -37,5 +37,27 @@ func TestServiceFlagsOffWindows(t *testing.T) {
 		if !handled || err == nil || !strings.Contains(err.Error(), "systemd") {
 			t.Errorf("%+v: %v %v", s, handled, err)
 		}
+	}
+}
+
+// The service starts in the system's directory: a relative path on the
+// installing command line must still mean the file it meant there.
+func TestServiceResolvesPathsWhereItWasInstalled(t *testing.T) {
+	installed := t.TempDir()
+	t.Chdir(t.TempDir())
+	var f struct {
+		SecretFile string `type:"path"`
+		LogFile    string `type:"path"`
+		Service
+	}
+	args := serviceArgs([]string{"--secret-file", "secret", "--install-service"}, "quictun-server", installed)
+	if err := enterServiceDir(args); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parse(&f, args); err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(installed, "secret"); f.SecretFile != want {
+		t.Fatalf("--secret-file secret is %s, want %s", f.SecretFile, want)
 	}
 }

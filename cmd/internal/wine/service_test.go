@@ -16,8 +16,14 @@ import (
 // as sc) to its end and returns its output.
 func wineRun(t *testing.T, program string, args ...string) (string, error) {
 	t.Helper()
+	return wineRunIn(t, "", program, args...)
+}
+
+// wineRunIn is wineRun in the working directory dir.
+func wineRunIn(t *testing.T, dir, program string, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command("wine", append([]string{program}, args...)...)
-	cmd.Env = wineEnv()
+	cmd.Env, cmd.Dir = wineEnv(), dir
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -69,9 +75,11 @@ func TestWindowsService(t *testing.T) {
 	name := fmt.Sprintf("quictun-test-%d", rand.IntN(1e6))
 	exe := filepath.Join(bed.winDir, "quictun-server.exe")
 	udp, api := freePort(t, "udp"), freePort(t, "tcp")
-	logFile := filepath.Join(t.TempDir(), "service.log")
-	out, err := wineRun(t, exe, "--install-service", "--service-name", name, "--listen-on", udp,
-		"--httpd-listen-on", api, "--log-file", "Z:"+logFile, "--drain-timeout", "1s")
+	// A relative path means what it meant where the service was installed.
+	installDir := t.TempDir()
+	logFile := filepath.Join(installDir, "service.log")
+	out, err := wineRunIn(t, installDir, exe, "--install-service", "--service-name", name, "--listen-on", udp,
+		"--httpd-listen-on", api, "--log-file", "service.log", "--drain-timeout", "1s")
 	if err != nil || !strings.Contains(out, "service installed") {
 		t.Fatalf("install: %v\n%s", err, out)
 	}
@@ -110,6 +118,11 @@ func TestWindowsService(t *testing.T) {
 		t.Fatalf("remove: %v\n%s", err, out)
 	}
 	removed = true
+	// The client removes its service without the flags it runs with.
+	out, err = wineRun(t, filepath.Join(bed.winDir, "quictun-client.exe"), "--remove-service", "--service-name", name)
+	if err == nil || strings.Contains(out, "server-endpoint") {
+		t.Fatalf("the client's remove of a missing service: %v\n%s", err, out)
+	}
 	if out, err := wineRun(t, "sc", "query", name); err == nil && !strings.Contains(out, "1060") {
 		t.Fatalf("the service is still there:\n%s", out)
 	}
