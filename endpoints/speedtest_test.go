@@ -54,7 +54,7 @@ func TestSpeedTestOverLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"with recovery layer", "plain QUIC", "RTT min / avg", "goodput up", "goodput down",
-		"path loss up / down", "repair overhead up", "--fec"} {
+		"path loss up / down", "repair overhead up / down", "--fec"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
@@ -90,8 +90,10 @@ func TestSpeedTestMeasuresLossEachWay(t *testing.T) {
 			t.Errorf("recovery %v: RTT %s under the emulated 10 ms", run.Recovery, run.RTTMin)
 		}
 	}
-	if with := res.Runs[0]; with.Repaired == 0 || with.Overhead == 0 {
-		t.Errorf("the recovery layer repaired %d, overhead %.3f", with.Repaired, with.Overhead)
+	if with := res.Runs[0]; with.Repaired == 0 || with.Overhead == 0 || with.OverheadDown == 0 {
+		t.Errorf("the recovery layer repaired %d, overhead up %.3f down %.3f", with.Repaired, with.Overhead, with.OverheadDown)
+	} else if with.OverheadDown <= with.Overhead {
+		t.Errorf("6%% loss down drew %.3f repairs per datagram, not more than 2%% up's %.3f", with.OverheadDown, with.Overhead)
 	}
 	var b strings.Builder
 	res.WriteTable(&b)

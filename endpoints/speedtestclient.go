@@ -56,8 +56,10 @@ type SpeedTestRun struct {
 	// lost, on the client (up) and on the server (down): with the recovery
 	// layer, the loss it did not hide.
 	QUICLossUp, QUICLossDown float64
-	// Overhead is repair datagrams per data datagram sent up (0 without the layer).
-	Overhead float64
+	// Overhead and OverheadDown are repair datagrams per data datagram, sent up
+	// and sent down (0 without the layer). Down is counted from what arrived,
+	// scaled by the path's loss down.
+	Overhead, OverheadDown float64
 	// Repaired and Lost are the datagrams the client's layer rebuilt and saw
 	// missing during the download.
 	Repaired, Lost uint64
@@ -169,6 +171,9 @@ func speedTestRun(ctx context.Context, cfg SpeedTestConfig, rc recovery.Config) 
 		run.Repaired = r.Repaired - recBefore.Repaired
 		arrived := (r.DatagramsReceived - recBefore.DatagramsReceived) - run.Repaired
 		run.PathLossDown = ratio(run.Lost, arrived+run.Lost)
+		if repairs := (r.FramedReceived - recBefore.FramedReceived) - arrived; arrived+run.Lost > 0 && run.PathLossDown < 1 {
+			run.OverheadDown = float64(repairs) / (1 - run.PathLossDown) / float64(arrived+run.Lost)
+		}
 		recBefore = r
 	} else {
 		run.PathLossDown = run.QUICLossDown

@@ -31,11 +31,11 @@ func (r *SpeedTestResult) WriteTable(w io.Writer) error {
 	row("goodput down", func(run SpeedTestRun) string { return mbits(run.DownBps) })
 	row("path loss up / down", func(run SpeedTestRun) string { return pct(run.PathLossUp) + " / " + pct(run.PathLossDown) })
 	row("loss QUIC saw up / down", func(run SpeedTestRun) string { return pct(run.QUICLossUp) + " / " + pct(run.QUICLossDown) })
-	row("repair overhead up", func(run SpeedTestRun) string {
+	row("repair overhead up / down", func(run SpeedTestRun) string {
 		if !run.Recovery {
 			return "-"
 		}
-		return pct(run.Overhead)
+		return pct(run.Overhead) + " / " + pct(run.OverheadDown)
 	})
 	row("repaired / lost down", func(run SpeedTestRun) string {
 		if !run.Recovery {

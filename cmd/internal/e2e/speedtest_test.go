@@ -27,7 +27,7 @@ func TestSpeedTestCommand(t *testing.T) {
 		t.Fatalf("speed test: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
 	}
 	for _, want := range []string{"speed test to " + udp, "with recovery layer", "plain QUIC (--fec off)", "RTT min / avg",
-		"goodput up", "goodput down", "path loss up / down", "repair overhead up", "--fec"} {
+		"goodput up", "goodput down", "path loss up / down", "repair overhead up / down", "--fec"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
