@@ -250,7 +250,9 @@ func TestPipeReportsItsOwnLatenessPerMeasurement(t *testing.T) {
 	if again := p.TakeWorstLate(); again != 0 {
 		t.Fatalf("worst lateness %v on the second take", again)
 	}
-	if st := p.Stats(); st.MaxLate != w || st.Late != 1 {
-		t.Fatalf("stats: max late %v (took %v), late %d packets, want 1", st.MaxLate, w, st.Late)
+	// The second packet waited behind the hold; on a busy machine the first one
+	// may have been delivered late too.
+	if st := p.Stats(); st.MaxLate != w || st.Late < 1 || st.Late > 2 {
+		t.Fatalf("stats: max late %v (took %v), late %d packets, want 1 or 2", st.MaxLate, w, st.Late)
 	}
 }
