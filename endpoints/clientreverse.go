@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,11 +43,13 @@ type ReverseSpec struct {
 	// Name identifies it in logs, metrics and the API, on both sides; empty
 	// is ListenOn as written.
 	Name string `json:"name"`
-	// ListenOn is where the server listens: tcp:IP:PORT or unix:PATH, which
-	// its --allow-bind rules must permit.
+	// ListenOn is where the server listens: tcp:IP:PORT or unix:PATH, or
+	// udp:IP:PORT where it takes datagrams (each source address a flow),
+	// which its --allow-bind rules must permit.
 	ListenOn string `json:"listenOn"`
 	// Target is what each connection there reaches on the client's side:
-	// tcp:HOST:PORT or unix:PATH.
+	// tcp:HOST:PORT or unix:PATH; udp:HOST:PORT, sent from a socket of the
+	// client's own per flow, for a udp: ListenOn.
 	Target string `json:"target"`
 }
 
@@ -83,8 +86,8 @@ func (s ReverseSpec) target() (address.Address, error) {
 	if err != nil {
 		return fail(fmt.Errorf("target: %w", err))
 	}
-	if l.Network == address.UDP || t.Network == address.UDP {
-		return fail(errors.New("reverse forwards carry TCP and UNIX sockets, not UDP"))
+	if (l.Network == address.UDP) != (t.Network == address.UDP) {
+		return fail(errors.New("a UDP listen-on needs a UDP target and a UDP target a UDP listen-on (datagrams are not a stream)"))
 	}
 	return t, nil
 }
@@ -362,6 +365,10 @@ func (c *Client) serveReverseStream(conn *quic.Conn, st *quic.Stream) {
 		return
 	}
 	log = log.With("reverse", rf.spec.Name, "target", rf.target.String(), "origin", hdr.Origin)
+	if rf.target.Network == address.UDP {
+		c.serveReverseFlow(conn, st, rf, hdr.Origin, refuse, log)
+		return
+	}
 	app, err := rf.target.Dial(c.reverse.tunnels, reverseDialTimeout)
 	if err != nil {
 		rf.failed.Add(1)
@@ -390,6 +397,50 @@ func (c *Client) serveReverseStream(conn *quic.Conn, st *quic.Stream) {
 	err = t.Run(engine.StreamSide(st), engine.ConnSide(app))
 	c.metrics.ended(err)
 	logTunnelEnd(log, t, err)
+}
+
+// serveReverseFlow answers a stream the server opened for a flow of a udp:
+// reverse forward: a UDP socket of the flow's own towards the target,
+// registered for the session's datagrams before the OK (the server sends
+// the flow's first datagrams once it has it), then the flow.
+func (c *Client) serveReverseFlow(conn *quic.Conn, st *quic.Stream, rf *reverseForward, origin string, refuse func(preamble.Code, string, error), log *slog.Logger) {
+	app, err := rf.target.Dial(c.reverse.tunnels, reverseDialTimeout)
+	if err != nil {
+		rf.failed.Add(1)
+		refuse(preamble.CodeUnreachable, "", err)
+		return
+	}
+	sock := app.(*net.UDPConn)
+	_ = sock.SetReadBuffer(flowSocketBuffer)
+	_ = sock.SetWriteBuffer(flowSocketBuffer)
+	rf.opened.Add(1)
+	t := c.reg.Open(c.reverse.tunnels, engine.Info{
+		Endpoint:           engine.ClientEndpoint,
+		StreamID:           int64(st.StreamID()),
+		ClientAppAddr:      rf.target.Display(),
+		ServerAppAddr:      "udp:" + origin,
+		RemoteEndpointAddr: conn.RemoteAddr().String(),
+		Session:            conn.RemoteAddr().String(),
+		Forward:            rf.spec.Name,
+		Direction:          engine.DirectionReverse,
+	})
+	t.SetProtocol(ProtocolUDP, nil)
+	c.udp.stats.opened.Add(1)
+	flow := newFlowSide(conn, st, t, c.udp.stats)
+	table := c.flowTable(conn)
+	table.add(flow)
+	defer c.dropFlow(conn, table, flow)
+	defer flow.stop()
+	log = log.With("tunnel", t.ID)
+	if _, err := st.Write(preamble.AppendStatus(nil, preamble.Status{Code: preamble.CodeOK})); err != nil {
+		log.Warn("reverse flow lost before it started", "err", err)
+		t.Kill() // RunFlow then closes both at once
+	}
+	log.Debug("reverse flow opened")
+	err = t.RunFlow(flow, &targetSide{conn: sock, t: t, stats: c.udp.stats})
+	c.udp.ended(t)
+	c.metrics.ended(err)
+	logFlowEnd(log, t, err)
 }
 
 // reverseClientCollector is the client's reverse forwards at scrape time.

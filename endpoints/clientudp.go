@@ -146,7 +146,7 @@ func (c *Client) serveFlow(f *forward, src netip.AddrPort, fl *clientFlow) {
 		failed(failNoSession, err)
 		return
 	}
-	if err := c.awaitFlowStatus(setup, st, hdr); err != nil {
+	if err := awaitFlowStatus(setup, st, hdr); err != nil {
 		reason := failNoSession
 		if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
 			reason = se.Status.Code.String()
@@ -189,10 +189,10 @@ func (c *Client) serveFlow(f *forward, src netip.AddrPort, fl *clientFlow) {
 	logFlowEnd(log, t, err)
 }
 
-// awaitFlowStatus sends a flow's header and reads the server's answer: a
-// flow sends no datagram before it is OK, since the server registers the
-// flow only then.
-func (c *Client) awaitFlowStatus(ctx context.Context, st *quic.Stream, hdr []byte) error {
+// awaitFlowStatus sends a flow's header and reads the answer (the server's,
+// or for a reverse flow the client's): a flow sends no datagram before it is
+// OK, since the answering endpoint registers the flow only then.
+func awaitFlowStatus(ctx context.Context, st *quic.Stream, hdr []byte) error {
 	fail := func(err error) error {
 		st.CancelRead(quic.StreamErrorCode(preamble.CodeInternal))
 		st.CancelWrite(quic.StreamErrorCode(preamble.CodeInternal))

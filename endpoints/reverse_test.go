@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -390,50 +391,75 @@ func (m *muteConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // server that authenticates nobody binds for nobody.
 func TestStrangerCannotBind(t *testing.T) {
 	listen := freeLoopback(t)
-	srv, stopServer := reverseServer(t, []string{listen}, nil)
+	srv, stopServer := reverseServer(t, []string{listen, "udp:" + listen}, nil)
 	defer stopServer()
 	target := startApp(t, loopbackTCP(), greeter("target"))
 	defer target.close()
-	rs := ReverseSpec{Name: "svc", ListenOn: "tcp:" + listen, Target: target.addr.String()}
-	_, stop := reverseClient(t, srv.Addr(), "alice", "not-alices-secret-at-all", rs, nil)
-	waitUntil(t, func() bool {
-		return gather(t, srv)[`quictun_hellos_total{endpoint="server",identity="alice",result="wrong proof"}`] >= 1
-	})
-	stop()
-	conn := rawSession(t, srv.Addr())
-	// The answer is the hello's refusal, when it comes before the session's close.
-	if st, err := rawHeader(t, conn, preamble.Header{Bind: "tcp:" + listen, Name: "x"}); err == nil && st.Code != preamble.CodeAuthFailed {
-		t.Fatalf("a bind request in place of a hello was answered %+v", st)
+	echoApp := startUDPApp(t, echoDatagram)
+	defer echoApp.close()
+	for _, rs := range []ReverseSpec{
+		{Name: "svc", ListenOn: "tcp:" + listen, Target: target.addr.String()},
+		{Name: "dns", ListenOn: "udp:" + listen, Target: echoApp.token()},
+	} {
+		before := gather(t, srv)[`quictun_hellos_total{endpoint="server",identity="alice",result="wrong proof"}`]
+		_, stop := reverseClient(t, srv.Addr(), "alice", "not-alices-secret-at-all", rs, nil)
+		waitUntil(t, func() bool {
+			return gather(t, srv)[`quictun_hellos_total{endpoint="server",identity="alice",result="wrong proof"}`] > before
+		})
+		stop()
+		conn := rawSession(t, srv.Addr())
+		// The answer is the hello's refusal, when it comes before the session's close.
+		if st, err := rawHeader(t, conn, preamble.Header{Bind: rs.ListenOn, Name: "x"}); err == nil && st.Code != preamble.CodeAuthFailed {
+			t.Fatalf("a bind request (%s) in place of a hello was answered %+v", rs.ListenOn, st)
+		}
+		sessionClosedWith(t, conn, preamble.CodeAuthFailed, 5*time.Second)
+		if len(srv.Bindings()) != 0 {
+			t.Fatalf("a stranger bound: %+v", srv.Bindings())
+		}
 	}
-	sessionClosedWith(t, conn, preamble.CodeAuthFailed, 5*time.Second)
-	if len(srv.Bindings()) != 0 {
-		t.Fatalf("a stranger bound: %+v", srv.Bindings())
+	// Nor did any of that leave the UDP port bound.
+	if c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(listen))); err != nil {
+		t.Fatalf("the UDP port is held: %v", err)
+	} else {
+		c.Close()
 	}
 
 	open, stopOpen := startServer(t, pairOptions{serverMods: func(c *ServerConfig) {
-		c.AllowBind, _ = policy.ParseBind([]string{listen})
+		c.AllowBind, _ = policy.ParseBind([]string{listen, "udp:" + listen})
 	}})
 	defer stopOpen()
-	conn = helloedSession(t, open.Addr(), credentials{})
+	conn := helloedSession(t, open.Addr(), credentials{})
 	defer conn.CloseWithError(0, "")
-	st, err := rawHeader(t, conn, preamble.Header{Bind: "tcp:" + listen, Name: "x"})
-	if err != nil || st.Code != preamble.CodeForbidden || !strings.Contains(st.Message, "authentication") {
-		t.Fatalf("a bind on a server without authentication: %+v, %v", st, err)
+	for _, bind := range []string{"tcp:" + listen, "udp:" + listen} {
+		st, err := rawHeader(t, conn, preamble.Header{Bind: bind, Name: "x"})
+		if err != nil || st.Code != preamble.CodeForbidden || !strings.Contains(st.Message, "authentication") {
+			t.Fatalf("a bind (%s) on a server without authentication: %+v, %v", bind, st, err)
+		}
 	}
 	if len(open.Bindings()) != 0 {
 		t.Fatal("a server without authentication bound")
 	}
 
-	// UDP is not a reverse forward's, even where a rule names the port.
-	alice := helloedSession(t, srv.Addr(), credentials{"alice", []byte(aliceSecret)})
+	// A rule without udp: opens no UDP port, even for a client that may bind
+	// the same address and port over TCP.
+	tcpOnly, stopTCPOnly := reverseServer(t, []string{listen}, nil)
+	defer stopTCPOnly()
+	alice := helloedSession(t, tcpOnly.Addr(), credentials{"alice", []byte(aliceSecret)})
 	defer alice.CloseWithError(0, "")
-	st, err = rawHeader(t, alice, preamble.Header{Bind: "udp:" + listen, Name: "x"})
-	if err != nil || st.Code != preamble.CodeBadToken || !strings.Contains(st.Message, "UDP") {
-		t.Fatalf("a UDP bind: %+v, %v", st, err)
+	st, err := rawHeader(t, alice, preamble.Header{Bind: "udp:" + listen, Name: "x"})
+	if err != nil || st.Code != preamble.CodeForbidden {
+		t.Fatalf("a UDP bind under a TCP rule: %+v, %v", st, err)
 	}
+	if len(tcpOnly.Bindings()) != 0 {
+		t.Fatalf("bound under a TCP rule: %+v", tcpOnly.Bindings())
+	}
+	// Datagrams are not a stream: a UDP listener needs a UDP target.
 	if (ReverseSpec{ListenOn: "udp:" + listen, Target: "tcp:127.0.0.1:22"}).Check() == nil ||
 		(ReverseSpec{ListenOn: "tcp:" + listen, Target: "udp:127.0.0.1:53"}).Check() == nil {
-		t.Fatal("a UDP reverse forward passed its check")
+		t.Fatal("a reverse forward between UDP and TCP passed its check")
+	}
+	if err := (ReverseSpec{ListenOn: "udp:" + listen, Target: "udp:127.0.0.1:53"}).Check(); err != nil {
+		t.Fatalf("a UDP reverse forward: %v", err)
 	}
 }
 

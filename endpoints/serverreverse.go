@@ -30,7 +30,8 @@ import (
 // answers with a status and keeps the stream as the binding's control
 // stream. Each connection accepted there becomes a stream that the server
 // opens on the holder's session, answered by the client's status as the
-// server answers a tunnel in the forward direction.
+// server answers a tunnel in the forward direction. A udp: binding is a
+// UDP socket whose source addresses are flows (serverreverseudp.go).
 //
 // A binding belongs to one identity. While its session is away the listener
 // stays bound for ReverseGrace and connections wait up to SessionWait for a
@@ -67,10 +68,11 @@ type reverseTable struct {
 
 // binding is one listener of a reverse forward.
 type binding struct {
-	key     string // the canonical address: the table's key
-	owner   string // the identity's name
-	forward string // the client's name for the forward
-	ln      net.Listener
+	key     string          // the canonical address: the table's key
+	owner   string          // the identity's name
+	forward string          // the client's name for the forward
+	ln      net.Listener    // nil for a udp: binding
+	udp     *reverseUDP     // a udp: binding's socket and flows, nil for others
 	ctx     context.Context // bounds its tunnels: the server's tunnel context
 
 	// Guarded by the table's lock.
@@ -105,7 +107,9 @@ func bindKey(a address.Address) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("bind address %s: want an IP address and a port", a)
 	}
-	return address.TCP + ":" + netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String(), nil
+	// TCP and UDP ports are two spaces: tcp:0.0.0.0:53 and udp:0.0.0.0:53
+	// are two bindings.
+	return a.Network + ":" + netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String(), nil
 }
 
 // SetBindRules replaces the server's --allow-bind rules (SIGHUP). Bindings
@@ -126,9 +130,6 @@ func (s *Server) serveBind(ctx context.Context, sess *serverSession, stream *qui
 		return
 	}
 	addr, err := address.ParseListen(hdr.Bind)
-	if err == nil && addr.Network == address.UDP {
-		err = errors.New("reverse forwards listen on TCP and UNIX sockets, not UDP")
-	}
 	if err != nil {
 		refuse(preamble.CodeBadToken, err.Error())
 		return
@@ -163,7 +164,7 @@ func (s *Server) serveBind(ctx context.Context, sess *serverSession, stream *qui
 		s.detach(b, h, false)
 		return
 	}
-	log.Info("reverse forward bound", "listen", b.ln.Addr().String())
+	log.Info("reverse forward bound", "listen", b.addr().String(), "protocol", b.protocol())
 	// The control stream carries only the client's echoes of pings; its end
 	// says how the client left: FIN is a withdrawal, anything else a loss.
 	var one [1]byte
@@ -216,6 +217,7 @@ func (s *Server) claim(ctx context.Context, key string, addr address.Address, na
 		s.reverse.Lock()
 		if b.holder == old {
 			b.setHolder(h, name)
+			b.udp.endFlowsOf(old) // the new holder's session carries them from their next datagram
 			s.reverse.Unlock()
 			old.ctl.CancelRead(quic.StreamErrorCode(preamble.CodeInUse))
 			old.ctl.CancelWrite(quic.StreamErrorCode(preamble.CodeInUse))
@@ -224,7 +226,14 @@ func (s *Server) claim(ctx context.Context, key string, addr address.Address, na
 		s.reverse.Unlock() // it changed meanwhile: look again
 	}
 	defer s.reverse.Unlock()
-	ln, err := addr.Listen()
+	var ln net.Listener
+	var udp *reverseUDP
+	var err error
+	if addr.Network == address.UDP {
+		udp, err = listenReverseUDP(addr)
+	} else {
+		ln, err = addr.Listen()
+	}
 	if err != nil {
 		code := preamble.CodeInternal
 		switch {
@@ -235,10 +244,14 @@ func (s *Server) claim(ctx context.Context, key string, addr address.Address, na
 		}
 		return nil, code, err
 	}
-	b := &binding{key: key, owner: owner, forward: name, ln: ln, ctx: ctx, changed: make(chan struct{})}
+	b := &binding{key: key, owner: owner, forward: name, ln: ln, udp: udp, ctx: ctx, changed: make(chan struct{})}
 	b.holder = h
 	s.reverse.byKey[key] = b
-	s.reverse.routines.Go(func() { s.acceptReverse(b) })
+	if udp != nil {
+		s.reverse.routines.Go(func() { s.receiveReverse(b) })
+	} else {
+		s.reverse.routines.Go(func() { s.acceptReverse(b) })
+	}
 	return b, preamble.CodeOK, nil
 }
 
@@ -318,8 +331,23 @@ func (s *Server) release(b *binding) {
 	close(b.changed)
 	b.changed = make(chan struct{})
 	delete(s.reverse.byKey, b.key)
+	if b.udp != nil {
+		b.udp.close()
+		return
+	}
 	b.ln.Close()
 }
+
+// addr is where b listens.
+func (b *binding) addr() net.Addr {
+	if b.udp != nil {
+		return b.udp.pc.LocalAddr()
+	}
+	return b.ln.Addr()
+}
+
+// protocol is b's network: tcp, unix or udp.
+func (b *binding) protocol() string { return b.key[:strings.IndexByte(b.key, ':')] }
 
 // stopReverse releases every binding and waits for their routines; Run
 // calls it once sessions are closed.
@@ -552,7 +580,7 @@ func (s *Server) Bindings() []BindingInfo {
 	defer s.reverse.Unlock()
 	out := make([]BindingInfo, 0, len(s.reverse.byKey))
 	for _, b := range s.reverse.byKey {
-		bi := BindingInfo{Name: b.forward, Listen: b.ln.Addr().String(), Identity: b.owner, Held: b.holder != nil}
+		bi := BindingInfo{Name: b.forward, Listen: b.addr().String(), Protocol: b.protocol(), Identity: b.owner, Held: b.holder != nil}
 		if b.holder != nil {
 			bi.Identity = b.holder.sess.identityName()
 		}
@@ -565,6 +593,7 @@ func (s *Server) Bindings() []BindingInfo {
 type BindingInfo struct {
 	Name     string `json:"name"`
 	Listen   string `json:"listenOn"`
+	Protocol string `json:"protocol"` // tcp, unix or udp
 	Identity string `json:"identity"`
 	Held     bool   `json:"held"` // false while it waits for its client
 }

@@ -82,8 +82,8 @@ func newUDPStats() *udpStats {
 
 func (s *udpStats) drop(reason string, n int) { s.dropped[reason].Add(uint64(n)) }
 
-// flowID is a flow's number: its stream's ID over four (see udpframe).
-func flowID(st *quic.Stream) uint64 { return uint64(st.StreamID()) / 4 }
+// flowID is a flow's number, from its stream's ID (see udpframe).
+func flowID(st *quic.Stream) uint64 { return udpframe.FlowNumber(uint64(st.StreamID())) }
 
 // flowTable finds a session's flows by number, for its datagram receiver.
 type flowTable struct {

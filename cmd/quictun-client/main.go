@@ -38,7 +38,7 @@ type flags struct {
 
 	Forward []string `sep:"none" help:"One more forward: applications that connect to LISTEN get tunnels to TOKEN (a Fixed token), e.g. tcp:127.0.0.1:6501=tcp:10.0.0.6:5432; repeat for more, all over one session. Named by LISTEN. The config file's [[forward]] tables say more (name, token-source-plugin, proxy)." placeholder:"LISTEN=TOKEN"`
 
-	Reverse []string `sep:"none" help:"A reverse forward: the server listens on LISTEN (its --allow-bind must permit it) and each connection there reaches TARGET on this side, e.g. tcp:0.0.0.0:2222=tcp:127.0.0.1:22; repeatable. The config file's [[reverse]] tables (name, listen-on, target) say the same with a name." placeholder:"LISTEN=TARGET"`
+	Reverse []string `sep:"none" help:"A reverse forward: the server listens on LISTEN (its --allow-bind must permit it) and each connection there reaches TARGET on this side, e.g. tcp:0.0.0.0:2222=tcp:127.0.0.1:22, or udp:0.0.0.0:5353=udp:127.0.0.1:53 (each source address there a flow of datagrams); repeatable. The config file's [[reverse]] tables (name, listen-on, target) say the same with a name." placeholder:"LISTEN=TARGET"`
 
 	SocksListenOn     string `help:"Run a SOCKS5 proxy here (tcp:HOST:PORT or unix:PATH): each connection names its target (IPv4, IPv6 or a host name, resolved by the server), which the server's policy allows or refuses." placeholder:"ADDRESS"`
 	HttpProxyListenOn string `help:"Run an HTTP proxy here (tcp:HOST:PORT or unix:PATH): CONNECT, and plain requests with an absolute URI." placeholder:"ADDRESS"`

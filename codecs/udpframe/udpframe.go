@@ -1,11 +1,11 @@
 // Package udpframe is the framing of UDP flows in QUIC datagrams (RFC 9221).
 //
 // A UDP flow rides on one bidirectional QUIC stream: the stream carries the
-// flow's header (its target as the token) and the server's status, and its
-// life is the flow's. The flow's datagrams travel as QUIC datagrams, each
-// prefixed by the flow's number, the stream's ID divided by four (client
-// streams are 0, 4, 8...; RFC 9297's quarter stream ID does the same), so
-// that the receiver finds the flow without a table of its own:
+// flow's header (its target as the token, or for a reverse flow the bind
+// address) and the answering endpoint's status, and its life is the flow's.
+// The flow's datagrams travel as QUIC datagrams, each prefixed by the flow's
+// number, which both ends derive from the stream's ID (FlowNumber), so that
+// the receiver finds the flow without a table of its own:
 //
 //	Datagram = flow:varint count:u8 [seq:varint index:u8] payload
 //
@@ -18,6 +18,15 @@
 // once every fragment came (Reassembler) and drops it whole when one does
 // not: nothing ever waits for a lost piece, so no datagram is held behind
 // another (no head-of-line blocking).
+//
+// A forward flow's stream is one the client opened (IDs 0, 4, 8...) and its
+// number is the ID divided by four, as RFC 9297's quarter stream ID. A
+// reverse flow's stream is one the server opened (IDs 1, 5, 9...), whose ID
+// over four is the same 0, 1, 2...: its number is ReverseFlowBase plus the ID
+// over four. Stream IDs are below 2^62, so forward numbers stay below 2^60
+// and the two never meet on one session; a reverse flow's datagrams pay for
+// it with an 8-byte flow number (6 bytes more than a forward flow's first
+// 16383).
 //
 // Flow 0 is no flow: a session's first stream is its hello, and the client
 // endpoint's liveness probes (zeros) read as flow 0. Receivers drop it.
@@ -43,6 +52,19 @@ var ErrMalformed = errors.New("malformed UDP datagram frame")
 
 // ErrTooLarge is a datagram that needs more than MaxFragments fragments.
 var ErrTooLarge = errors.New("datagram too large to fragment")
+
+// ReverseFlowBase is added to the ID over four of a server-opened stream.
+const ReverseFlowBase = 1 << 60
+
+// FlowNumber is the number of the flow carried beside the bidirectional
+// stream streamID: ID/4 for a stream the client opened, ReverseFlowBase +
+// ID/4 for one the server opened (the ID's low bit, RFC 9000 2.1).
+func FlowNumber(streamID uint64) uint64 {
+	if streamID&1 == 1 {
+		return ReverseFlowBase + streamID/4
+	}
+	return streamID / 4
+}
 
 // Header is what precedes a datagram or a fragment of one.
 type Header struct {

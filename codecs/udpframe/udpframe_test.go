@@ -205,3 +205,33 @@ func TestStaleFragmentDropped(t *testing.T) {
 		t.Fatalf("stale fragment: dropped %d, pending %d", n, r.Pending())
 	}
 }
+
+// Forward flows (client streams) and reverse flows (server streams) of one
+// session never share a number, even at the largest stream IDs, and both
+// encode as varints.
+func TestFlowNumbersOfBothDirectionsApart(t *testing.T) {
+	const maxID = 1<<62 - 1
+	forward := map[uint64]bool{}
+	for _, id := range []uint64{0, 4, 8, 1 << 20, maxID &^ 3} {
+		n := FlowNumber(id)
+		if n != id/4 || n >= ReverseFlowBase {
+			t.Fatalf("client stream %d: flow %d", id, n)
+		}
+		forward[n] = true
+	}
+	for _, id := range []uint64{1, 5, 9, 1<<20 + 1, maxID&^3 + 1} {
+		n := FlowNumber(id)
+		if n != ReverseFlowBase+id/4 || forward[n] {
+			t.Fatalf("server stream %d: flow %d meets a forward flow", id, n)
+		}
+		h := Header{Flow: n, Count: 1}
+		got, _, err := Parse(AppendHeader(nil, h))
+		if err != nil || got != h || HeaderLen(h) != 9 {
+			t.Fatalf("server stream %d: flow %d parsed %+v %v, header %d bytes", id, n, got, err, HeaderLen(h))
+		}
+	}
+	// Stream 1 and stream 4's quarter IDs are 0 and 1; stream 5's is stream 4's.
+	if FlowNumber(5) == FlowNumber(4) || FlowNumber(1) == FlowNumber(0) {
+		t.Fatal("a reverse flow meets a forward flow")
+	}
+}

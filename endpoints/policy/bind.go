@@ -20,23 +20,44 @@ import (
 // The unspecified address (0.0.0.0, ::) is matched only by a rule that names
 // it as a single address: a prefix such as 0.0.0.0/0 means the addresses in
 // it, not every interface at once. The nil *BindRules permits nothing.
-type BindRules struct{ rules []rule }
+//
+// A plain address rule permits TCP listeners only (so is one written
+// "tcp:0.0.0.0:2222"); a UDP socket needs a rule that says udp:
+// ("udp:0.0.0.0:5353", "udp:198.18.0.0/15:5000-5100"). Rules written before
+// reverse UDP forwards existed thus open no UDP port.
+type BindRules struct{ rules []bindRule }
+
+type bindRule struct {
+	rule
+	udp bool // the rule said udp: and permits UDP sockets only
+}
 
 // ParseBind reads bind rules; no rules is the nil *BindRules.
 func ParseBind(specs []string) (*BindRules, error) {
 	if len(specs) == 0 {
 		return nil, nil
 	}
-	rules, err := parseRules("allow-bind", specs)
-	if err != nil {
-		return nil, err
-	}
-	for i, r := range rules {
-		if r.host != "" {
-			return nil, &RuleError{List: "allow-bind", Rule: specs[i], Err: errors.New("a bind rule names an address or prefix, not a host name")}
+	b := &BindRules{}
+	for _, s := range specs {
+		s = strings.TrimSpace(s)
+		text, udp := strings.CutPrefix(s, "udp:")
+		if !udp {
+			text = strings.TrimPrefix(text, "tcp:")
 		}
+		r, err := parseRule(text)
+		if err != nil {
+			return nil, &RuleError{List: "allow-bind", Rule: s, Err: err}
+		}
+		switch {
+		case r.host != "":
+			return nil, &RuleError{List: "allow-bind", Rule: s, Err: errors.New("a bind rule names an address or prefix, not a host name")}
+		case r.isUnix() && text != s:
+			return nil, &RuleError{List: "allow-bind", Rule: s, Err: errors.New("a UNIX socket rule takes no tcp: or udp:")}
+		}
+		r.text = s
+		b.rules = append(b.rules, bindRule{rule: r, udp: udp})
 	}
-	return &BindRules{rules: rules}, nil
+	return b, nil
 }
 
 // Permits says whether a client may have the server listen on a.
@@ -56,8 +77,9 @@ func (b *BindRules) Permits(a address.Address) bool {
 		}
 		return false
 	}
-	if a.Network != address.TCP {
-		return false // TCP and UNIX listeners only
+	udp := a.Network == address.UDP
+	if a.Network != address.TCP && !udp {
+		return false
 	}
 	host, portText, err := net.SplitHostPort(a.Addr)
 	if err != nil {
@@ -73,7 +95,7 @@ func (b *BindRules) Permits(a address.Address) bool {
 	}
 	ip = ip.Unmap()
 	for _, r := range b.rules {
-		if r.isUnix() || uint16(port) < r.lo || uint16(port) > r.hi || !r.prefix.Contains(ip) {
+		if r.isUnix() || r.udp != udp || uint16(port) < r.lo || uint16(port) > r.hi || !r.prefix.Contains(ip) {
 			continue
 		}
 		if ip.IsUnspecified() && !r.prefix.IsSingleIP() {
@@ -89,5 +111,9 @@ func (b *BindRules) String() string {
 	if b == nil {
 		return "none"
 	}
-	return texts(b.rules)
+	rules := make([]rule, len(b.rules))
+	for i, r := range b.rules {
+		rules[i] = r.rule
+	}
+	return texts(rules)
 }

@@ -24,7 +24,8 @@ func TestBindRules(t *testing.T) {
 		"unix:/run/rev/a.sock":     true,
 		"unix:/run/rev/../x.sock":  false,
 		"unix:/run/other.sock":     false,
-		"udp:0.0.0.0:2222":         false, // no UDP listeners
+		"udp:0.0.0.0:2222":         false, // a plain rule is TCP's only
+		"udp:127.0.0.1:53":         false,
 	} {
 		a, err := address.ParseListen(s)
 		if err != nil {
@@ -42,11 +43,37 @@ func TestBindRules(t *testing.T) {
 	if !wide.Permits(address.Address{Network: address.TCP, Addr: "198.18.0.1:2222"}) {
 		t.Error("0.0.0.0/0 does not permit an address inside it")
 	}
+	// UDP is permitted by udp: rules only, and they permit no TCP.
+	mixed, err := ParseBind([]string{"udp:0.0.0.0:5353", "udp:198.18.0.0/15:5000-5100", "tcp:0.0.0.0:2222"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s, want := range map[string]bool{
+		"udp:0.0.0.0:5353":    true,
+		"tcp:0.0.0.0:5353":    false,
+		"udp:198.18.1.2:5050": true,
+		"udp:198.18.1.2:5101": false,
+		"udp:0.0.0.0:5050":    false, // a prefix is not every interface
+		"tcp:0.0.0.0:2222":    true,  // tcp: says what a plain rule says
+		"udp:0.0.0.0:2222":    false,
+		"udp:127.0.0.1:0":     false,
+	} {
+		a, err := address.ParseListen(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if got := mixed.Permits(a); got != want {
+			t.Errorf("%s: permits %v, want %v", s, got, want)
+		}
+	}
+	if got := mixed.String(); got != "udp:0.0.0.0:5353 udp:198.18.0.0/15:5000-5100 tcp:0.0.0.0:2222" {
+		t.Errorf("String: %q", got)
+	}
 	var none *BindRules
 	if none.Permits(address.Address{Network: address.TCP, Addr: "127.0.0.1:2222"}) {
 		t.Error("no rules permit a bind")
 	}
-	for _, bad := range []string{"example.com:22", "10.0.0.0/8", "1.2.3.4:0", "unix:relative"} {
+	for _, bad := range []string{"example.com:22", "10.0.0.0/8", "1.2.3.4:0", "unix:relative", "udp:unix:/run/x.sock", "udp:example.com:53", "udp:10.0.0.0/8"} {
 		if _, err := ParseBind([]string{bad}); err == nil {
 			t.Errorf("%q: no error", bad)
 		}

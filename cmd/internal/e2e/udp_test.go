@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,5 +149,82 @@ func TestIperf3UDPThroughTheTunnel(t *testing.T) {
 		if s.Packets < 300 || s.LostPercent > 2 {
 			t.Fatalf("iperf3 -l %s: %d datagrams, %.2f%% lost", size, s.Packets, s.LostPercent)
 		}
+	}
+}
+
+// dig through a udp: reverse forward: dnsmasq runs beside the client, which
+// asks the server to publish its port (a [[reverse]] table, the server's
+// --allow-bind naming udp:); dig asks the server's published port, from
+// many source ports at once (a flow each) and for a TXT answer larger than
+// one QUIC datagram. Both APIs list the flows as reverse udp, and /forwards
+// on the server lists the binding as udp.
+func TestDigThroughAReverseForwardToDnsmasq(t *testing.T) {
+	livetest.RequireTools(t, "dig", "dnsmasq")
+	dnsPort := livetest.FreeLoopbackPort(t)
+	var txt []string
+	for i := range 9 {
+		txt = append(txt, fmt.Sprintf("%02d%s", i, strings.Repeat(string(rune('a'+i)), 198)))
+	}
+	livetest.StartProcess(t, nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--user=root", "--pid-file=", "--edns-packet-max=4096", "--bind-interfaces", "--listen-address=127.0.0.1", "--port="+strconv.Itoa(dnsPort),
+		"--address=/quictun.test/198.18.0.7", "--txt-record=big.quictun.test,"+strings.Join(txt, ","))
+	dnsAddr := "127.0.0.1:" + strconv.Itoa(dnsPort)
+	if !livetest.WaitFor(10*time.Second, func() bool {
+		out, err := exec.Command("dig", "@127.0.0.1", "-p", strconv.Itoa(dnsPort), "+short", "+tries=1", "+time=1", "a.quictun.test").Output()
+		return err == nil && strings.TrimSpace(string(out)) == "198.18.0.7"
+	}) {
+		t.Fatal("dnsmasq does not answer directly")
+	}
+	udp := freePort(t, "udp")
+	published := freePort(t, "udp")
+	srvAPI, cliAPI := freePort(t, "tcp"), freePort(t, "tcp")
+	secret := "QUICTUN_SECRET=reverse-udp-secret-0123456789"
+	srv := startEnv(t, []string{secret}, "quictun-server", "--listen-on", udp, "--allow-bind", "udp:"+published, "--httpd-listen-on", srvAPI)
+	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
+	conf := filepath.Join(t.TempDir(), "client.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, "server-endpoint = %q\nserver-fingerprint = %q\nhttpd-listen-on = %q\n\n[[reverse]]\nname = \"dns\"\nlisten-on = %q\ntarget = %q\n",
+		udp, fp, cliAPI, "udp:"+published, "udp:"+dnsAddr), 0o600)
+	cli := startEnv(t, []string{secret}, "quictun-client", "--config", conf)
+	cli.waitLog(t, `msg="reverse forward bound on the server" reverse=dns`)
+	host, port, _ := net.SplitHostPort(published)
+	dig := func(args ...string) (string, error) {
+		out, err := exec.Command("dig", append([]string{"@" + host, "-p", port, "+tries=3", "+time=2"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			out, err := dig("+short", fmt.Sprintf("host%d.quictun.test", i))
+			if err != nil || strings.TrimSpace(out) != "198.18.0.7" {
+				t.Errorf("dig host%d: %v %q", i, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	out, err := dig("+ignore", "+bufsize=4096", "+short", "TXT", "big.quictun.test")
+	if err != nil {
+		t.Fatalf("dig TXT: %v\n%s", err, out)
+	}
+	for _, s := range txt {
+		if !strings.Contains(out, `"`+s+`"`) {
+			t.Fatalf("the TXT answer lacks %q:\n%s", s[:8], out)
+		}
+	}
+	for _, api := range []string{srvAPI, cliAPI} {
+		flows := udpTunnels(t, api)
+		if len(flows) < n+1 {
+			t.Fatalf("%s/tunnels shows %d udp flows, want %d (one per dig)", api, len(flows), n+1)
+		}
+		for _, f := range flows {
+			if f["direction"] != "reverse" || f["forward"] != "dns" || f["packetsUp"].(float64) < 1 || f["packetsDown"].(float64) < 1 {
+				t.Fatalf("%s: flow %v", api, f)
+			}
+		}
+	}
+	var srvForwards []map[string]any
+	getJSON(t, "http://"+srvAPI+"/forwards", &srvForwards)
+	if len(srvForwards) != 1 || srvForwards[0]["protocol"] != "udp" || srvForwards[0]["listenOn"] != published || srvForwards[0]["held"] != true {
+		t.Fatalf("server's /forwards: %v", srvForwards)
 	}
 }
