@@ -152,6 +152,8 @@ type forward struct {
 	udp      *udpForward     // a UDP forward's socket and flows, bound by bind
 	bound    address.Address // listen with the port that bind got
 	stats    *forwardStats
+	// associations is a SOCKS5 proxy's UDP associations open now.
+	associations atomic.Int64
 
 	// Set by start: ctx bounds accepting and tunnel set-up (retire and
 	// shutdown cancel it), tunnels bounds the tunnels themselves.

@@ -37,6 +37,9 @@ type proxyRequest struct {
 	first  []byte   // a plain HTTP request's head, sent before the rest
 	app    net.Conn // the application, with bytes the parser read ahead
 	answer func(code preamble.Code, refusal error) error
+	// associate is a SOCKS5 UDP ASSOCIATE request, which carries no tunnel
+	// of its own (see serveAssociation); nil for a CONNECT.
+	associate *socks.Request
 }
 
 // proxyHandshake reads the application's request within SessionWait.
@@ -54,6 +57,9 @@ func (c *Client) proxyHandshake(f *forward, app net.Conn) (*proxyRequest, error)
 		req, err := socks.Handshake(app, creds)
 		if err != nil {
 			return nil, err
+		}
+		if req.Command == socks.CmdUDPAssociate {
+			return &proxyRequest{target: req.Target(), app: app, associate: &req}, nil
 		}
 		return &proxyRequest{target: req.Target(), app: app, answer: func(code preamble.Code, refusal error) error {
 			_, err := app.Write(socks.AppendReply(nil, socksReply(code, refusal), netip.AddrPort{}))
@@ -97,6 +103,10 @@ func (c *Client) serveProxy(f *forward, app net.Conn, log *slog.Logger) {
 		log.Warn("application connection closed: bad proxy request", "err", err)
 		failed(failBadProxyRequest)
 		app.Close()
+		return
+	}
+	if req.associate != nil {
+		c.serveAssociation(f, app, *req.associate, log)
 		return
 	}
 	log = log.With("target", req.target)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -37,15 +38,78 @@ const flowRetryAfter = 2 * time.Second
 
 // udpForward is a UDP forward's socket and its flows by source address.
 type udpForward struct {
-	pc *net.UDPConn
-	mu sync.Mutex
-	// flows by source; an entry with retryAt set is a refused one.
-	flows map[netip.AddrPort]*clientFlow
+	pc    *net.UDPConn
+	flows flowSet[netip.AddrPort]
 }
 
 type clientFlow struct {
 	app     *peerSide
 	retryAt time.Time // set once the flow failed to start: its datagrams are dropped until then
+}
+
+// flowSet is a set of client flows by key: a udp: forward's by source
+// address, a SOCKS5 association's by destination. An entry with retryAt set
+// is a refused flow, kept so that its datagrams are dropped for a while.
+type flowSet[K comparable] struct {
+	mu    sync.Mutex
+	flows map[K]*clientFlow
+}
+
+// route finds the flow for a datagram of key, or makes one with newFlow
+// (fresh: the caller starts it) when there is none or its refusal is over.
+// drop, when not empty, is why the datagram is to be dropped instead.
+func (s *flowSet[K]) route(key K, limit int, newFlow func() *clientFlow) (fl *clientFlow, fresh bool, drop string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.flows == nil {
+		s.flows = map[K]*clientFlow{}
+	}
+	fl = s.flows[key]
+	now := time.Now()
+	switch {
+	case fl != nil && fl.retryAt.IsZero():
+		return fl, false, ""
+	case fl != nil && now.Before(fl.retryAt):
+		return nil, false, dropRefusedFlow
+	case fl == nil && len(s.flows) >= limit:
+		// Refused entries whose time is over give their places first.
+		for k, old := range s.flows {
+			if !old.retryAt.IsZero() && !now.Before(old.retryAt) {
+				delete(s.flows, k)
+			}
+		}
+		if len(s.flows) >= limit {
+			return nil, false, dropTooManyFlows
+		}
+	}
+	fl = newFlow()
+	s.flows[key] = fl
+	return fl, true, ""
+}
+
+// refused keeps fl's datagrams out for flowRetryAfter.
+func (s *flowSet[K]) refused(fl *clientFlow) {
+	s.mu.Lock()
+	fl.retryAt = time.Now().Add(flowRetryAfter)
+	s.mu.Unlock()
+}
+
+// forget removes the ended flow fl of key.
+func (s *flowSet[K]) forget(key K, fl *clientFlow) {
+	s.mu.Lock()
+	if s.flows[key] == fl {
+		delete(s.flows, key)
+	}
+	s.mu.Unlock()
+}
+
+// each calls fn for every flow, under the set's lock.
+func (s *flowSet[K]) each(fn func(*clientFlow)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fl := range s.flows {
+		fn(fl)
+	}
 }
 
 func (f *forward) bindUDP() error {
@@ -56,7 +120,7 @@ func (f *forward) bindUDP() error {
 	// The kernel caps these at net.core.rmem_max/wmem_max (raise them as for QUIC).
 	_ = pc.SetReadBuffer(forwardSocketBuffer)
 	_ = pc.SetWriteBuffer(forwardSocketBuffer)
-	f.udp = &udpForward{pc: pc, flows: map[netip.AddrPort]*clientFlow{}}
+	f.udp = &udpForward{pc: pc}
 	f.bound = f.listen
 	f.bound.Addr = pc.LocalAddr().String()
 	return nil
@@ -93,78 +157,87 @@ func (c *Client) receiveApps(f *forward) {
 			continue
 		}
 		d := append([]byte(nil), buf[:n]...)
-		u.mu.Lock()
-		fl := u.flows[src]
-		switch {
-		case fl != nil && fl.retryAt.IsZero():
-		case fl != nil && time.Now().Before(fl.retryAt):
-			u.mu.Unlock()
-			c.udp.stats.drop(dropRefusedFlow, 1)
+		fl, fresh, drop := u.flows.route(src, maxFlowsPerForward, func() *clientFlow {
+			return &clientFlow{app: newPeerSide(u.pc, src, c.udp.stats)}
+		})
+		if drop != "" {
+			c.udp.stats.drop(drop, 1)
 			continue
-		case len(u.flows) >= maxFlowsPerForward && fl == nil:
-			u.mu.Unlock()
-			c.udp.stats.drop(dropTooManyFlows, 1)
-			continue
-		default:
-			fl = &clientFlow{app: newPeerSide(u.pc, src, c.udp.stats)}
-			u.flows[src] = fl
+		}
+		if fresh {
 			f.handlers.Go(func() { c.serveFlow(f, src, fl) })
 		}
-		u.mu.Unlock()
 		fl.app.deliver(d)
 	}
 }
 
-// serveFlow opens the stream of a new flow, waits for the server's answer
-// (datagrams that come meanwhile wait in the flow's queue) and runs it.
+// serveFlow starts the flow of a udp: forward's source: its token from the
+// forward's source, then runFlow.
 func (c *Client) serveFlow(f *forward, src netip.AddrPort, fl *clientFlow) {
 	log := c.log.With("forward", f.name, "app", "udp:"+src.String())
 	u := f.udp
-	failed := func(reason string, err error) {
-		log.Warn("udp flow refused", "err", err)
-		c.metrics.failed(reason)
-		f.stats.failed(reason)
-		u.mu.Lock()
-		fl.retryAt = time.Now().Add(flowRetryAfter)
-		u.mu.Unlock()
-		fl.app.Abort(0)
-	}
 	setup, cancel := context.WithTimeout(f.ctx, c.cfg.SessionWait)
 	defer cancel()
+	run := clientFlowRun{
+		fl: fl, appAddr: "udp:" + src.String(), setup: setup, tunnels: f.tunnels,
+		refused: func() { u.flows.refused(fl) },
+		forget:  func() { u.flows.forget(src, fl) },
+	}
 	tok, err := f.tokens.Token(setup, net.UDPAddrFromAddrPort(src))
 	if err != nil {
-		failed(failNoToken, err)
+		c.flowRefused(f, run, log, failNoToken, err)
 		return
 	}
+	run.token = tok
+	c.runFlow(f, run, log)
+}
+
+// clientFlowRun is what running a client flow needs besides its forward.
+type clientFlowRun struct {
+	fl      *clientFlow
+	token   string
+	appAddr string          // its application end, as /tunnels shows it
+	setup   context.Context // bounds opening its stream and the server's answer
+	tunnels context.Context // its tunnel's
+	refused func()          // its owner keeps its datagrams out for a while
+	forget  func()          // its owner forgets it once it has ended
+}
+
+func (c *Client) flowRefused(f *forward, run clientFlowRun, log *slog.Logger, reason string, err error) {
+	log.Warn("udp flow refused", "err", err)
+	c.metrics.failed(reason)
+	f.stats.failed(reason)
+	run.refused()
+	run.fl.app.Abort(0)
+}
+
+// runFlow opens the stream of a new flow, waits for the server's answer
+// (datagrams that come meanwhile wait in the flow's queue) and runs it.
+func (c *Client) runFlow(f *forward, run clientFlowRun, log *slog.Logger) {
+	fl, tok := run.fl, run.token
 	hdr, err := preamble.AppendHeader(nil, preamble.Header{Token: []byte(tok)})
 	if err != nil {
-		failed(failNoToken, err)
+		c.flowRefused(f, run, log, failNoToken, err)
 		return
 	}
-	st, conn, err := c.sessions.openStream(setup)
+	st, conn, err := c.sessions.openStream(run.setup)
 	if err != nil {
-		failed(failNoSession, err)
+		c.flowRefused(f, run, log, failNoSession, err)
 		return
 	}
-	if err := awaitFlowStatus(setup, st, hdr); err != nil {
+	if err := awaitFlowStatus(run.setup, st, hdr); err != nil {
 		reason := failNoSession
 		if se := (*preamble.StatusError)(nil); errors.As(err, &se) {
 			reason = se.Status.Code.String()
 		}
-		failed(reason, err)
+		c.flowRefused(f, run, log, reason, err)
 		return
 	}
-	defer func() {
-		u.mu.Lock()
-		if u.flows[src] == fl {
-			delete(u.flows, src)
-		}
-		u.mu.Unlock()
-	}()
-	t := c.reg.Open(f.tunnels, engine.Info{
+	defer run.forget()
+	t := c.reg.Open(run.tunnels, engine.Info{
 		Endpoint:           engine.ClientEndpoint,
 		StreamID:           int64(st.StreamID()),
-		ClientAppAddr:      "udp:" + src.String(),
+		ClientAppAddr:      run.appAddr,
 		ServerAppAddr:      displayTarget(tok),
 		RemoteEndpointAddr: conn.RemoteAddr().String(),
 		Session:            conn.RemoteAddr().String(),
@@ -263,6 +336,8 @@ func (c *Client) receiveDatagram(conn *quic.Conn, b []byte) {
 type peerSide struct {
 	pc     *net.UDPConn
 	src    netip.AddrPort
+	prefix []byte // written ahead of each datagram (a SOCKS5 UDP header), or nil
+	out    []byte // Write's (one pump's) buffer for prefix and datagram
 	stats  *udpStats
 	t      atomic.Pointer[engine.Tunnel] // nil until the flow started
 	in     chan []byte
@@ -312,7 +387,12 @@ func (p *peerSide) Read(b []byte) (int, error) {
 }
 
 func (p *peerSide) Write(b []byte) (int, error) {
-	if _, err := p.pc.WriteToUDPAddrPort(b, p.src); err != nil {
+	d := b
+	if p.prefix != nil {
+		p.out = append(append(p.out[:0], p.prefix...), b...)
+		d = p.out
+	}
+	if _, err := p.pc.WriteToUDPAddrPort(d, p.src); err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			return 0, err
 		}

@@ -62,7 +62,8 @@ const (
 )
 
 var dropReasons = []string{dropUnauthenticated, dropMalformed, dropUnknownFlow, dropQueueFull,
-	dropFragments, dropTooLarge, dropUnreachable, dropRefusedFlow, dropTooManyFlows}
+	dropFragments, dropTooLarge, dropUnreachable, dropRefusedFlow, dropTooManyFlows,
+	dropForeignSource, dropSOCKSFragment}
 
 // udpStats counts what no tunnel counts: drops outside a flow and by reason,
 // and the flows opened. Read at scrape time.
@@ -70,6 +71,9 @@ type udpStats struct {
 	opened     atomic.Uint64
 	fragmented atomic.Uint64             // datagrams sent in more than one QUIC datagram
 	dropped    map[string]*atomic.Uint64 // fixed keys: dropReasons
+	// SOCKS5 UDP associations (a client's): open now, and opened.
+	associations       atomic.Int64
+	associationsOpened atomic.Uint64
 }
 
 func newUDPStats() *udpStats {
@@ -289,6 +293,7 @@ type udpCollector struct {
 	reg                                         *engine.Registry
 	openDesc, openedDesc, packetsDesc, dropDesc *prometheus.Desc
 	fragDesc                                    *prometheus.Desc
+	assocDesc, assocOpenedDesc                  *prometheus.Desc // nil on the server
 }
 
 func (c *udpCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -297,6 +302,10 @@ func (c *udpCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.packetsDesc
 	ch <- c.dropDesc
 	ch <- c.fragDesc
+	if c.assocDesc != nil {
+		ch <- c.assocDesc
+		ch <- c.assocOpenedDesc
+	}
 }
 
 func (c *udpCollector) Collect(ch chan<- prometheus.Metric) {
@@ -317,6 +326,10 @@ func (c *udpCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range dropReasons {
 		ch <- prometheus.MustNewConstMetric(c.dropDesc, prometheus.CounterValue, float64(c.u.stats.dropped[r].Load()), r)
 	}
+	if c.assocDesc != nil {
+		ch <- prometheus.MustNewConstMetric(c.assocDesc, prometheus.GaugeValue, float64(c.u.stats.associations.Load()))
+		ch <- prometheus.MustNewConstMetric(c.assocOpenedDesc, prometheus.CounterValue, float64(c.u.stats.associationsOpened.Load()))
+	}
 }
 
 // udpEndpoint is what both endpoints keep for their flows.
@@ -328,7 +341,7 @@ type udpEndpoint struct {
 
 func (u *udpEndpoint) collector(side engine.Endpoint, reg *engine.Registry) *udpCollector {
 	l := prometheus.Labels{"endpoint": string(side)}
-	return &udpCollector{u: u, reg: reg,
+	c := &udpCollector{u: u, reg: reg,
 		openDesc:   prometheus.NewDesc("quictun_udp_flows_open", "UDP flows open now.", nil, l),
 		openedDesc: prometheus.NewDesc("quictun_udp_flows_opened_total", "UDP flows opened.", nil, l),
 		packetsDesc: prometheus.NewDesc("quictun_udp_datagrams_total",
@@ -338,6 +351,13 @@ func (u *udpEndpoint) collector(side engine.Endpoint, reg *engine.Registry) *udp
 		fragDesc: prometheus.NewDesc("quictun_udp_datagrams_fragmented_total",
 			"Datagrams this endpoint sent in more than one QUIC datagram (larger than the path's QUIC datagram).", nil, l),
 	}
+	if side == engine.ClientEndpoint {
+		c.assocDesc = prometheus.NewDesc("quictun_socks_udp_associations_open",
+			"SOCKS5 UDP associations open now (each its flows' owner).", nil, l)
+		c.assocOpenedDesc = prometheus.NewDesc("quictun_socks_udp_associations_opened_total",
+			"SOCKS5 UDP associations opened.", nil, l)
+	}
+	return c
 }
 
 // ended adds an ended flow's packets to the totals.

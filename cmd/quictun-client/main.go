@@ -40,7 +40,7 @@ type flags struct {
 
 	Reverse []string `sep:"none" help:"A reverse forward: the server listens on LISTEN (its --allow-bind must permit it) and each connection there reaches TARGET on this side, e.g. tcp:0.0.0.0:2222=tcp:127.0.0.1:22, or udp:0.0.0.0:5353=udp:127.0.0.1:53 (each source address there a flow of datagrams); repeatable. The config file's [[reverse]] tables (name, listen-on, target) say the same with a name." placeholder:"LISTEN=TARGET"`
 
-	SocksListenOn     string `help:"Run a SOCKS5 proxy here (tcp:HOST:PORT or unix:PATH): each connection names its target (IPv4, IPv6 or a host name, resolved by the server), which the server's policy allows or refuses." placeholder:"ADDRESS"`
+	SocksListenOn     string `help:"Run a SOCKS5 proxy here (tcp:HOST:PORT or unix:PATH): each connection names its target (IPv4, IPv6 or a host name, resolved by the server), which the server's policy allows or refuses; UDP ASSOCIATE too (on tcp:), each destination a UDP flow." placeholder:"ADDRESS"`
 	HttpProxyListenOn string `help:"Run an HTTP proxy here (tcp:HOST:PORT or unix:PATH): CONNECT, and plain requests with an absolute URI." placeholder:"ADDRESS"`
 	ProxyUsername     string `help:"Require this user name of the proxies' applications (SOCKS5 RFC 1929, HTTP Proxy-Authorization Basic); with --proxy-password." placeholder:"USER"`
 	ProxyPassword     string `help:"The password that goes with --proxy-username. Prefer the environment: a flag shows in ps." env:"QUICTUN_PROXY_PASSWORD" placeholder:"PASSWORD" sensitive:""`

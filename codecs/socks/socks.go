@@ -1,7 +1,8 @@
 // Package socks is the server side of SOCKS version 5 (RFC 1928) with
 // username/password authentication (RFC 1929), as far as a tunnel needs it:
 // the CONNECT command to an IPv4 address, an IPv6 address or a host name,
-// which the far side resolves (as ssh -D does). Every field is read with its
+// which the far side resolves (as ssh -D does), and UDP ASSOCIATE with the
+// header of its relayed datagrams (udp.go). Every field is read with its
 // stated length, so a request holds at most a few hundred bytes; anything
 // else gets the reply the RFC gives it and an error.
 package socks
@@ -100,7 +101,7 @@ func (c Credentials) required() bool { return c.Username != "" || c.Password != 
 // methods, picks one (username/password when creds are set, else none),
 // checks the credentials, and reads the request. It writes every reply of
 // that exchange itself, including the error reply of a request it refuses
-// (a command other than CONNECT, an unknown address type); the reply to a
+// (BIND, an unknown address type); the reply to a
 // good request is the caller's, once it knows whether the target can be
 // reached (see AppendReply).
 func Handshake(rw io.ReadWriter, creds Credentials) (Request, error) {
@@ -208,9 +209,10 @@ func ReadUserPass(r io.Reader) (user, pass string, err error) {
 	return user, pass, nil
 }
 
-// ReadRequest reads a request. A well-formed request that this package does
-// not serve (BIND, UDP ASSOCIATE, an unknown address type, a bad host name)
-// is an *Error with the reply to send.
+// ReadRequest reads a request: CONNECT, or UDP ASSOCIATE, whose address is
+// where the client means to send its datagrams from (zeros when it does not
+// know). A well-formed request that this package does not serve (BIND, an
+// unknown address type, a bad host name) is an *Error with the reply to send.
 func ReadRequest(r io.Reader) (Request, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
@@ -250,8 +252,8 @@ func ReadRequest(r io.Reader) (Request, error) {
 		return Request{}, fmt.Errorf("socks5: read port: %w", err)
 	}
 	req.Port = binary.BigEndian.Uint16(port[:])
-	if req.Command != CmdConnect {
-		return Request{}, fail(CommandNotSupported, "command %d: only CONNECT is served", req.Command)
+	if req.Command != CmdConnect && req.Command != CmdUDPAssociate {
+		return Request{}, fail(CommandNotSupported, "command %d: only CONNECT and UDP ASSOCIATE are served", req.Command)
 	}
 	if hdr[3] == AtypDomain {
 		if err := checkName(req.Host); err != nil {
@@ -268,7 +270,11 @@ func checkName(name string) error {
 	if name == "" {
 		return fail(HostUnreachable, "empty host name")
 	}
-	if _, err := netip.ParseAddr(name); err == nil {
+	if a, err := netip.ParseAddr(name); err == nil {
+		if a.Zone() != "" {
+			// A zone names one of this host's interfaces, with any bytes.
+			return fail(HostUnreachable, "address %q has a zone", name)
+		}
 		return nil
 	}
 	for i := 0; i < len(name); i++ {

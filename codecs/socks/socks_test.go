@@ -43,6 +43,7 @@ func TestHandshake(t *testing.T) {
 		name      string
 		in        []byte
 		creds     Credentials
+		cmd       byte // the request's command when it succeeds; 0 is CONNECT
 		target    string
 		reply     []byte // what the server wrote
 		wantReply Reply  // the error's reply, when it fails
@@ -58,10 +59,13 @@ func TestHandshake(t *testing.T) {
 		{name: "no auth offered when required", in: join(noAuth), creds: creds, reply: []byte{5, 0xff}, wantReply: GeneralFailure, wantErr: "no acceptable"},
 		{name: "only auth offered when none", in: join(userPass), reply: []byte{5, 0xff}, wantReply: GeneralFailure, wantErr: "no acceptable"},
 		{name: "bind", in: join(noAuth, []byte{5, CmdBind, 0, AtypIPv4, 1, 2, 3, 4, 0, 1}), reply: join([]byte{5, 0}, AppendReply(nil, CommandNotSupported, netip.AddrPort{})), wantReply: CommandNotSupported, wantErr: "command 2"},
-		{name: "udp associate", in: join(noAuth, []byte{5, CmdUDPAssociate, 0, AtypIPv4, 0, 0, 0, 0, 0, 0}), reply: join([]byte{5, 0}, AppendReply(nil, CommandNotSupported, netip.AddrPort{})), wantReply: CommandNotSupported, wantErr: "command 3"},
+		{name: "udp associate", in: join(noAuth, []byte{5, CmdUDPAssociate, 0, AtypIPv4, 0, 0, 0, 0, 0, 0}), cmd: CmdUDPAssociate, target: "0.0.0.0:0", reply: []byte{5, 0}},
+		{name: "udp associate from a port", in: join(noAuth, []byte{5, CmdUDPAssociate, 0, AtypIPv4, 127, 0, 0, 1, 0x13, 0x88}), cmd: CmdUDPAssociate, target: "127.0.0.1:5000", reply: []byte{5, 0}},
+		{name: "command 9", in: join(noAuth, []byte{5, 9, 0, AtypIPv4, 1, 2, 3, 4, 0, 1}), reply: join([]byte{5, 0}, AppendReply(nil, CommandNotSupported, netip.AddrPort{})), wantReply: CommandNotSupported, wantErr: "command 9"},
 		{name: "address type 9", in: join(noAuth, []byte{5, 1, 0, 9, 1, 2}), reply: join([]byte{5, 0}, AppendReply(nil, AddressTypeNotSupported, netip.AddrPort{})), wantReply: AddressTypeNotSupported, wantErr: "address type 9"},
 		{name: "name with a slash", in: join(noAuth, connect(AtypDomain, []byte("a/b"), 80)), reply: join([]byte{5, 0}, AppendReply(nil, HostUnreachable, netip.AddrPort{})), wantReply: HostUnreachable, wantErr: "host name"},
 		{name: "name with a colon", in: join(noAuth, connect(AtypDomain, []byte("a:22"), 80)), reply: join([]byte{5, 0}, AppendReply(nil, HostUnreachable, netip.AddrPort{})), wantReply: HostUnreachable, wantErr: "host name"},
+		{name: "address with a zone", in: join(noAuth, connect(AtypDomain, []byte("fe80::1%eth0"), 80)), reply: join([]byte{5, 0}, AppendReply(nil, HostUnreachable, netip.AddrPort{})), wantReply: HostUnreachable, wantErr: "zone"},
 		{name: "empty name", in: join(noAuth, connect(AtypDomain, nil, 80)), reply: join([]byte{5, 0}, AppendReply(nil, HostUnreachable, netip.AddrPort{})), wantReply: HostUnreachable, wantErr: "empty host"},
 		{name: "socks4", in: []byte{4, 1, 0, 80, 1, 2, 3, 4, 0}, wantErr: "version 4"},
 		{name: "http", in: []byte("CONNECT a:1 HTTP/1.1\r\n\r\n"), wantErr: "version 67"},
@@ -74,8 +78,11 @@ func TestHandshake(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rw := &conn{Reader: bytes.NewReader(c.in)}
 			req, err := Handshake(rw, c.creds)
+			if c.cmd == 0 {
+				c.cmd = CmdConnect
+			}
 			if c.wantErr == "" {
-				if err != nil || req.Target() != c.target || req.Command != CmdConnect {
+				if err != nil || req.Target() != c.target || req.Command != c.cmd {
 					t.Fatalf("got %+v (%s), %v; want %s", req, req.Target(), err, c.target)
 				}
 			} else {
@@ -107,7 +114,7 @@ func TestAppendReply(t *testing.T) {
 }
 
 // FuzzHandshake: any bytes end in a request or an error, never a panic; a
-// request is always a CONNECT whose target parses back to host and port, and
+// request is always a CONNECT or a UDP ASSOCIATE whose target parses back to host and port, and
 // the server never writes more than the replies of one handshake.
 func FuzzHandshake(f *testing.F) {
 	f.Add(join(noAuth, connect(AtypIPv4, []byte{10, 0, 0, 5}, 22)), false)
@@ -127,7 +134,7 @@ func FuzzHandshake(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if req.Command != CmdConnect || req.Host == "" {
+		if req.Command != CmdConnect && req.Command != CmdUDPAssociate || req.Host == "" {
 			t.Fatalf("accepted %+v", req)
 		}
 		if strings.ContainsAny(req.Host, " /\\\x00") {

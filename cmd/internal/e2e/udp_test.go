@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -226,5 +229,80 @@ func TestDigThroughAReverseForwardToDnsmasq(t *testing.T) {
 	getJSON(t, "http://"+srvAPI+"/forwards", &srvForwards)
 	if len(srvForwards) != 1 || srvForwards[0]["protocol"] != "udp" || srvForwards[0]["listenOn"] != published || srvForwards[0]["held"] != true {
 		t.Fatalf("server's /forwards: %v", srvForwards)
+	}
+}
+
+// A DNS query through the client's SOCKS5 proxy (UDP ASSOCIATE, RFC 1928
+// section 7) to a local dnsmasq: the client below is written from the RFC
+// (the request, the reply's relay address, the UDP request header), the
+// query and the answer's check from RFC 1035. The answer comes back with
+// the header naming dnsmasq; the association's flow shows in /tunnels and
+// ends when the control connection closes.
+func TestSOCKS5UDPAssociateToDnsmasq(t *testing.T) {
+	livetest.RequireTools(t, "dnsmasq")
+	dnsPort := livetest.FreeLoopbackPort(t)
+	livetest.StartProcess(t, nil, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--user=root", "--pid-file=", "--bind-interfaces", "--listen-address=127.0.0.1", "--port="+strconv.Itoa(dnsPort),
+		"--address=/quictun.test/198.18.0.7")
+	socksAt := freePort(t, "tcp")
+	_, api := udpClient(t, "udp:"+freePort(t, "udp"), "udp:127.0.0.1:"+strconv.Itoa(dnsPort), "--socks-listen-on", "tcp:"+socksAt)
+	livetest.WaitForSocket(t, "tcp", socksAt)
+
+	ctl, err := net.DialTimeout("tcp", socksAt, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	_ = ctl.SetDeadline(time.Now().Add(10 * time.Second))
+	// No authentication; UDP ASSOCIATE from an address not known yet (zeros).
+	if _, err := ctl.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	reply := make([]byte, 12)
+	if _, err := io.ReadFull(ctl, reply); err != nil || reply[1] != 0 || reply[3] != 0 || reply[5] != 1 {
+		t.Fatalf("reply %x: %v", reply, err)
+	}
+	relay := &net.UDPAddr{IP: net.IP(reply[6:10]), Port: int(binary.BigEndian.Uint16(reply[10:]))}
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	hdr := binary.BigEndian.AppendUint16([]byte{0, 0, 0, 1, 127, 0, 0, 1}, uint16(dnsPort))
+	// An A query for host.quictun.test, ID 0x5154, recursion desired.
+	query := []byte{0x51, 0x54, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, label := range []string{"host", "quictun", "test"} {
+		query = append(append(query, byte(len(label))), label...)
+	}
+	query = append(query, 0, 0, 1, 0, 1)
+	buf := make([]byte, 4096)
+	var answer []byte
+	for range 10 {
+		if _, err := pc.WriteToUDP(append(append([]byte(nil), hdr...), query...), relay); err != nil {
+			t.Fatal(err)
+		}
+		_ = pc.SetReadDeadline(time.Now().Add(time.Second))
+		n, from, err := pc.ReadFromUDP(buf)
+		if err == nil {
+			if from.String() != relay.String() || !bytes.HasPrefix(buf[:n], hdr) {
+				t.Fatalf("answer from %v with header %x, want the relay %v and %x", from, buf[:min(n, len(hdr))], relay, hdr)
+			}
+			answer = buf[len(hdr):n]
+			break
+		}
+	}
+	// The answer: same ID, a response without error, one answer record
+	// whose data (the message's last 4 bytes) is dnsmasq's address.
+	if len(answer) < 12+4 || answer[0] != 0x51 || answer[1] != 0x54 || answer[2]&0x80 == 0 || answer[3]&0x0f != 0 ||
+		binary.BigEndian.Uint16(answer[6:]) != 1 || !bytes.Equal(answer[len(answer)-4:], []byte{198, 18, 0, 7}) {
+		t.Fatalf("DNS answer %x", answer)
+	}
+	flows := udpTunnels(t, api)
+	if len(flows) != 1 || flows[0]["serverAppAddr"] != "udp:127.0.0.1:"+strconv.Itoa(dnsPort) || flows[0]["clientAppAddr"] != "udp:"+pc.LocalAddr().String() {
+		t.Fatalf("flows %v", flows)
+	}
+	ctl.Close()
+	if !livetest.WaitFor(10*time.Second, func() bool { return len(udpTunnels(t, api)) == 0 }) {
+		t.Fatal("the flow outlived its association")
 	}
 }
