@@ -81,7 +81,8 @@ func TestUDPResidualLoss(t *testing.T) {
 	for time.Since(start) < d {
 		if time.Now().After(nextLog) {
 			st := conn.ConnectionStats()
-			t.Logf("%5.1fs cwnd %d srtt %v sent %d lost %d", time.Since(start).Seconds(), st.CongestionWindow, st.SmoothedRTT, st.PacketsSent, st.PacketsLost)
+			full := gather(t, p.client)[`quictun_udp_datagrams_dropped_total{endpoint="client",reason="queue full"}`]
+			t.Logf("%5.1fs cwnd %d srtt %v sent %d lost %d; client queue full so far %.0f", time.Since(start).Seconds(), st.CongestionWindow, st.SmoothedRTT, st.PacketsSent, st.PacketsLost, full)
 			nextLog = nextLog.Add(500 * time.Millisecond)
 		}
 		due := int64(time.Since(start).Seconds() * rate)
