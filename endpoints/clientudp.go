@@ -340,15 +340,14 @@ type peerSide struct {
 	out    []byte // Write's (one pump's) buffer for prefix and datagram
 	stats  *udpStats
 	t      atomic.Pointer[engine.Tunnel] // nil until the flow started
-	in     chan []byte
-	queued atomic.Int64
+	in     *datagramQueue
 	mu     sync.Mutex
 	closed bool
 	done   chan struct{}
 }
 
 func newPeerSide(pc *net.UDPConn, src netip.AddrPort, stats *udpStats) *peerSide {
-	return &peerSide{pc: pc, src: src, stats: stats, in: make(chan []byte, flowQueueLen), done: make(chan struct{})}
+	return &peerSide{pc: pc, src: src, stats: stats, in: newDatagramQueue(&stats.queued), done: make(chan struct{})}
 }
 
 func (p *peerSide) dropped(reason string) {
@@ -364,26 +363,17 @@ func (p *peerSide) deliver(d []byte) {
 	if p.closed {
 		return
 	}
-	if p.queued.Load()+int64(len(d)) > flowQueueBytes {
-		p.dropped(dropQueueFull)
-		return
-	}
-	select {
-	case p.in <- d:
-		p.queued.Add(int64(len(d)))
-	default:
+	if !p.in.push(d) {
 		p.dropped(dropQueueFull)
 	}
 }
 
 func (p *peerSide) Read(b []byte) (int, error) {
-	select {
-	case d := <-p.in:
-		p.queued.Add(-int64(len(d)))
-		return copy(b, d), nil
-	case <-p.done:
+	d, ok := p.in.pop(p.done)
+	if !ok {
 		return 0, io.EOF
 	}
+	return copy(b, d), nil
 }
 
 func (p *peerSide) Write(b []byte) (int, error) {
@@ -412,6 +402,7 @@ func (p *peerSide) Close() error {
 	if !p.closed {
 		p.closed = true
 		close(p.done)
+		p.in.close()
 	}
 	return nil
 }

@@ -40,13 +40,6 @@ const MaxUDPDatagram = engine.BufferSize - 1
 // QUIC datagram size it learnt, so that it follows the path MTU as it grows.
 const relearnEvery = 256
 
-// Bounds of one flow's receive queue (datagrams waiting for its pump): a
-// pump that falls behind drops datagrams, as a full socket buffer would.
-const (
-	flowQueueLen   = 256
-	flowQueueBytes = 256 << 10
-)
-
 // Reasons a datagram is dropped, as quictun_udp_datagrams_dropped_total
 // counts them.
 const (
@@ -71,6 +64,7 @@ type udpStats struct {
 	opened     atomic.Uint64
 	fragmented atomic.Uint64             // datagrams sent in more than one QUIC datagram
 	dropped    map[string]*atomic.Uint64 // fixed keys: dropReasons
+	queued     atomic.Int64              // bytes waiting in all flows' queues (endpointQueueSize)
 	// SOCKS5 UDP associations (a client's): open now, and opened.
 	associations       atomic.Int64
 	associationsOpened atomic.Uint64
@@ -143,8 +137,7 @@ type flowSide struct {
 	t      *engine.Tunnel // for drops; set before the session can deliver to it
 	stats  *udpStats
 
-	in     chan []byte
-	queued atomic.Int64  // bytes in in
+	in     *datagramQueue
 	ended  chan struct{} // closed when the stream's receive side ends
 	reasm  *udpframe.Reassembler
 	mu     sync.Mutex // guards closed against receive's send on in
@@ -161,7 +154,7 @@ type flowSide struct {
 
 func newFlowSide(conn *quic.Conn, stream *quic.Stream, t *engine.Tunnel, stats *udpStats) *flowSide {
 	f := &flowSide{conn: conn, stream: stream, flow: flowID(stream), t: t, stats: stats,
-		in: make(chan []byte, flowQueueLen), ended: make(chan struct{}), max: MaxUDPDatagram + udpframe.MaxHeaderLen}
+		in: newDatagramQueue(&stats.queued), ended: make(chan struct{}), max: MaxUDPDatagram + udpframe.MaxHeaderLen}
 	f.watcher.Go(f.watchStream)
 	return f
 }
@@ -201,15 +194,7 @@ func (f *flowSide) receive(h udpframe.Header, payload []byte, stats *udpStats) {
 	if f.closed {
 		return
 	}
-	if f.queued.Load()+int64(len(payload)) > flowQueueBytes {
-		f.t.Dropped(1)
-		stats.drop(dropQueueFull, 1)
-		return
-	}
-	select {
-	case f.in <- payload:
-		f.queued.Add(int64(len(payload)))
-	default:
+	if !f.in.push(payload) {
 		f.t.Dropped(1)
 		stats.drop(dropQueueFull, 1)
 	}
@@ -217,13 +202,11 @@ func (f *flowSide) receive(h udpframe.Header, payload []byte, stats *udpStats) {
 
 // Read returns the next datagram; io.EOF once the peer ended the flow.
 func (f *flowSide) Read(p []byte) (int, error) {
-	select {
-	case d := <-f.in:
-		f.queued.Add(-int64(len(d)))
-		return copy(p, d), nil
-	case <-f.ended:
+	d, ok := f.in.pop(f.ended)
+	if !ok {
 		return 0, io.EOF
 	}
+	return copy(p, d), nil
 }
 
 // Write sends one datagram, in fragments when it does not fit in one QUIC
@@ -280,6 +263,7 @@ func (f *flowSide) stop() {
 	f.watcher.Wait()
 	f.mu.Lock()
 	f.closed = true
+	f.in.close()
 	f.mu.Unlock()
 }
 
