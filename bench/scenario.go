@@ -41,6 +41,7 @@ const (
 	TCPBBR       = "tcp-bbr"       // direct kernel TCP, bbr set per connection
 	Quictun      = "quictun"       // quictun with its default settings
 	QuictunNoFEC = "quictun-nofec" // quictun with --fec off: plain quic-go underneath
+	QuictunReno  = "quictun-reno"  // quictun whose client sends with quic-go's Reno (--congestion reno)
 	Kcptun       = "kcptun"        // the Debian kcptun package, tuned (see contender)
 	// hysteria 2 (a prebuilt binary: see contender), with its default BBR, and with its
 	// Brutal sender told the scenario's true link rate (its best case).
@@ -49,7 +50,7 @@ const (
 )
 
 // Contenders lists every contender the harness knows, in report order.
-var Contenders = []string{TCPCubic, TCPBBR, Quictun, QuictunNoFEC, Kcptun, HysteriaBBR, HysteriaBrutal}
+var Contenders = []string{TCPCubic, TCPBBR, Quictun, QuictunNoFEC, QuictunReno, Kcptun, HysteriaBBR, HysteriaBrutal}
 
 // Scenario is one link condition with one measurement, run for each of its contenders
 // Repetitions times.

@@ -55,6 +55,9 @@ type ClientConfig struct {
 	WrapUDP func(net.PacketConn) net.PacketConn
 	// Recovery configures the loss-recovery layer; nil is recovery.DefaultConfig.
 	Recovery *recovery.Config
+	// Congestion names the sender's congestion controller (quicconf.BBR, the
+	// default, or quicconf.Reno).
+	Congestion string
 	Logger   *slog.Logger
 }
 
@@ -141,7 +144,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.closeListeners()
 		return nil, fmt.Errorf("open UDP socket: %w", err)
 	}
-	qc := quicConfig()
+	qc, err := quicConfigFor(cfg.Congestion)
+	if err != nil {
+		udp.Close()
+		c.closeListeners()
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, false, qc)
 	if err != nil {
 		c.closeListeners()

@@ -27,3 +27,9 @@ const (
 // loss-recovery layer's tests and benchmarks (internal/quicconf, where the
 // flow-control windows are explained).
 func quicConfig() *quic.Config { return quicconf.Tunnel() }
+
+// quicConfigFor is quicConfig whose sender runs the named congestion controller.
+func quicConfigFor(congestion string) (*quic.Config, error) {
+	qc := quicconf.Tunnel()
+	return qc, quicconf.SetCongestion(qc, congestion)
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/engine"
+	"github.com/quictun/quictun/internal/quicconf"
 	"github.com/quictun/quictun/recovery"
 )
 
@@ -89,6 +90,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.auth.Store(st)
 	qc := serverQUICConfig(cfg)
+	if err := quicconf.SetCongestion(qc, cfg.Congestion); err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	qc.AllowConnectionWindowIncrease = s.windowMayGrow
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, cfg.Recovery, true, qc)
 	if err != nil {

@@ -70,6 +70,9 @@ type ServerConfig struct {
 	WrapUDP func(net.PacketConn) net.PacketConn
 	// Recovery configures the loss-recovery layer; nil is recovery.DefaultConfig.
 	Recovery *recovery.Config
+	// Congestion names the sender's congestion controller (quicconf.BBR, the
+	// default, or quicconf.Reno).
+	Congestion string
 	Logger   *slog.Logger
 }
 

@@ -30,6 +30,8 @@ type SpeedTestConfig struct {
 	// Recovery configures the loss-recovery layer of the run with it; nil is
 	// recovery.DefaultConfig. The other run leaves the layer out.
 	Recovery *recovery.Config
+	// Congestion names the congestion controller of both runs ("" for BBR).
+	Congestion string
 	// Duration is how long each direction is measured in each run (0: 5 s;
 	// the server may cut it shorter).
 	Duration time.Duration
@@ -119,7 +121,11 @@ func speedTestRun(ctx context.Context, cfg SpeedTestConfig, rc recovery.Config) 
 	if err != nil {
 		return run, fmt.Errorf("open UDP socket: %w", err)
 	}
-	qc := quicConfig()
+	qc, err := quicConfigFor(cfg.Congestion)
+	if err != nil {
+		udp.Close()
+		return run, err
+	}
 	pc, rec, err := linkLayers(udp, cfg.WrapUDP, &rc, false, qc)
 	if err != nil {
 		return run, err

@@ -9,21 +9,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quictun/quictun/internal/quicconf"
 	"github.com/quictun/quictun/netem"
 )
 
 // goodputDuration is how long each goodput benchmark transfers. Slow start is part
 // of the figure, as it is for an application.
 var (
-	goodputDuration = flag.Duration("goodput.duration", 12*time.Second, "transfer time of each goodput benchmark")
-	goodputTrace    = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every goodput.every of a goodput benchmark")
-	goodputEvery    = flag.Duration("goodput.every", time.Second, "trace interval")
-	goodputData     = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
-	goodputSpan     = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
-	goodputResidual = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
-	goodputNoTrain  = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
-	goodputNoRamp   = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
-	goodputQueue    = flag.Duration("goodput.queue", 0, "drop-tail queue of the wan links, as time at their rate (default: one round trip)")
+	goodputCongestion = flag.String("goodput.congestion", quicconf.BBR, "congestion controller of the goodput benchmarks' quic-go (bbr or reno)")
+	goodputDuration   = flag.Duration("goodput.duration", 12*time.Second, "transfer time of each goodput benchmark")
+	goodputTrace      = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every goodput.every of a goodput benchmark")
+	goodputEvery      = flag.Duration("goodput.every", time.Second, "trace interval")
+	goodputData       = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
+	goodputSpan       = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
+	goodputResidual   = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
+	goodputNoTrain    = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
+	goodputNoRamp     = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
+	goodputQueue      = flag.Duration("goodput.queue", 0, "drop-tail queue of the wan links, as time at their rate (default: one round trip)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round
@@ -143,6 +145,8 @@ func BenchmarkGoodput(b *testing.B) {
 		{"rtt50-loss5", wanModel(50*time.Millisecond, 0.05, nil)},
 		{"rtt50-loss10", wanModel(50*time.Millisecond, 0.10, nil)},
 		{"rtt200-loss1", wanModel(200*time.Millisecond, 0.01, nil)},
+		{"rtt200-loss5", wanModel(200*time.Millisecond, 0.05, nil)},
+		{"rtt200-loss10", wanModel(200*time.Millisecond, 0.10, nil)},
 		{"rtt50-ge2b3", wanModel(50*time.Millisecond, 0, ge)},
 	}
 	modes := []struct {

@@ -188,6 +188,9 @@ func quicConfig() *quic.Config { return quicConfigOver(true) }
 // the layer when quic-go runs over it, as the endpoints do.
 func quicConfigOver(layer bool) *quic.Config {
 	cfg := quicconf.Tunnel()
+	if err := quicconf.SetCongestion(cfg, *goodputCongestion); err != nil {
+		panic(err)
+	}
 	if layer {
 		TuneQUICConfig(cfg)
 	}

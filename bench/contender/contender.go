@@ -105,10 +105,13 @@ func New(name string, cfg Config) (Contender, error) {
 		return direct{name: name, congestion: "cubic"}, nil
 	case bench.TCPBBR:
 		return direct{name: name, congestion: "bbr"}, nil
-	case bench.Quictun, bench.QuictunNoFEC:
+	case bench.Quictun, bench.QuictunNoFEC, bench.QuictunReno:
 		q := quictun{name: name, server: cfg.QuictunServer, client: cfg.QuictunClient, stateDir: cfg.StateDir}
-		if name == bench.QuictunNoFEC {
+		switch name {
+		case bench.QuictunNoFEC:
 			q.clientFlags = []string{"--fec", "off"}
+		case bench.QuictunReno:
+			q.clientFlags = []string{"--congestion", "reno"}
 		}
 		for _, bin := range []string{q.server, q.client} {
 			if bin == "" {

@@ -14,7 +14,7 @@ import (
 type quictun struct {
 	name           string
 	server, client string
-	clientFlags    []string // the variant: none for defaults, --fec off for plain quic-go
+	clientFlags    []string // the variant: none for defaults, --fec off for plain quic-go, --congestion reno
 	stateDir       string
 }
 

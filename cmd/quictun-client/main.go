@@ -128,7 +128,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		return err
 	}
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
-		Recovery: &fec,
+		Recovery: &fec, Congestion: f.Congestion,
 		Forwards: specs, Reverses: reverses, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
 		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
 			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},
@@ -161,7 +161,7 @@ func speedTest(f flags, file *cli.Config, tlsConf *tls.Config, secret []byte, fe
 	log.Info("speed test: two runs, with the loss-recovery layer and without", "server", f.ServerEndpoint, "each_way", f.SpeedtestDuration)
 	res, err := endpoints.SpeedTest(ctx, endpoints.SpeedTestConfig{
 		ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
-		Recovery: &fec, Duration: f.SpeedtestDuration, Logger: log,
+		Recovery: &fec, Congestion: f.Congestion, Duration: f.SpeedtestDuration, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -114,7 +114,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 		return fmt.Errorf("%s: %w", file.Origin("fec"), err)
 	}
 	srv, err := endpoints.NewServer(endpoints.ServerConfig{
-		Recovery: &fec,
+		Recovery: &fec, Congestion: f.Congestion,
 		ListenOn: f.ListenOn, Parser: parser, TLS: tlsLive.Config(), ResetKey: &id.ResetKey,
 		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
 			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},

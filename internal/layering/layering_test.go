@@ -20,6 +20,8 @@ var forbidden = map[string][]string{
 	"netem/":     {module + "engine", module + "endpoints", module + "cmd", module + "bench", module + "recovery"},
 	"endpoints/": {module + "cmd", module + "bench", module + "netem", "github.com/alecthomas/kong", "github.com/pelletier/go-toml"},
 	"bench/":     {module + "cmd"},
+	// The congestion controller talks to quic-go alone.
+	"congestion/": {module + "engine", module + "endpoints", module + "cmd", module + "bench", module + "netem", module + "recovery", module + "codecs"},
 }
 
 func TestImportsFollowTheLayers(t *testing.T) {

@@ -6,9 +6,12 @@
 package quicconf
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/quictun/quictun/congestion"
 )
 
 // Flow-control windows. A stream must be able to keep a bandwidth-delay
@@ -70,5 +73,28 @@ func Tunnel() *quic.Config {
 		MaxConnectionReceiveWindow:     MaxConnectionWindow,
 		MaxIncomingStreams:             MaxStreamsPerSession,
 		MaxIncomingUniStreams:          -1,
+		Congestion:                     congestion.New,
 	}
+}
+
+// Congestion controllers a session's sender may run (--congestion).
+const (
+	// BBR is quictun's congestion package, the default: it paces at the
+	// delivery rate and does not take loss for congestion.
+	BBR = "bbr"
+	// Reno is quic-go's own sender, which halves its window on each loss.
+	Reno = "reno"
+)
+
+// SetCongestion makes qc's sender run the named controller ("" for BBR).
+func SetCongestion(qc *quic.Config, name string) error {
+	switch name {
+	case "", BBR:
+		qc.Congestion = congestion.New
+	case Reno:
+		qc.Congestion = nil
+	default:
+		return fmt.Errorf("congestion controller %q: want %s or %s", name, BBR, Reno)
+	}
+	return nil
 }

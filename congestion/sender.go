@@ -1,0 +1,330 @@
+// Package congestion is quictun's congestion controller for quic-go: a sender
+// that paces at the path's delivery rate and keeps about two bandwidth-delay
+// products in flight, in the way of BBR (Cardwell et al., 2016), and takes
+// neither a loss nor a late repair for congestion. quic-go's own Reno halves
+// its window on every loss the recovery layer could not repair in time, and on
+// a long path regrows it by one packet a round trip: at 200 ms and 5% loss it
+// carried a quarter of the link. quic-go runs it through the Config.Congestion
+// hook of quictun's patch set (third_party/README.md).
+package congestion
+
+import (
+	"time"
+
+	qcc "github.com/quic-go/quic-go/congestion"
+)
+
+const (
+	// startupGain doubles the delivery rate each round trip (2/ln 2), as slow start does.
+	startupGain = 2.885
+	// startupRounds without 25% growth of the delivery rate end startup: the pipe
+	// is full. So does a queue (startupDelay), usually well before, which on a
+	// long fat path overflows within the round trip that it takes to see it.
+	startupRounds = 3
+	// cwndGain in flight beyond the path's bandwidth-delay product absorbs delayed
+	// and aggregated acks.
+	cwndGain = 2.0
+	// bwRounds is how many round trips the bandwidth estimate remembers its maximum.
+	bwRounds = 10
+	// minCwndPackets keeps a trickle going, as RFC 9002's minimum window does.
+	minCwndPackets = 4
+	// initialCwndPackets is quic-go's initial window.
+	initialCwndPackets = 32
+	// maxCwndPackets is quic-go's ceiling for its own window.
+	maxCwndPackets = 10000
+	// minBDPRTT floors the round trip a window is sized from: on a LAN or loopback
+	// the scheduler's jitter exceeds the path's round trip many times over.
+	minBDPRTT = 2 * time.Millisecond
+)
+
+// startupStep is the most packets startup adds to the window per round trip:
+// half of quic-go's limit of 1000 gaps in a stream it receives, which an
+// overflow of the queue by a whole round trip's growth would exceed.
+const startupStep = 500
+
+// A round trip above startupDelay for half a minimum round trip, and at least
+// startupQueued, is a queue that has built up, not jitter (a stall of the path
+// delays a batch of packets; a queue delays every one after it).
+const startupQueued = 20 * time.Millisecond
+
+// startupDelay is the rise of the round trip over its minimum that ends startup
+// before the queue overflows (quic-go's stream reassembly closes a connection
+// whose stream has more than 1000 gaps, which an overflow of a long fat path's
+// queue can make): an eighth of the minimum, 4 to 16 ms, as hybrid slow start.
+func startupDelay(minRTT time.Duration) time.Duration {
+	return min(max(minRTT/8, 4*time.Millisecond), 16*time.Millisecond)
+}
+
+// probeGains is ProbeBW's cycle: one round trip above the estimate to find more
+// bandwidth, one below to drain what that queued, six at it.
+var probeGains = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
+
+type mode uint8
+
+const (
+	startup mode = iota // find the bandwidth: the rate doubles each round trip
+	drain               // empty the queue startup left
+	probeBW             // cruise at the estimate, probing now and then
+)
+
+// Sender implements quic-go's congestion.SendAlgorithm. quic-go calls it from
+// its connection's run loop only, so it takes no lock.
+type Sender struct {
+	rtt qcc.RTTStats
+	mss qcc.ByteCount
+
+	mode  mode
+	cwnd  qcc.ByteCount
+	pacer pacer
+	log   sentLog
+
+	// Delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation).
+	delivered     qcc.ByteCount // bytes acked so far
+	deliveredTime qcc.Time      // when delivered last grew
+	firstSentTime qcc.Time      // when the packet last acked was sent
+
+	bw       maxFilter // bytes per second, over bwRounds round trips
+	round    int64
+	roundEnd qcc.ByteCount // delivered when the next round trip starts
+
+	fullBW       float64 // startup: the estimate that last grew by 25%
+	fullBWRounds int
+	queuedSince  qcc.Time // startup: since when every round trip exceeded startupDelay
+
+	cycle      int
+	cycleStart qcc.Time
+	cycleBW    float64 // the estimate when the last cycle began
+}
+
+var _ qcc.SendAlgorithm = (*Sender)(nil)
+
+// New is a qcc.New: quic-go's Config.Congestion.
+func New(rtt qcc.RTTStats, initialMaxDatagramSize qcc.ByteCount) qcc.SendAlgorithm {
+	s := &Sender{rtt: rtt, mss: initialMaxDatagramSize}
+	s.cwnd = initialCwndPackets * s.mss
+	s.pacer.mss = s.mss
+	return s
+}
+
+// BandwidthEstimate is the sender's estimate of the path's delivery rate, in
+// bytes per second (0 before the first sample).
+func (s *Sender) BandwidthEstimate() float64 { return s.bw.get() }
+
+func (s *Sender) minRTT() time.Duration {
+	if r := s.rtt.MinRTT(); r > 0 {
+		return r
+	}
+	return 100 * time.Millisecond // RFC 9002's initial RTT guess
+}
+
+// bdp is the bandwidth-delay product of the estimates.
+func (s *Sender) bdp() qcc.ByteCount {
+	return qcc.ByteCount(s.bw.get() * max(s.minRTT(), minBDPRTT).Seconds())
+}
+
+func (s *Sender) gains() (pacing, cwnd float64) {
+	switch s.mode {
+	case startup:
+		return startupGain, startupGain
+	case drain:
+		return 1 / startupGain, startupGain
+	default:
+		return probeGains[s.cycle], cwndGain
+	}
+}
+
+// pacingRate is in bytes per second.
+func (s *Sender) pacingRate() float64 {
+	pg, _ := s.gains()
+	if bw := s.bw.get(); bw > 0 {
+		return pg * bw
+	}
+	rtt := s.rtt.SmoothedRTT()
+	if rtt <= 0 {
+		rtt = s.minRTT()
+	}
+	return pg * float64(s.cwnd) / rtt.Seconds()
+}
+
+func (s *Sender) TimeUntilSend(qcc.ByteCount) qcc.Time {
+	return s.pacer.timeUntilSend(s.pacingRate())
+}
+
+func (s *Sender) HasPacingBudget(now qcc.Time) bool {
+	return s.pacer.budget(now, s.pacingRate()) >= s.mss
+}
+
+func (s *Sender) CanSend(bytesInFlight qcc.ByteCount) bool { return bytesInFlight < s.cwnd }
+
+func (s *Sender) OnPacketSent(sent qcc.Time, bytesInFlight qcc.ByteCount, pn qcc.PacketNumber, bytes qcc.ByteCount, retransmittable bool) {
+	s.pacer.sent(sent, bytes, s.pacingRate())
+	if !retransmittable {
+		return
+	}
+	prior := bytesInFlight - bytes // quic-go counts the packet in before it calls
+	if prior <= 0 {
+		// Starting from idle: the time spent idle is no part of any rate.
+		s.firstSentTime, s.deliveredTime = sent, sent
+	}
+	s.log.add(sentPacket{
+		pn:            pn,
+		sent:          sent,
+		delivered:     s.delivered,
+		deliveredTime: s.deliveredTime,
+		firstSentTime: s.firstSentTime,
+		appLimited:    prior+bytes < s.appLimit(),
+	})
+}
+
+// appLimit is the least in flight that fills the path: a packet sent with less
+// says how fast the application wrote, not what the path carries. In startup
+// the window is the limit, after it the pacing rate (a path's worth in flight).
+func (s *Sender) appLimit() qcc.ByteCount {
+	if s.mode == startup {
+		return s.cwnd / 2
+	}
+	return s.bdp() / 2
+}
+
+func (s *Sender) OnPacketAcked(pn qcc.PacketNumber, acked, priorInFlight qcc.ByteCount, now qcc.Time) {
+	p, ok := s.log.remove(pn)
+	if !ok {
+		return
+	}
+	s.delivered += acked
+	s.deliveredTime = now
+	s.firstSentTime = p.sent
+
+	roundStart := false
+	if p.delivered >= s.roundEnd {
+		s.round++
+		s.roundEnd = s.delivered
+		roundStart = true
+	}
+	// The rate over the packet's flight: the longer of its send and ack spans, so
+	// that neither a burst of sends nor a burst of acks inflates it; spans shorter
+	// than the minimum round trip are ack compression, not the path.
+	interval := max(p.sent.Sub(p.firstSentTime), now.Sub(p.deliveredTime))
+	if interval > 0 && interval >= s.rtt.MinRTT() {
+		rate := float64(s.delivered-p.delivered) / interval.Seconds()
+		if !p.appLimited || rate >= s.bw.get() {
+			s.bw.update(rate, s.round, bwRounds)
+		}
+	}
+
+	switch s.mode {
+	case startup:
+		if p.appLimited {
+			// Neither a rate that did not grow nor a late ack (the peer delays
+			// acks of a trickle) says anything about the path.
+			break
+		}
+		queued := false
+		if min := s.rtt.MinRTT(); min > 0 && s.rtt.LatestRTT() > min+startupDelay(min) {
+			if s.queuedSince == 0 {
+				s.queuedSince = now
+			}
+			queued = now.Sub(s.queuedSince) >= max(min/2, startupQueued)
+		} else {
+			s.queuedSince = 0
+		}
+		if roundStart {
+			s.checkFullPipe()
+		}
+		if queued || s.fullBWRounds >= startupRounds {
+			s.mode = drain
+		}
+	case drain:
+		if priorInFlight-acked <= s.bdp() {
+			s.enterProbeBW(now)
+		}
+	case probeBW:
+		s.advanceCycle(now, priorInFlight-acked)
+	}
+	s.setCwnd(acked)
+
+}
+
+// checkFullPipe counts, at a round's start, the rounds in which the delivery
+// rate did not grow by a quarter.
+func (s *Sender) checkFullPipe() {
+	if bw := s.bw.get(); bw >= 1.25*s.fullBW {
+		s.fullBW, s.fullBWRounds = bw, 0
+	} else {
+		s.fullBWRounds++
+	}
+}
+
+func (s *Sender) enterProbeBW(now qcc.Time) {
+	s.mode = probeBW
+	s.cycleBW = s.bw.get()
+	// Start at a cruising phase, not a probe on top of the queue drain just emptied.
+	s.cycle = 2 + int(s.round%int64(len(probeGains)-2))
+	s.cycleStart = now
+}
+
+// advanceCycle moves ProbeBW's gain on each minimum round trip, ending the drain
+// phase early once what the probe queued has gone.
+func (s *Sender) advanceCycle(now qcc.Time, inFlight qcc.ByteCount) {
+	elapsed := now.Sub(s.cycleStart)
+	if elapsed < s.minRTT() && !(probeGains[s.cycle] < 1 && inFlight <= s.bdp()) {
+		return
+	}
+	s.cycle = (s.cycle + 1) % len(probeGains)
+	s.cycleStart = now
+	if s.cycle == 0 {
+		// A cycle that found a quarter more bandwidth says startup ended early
+		// (jitter taken for a queue, a path that grew): find the rate again.
+		if bw := s.bw.get(); bw >= 1.25*s.cycleBW {
+			s.mode, s.fullBW, s.fullBWRounds, s.queuedSince = startup, bw, 0, 0
+		}
+		s.cycleBW = s.bw.get()
+	}
+}
+
+func (s *Sender) setCwnd(acked qcc.ByteCount) {
+	_, cg := s.gains()
+	target := max(qcc.ByteCount(cg*float64(s.bdp()))+3*s.mss, minCwndPackets*s.mss)
+	if s.mode == startup {
+		// Slow start's doubling, by at most startupStep a round trip (RFC 3742's
+		// limited slow start): what overflows the queue before startup sees it
+		// is about one round trip's growth.
+		s.cwnd += qcc.ByteCount(float64(acked) * min(1, float64(startupStep*s.mss)/float64(s.cwnd)))
+	} else {
+		s.cwnd = min(s.cwnd+acked, target)
+	}
+	s.cwnd = min(max(s.cwnd, minCwndPackets*s.mss), maxCwndPackets*s.mss)
+}
+
+// OnCongestionEvent is a lost packet (or an ECN mark, lostBytes 0). Loss is not
+// taken for congestion: the delivery rate already shows a full queue's drops.
+func (s *Sender) OnCongestionEvent(pn qcc.PacketNumber, lostBytes, _ qcc.ByteCount) {
+	if lostBytes > 0 {
+		s.log.remove(pn)
+	}
+}
+
+func (s *Sender) OnSpuriousLoss(qcc.PacketNumber) {}
+
+func (s *Sender) MaybeExitSlowStart() {}
+
+// OnRetransmissionTimeout: a probe timeout with packets lost is the path gone
+// quiet; the window starts over from the minimum, the estimates stay.
+func (s *Sender) OnRetransmissionTimeout(packetsRetransmitted bool) {
+	if packetsRetransmitted {
+		s.cwnd = minCwndPackets * s.mss
+	}
+}
+
+func (s *Sender) SetMaxDatagramSize(size qcc.ByteCount) {
+	if s.cwnd == initialCwndPackets*s.mss {
+		s.cwnd = initialCwndPackets * size
+	}
+	s.mss, s.pacer.mss = size, size
+}
+
+func (s *Sender) InSlowStart() bool { return s.mode == startup }
+
+func (s *Sender) InRecovery() bool { return false }
+
+func (s *Sender) GetCongestionWindow() qcc.ByteCount { return s.cwnd }

@@ -1,0 +1,182 @@
+package congestion
+
+import (
+	"testing"
+	"time"
+
+	qcc "github.com/quic-go/quic-go/congestion"
+)
+
+// On long lossy paths the sender fills the link: random loss is not taken for
+// congestion. (Reno, on the same simulated path at 5% loss, keeps a few
+// packets in flight.)
+func TestFillsLongLossyPaths(t *testing.T) {
+	for _, tc := range []struct {
+		rtt  time.Duration
+		loss float64
+	}{
+		{200 * time.Millisecond, 0.01},
+		{200 * time.Millisecond, 0.05},
+		{200 * time.Millisecond, 0.10},
+		{50 * time.Millisecond, 0.05},
+		{50 * time.Millisecond, 0},
+	} {
+		p := newPath(100e6, tc.rtt, tc.rtt, tc.loss)
+		p.run(10 * time.Second) // startup and a few cycles
+		before := p.delivered
+		p.run(20 * time.Second)
+		got := goodput(p.delivered-before, 20*time.Second)
+		ceiling := 100e6 * (1 - tc.loss)
+		t.Logf("rtt %v loss %.0f%%: %.1f Mbit/s of %.1f, estimate %.1f Mbit/s, max queue %v, queue drops %d",
+			tc.rtt, 100*tc.loss, got/1e6, ceiling/1e6, p.s.BandwidthEstimate()*8/1e6, p.maxQueue, p.queueDrops)
+		if got < 0.85*ceiling {
+			t.Errorf("rtt %v loss %.0f%%: %.1f Mbit/s, want at least 85%% of %.1f", tc.rtt, 100*tc.loss, got/1e6, ceiling/1e6)
+		}
+	}
+}
+
+// Cruising, the sender keeps no standing queue: the mean queueing delay of its
+// packets stays a small part of the round trip, far below the queue's capacity.
+func TestKeepsNoStandingQueue(t *testing.T) {
+	p := newPath(20e6, 50*time.Millisecond, 50*time.Millisecond, 0.01)
+	p.run(5 * time.Second)
+	sum, sent := p.queueSum, p.sent
+	p.run(20 * time.Second)
+	mean := (p.queueSum - sum) / time.Duration(p.sent-sent)
+	t.Logf("mean queueing delay %v (max %v), queue drops %d", mean, p.maxQueue, p.queueDrops)
+	if mean > 10*time.Millisecond {
+		t.Errorf("mean queueing delay %v, want at most 10 ms", mean)
+	}
+}
+
+// Startup ends before it overflows a long fat path's queue by more than quic-go's
+// receiver can take (it closes a connection whose stream has 1000 gaps).
+func TestStartupDoesNotFloodTheQueue(t *testing.T) {
+	for _, queue := range []time.Duration{200 * time.Millisecond, 50 * time.Millisecond} {
+		p := newPath(100e6, 200*time.Millisecond, queue, 0)
+		p.run(5 * time.Second)
+		t.Logf("queue %v: %d dropped in startup, mode %d, estimate %.1f Mbit/s", queue, p.queueDrops, p.s.mode, p.s.BandwidthEstimate()*8/1e6)
+		if p.queueDrops > 500 {
+			t.Errorf("queue %v: startup dropped %d packets at the queue, want at most 500", queue, p.queueDrops)
+		}
+		if p.s.mode != probeBW {
+			t.Errorf("queue %v: still in mode %d after 5 s", queue, p.s.mode)
+		}
+	}
+}
+
+// Stalls of the path (80 ms in every 500: a busy emulator) are not taken for a
+// queue for good: the sender still fills the path.
+func TestStallsAreNotAQueue(t *testing.T) {
+	for _, rtt := range []time.Duration{50 * time.Millisecond, 200 * time.Millisecond} {
+		p := newPath(100e6, rtt, rtt, 0.01)
+		p.stallEvery, p.stallFor = 500*time.Millisecond, 80*time.Millisecond
+		p.run(3 * time.Second)
+		before := p.delivered
+		p.run(5 * time.Second)
+		got := goodput(p.delivered-before, 5*time.Second)
+		t.Logf("rtt %v: %.1f Mbit/s from 3 to 8 s, estimate %.1f", rtt, got/1e6, p.s.BandwidthEstimate()*8/1e6)
+		if got < 80e6 {
+			t.Errorf("rtt %v with stalls: %.1f Mbit/s, want at least 80", rtt, got/1e6)
+		}
+	}
+}
+
+// An application that writes a little for a long time keeps the estimate: when
+// it sends in bulk again it starts at the path's rate, not at its own.
+func TestQuietSpellKeepsTheEstimate(t *testing.T) {
+	p := newPath(100e6, 50*time.Millisecond, 50*time.Millisecond, 0)
+	p.run(5 * time.Second)
+	full := p.s.BandwidthEstimate()
+	quietUntil := p.now + 10*time.Second
+	every := 10 * time.Millisecond // a packet per 10 ms: 1 Mbit/s
+	last := time.Duration(0)
+	p.app = func(now time.Duration) bool {
+		if now >= quietUntil {
+			return true
+		}
+		if now-last >= every {
+			last = now
+			return true
+		}
+		return false
+	}
+	p.run(10 * time.Second)
+	if got := p.s.BandwidthEstimate(); got < 0.8*full {
+		t.Errorf("estimate after a quiet spell %.1f Mbit/s, before %.1f", got*8/1e6, full*8/1e6)
+	}
+	before := p.delivered
+	p.run(2 * time.Second)
+	if got := goodput(p.delivered-before, 2*time.Second); got < 80e6 {
+		t.Errorf("after the quiet spell: %.1f Mbit/s, want at least 80", got/1e6)
+	}
+}
+
+// A sender that only trickled so far (the receiving side of a session: window
+// updates) is still in startup when it has data in bulk, and fills the path in a
+// few round trips.
+func TestTrickleThenBulk(t *testing.T) {
+	p := newPath(100e6, 50*time.Millisecond, 50*time.Millisecond, 0)
+	bulkFrom := 5 * time.Second
+	last := -time.Second
+	p.app = func(now time.Duration) bool {
+		if now >= bulkFrom {
+			return true
+		}
+		if now-last >= 50*time.Millisecond {
+			last = now
+			return true
+		}
+		return false
+	}
+	p.run(bulkFrom)
+	if p.s.mode != startup {
+		t.Fatalf("after a trickle: mode %d, want startup", p.s.mode)
+	}
+	p.run(time.Second)
+	before := p.delivered
+	p.run(2 * time.Second)
+	if got := goodput(p.delivered-before, 2*time.Second); got < 85e6 {
+		t.Errorf("bulk after a trickle, 1 to 3 s in: %.1f Mbit/s, want at least 85", got/1e6)
+	}
+}
+
+func TestMaxFilterAgesOut(t *testing.T) {
+	var f maxFilter
+	f.update(10, 1, 10)
+	f.update(5, 2, 10)
+	if f.get() != 10 {
+		t.Fatalf("max %v, want 10", f.get())
+	}
+	for r := int64(3); r <= 12; r++ {
+		f.update(5, r, 10)
+	}
+	if f.get() != 5 {
+		t.Fatalf("max after the window %v, want 5", f.get())
+	}
+	f.update(7, 13, 10)
+	if f.get() != 7 {
+		t.Fatalf("max %v, want 7", f.get())
+	}
+}
+
+func TestSentLogFindsAndForgets(t *testing.T) {
+	var l sentLog
+	for pn := qcc.PacketNumber(1); pn <= 100; pn += 3 { // gaps, as quic-go skips numbers
+		l.add(sentPacket{pn: pn})
+	}
+	if _, ok := l.remove(2); ok {
+		t.Fatal("removed a packet number never sent")
+	}
+	for pn := qcc.PacketNumber(1); pn <= 100; pn += 3 {
+		if _, ok := l.remove(pn); !ok {
+			t.Fatalf("packet %d not found", pn)
+		}
+		if _, ok := l.remove(pn); ok {
+			t.Fatalf("packet %d removed twice", pn)
+		}
+	}
+	if len(l.packets) != 0 {
+		t.Fatalf("%d packets left after all were removed", len(l.packets))
+	}
+}
