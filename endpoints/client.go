@@ -58,7 +58,7 @@ type ClientConfig struct {
 	// Congestion names the sender's congestion controller (quicconf.BBR, the
 	// default, or quicconf.Reno).
 	Congestion string
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 func (c *ClientConfig) setDefaults() error {

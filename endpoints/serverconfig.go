@@ -73,7 +73,7 @@ type ServerConfig struct {
 	// Congestion names the sender's congestion controller (quicconf.BBR, the
 	// default, or quicconf.Reno).
 	Congestion string
-	Logger   *slog.Logger
+	Logger     *slog.Logger
 }
 
 // Limits protect a server from more than it can carry. Past a limit a new
