@@ -41,7 +41,7 @@ const (
 	TCPBBR       = "tcp-bbr"       // direct kernel TCP, bbr set per connection
 	Quictun      = "quictun"       // quictun with its default settings
 	QuictunNoFEC = "quictun-nofec" // quictun with --fec off: plain quic-go underneath
-	QuictunReno  = "quictun-reno"  // quictun whose client sends with quic-go's Reno (--congestion reno)
+	QuictunReno  = "quictun-reno"  // quictun whose client sends with quic-go's Reno (--congestion reno); only where a suite names it
 	Kcptun       = "kcptun"        // the Debian kcptun package, tuned (see contender)
 	// hysteria 2 (a prebuilt binary: see contender), with its default BBR, and with its
 	// Brutal sender told the scenario's true link rate (its best case).

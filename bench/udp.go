@@ -30,14 +30,15 @@ func init() {
 var udpContenders = []string{Direct, Quictun, QuictunNoFEC, HysteriaBBR, HysteriaBrutal}
 
 // defaultContenders are a scenario's contenders when its suite names none: those
-// that can carry its kind's traffic.
+// that can carry its kind's traffic, but for the variants a suite names to compare
+// them (quictun-reno, the reverse forwards).
 func defaultContenders(k Kind) []string {
 	if k == UDP || k == WireGuard {
 		return udpContenders
 	}
 	var out []string
 	for _, c := range Contenders {
-		if c != Direct && !contains(reverseContenders, c) {
+		if c != Direct && c != QuictunReno && !contains(reverseContenders, c) {
 			out = append(out, c)
 		}
 	}
