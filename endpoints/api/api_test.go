@@ -106,7 +106,7 @@ func TestTunnelsListGetAndKill(t *testing.T) {
 	app.Write([]byte("ping"))
 	io.ReadFull(app, make([]byte, 4))
 	// A pump counts a chunk after writing it on: the reader can be first.
-	waitFor(t, "the echo counted", func() bool { return tun.BytesDown() == 4 })
+	waitFor(t, "the echo counted", func() bool { return tun.BytesUp() == 4 && tun.BytesDown() == 4 })
 
 	code, body, hdr := call(t, "GET", base+"/tunnels", "")
 	if code != 200 || hdr.Get("Content-Type") != "application/json" {
