@@ -16,16 +16,17 @@ import (
 // goodputDuration is how long each goodput benchmark transfers. Slow start is part
 // of the figure, as it is for an application.
 var (
-	goodputCongestion = flag.String("goodput.congestion", quicconf.BBR, "congestion controller of the goodput benchmarks' quic-go (bbr or reno)")
-	goodputDuration   = flag.Duration("goodput.duration", 12*time.Second, "transfer time of each goodput benchmark")
-	goodputTrace      = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every goodput.every of a goodput benchmark")
-	goodputEvery      = flag.Duration("goodput.every", time.Second, "trace interval")
-	goodputData       = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
-	goodputSpan       = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
-	goodputResidual   = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
-	goodputNoTrain    = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
-	goodputNoRamp     = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
-	goodputQueue      = flag.Duration("goodput.queue", 0, "drop-tail queue of the wan links, as time at their rate (default: one round trip)")
+	goodputCongestion   = flag.String("goodput.congestion", quicconf.BBR, "congestion controller of the goodput benchmarks' quic-go (bbr or reno)")
+	goodputDuration     = flag.Duration("goodput.duration", 12*time.Second, "transfer time of each goodput benchmark")
+	goodputTrace        = flag.Bool("goodput.trace", false, "log quic-go's and the layer's state every goodput.every of a goodput benchmark")
+	goodputEvery        = flag.Duration("goodput.every", time.Second, "trace interval")
+	goodputData         = flag.Int("goodput.data", 0, "override Config.Data of the auto runs (experiments)")
+	goodputSpan         = flag.Duration("goodput.span", 0, "override Config.GroupSpan of the auto runs (experiments)")
+	goodputResidual     = flag.Float64("goodput.residual", 0, "override Config.TargetResidual of the auto runs (experiments)")
+	goodputNoTrain      = flag.Bool("goodput.notrain", false, "turn the trainer off in the auto runs (experiments)")
+	goodputNoRamp       = flag.Bool("goodput.noramp", false, "turn the slow-start guard off in the auto runs (experiments)")
+	goodputStreamWindow = flag.Int("goodput.streamwindow", 0, "override the largest stream window, MiB (experiments)")
+	goodputQueue        = flag.Duration("goodput.queue", 0, "drop-tail queue of the wan links, as time at their rate (default: one round trip)")
 )
 
 // wanModel is one direction of the wan suite's link: 100 Mbit/s, half the round

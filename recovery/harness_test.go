@@ -191,6 +191,11 @@ func quicConfigOver(layer bool) *quic.Config {
 	if err := quicconf.SetCongestion(cfg, *goodputCongestion); err != nil {
 		panic(err)
 	}
+	if w := uint64(*goodputStreamWindow) << 20; w > 0 {
+		cfg.MaxStreamReceiveWindow = w
+		cfg.InitialConnectionReceiveWindow = max(cfg.InitialConnectionReceiveWindow, 4*w)
+		cfg.MaxConnectionReceiveWindow = max(cfg.MaxConnectionReceiveWindow, 8*w)
+	}
 	if layer {
 		TuneQUICConfig(cfg)
 	}
