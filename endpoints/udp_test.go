@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quictun/quictun/codecs/sniff"
 	"github.com/quictun/quictun/codecs/udpframe"
 	"github.com/quictun/quictun/endpoints/address"
 	"github.com/quictun/quictun/endpoints/policy"
@@ -356,4 +357,50 @@ func TestUDPDatagramsBeforeTheHelloDropped(t *testing.T) {
 		t.Fatalf("%v flows opened: want the real client's one, none of the stranger's", m[`quictun_udp_flows_opened_total{endpoint="server"}`])
 	}
 	t.Logf("the stranger sent %d datagrams, %v counted as dropped", sent, m[`quictun_udp_datagrams_dropped_total{endpoint="server",reason="unauthenticated"}`])
+}
+
+// A flow is shown by what its datagrams are: a DNS query through the tunnel
+// makes it "dns", with the question, on both endpoints (each sniffs the
+// datagrams it carries), while the endpoints' own name for it was "udp".
+func TestUDPFlowSniffedOnBothEndpoints(t *testing.T) {
+	// The answer: the query with QR set, as a server that knows nothing says (REFUSED).
+	dnsApp := startUDPApp(t, func(q []byte) []byte {
+		a := append([]byte(nil), q...)
+		a[2] |= 0x80
+		a[3] = a[3]&0xf0 | 5
+		return a
+	})
+	defer dnsApp.close()
+	sniffers := func(e *engine.Config) { e.DatagramSniffers = sniff.DefaultDatagram() }
+	p := startPair(t, pairOptions{
+		listenOn: address.Address{Network: address.UDP, Addr: "127.0.0.1:0"}, token: dnsApp.token(),
+		serverMods: func(c *ServerConfig) { sniffers(&c.Engine) },
+		clientMods: func(c *ClientConfig) { sniffers(&c.Engine) },
+	})
+	defer p.stop()
+	c := dialUDP(t, p.client.Addr())
+	defer c.Close()
+	// A TXT query for x.quictun.test, no EDNS.
+	query := []byte{0x0b, 0x0e, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'x', 7, 'q', 'u', 'i', 'c', 't', 'u', 'n', 4, 't', 'e', 's', 't', 0, 0, 16, 0, 1}
+	want := append([]byte(nil), query...)
+	want[2] |= 0x80
+	want[3] |= 5
+	if _, err := c.Write(query); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil || !bytes.Equal(buf[:n], want) {
+		t.Fatalf("answer %x, %v; want %x", buf[:n], err, want)
+	}
+	for name, reg := range map[string]*engine.Registry{"client": p.client.Registry(), "server": p.server.Registry()} {
+		waitFor(t, 5*time.Second, name+" shows the flow as dns", func() bool {
+			snaps := reg.Snapshots()
+			return len(snaps) == 1 && snaps[0].Protocol == "dns"
+		})
+		if s := reg.Snapshots()[0]; !s.Datagrams || s.Props["name"] != "x.quictun.test." || s.Props["type"] != "TXT" {
+			t.Fatalf("%s: %+v", name, s)
+		}
+	}
 }

@@ -16,6 +16,9 @@ import (
 type Config struct {
 	// Sniffers classify the protocol inside each tunnel; nil runs none.
 	Sniffers []sniff.Sniffer
+	// DatagramSniffers classify the protocol of each flow of datagrams (RunFlow)
+	// from its first datagrams each way; nil runs none.
+	DatagramSniffers []sniff.DatagramSniffer
 	// SniffBytes bounds how much of each direction the sniffer sees (default 64 KiB).
 	SniffBytes int
 	// SniffWindow bounds how long after a tunnel opens the sniffer keeps looking

@@ -33,8 +33,9 @@ func (t *Tunnel) Run(client, server Side) error { return t.run(client, server, n
 
 // RunFlow is Run for a flow of datagrams (UDP): each Read of a side is one
 // datagram and each Write sends one, so the pumps count packets too; the
-// idle timeout is Config.Flow's (replacing Config.IdleTimeout); no sniffer
-// taps it.
+// idle timeout is Config.Flow's (replacing Config.IdleTimeout); the
+// datagram sniffers (Config.DatagramSniffers) see its first datagrams each
+// way, instead of the stream sniffers.
 func (t *Tunnel) RunFlow(client, server Side) error {
 	t.datagrams.Store(true)
 	return t.run(client, server, &t.reg.cfg.Flow)
@@ -63,14 +64,23 @@ func (t *Tunnel) run(client, server Side, flow *FlowTimeouts) error {
 		// Stopped before the tunnel deregisters, but waited for only up to
 		// snifferStopBound: a Sniff call that never returns cannot hold the
 		// tunnel (see startSniffer).
-		defer t.startSniffer(tp).stop()
+		defer t.startSniffer(func(ctx context.Context) {
+			t.runSniffer(ctx, tp, cfg.Sniffers, cfg.SniffWindow)
+		}).stop()
+	}
+	var dtap *datagramTap
+	if len(cfg.DatagramSniffers) > 0 && flow != nil {
+		dtap = newDatagramTap(sniffDatagrams)
+		defer t.startSniffer(func(ctx context.Context) {
+			t.runDatagramSniffer(ctx, dtap, cfg.DatagramSniffers, cfg.SniffWindow)
+		}).stop()
 	}
 
 	t.lastActivity.Store(time.Now().UnixNano())
 	// Sized to its two senders, so neither blocks if Run stops listening early.
 	errc := make(chan error, 2)
-	up := &pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp}
-	down := &pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp}
+	up := &pump{dir: upstream, src: client, dst: server, count: &t.bytesUp, t: t, tap: tp, dtap: dtap}
+	down := &pump{dir: downstream, src: server, dst: client, count: &t.bytesDown, t: t, tap: tp, dtap: dtap}
 	if flow != nil {
 		up.packets, down.packets = &t.packetsUp, &t.packetsDown
 	}
@@ -186,6 +196,7 @@ type pump struct {
 	packets  *atomic.Uint64 // of a flow of datagrams: one per Read; else nil
 	t        *Tunnel
 	tap      *tap
+	dtap     *datagramTap // of a flow of datagrams, or nil
 }
 
 // routine is a pump's goroutine: it runs the pump and reports how it ended.
@@ -199,6 +210,7 @@ func (p *pump) run() error {
 		n, rerr := p.src.Read(buf)
 		if n > 0 {
 			p.tap.offer(p.dir, buf[:n])
+			p.dtap.offer(p.dir, buf[:n])
 			if _, err := p.dst.Write(buf[:n]); err != nil {
 				return &pumpError{p.dir, "write", err}
 			}

@@ -77,19 +77,19 @@ type snifferActor struct {
 	reg    *Registry
 }
 
-// startSniffer starts the tunnel's sniffer actor on the tap.
-func (t *Tunnel) startSniffer(tp *tap) *snifferActor {
-	cfg := &t.reg.cfg
+// startSniffer starts the tunnel's sniffer actor, which runs sniff (on a
+// tap) until it returns or ctx ends.
+func (t *Tunnel) startSniffer(sniff func(ctx context.Context)) *snifferActor {
 	ctx, cancel := context.WithCancel(t.ctx)
 	a := &snifferActor{cancel: cancel, done: make(chan struct{}), reg: t.reg}
-	go a.routine(ctx, t, tp, cfg)
+	go a.routine(ctx, sniff)
 	return a
 }
 
 // routine is the sniffer actor's goroutine.
-func (a *snifferActor) routine(ctx context.Context, t *Tunnel, tp *tap, cfg *Config) {
+func (a *snifferActor) routine(ctx context.Context, sniff func(ctx context.Context)) {
 	defer close(a.done)
-	t.runSniffer(ctx, tp, cfg.Sniffers, cfg.SniffWindow)
+	sniff(ctx)
 	if !a.state.CompareAndSwap(snifferRunning, snifferFinished) {
 		// Teardown gave up on us earlier; we are no longer stuck.
 		a.reg.sniffers.stuck.Add(-1)
@@ -215,4 +215,122 @@ func cut(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// sniffDatagrams is how many datagrams of each direction of a flow the
+// datagram sniffers see: the first one decides for every built-in protocol,
+// the others are for a flow whose first datagram was lost or not yet told.
+const sniffDatagrams = 4
+
+// datagramTap hands the flow's sniffer copies of its first datagrams (at
+// most sniff.DatagramPrefix bytes of each, with its size). Like tap it never
+// blocks a pump; a datagram the sniffer's channel has no room for is only
+// not shown (datagrams are messages of their own: a gap misleads nobody).
+type datagramTap struct {
+	ch     chan sniff.Datagram
+	active atomic.Bool
+	// budget is what each direction may still offer; budget[d] is touched
+	// only by the pump of direction d.
+	budget [2]int
+}
+
+func newDatagramTap(perDirection int) *datagramTap {
+	tp := &datagramTap{ch: make(chan sniff.Datagram, 2*perDirection), budget: [2]int{perDirection, perDirection}}
+	tp.active.Store(true)
+	return tp
+}
+
+func (tp *datagramTap) offer(d direction, b []byte) {
+	if tp == nil || tp.budget[d] <= 0 {
+		return
+	}
+	tp.budget[d]--
+	if !tp.active.Load() {
+		tp.budget[d] = 0
+		return
+	}
+	dg := sniff.Datagram{Payload: bytes.Clone(b[:min(len(b), sniff.DatagramPrefix)]), Size: len(b), FromClient: d == upstream}
+	select {
+	case tp.ch <- dg:
+	default:
+	}
+}
+
+// runDatagramSniffer is a flow's sniffer actor. Each datagram is shown to
+// the candidates in order until one matches it; a candidate that says
+// NotMine of a datagram is not asked again. The first Match names the flow's
+// protocol (never taken back, as with streams); later datagrams go to that
+// sniffer alone and may add properties, until it is Done or says NotMine.
+// It ends then, when no candidate is left, when it has seen every datagram
+// the tap offers, or when the window closes or the flow ends.
+func (t *Tunnel) runDatagramSniffer(ctx context.Context, tp *datagramTap, sniffers []sniff.DatagramSniffer, window time.Duration) {
+	defer tp.active.Store(false)
+	timeout := time.NewTimer(window)
+	defer timeout.Stop()
+
+	candidates := slices.Clone(sniffers)
+	var matched sniff.DatagramSniffer
+	var props map[string]string
+	for seen := 0; seen < 2*sniffDatagrams; seen++ {
+		var d sniff.Datagram
+		select {
+		case d = <-tp.ch:
+		case <-ctx.Done():
+			return
+		case <-timeout.C:
+			return
+		}
+		var res sniff.Result
+		if matched == nil {
+			for i := 0; i < len(candidates) && matched == nil; {
+				res = candidates[i].SniffDatagram(d)
+				if ctx.Err() != nil {
+					return // a slow call outlived the flow
+				}
+				switch res.Verdict {
+				case sniff.NotMine:
+					candidates = slices.Delete(candidates, i, i+1)
+				case sniff.Match:
+					matched = candidates[i]
+				default:
+					i++
+				}
+			}
+			if matched == nil {
+				if len(candidates) == 0 {
+					return
+				}
+				continue
+			}
+		} else {
+			res = matched.SniffDatagram(d)
+			if ctx.Err() != nil {
+				return
+			}
+			switch res.Verdict {
+			case sniff.NotMine:
+				return
+			case sniff.Undecided:
+				continue
+			}
+		}
+		// A property once shown keeps its value; a later datagram only adds.
+		merged := maps.Clone(props)
+		if merged == nil {
+			merged = map[string]string{}
+		}
+		got := boundProps(res.Props)
+		for _, k := range slices.Sorted(maps.Keys(got)) {
+			if _, ok := merged[k]; !ok && len(merged) < sniff.MaxProps {
+				merged[k] = got[k]
+			}
+		}
+		if props == nil || !maps.Equal(props, merged) {
+			props = merged
+			t.SetProtocol(matched.Name(), props)
+		}
+		if res.Done {
+			return
+		}
+	}
 }

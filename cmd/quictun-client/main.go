@@ -130,7 +130,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	client, err := endpoints.NewClient(endpoints.ClientConfig{
 		Recovery: &fec, Congestion: f.Congestion,
 		Forwards: specs, Reverses: reverses, ServerEndpoint: f.ServerEndpoint, TLS: tlsConf, Secret: secret, Identity: f.Identity,
-		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
+		Engine: engine.Config{Sniffers: sniff.Default(), DatagramSniffers: sniff.DefaultDatagram(), IdleTimeout: f.IdleTimeout,
 			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},
 		SessionWait: f.SessionWait, DrainTimeout: f.DrainTimeout, Logger: log,
 	})

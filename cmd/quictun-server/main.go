@@ -116,7 +116,7 @@ func run(f flags, file *cli.Config, log *slog.Logger) error {
 	srv, err := endpoints.NewServer(endpoints.ServerConfig{
 		Recovery: &fec, Congestion: f.Congestion,
 		ListenOn: f.ListenOn, Parser: parser, TLS: tlsLive.Config(), ResetKey: &id.ResetKey,
-		Engine: engine.Config{Sniffers: sniff.Default(), IdleTimeout: f.IdleTimeout,
+		Engine: engine.Config{Sniffers: sniff.Default(), DatagramSniffers: sniff.DefaultDatagram(), IdleTimeout: f.IdleTimeout,
 			Flow: engine.FlowTimeouts{Unreplied: f.UdpTimeout, Replied: f.UdpRepliedTimeout}},
 		DialTimeout: f.DialTimeout, DrainTimeout: f.DrainTimeout, PreambleTimeout: f.HandshakeTimeout,
 		Secret: secret, Identities: ids, Rules: rules, Listening: listening,

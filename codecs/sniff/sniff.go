@@ -1,6 +1,7 @@
 // Package sniff classifies a tunnel's application protocol from the first bytes each side
 // sent, and reports properties an operator wants to see (SPICE session and channel, SSH
-// software, TLS server name, HTTP host, VNC version).
+// software, TLS server name, HTTP host, VNC version); and a UDP flow's from its first
+// datagrams (DNS, WireGuard, QUIC, STUN: see DatagramSniffer).
 //
 // The engine's sniffer actor owns the captured prefixes and calls the sniffers after each
 // new chunk; the sniffers here keep no state and never run on the data path. Every sniffer

@@ -34,18 +34,45 @@ func udpClient(t *testing.T, listen, target string, extra ...string) (*proc, str
 	return cli, api
 }
 
-// udpTunnels lists the client's live UDP flows from its API.
+// udpTunnels lists an endpoint's live UDP flows from its API (those with
+// datagram counts: a flow's protocol is the sniffed one, or "udp").
 func udpTunnels(t *testing.T, api string) []map[string]any {
 	t.Helper()
 	var all []map[string]any
 	getJSON(t, "http://"+api+"/tunnels", &all)
 	var out []map[string]any
 	for _, tn := range all {
-		if tn["protocol"] == "udp" {
+		if _, ok := tn["packetsUp"]; ok {
 			out = append(out, tn)
 		}
 	}
 	return out
+}
+
+// awaitSniffed waits until every flow in an endpoint's /tunnels shows proto:
+// the sniffer names a flow just after its first datagram went through.
+func awaitSniffed(t *testing.T, api, proto string) {
+	t.Helper()
+	if !livetest.WaitFor(10*time.Second, func() bool {
+		for _, f := range udpTunnels(t, api) {
+			if f["protocol"] != proto {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("%s: not every flow shows protocol %s: %v", api, proto, udpTunnels(t, api))
+	}
+}
+
+// checkDNSFlow fails unless /tunnels shows a flow as DNS, with a question
+// that dig asked.
+func checkDNSFlow(t *testing.T, api string, f map[string]any) {
+	t.Helper()
+	props, _ := f["protocolProperties"].(map[string]any)
+	if name, _ := props["name"].(string); f["protocol"] != "dns" || !strings.HasSuffix(name, "quictun.test.") || props["type"] == nil {
+		t.Fatalf("%s: flow %v: want protocol dns with the question's name and type", api, f)
+	}
 }
 
 // dig through the tunnel to a local dnsmasq: A records from many source
@@ -97,6 +124,7 @@ func TestDigThroughTheTunnelToDnsmasq(t *testing.T) {
 			t.Fatalf("the TXT answer lacks %q:\n%s", s[:8], out)
 		}
 	}
+	awaitSniffed(t, api, "dns")
 	flows := udpTunnels(t, api)
 	if len(flows) < n+1 {
 		t.Fatalf("/tunnels shows %d udp flows, want %d (one per dig)", len(flows), n+1)
@@ -105,6 +133,7 @@ func TestDigThroughTheTunnelToDnsmasq(t *testing.T) {
 		if f["packetsUp"].(float64) < 1 || f["packetsDown"].(float64) < 1 || f["serverAppAddr"] != "udp:"+dnsAddr {
 			t.Fatalf("flow %v", f)
 		}
+		checkDNSFlow(t, api, f)
 	}
 }
 
@@ -215,6 +244,7 @@ func TestDigThroughAReverseForwardToDnsmasq(t *testing.T) {
 		}
 	}
 	for _, api := range []string{srvAPI, cliAPI} {
+		awaitSniffed(t, api, "dns")
 		flows := udpTunnels(t, api)
 		if len(flows) < n+1 {
 			t.Fatalf("%s/tunnels shows %d udp flows, want %d (one per dig)", api, len(flows), n+1)
@@ -223,6 +253,7 @@ func TestDigThroughAReverseForwardToDnsmasq(t *testing.T) {
 			if f["direction"] != "reverse" || f["forward"] != "dns" || f["packetsUp"].(float64) < 1 || f["packetsDown"].(float64) < 1 {
 				t.Fatalf("%s: flow %v", api, f)
 			}
+			checkDNSFlow(t, api, f)
 		}
 	}
 	var srvForwards []map[string]any
@@ -297,10 +328,12 @@ func TestSOCKS5UDPAssociateToDnsmasq(t *testing.T) {
 		binary.BigEndian.Uint16(answer[6:]) != 1 || !bytes.Equal(answer[len(answer)-4:], []byte{198, 18, 0, 7}) {
 		t.Fatalf("DNS answer %x", answer)
 	}
+	awaitSniffed(t, api, "dns")
 	flows := udpTunnels(t, api)
 	if len(flows) != 1 || flows[0]["serverAppAddr"] != "udp:127.0.0.1:"+strconv.Itoa(dnsPort) || flows[0]["clientAppAddr"] != "udp:"+pc.LocalAddr().String() {
 		t.Fatalf("flows %v", flows)
 	}
+	checkDNSFlow(t, api, flows[0])
 	ctl.Close()
 	if !livetest.WaitFor(10*time.Second, func() bool { return len(udpTunnels(t, api)) == 0 }) {
 		t.Fatal("the flow outlived its association")

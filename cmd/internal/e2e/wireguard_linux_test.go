@@ -68,10 +68,10 @@ func TestWireGuardThroughTheTunnel(t *testing.T) {
 	const wgPort, fwdPort = "51820", "51821"
 
 	udp := tb.ServerAddr.String() + ":4433"
+	api := "127.0.0.1:8080" // in each namespace, where nothing else runs
 	srv := startCmd(t, nil, "quictun-server", exec.Command("ip", "netns", "exec", srvNS, filepath.Join(binDir, "quictun-server"),
-		"--listen-on", udp, "--allow", "127.0.0.1:"+wgPort))
+		"--listen-on", udp, "--allow", "127.0.0.1:"+wgPort, "--httpd-listen-on", api))
 	fp := srv.waitLog(t, `fingerprint=(sha256:[0-9a-f]{64})`)[1]
-	api := "127.0.0.1:8080" // in the client's namespace, where nothing else runs
 	cli := startCmd(t, nil, "quictun-client", exec.Command("ip", "netns", "exec", cliNS, filepath.Join(binDir, "quictun-client"),
 		"--server-endpoint", udp, "--server-fingerprint", fp, "--httpd-listen-on", api,
 		"--listen-on", "udp:127.0.0.1:"+fwdPort, "--token-source", "udp:127.0.0.1:"+wgPort))
@@ -150,25 +150,27 @@ func TestWireGuardThroughTheTunnel(t *testing.T) {
 	}
 	t.Logf("4 MiB each way through WireGuard over quictun (50 Mbit/s, RTT 20 ms, 1%% loss): %s, %.1f Mbit/s each way", took.Round(time.Millisecond), size*8/took.Seconds()/1e6)
 
-	// The flow, as the client's API shows it: WireGuard's one source port,
-	// with fragmented datagrams both ways.
-	body, err := exec.Command("ip", "netns", "exec", cliNS, "curl", "-sf", "http://"+api+"/tunnels").Output()
-	if err != nil {
-		t.Fatalf("/tunnels (curl in the client's namespace): %v", err)
+	// The flow, as each endpoint's API shows it: WireGuard's one source port,
+	// with fragmented datagrams both ways, sniffed as WireGuard on both.
+	for _, ns := range []string{cliNS, srvNS} {
+		body, err := exec.Command("ip", "netns", "exec", ns, "curl", "-sf", "http://"+api+"/tunnels").Output()
+		if err != nil {
+			t.Fatalf("/tunnels (curl in %s): %v", ns, err)
+		}
+		var flows []struct {
+			Protocol, ServerAppAddr string
+			BytesUp, BytesDown      int64
+			PacketsUp, PacketsDown  int64
+		}
+		if err := json.Unmarshal(body, &flows); err != nil {
+			t.Fatalf("/tunnels: %v: %s", err, body)
+		}
+		if len(flows) != 1 || flows[0].Protocol != "wireguard" || flows[0].ServerAppAddr != "udp:127.0.0.1:"+wgPort ||
+			flows[0].BytesUp < size || flows[0].BytesDown < size {
+			t.Fatalf("%s: /tunnels shows %+v: want the one WireGuard flow, protocol wireguard, with more than 4 MiB each way", ns, flows)
+		}
+		t.Logf("the flow in %s's /tunnels: %+v", ns, flows[0])
 	}
-	var flows []struct {
-		Protocol, ServerAppAddr string
-		BytesUp, BytesDown      int64
-		PacketsUp, PacketsDown  int64
-	}
-	if err := json.Unmarshal(body, &flows); err != nil {
-		t.Fatalf("/tunnels: %v: %s", err, body)
-	}
-	if len(flows) != 1 || flows[0].Protocol != "udp" || flows[0].ServerAppAddr != "udp:127.0.0.1:"+wgPort ||
-		flows[0].BytesUp < size || flows[0].BytesDown < size {
-		t.Fatalf("/tunnels shows %+v: want the one WireGuard flow, with more than 4 MiB each way", flows)
-	}
-	t.Logf("the flow in /tunnels: %+v", flows[0])
 }
 
 // wgKeys makes a WireGuard key pair: the private key's file and the public key.
