@@ -104,6 +104,12 @@ type Sender struct {
 	// filled: the path was seen full (a rate that stopped growing, a congested
 	// round trip), so ProbeBW's growth is the way back, never a reason for startup.
 	filled bool
+	// probeSent is what was sent in this cycle's probing phase; appLimited says
+	// that the last probe went unused (see advanceCycle).
+	probeSent        qcc.ByteCount
+	probeStartBW     float64 // the estimate when the probe began
+	probeCwndLimited bool
+	appLimited       bool
 }
 
 var _ qcc.SendAlgorithm = (*Sender)(nil)
@@ -139,6 +145,11 @@ func (s *Sender) gains() (pacing, cwnd float64) {
 	case drain:
 		return 1 / startupGain, startupGain
 	default:
+		if s.appLimited {
+			// Nothing queued that the phases below the probe would drain, and
+			// pacing near the application's own rate would hold its packets.
+			return max(probeGains[s.cycle], probeGains[0]), cwndGain
+		}
 		return probeGains[s.cycle], cwndGain
 	}
 }
@@ -168,6 +179,10 @@ func (s *Sender) CanSend(bytesInFlight qcc.ByteCount) bool { return bytesInFligh
 
 func (s *Sender) OnPacketSent(sent qcc.Time, bytesInFlight qcc.ByteCount, pn qcc.PacketNumber, bytes qcc.ByteCount, retransmittable bool) {
 	s.pacer.sent(sent, bytes, s.pacingRate())
+	if s.mode == probeBW && s.cycle == 0 {
+		s.probeSent += bytes
+		s.probeCwndLimited = s.probeCwndLimited || bytesInFlight+s.mss > s.cwnd
+	}
 	if !retransmittable {
 		return
 	}
@@ -256,7 +271,6 @@ func (s *Sender) OnPacketAcked(pn qcc.PacketNumber, acked, priorInFlight qcc.Byt
 		s.advanceCycle(now, priorInFlight-acked)
 	}
 	s.setCwnd(acked)
-
 }
 
 // checkLoss, at a round's start, takes a round trip that lost more than
@@ -296,6 +310,7 @@ func (s *Sender) enterProbeBW(now qcc.Time) {
 	// Start at a cruising phase, not a probe on top of the queue drain just emptied.
 	s.cycle = 2 + int(s.round%int64(len(probeGains)-2))
 	s.cycleStart = now
+	s.appLimited = false
 }
 
 // advanceCycle moves ProbeBW's gain on each minimum round trip, ending the drain
@@ -305,9 +320,20 @@ func (s *Sender) advanceCycle(now qcc.Time, inFlight qcc.ByteCount) {
 	if elapsed < s.minRTT() && !(probeGains[s.cycle] < 1 && inFlight <= s.bdp()) {
 		return
 	}
+	if s.cycle == 0 {
+		// A probe that sent less than a tenth above the estimate, and not for
+		// want of window, found the application, not the path, to be the limit
+		// (a UDP stream below the path's rate): until the next probe says
+		// otherwise, pace at the probe's rate, so that the estimate, which is
+		// about the application's rate, never holds its packets back.
+		sentRate := float64(s.probeSent) / max(elapsed, time.Millisecond).Seconds()
+		s.appLimited = !s.probeCwndLimited && sentRate < 1.1*s.probeStartBW
+		s.probeSent, s.probeCwndLimited = 0, false
+	}
 	s.cycle = (s.cycle + 1) % len(probeGains)
 	s.cycleStart = now
 	if s.cycle == 0 {
+		s.probeStartBW = s.bw.get()
 		// A cycle that found a quarter more bandwidth after startup ended on a
 		// queue says that was jitter: find the rate again.
 		if bw := s.bw.get(); bw >= 1.25*s.cycleBW && !s.filled {

@@ -18,6 +18,7 @@ type path struct {
 	queue     time.Duration // the queue's capacity, in time at rate
 	loss      float64
 	app       func(now time.Duration) bool // whether the application has data; nil: always
+	onSend    func(now time.Duration)      // called with each packet sent, if set
 	lossAfter int
 	// Every stallEvery the path stalls for stallFor: what arrives meanwhile is
 	// delivered at its end (a busy emulator, a Wi-Fi retry), in order.
@@ -89,6 +90,9 @@ func (p *path) send() {
 	p.inFlight += simMSS
 	p.s.OnPacketSent(p.clock(), p.inFlight, p.pn, simMSS, true)
 	p.sent++
+	if p.onSend != nil {
+		p.onSend(p.now)
+	}
 	serve := time.Duration(float64(simMSS*8) / p.rate * float64(time.Second))
 	start := max(p.busy, p.now)
 	wait := start - p.now
