@@ -111,6 +111,9 @@ type Record struct {
 
 	UDP          *UDPRecord `json:"udp,omitempty"`           // udp
 	WireGuardMTU int        `json:"wireguard_mtu,omitempty"` // wireguard
+	// Counters are a wireguard record's tunnel counters of each run, as
+	// UDPRecord.Counters are a udp record's.
+	Counters []map[string]float64 `json:"counters_runs,omitempty"`
 
 	Errors []string `json:"errors,omitempty"`
 	// Note says why a contender did not run at all (not installed).

@@ -118,6 +118,11 @@ type UDPRecord struct {
 func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 	if s.Kind == WireGuard {
 		r.WireGuardMTU = s.WireGuardMTU
+		for _, x := range samples {
+			if x.Err == "" && x.UDP != nil && x.UDP.Counters != nil {
+				r.Counters = append(r.Counters, x.UDP.Counters)
+			}
+		}
 		return
 	}
 

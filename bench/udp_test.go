@@ -50,3 +50,18 @@ func TestUDPRecordsAndAddedDelay(t *testing.T) {
 		t.Fatalf("direct has an added delay, or a udp record has goodputs: %+v", records)
 	}
 }
+
+// A wireguard record keeps each run's tunnel counters (loss left, drops), and no
+// udp figures.
+func TestWireGuardRecordKeepsCounters(t *testing.T) {
+	s := Scenario{Suite: "u", Name: "wg", Kind: WireGuard, WireGuardMTU: 1280, Repetitions: 2}
+	c1 := map[string]float64{`server quictun_recovery_unrepaired_total{endpoint="server"}`: 3}
+	r := Summarize(s, Quictun, []Sample{
+		{Scenario: s, GoodputMbps: 40, UDP: &UDPSample{Counters: c1}},
+		{Scenario: s, GoodputMbps: 50},
+		{Scenario: s, Err: "boom", UDP: &UDPSample{Counters: c1}},
+	})
+	if r.UDP != nil || r.WireGuardMTU != 1280 || len(r.Counters) != 1 || r.Counters[0][`server quictun_recovery_unrepaired_total{endpoint="server"}`] != 3 {
+		t.Fatalf("record %+v", r)
+	}
+}

@@ -34,12 +34,19 @@ func udpTable(b *strings.Builder, rows []bench.Record) {
 			u.DelayP50Ms, u.DelayP99Ms, added, u.ProbeLostPercent, runs(r))
 	}
 	b.WriteString("\n")
+	countersList(b, rows, func(r bench.Record) []map[string]float64 {
+		if r.UDP == nil {
+			return nil
+		}
+		return r.UDP.Counters
+	})
+}
+
+// countersList lists each run's tunnel counters of the rows that have them.
+func countersList(b *strings.Builder, rows []bench.Record, counters func(bench.Record) []map[string]float64) {
 	var lines []string
 	for _, r := range rows {
-		if r.UDP == nil {
-			continue
-		}
-		for i, c := range r.UDP.Counters {
+		for i, c := range counters(r) {
 			keys := make([]string, 0, len(c))
 			for k := range c {
 				keys = append(keys, k)
@@ -73,4 +80,5 @@ func wireguardTable(b *strings.Builder, rows []bench.Record) {
 			cpu(r.CPUClientSPerGB), cpu(r.CPUServerSPerGB), runs(r))
 	}
 	b.WriteString("\n")
+	countersList(b, rows, func(r bench.Record) []map[string]float64 { return r.Counters })
 }

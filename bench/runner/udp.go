@@ -422,6 +422,13 @@ func (m measurement) wireguard(ctx context.Context, sample *bench.Sample) error 
 	if err := path.Failure(); err != nil {
 		return err
 	}
+	// What WireGuard's datagrams met inside the tunnel: loss left after repair
+	// and drops (a full flow queue) are what the TCP flow inside them sees.
+	if ns, ok := m.bed.(nsRunner); ok {
+		if c := scrapeDatagramCounters(ns, path.Metrics); c != nil {
+			sample.UDP = &bench.UDPSample{Counters: c}
+		}
+	}
 	sample.GoodputMbps, sample.Bytes = mbps, got
 	sample.CPUClientS, sample.CPUServerS = cpu.used()
 	return nil
