@@ -15,23 +15,24 @@ import (
 )
 
 // Flow-control windows. A stream must be able to keep a bandwidth-delay
-// product in flight (100 Mbit/s x 200 ms = 2.5 MB; 1 Gbit/s x 20 ms the same):
-// quic-go grows a stream's window from the initial size, doubling each round
-// trip while its application keeps up, to MaxStreamWindow.
+// product in flight, and on a lossy long path more: a hole that quic-go must
+// resend holds the stream's window for two to three round trips (100 Mbit/s x
+// 200 ms at 5% loss: 56.9 Mbit/s with 16 MiB, 45.5 with 4 MiB). quic-go grows
+// a stream's window from the initial size, doubling each round trip while its
+// application keeps up, to MaxStreamWindow.
 //
 // The connection window is shared: every byte a tunnel's application has not
-// read yet counts against it, and quic-go sends the peer new connection credit
-// only after a quarter of the window has been read. So once the stuck tunnels
-// of a session (applications that stopped reading) hold three quarters of the
-// window, every other tunnel of that session stops for good. A stuck tunnel
-// holds at most its stream window: the initial one if it stopped early, up to
-// MaxStreamWindow if it had run fast before. quic-go grows the connection
-// window only while the session reads fast, or to 1.5 x one stream's window,
-// never to what its stuck streams hold, so the promise is made on the initial
-// connection window alone: StuckTolerance tunnels stuck at the full stream
-// window (or some 80 stuck at the initial one) leave a new tunnel a full
-// stream window of credit. That caps the stream window: at 16 MiB, two stuck
-// tunnels stalled a session.
+// read counts against it. quictun's quic-go (third_party, patch set) keeps it
+// at the sum of the windows of the streams that can still receive plus two
+// MaxStreamWindows, and lets a stream's window grow only while the
+// connection window can follow (up to MaxConnectionWindow). So however long
+// the stuck tunnels of a session (applications that stopped reading) hold
+// their windows, the others keep theirs, and a new tunnel finds a full stream
+// window of credit: StuckTolerance tunnels stuck at the full stream window,
+// or some 640 stuck at the initial one. Past that, new tunnels keep smaller
+// windows (slower on long fat paths), and past the initial windows of
+// (MaxConnectionWindow - InitialStreamWindow) / InitialStreamWindow stuck
+// streams the session can stall again.
 //
 // The connection window is also what bounds the memory that the tunnels of one
 // session can pin on the receiver: a server holds at most MaxSessions x
@@ -44,15 +45,16 @@ import (
 // (slow start sets the pace) and moves 118 MiB in 12 s (TestLongFatLink).
 const (
 	InitialStreamWindow     = 256 << 10
-	MaxStreamWindow         = 4 << 20
+	MaxStreamWindow         = 16 << 20
 	InitialConnectionWindow = 32 << 20
-	MaxConnectionWindow     = 64 << 20
+	MaxConnectionWindow     = 192 << 20
 )
 
 // StuckTolerance is how many tunnels stuck at MaxStreamWindow a session
-// carries while a new tunnel still gets a full stream window of connection
-// credit (see the windows above).
-const StuckTolerance = (InitialConnectionWindow*3/4 - MaxStreamWindow) / MaxStreamWindow
+// carries while a new tunnel's window still grows to MaxStreamWindow: a
+// stream window grows only while the connection window can stay two stream
+// windows above their sum (see the windows above).
+const StuckTolerance = MaxConnectionWindow/MaxStreamWindow - 3
 
 // MaxStreamsPerSession is the most concurrent tunnels a peer may open on one
 // session at the QUIC level (quic-go's default of 100 would block the 101st).

@@ -537,6 +537,7 @@ func (c *Conn) preSetup(r *pathReceiver) {
 	c.connFlowController = newConnectionFlowController(
 		protocol.ByteCount(c.config.InitialConnectionReceiveWindow),
 		protocol.ByteCount(c.config.MaxConnectionReceiveWindow),
+		protocol.ByteCount(c.config.MaxStreamReceiveWindow),
 		func(size protocol.ByteCount) bool {
 			if c.config.AllowConnectionWindowIncrease == nil {
 				return true
@@ -3042,6 +3043,8 @@ func (c *Conn) newFlowController(id protocol.StreamID) *streamFlowController {
 		protocol.ByteCount(c.config.InitialStreamReceiveWindow),
 		protocol.ByteCount(c.config.MaxStreamReceiveWindow),
 		initialSendWindow,
+		// only streams that receive count in the connection window (quictun's patch set)
+		protocol.StreamTypeOf(id) == protocol.StreamTypeBidi || protocol.StreamInitiator(id) != c.perspective,
 		c.rttStats,
 		c.logger,
 	)

@@ -20,6 +20,11 @@ type receiveFlowController struct {
 
 	allowWindowIncrease func(size protocol.ByteCount) bool
 
+	// minCredit is what the peer must always be able to send: a window update
+	// is due once less is left. The connection keeps it at the sum of its
+	// streams' windows plus one more; it is 0 for a stream. (quictun's patch set.)
+	minCredit protocol.ByteCount
+
 	epochStartTime   monotime.Time
 	epochStartOffset protocol.ByteCount
 	rttStats         *utils.RTTStats
@@ -35,7 +40,11 @@ func (c *receiveFlowController) addBytesRead(n protocol.ByteCount) {
 func (c *receiveFlowController) hasWindowUpdate() bool {
 	bytesRemaining := c.receiveWindow - c.bytesRead
 	// update the window when more than the threshold was consumed
-	return bytesRemaining <= protocol.ByteCount(float64(c.receiveWindowSize)*(1-protocol.WindowUpdateThreshold))
+	if bytesRemaining <= protocol.ByteCount(float64(c.receiveWindowSize)*(1-protocol.WindowUpdateThreshold)) {
+		return true
+	}
+	// or when less is left than the streams may claim
+	return bytesRemaining < c.minCredit
 }
 
 // getWindowUpdate updates the receive window, if necessary

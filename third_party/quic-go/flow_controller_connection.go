@@ -13,6 +13,16 @@ import (
 type connectionFlowController struct {
 	receiveFlowController
 
+	// The connection window follows the windows of the streams that can still
+	// receive: it is kept at their sum plus two maximum stream windows (capped
+	// by maxReceiveWindowSize, grown only as allowWindowIncrease allows), and
+	// a stream's window grows only as far as the connection window can follow.
+	// The unread bytes of streams whose application stopped reading then never
+	// take the credit of the others, and a new stream finds a full stream
+	// window of credit. Protected by mutex. (quictun's patch set.)
+	streamWindows   protocol.ByteCount
+	streamWindowMax protocol.ByteCount
+
 	// Protects send-side state, which TryWriteAll can access from application goroutines.
 	sendMutex     sync.Mutex
 	bytesSent     protocol.ByteCount
@@ -25,11 +35,13 @@ type connectionFlowController struct {
 func newConnectionFlowController(
 	receiveWindow protocol.ByteCount,
 	maxReceiveWindow protocol.ByteCount,
+	maxStreamReceiveWindow protocol.ByteCount,
 	allowWindowIncrease func(size protocol.ByteCount) bool,
 	rttStats *utils.RTTStats,
 	logger utils.Logger,
 ) *connectionFlowController {
 	return &connectionFlowController{
+		streamWindowMax: maxStreamReceiveWindow,
 		receiveFlowController: receiveFlowController{
 			rttStats:             rttStats,
 			receiveWindow:        receiveWindow,
@@ -140,6 +152,7 @@ func (c *connectionFlowController) GetWindowUpdate(now monotime.Time) protocol.B
 
 	oldWindowSize := c.receiveWindowSize
 	offset := c.getWindowUpdate(now)
+	c.setMinCredit()
 	if c.logger.Debug() && oldWindowSize < c.receiveWindowSize {
 		c.logger.Debugf("Increasing receive flow control window for the connection to %d kB", c.receiveWindowSize/(1<<10))
 	}
@@ -158,11 +171,56 @@ func (c *connectionFlowController) EnsureMinimumWindowSize(inc protocol.ByteCoun
 	newSize := min(inc, c.maxReceiveWindowSize)
 	if delta := newSize - c.receiveWindowSize; delta > 0 && c.allowWindowIncrease(delta) {
 		c.receiveWindowSize = newSize
+		c.setMinCredit()
 		if c.logger.Debug() {
 			c.logger.Debugf("Increasing receive flow control window for the connection to %d, in response to stream flow control window increase", newSize)
 		}
 	}
 	c.startNewAutoTuningEpoch(now)
+}
+
+// reserveStreamWindow counts n more bytes of a stream's receive window against
+// the connection window, growing it to the sum of the streams' windows plus
+// two maximum stream windows. A stream that merely opened (force) is counted
+// in any case; a stream's window may grow only when the connection window
+// covers the new sum.
+func (c *connectionFlowController) reserveStreamWindow(n protocol.ByteCount, force bool) bool {
+	c.mutex.Lock()
+	defer c.mutex.Unlock()
+
+	if need := c.streamWindows + n + 2*c.streamWindowMax; need > c.receiveWindowSize {
+		grown := min(need, c.maxReceiveWindowSize)
+		if grown > c.receiveWindowSize && c.allowWindowIncrease(grown-c.receiveWindowSize) {
+			c.receiveWindowSize = grown
+			if c.logger.Debug() {
+				c.logger.Debugf("Increasing receive flow control window for the connection to %d kB, for streams holding %d kB", c.receiveWindowSize/(1<<10), (c.streamWindows+n)/(1<<10))
+			}
+		}
+		if !force && need > c.receiveWindowSize {
+			return false
+		}
+	}
+	c.streamWindows += n
+	c.setMinCredit()
+	return true
+}
+
+// releaseStreamWindow stops counting n bytes of a stream's window whose
+// receive side is done.
+func (c *connectionFlowController) releaseStreamWindow(n protocol.ByteCount) {
+	c.mutex.Lock()
+	defer c.mutex.Unlock()
+
+	c.streamWindows -= n
+	c.setMinCredit()
+}
+
+// setMinCredit asks for a window update once the peer's credit falls below
+// what the streams may claim plus a stream window for a new one; where the
+// cap leaves less room, a quarter stream window before the end. Called with
+// locked mutex.
+func (c *connectionFlowController) setMinCredit() {
+	c.minCredit = min(c.streamWindows+c.streamWindowMax, c.receiveWindowSize-c.streamWindowMax/4)
 }
 
 // Reset rests the flow controller. This happens when 0-RTT is rejected.

@@ -21,6 +21,10 @@ type streamFlowController struct {
 	connection *connectionFlowController
 
 	receivedFinalOffset bool
+
+	// counted: the receive window is counted in the connection's sum of stream
+	// windows, until the receive side is done. (quictun's patch set.)
+	counted bool
 }
 
 // newStreamFlowController gets a new flow controller for a stream.
@@ -30,10 +34,11 @@ func newStreamFlowController(
 	receiveWindow protocol.ByteCount,
 	maxReceiveWindow protocol.ByteCount,
 	initialSendWindow protocol.ByteCount,
+	receives bool,
 	rttStats *utils.RTTStats,
 	logger utils.Logger,
 ) *streamFlowController {
-	return &streamFlowController{
+	c := &streamFlowController{
 		streamID:   streamID,
 		connection: cfc,
 		sendWindow: initialSendWindow,
@@ -45,6 +50,27 @@ func newStreamFlowController(
 			logger:               logger,
 		},
 	}
+	if receives {
+		cfc.reserveStreamWindow(receiveWindow, true)
+		c.counted = true
+		c.allowWindowIncrease = func(delta protocol.ByteCount) bool {
+			return cfc.reserveStreamWindow(delta, false)
+		}
+	}
+	return c
+}
+
+// Release stops counting the stream's receive window in the connection's
+// once the receive side is done (all read, or abandoned): the peer can send
+// no more on it. Calling it again is a no-op.
+func (c *streamFlowController) Release() {
+	c.mutex.Lock()
+	defer c.mutex.Unlock()
+	if !c.counted {
+		return
+	}
+	c.counted = false
+	c.connection.releaseStreamWindow(c.receiveWindowSize)
 }
 
 // UpdateHighestReceived updates the highestReceived value, if the offset is higher.

@@ -123,6 +123,7 @@ func (s *ReceiveStream) Read(p []byte) (int, error) {
 	s.mutex.Unlock()
 
 	if completed {
+		s.flowController.Release()
 		s.sender.onStreamCompleted(s.streamID)
 	}
 	if queuedStreamWindowUpdate {
@@ -417,6 +418,7 @@ func (s *ReceiveStream) CancelRead(errorCode StreamErrorCode) {
 	}
 	if completed {
 		s.flowController.Abandon()
+		s.flowController.Release()
 		s.sender.onStreamCompleted(s.streamID)
 	}
 }
@@ -449,6 +451,7 @@ func (s *ReceiveStream) handleStreamFrame(frame *wire.StreamFrame, now monotime.
 
 	if completed {
 		s.flowController.Abandon()
+		s.flowController.Release()
 		s.sender.onStreamCompleted(s.streamID)
 	}
 	if callback != nil {
@@ -486,6 +489,7 @@ func (s *ReceiveStream) handleResetStreamFrame(frame *wire.ResetStreamFrame, now
 	s.mutex.Unlock()
 
 	if completed {
+		s.flowController.Release()
 		s.sender.onStreamCompleted(s.streamID)
 	}
 	if callback != nil {
