@@ -105,6 +105,13 @@ func (s *clientStream) Write(p []byte) (int, error) {
 	return n, s.peerError(err)
 }
 
+// SetInteractive sets the current stream's priority (engine.Prioritized); a
+// replay's new stream starts at the default and gets it with the next change.
+func (s *clientStream) SetInteractive(on bool) {
+	st, _ := s.current()
+	engine.SetStreamInteractive(st, on)
+}
+
 func (s *clientStream) Read(p []byte) (int, error) {
 	if !s.status {
 		if err := s.readStatus(); err != nil {

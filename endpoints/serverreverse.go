@@ -535,6 +535,7 @@ func (r *reverseStream) Read(p []byte) (int, error) {
 }
 
 func (r *reverseStream) Write(p []byte) (int, error) { return r.stream.Write(p) }
+func (r *reverseStream) SetInteractive(on bool)      { engine.SetStreamInteractive(r.stream, on) }
 func (r *reverseStream) CloseWrite() error           { return r.stream.Close() }
 
 func (r *reverseStream) Abort(code uint64) {

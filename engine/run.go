@@ -206,11 +206,26 @@ func (p *pump) run() error {
 	bp := getBuffer()
 	defer putBuffer(bp)
 	buf := *bp
+	prio, _ := p.dst.(Prioritized)
+	var pace writePace
+	interactive, set := false, false
 	for {
 		n, rerr := p.src.Read(buf)
 		if n > 0 {
 			p.tap.offer(p.dir, buf[:n])
 			p.dtap.offer(p.dir, buf[:n])
+			if prio != nil {
+				// Before the write, so that a chunk past the budget goes as bulk.
+				budget := interactiveBudget
+				if p.t.interactiveProto.Load() {
+					budget = interactiveProtoBudget
+				}
+				if on := pace.write(time.Now(), n, budget); on != interactive || !set {
+					prio.SetInteractive(on)
+					p.t.interactive.Store(on)
+					interactive, set = on, true
+				}
+			}
 			if _, err := p.dst.Write(buf[:n]); err != nil {
 				return &pumpError{p.dir, "write", err}
 			}

@@ -71,6 +71,9 @@ type Tunnel struct {
 	packetsUp, packetsDown, dropped atomic.Uint64
 	halfClosed                      atomic.Bool
 	closing                         atomic.Bool
+	// interactive: this endpoint sends the tunnel's stream ahead of bulk
+	// (priority.go); interactiveProto: the sniffer found an interactive protocol.
+	interactive, interactiveProto atomic.Bool
 
 	// stream is the current stream when it is no longer the one in Info (a
 	// client's tunnel replayed on a new session); nil until then.
@@ -122,6 +125,7 @@ func (t *Tunnel) SetProtocol(name string, props map[string]string) {
 	t.sniffed.protocol = name
 	t.sniffed.props = maps.Clone(props)
 	t.sniffed.Unlock()
+	t.interactiveProto.Store(interactiveProtocol(name, props))
 }
 
 // Protocol returns the sniffed protocol name ("" until known) and a copy of its
@@ -180,6 +184,9 @@ type Snapshot struct {
 	Datagrams              bool
 	PacketsUp, PacketsDown uint64
 	Dropped                uint64
+	// Interactive: this endpoint sends the tunnel's stream ahead of bulk ones
+	// now (it writes small and rarely).
+	Interactive bool
 }
 
 // sampleRate sets the tunnel's rates to what it carried since the previous
@@ -224,5 +231,6 @@ func (t *Tunnel) Snapshot() Snapshot {
 		LastActivity: last,
 		Datagrams:    t.datagrams.Load(),
 		PacketsUp:    t.packetsUp.Load(), PacketsDown: t.packetsDown.Load(), Dropped: t.dropped.Load(),
+		Interactive: t.interactive.Load(),
 	}
 }

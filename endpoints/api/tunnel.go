@@ -29,6 +29,9 @@ type tunnelJSON struct {
 	RateUpBps      float64 `json:"rateUpBytesPerSecond"`
 	RateDownBps    float64 `json:"rateDownBytesPerSecond"`
 	LastActivityAt string  `json:"lastActivityAt"`
+	// Interactive: this endpoint sends the tunnel ahead of bulk ones (it
+	// writes small and rarely).
+	Interactive bool `json:"interactive"`
 
 	// Of a UDP flow only (protocol "udp"): datagrams each way, and those lost
 	// on the way through quictun (queues full, a fragment lost, too large).
@@ -46,7 +49,7 @@ func toJSON(s engine.Snapshot) tunnelJSON {
 		CreatedAt: s.CreatedAt.Format(time.RFC3339Nano),
 		Protocol:  s.Protocol, ProtocolProperties: s.Props,
 		State: string(s.State), BytesUp: s.BytesUp, BytesDown: s.BytesDown,
-		RateUpBps: s.UpBps, RateDownBps: s.DownBps,
+		RateUpBps: s.UpBps, RateDownBps: s.DownBps, Interactive: s.Interactive,
 	}
 	if s.Info.Direction != "" {
 		j.Direction = s.Info.Direction

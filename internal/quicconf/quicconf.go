@@ -29,10 +29,10 @@ import (
 // the stuck tunnels of a session (applications that stopped reading) hold
 // their windows, the others keep theirs, and a new tunnel finds a full stream
 // window of credit: StuckTolerance tunnels stuck at the full stream window,
-// or some 640 stuck at the initial one. Past that, new tunnels keep smaller
-// windows (slower on long fat paths), and past the initial windows of
-// (MaxConnectionWindow - InitialStreamWindow) / InitialStreamWindow stuck
-// streams the session can stall again.
+// or some 570 stuck at the initial one. Past that, new tunnels keep smaller
+// windows (slower on long fat paths); only when the initial windows of the
+// stuck tunnels alone near MaxConnectionWindow (some 750) can a session
+// stall again.
 //
 // The connection window is also what bounds the memory that the tunnels of one
 // session can pin on the receiver: a server holds at most MaxSessions x
