@@ -147,14 +147,34 @@ func priorityTLS(t *testing.T) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"priority-test"}}
 }
 
+// dropping drops every nth datagram it is asked to send, so that the sender
+// has lost data to resend.
+type dropping struct {
+	*net.UDPConn
+	n, sent int
+}
+
+func (d *dropping) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if d.sent++; d.n > 0 && d.sent%d.n == 0 {
+		return len(p), nil
+	}
+	return d.UDPConn.WriteTo(p, addr)
+}
+
 // A tunnel that writes small and rarely is sent ahead of bulk tunnels of the
 // same session: the client side of 8 bulk tunnels and one that sends a
 // 64-byte message every 20 ms run as the client endpoint runs them (the
 // upstream pump writes into the QUIC stream), and quic-go's own trace of the
 // packets it packs shows each message in the first or second packet after
 // its write returned. Sent round-robin with the bulk streams instead, a
-// message waits for up to 8 bulk packets.
+// message waits for up to 8 bulk packets; and where packets are lost, stock
+// quic-go resends the bulk tunnels' lost data ahead of any new data.
 func TestInteractiveTunnelOvertakesBulk(t *testing.T) {
+	t.Run("no loss", func(t *testing.T) { interactiveOvertakesBulk(t, 0) })
+	t.Run("every 10th packet lost", func(t *testing.T) { interactiveOvertakesBulk(t, 10) })
+}
+
+func interactiveOvertakesBulk(t *testing.T, dropEvery int) {
 	const bulk, messages = 8, 30
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -169,7 +189,11 @@ func TestInteractiveTunnelOvertakesBulk(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srvUDP.Close()
-	cliTr, srvTr := &quic.Transport{Conn: cliUDP}, &quic.Transport{Conn: srvUDP}
+	var cliConn net.PacketConn = cliUDP
+	if dropEvery > 0 {
+		cliConn = &dropping{UDPConn: cliUDP, n: dropEvery}
+	}
+	cliTr, srvTr := &quic.Transport{Conn: cliConn}, &quic.Transport{Conn: srvUDP}
 	defer srvTr.Close()
 	defer cliTr.Close()
 	ln, err := srvTr.Listen(priorityTLS(t), &quic.Config{MaxIncomingStreams: 100})

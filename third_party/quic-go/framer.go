@@ -123,7 +123,7 @@ func (f *framer) QueueControlFrame(frame wire.Frame) {
 	f.controlFrames = append(f.controlFrames, frame)
 }
 
-// AppendStreamFrames appends STREAM frames, retransmitting lost STREAM data before sending new STREAM data.
+// AppendStreamFrames appends STREAM frames by urgency, retransmitting lost STREAM data of an urgency before sending its new STREAM data.
 // If a stream or the connection becomes blocked on flow control,
 // the respective STREAM_DATA_BLOCKED or DATA_BLOCKED frame is appended to frames.
 func (f *framer) AppendStreamFrames(
@@ -138,11 +138,13 @@ func (f *framer) AppendStreamFrames(
 	var lastFrame ackhandler.StreamFrame
 	var controlFrameLen, streamFrameLen protocol.ByteCount
 	f.mutex.Lock()
-	// retransmit all lost STREAM data before sending new STREAM data
-retransmissions:
+	// Urgency first, then lost STREAM data before new STREAM data within an urgency:
+	// a lower urgency's new data goes ahead of a higher one's retransmissions.
+	// (quictun's patch set: stock quic-go retransmits every urgency first.)
+	retransmissionsFull := false
 	for urgency := range f.retransmissionQueue {
 		bucket := &f.retransmissionQueue[urgency]
-		for !bucket.Empty() && protocol.MinStreamFrameSize <= maxLen {
+		for !retransmissionsFull && !bucket.Empty() && protocol.MinStreamFrameSize <= maxLen {
 			id := bucket.PeekFront()
 			str, ok := f.retransmissionStreams[id]
 			if !ok {
@@ -165,7 +167,7 @@ retransmissions:
 			if sf.Frame == nil {
 				// If the retransmission didn't fit, retry it in the next packet.
 				if hasMoreRetransmissions {
-					break retransmissions
+					retransmissionsFull = true
 				}
 				continue
 			}
@@ -174,11 +176,9 @@ retransmissions:
 			lastFrame = sf
 			streamFrameLen += sf.Frame.Length(v)
 		}
-	}
-	// pop STREAM frames, until less than 128 bytes are left in the packet
-	for urgency := range f.incrementalStreams {
-		numActiveStreams := f.incrementalStreams[urgency].Len() + f.nonIncrementalStreams[urgency].Len()
 
+		// pop STREAM frames, until less than 128 bytes are left in the packet
+		numActiveStreams := f.incrementalStreams[urgency].Len() + f.nonIncrementalStreams[urgency].Len()
 		for range numActiveStreams {
 			if protocol.MinStreamFrameSize > maxLen {
 				break
