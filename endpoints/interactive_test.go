@@ -17,10 +17,10 @@ import (
 // normal run, and without -race) a 64-byte echo every 50 ms beside two bulk
 // uploads on the same session, over 20 Mbit/s with a 50 ms round trip and a
 // 50 ms drop-tail queue, against issue 20's target: echo p99 at most the base
-// round trip + 15 ms. It does not meet it yet: the echo waits behind the bulk
-// flows' standing queue at the bottleneck (p50 ~90 ms, p99 ~105 ms here),
-// which sending interactive streams first inside quic-go does not change
-// (tried with RFC 9218 urgencies: the same within noise).
+// round trip + 15 ms. It does not meet it yet. Inside the sender the echo
+// goes first (engine/priority.go; TestInteractiveTunnelOvertakesBulk in
+// engine), so what it waits behind is the standing queue the bulk flows keep
+// at the bottleneck, which only the congestion controller can shorten.
 func TestInteractiveBesideBulk(t *testing.T) {
 	if os.Getenv("QUICTUN_INTERACTIVE") == "" {
 		t.Skip("measurement: set QUICTUN_INTERACTIVE=1")

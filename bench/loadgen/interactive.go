@@ -49,11 +49,22 @@ type InteractiveResult struct {
 	// StuckFastS is how long each stuck connection took to download its bytes
 	// before it stopped reading.
 	StuckFastS []float64 `json:"stuck_fast_s,omitempty"`
+	// StuckSettleS is how long the stuck connections were left to fill their
+	// windows before the bulk flows started.
+	StuckSettleS float64 `json:"stuck_settle_s,omitempty"`
 }
 
-// stuckSettle is how long the stuck connections are left to fill whatever buffers
-// their path has before the bulk flows start.
-const stuckSettle = 2 * time.Second
+// stuckSettle is how long the stuck connections are left at least to fill
+// whatever buffers their path has before the bulk flows start; and at the rate
+// they downloaded, long enough for each to take in stuckFill more, the largest
+// receive window a contender keeps per connection (quictun's 16 MiB stream
+// window; Linux TCP's default tcp_rmem maximum is 6 MiB). Until then they still
+// share the path with the bulk flows (issue 20: with 2 s, four quictun tunnels
+// at 100 Mbit/s were still filling 64 MiB of windows while the bulk ran).
+const (
+	stuckSettle = 2 * time.Second
+	stuckFill   = 16 << 20
+)
 
 // Interactive runs the load; the first failure of any connection fails the run.
 func Interactive(ctx context.Context, cfg InteractiveConfig) (InteractiveResult, error) {
@@ -85,6 +96,7 @@ func Interactive(ctx context.Context, cfg InteractiveConfig) (InteractiveResult,
 		return c, nil
 	}
 
+	var fastFor time.Duration
 	for i := range cfg.Stuck {
 		c, err := dial(ctx, SendKind)
 		if err != nil {
@@ -94,10 +106,17 @@ func Interactive(ctx context.Context, cfg InteractiveConfig) (InteractiveResult,
 		if n, err := io.CopyN(io.Discard, c, cfg.StuckBytes); err != nil {
 			return res, fmt.Errorf("interactive: stuck connection %d read %d of %d bytes: %w", i+1, n, cfg.StuckBytes, err)
 		}
+		fastFor += time.Since(start)
 		res.StuckFastS = append(res.StuckFastS, time.Since(start).Seconds())
 	}
 	if cfg.Stuck > 0 {
-		if err := sleep(ctx, stuckSettle); err != nil {
+		settle := stuckSettle
+		if fastFor > 0 && cfg.StuckBytes > 0 {
+			// The stuck connections ran at cfg.Stuck*cfg.StuckBytes/fastFor.
+			settle = max(settle, time.Duration(float64(fastFor)*stuckFill/float64(cfg.StuckBytes)))
+		}
+		res.StuckSettleS = settle.Seconds()
+		if err := sleep(ctx, settle); err != nil {
 			return res, err
 		}
 	}
