@@ -178,14 +178,18 @@ func (s *Sender) HasPacingBudget(now qcc.Time) bool {
 func (s *Sender) CanSend(bytesInFlight qcc.ByteCount) bool { return bytesInFlight < s.cwnd }
 
 func (s *Sender) OnPacketSent(sent qcc.Time, bytesInFlight qcc.ByteCount, pn qcc.PacketNumber, bytes qcc.ByteCount, retransmittable bool) {
-	s.pacer.sent(sent, bytes, s.pacingRate())
 	if s.mode == probeBW && s.cycle == 0 {
 		s.probeSent += bytes
 		s.probeCwndLimited = s.probeCwndLimited || bytesInFlight+s.mss > s.cwnd
 	}
 	if !retransmittable {
+		// An ACK-only packet is neither paced nor in flight: quic-go sends it
+		// even when pacing limited. Charged to the budget, the acks of a
+		// download starved what the receiver sends (its rate estimate is its
+		// own trickle): window updates and keystrokes waited hundreds of ms.
 		return
 	}
+	s.pacer.sent(sent, bytes, s.pacingRate())
 	prior := bytesInFlight - bytes // quic-go counts the packet in before it calls
 	if prior <= 0 {
 		// Starting from idle: the time spent idle is no part of any rate.

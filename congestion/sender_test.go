@@ -231,3 +231,46 @@ func TestAppLimitedStreamIsNotHeldByThePacer(t *testing.T) {
 		t.Errorf("p99 wait in the sender %v, want at most 3 ms", p99)
 	}
 }
+
+// The receiving end of a download sends an ACK every 0.3 ms (100 Mbit/s acked
+// every other packet) and, beside them, a keystroke or a window update every
+// 50 ms, its only data: its rate estimate is that trickle. The acks are not
+// paced and must not use up the pacing budget of that data.
+func TestAcksDoNotStarveATrickle(t *testing.T) {
+	rtt := &rttStats{min: 200 * time.Millisecond, smoothed: 200 * time.Millisecond, latest: 200 * time.Millisecond}
+	s := New(rtt, 1400).(*Sender)
+	start := qcc.Time(time.Second)
+	var pn qcc.PacketNumber
+	type sentAt struct {
+		pn qcc.PacketNumber
+		at qcc.Time
+	}
+	var inFlight []sentAt
+	var flight qcc.ByteCount
+	worst := time.Duration(0)
+	for now := start; now < start.Add(20*time.Second); now = now.Add(300 * time.Microsecond) {
+		for len(inFlight) > 0 && now.Sub(inFlight[0].at) >= rtt.min {
+			s.OnPacketAcked(inFlight[0].pn, 100, flight, now)
+			flight -= 100
+			inFlight = inFlight[1:]
+		}
+		pn++
+		s.OnPacketSent(now, flight, pn, 50, false) // an ACK
+		if (now.Sub(start)/(300*time.Microsecond))%167 == 0 {
+			// The data packet waits for the pacer, as quic-go would make it.
+			at := now
+			if next := s.TimeUntilSend(100); next > at {
+				at = next
+			}
+			worst = max(worst, at.Sub(now))
+			pn++
+			flight += 100
+			s.OnPacketSent(at, flight, pn, 100, true)
+			inFlight = append(inFlight, sentAt{pn, at})
+		}
+	}
+	t.Logf("estimate %.1f kB/s, a data packet waited at most %v for the pacer", s.BandwidthEstimate()/1e3, worst)
+	if worst > 5*time.Millisecond {
+		t.Errorf("a data packet beside a download's acks waited %v for the pacer, want at most 5 ms", worst)
+	}
+}
