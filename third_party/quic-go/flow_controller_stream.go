@@ -53,8 +53,10 @@ func newStreamFlowController(
 	if receives {
 		cfc.reserveStreamWindow(receiveWindow, true)
 		c.counted = true
+		// Called with c.mutex held; a window update queued before Release must
+		// not count a grown window again.
 		c.allowWindowIncrease = func(delta protocol.ByteCount) bool {
-			return cfc.reserveStreamWindow(delta, false)
+			return c.counted && cfc.reserveStreamWindow(delta, false)
 		}
 	}
 	return c
