@@ -103,6 +103,7 @@ type liveCollector struct {
 	once        sync.Once
 	descs       struct {
 		open, opened, bytes, sessions, rtt, minRTT, cwnd, sent, lost, received *prometheus.Desc
+		datagramsDropped                                                       *prometheus.Desc
 		sniffersAbandoned, sniffersStuck                                       *prometheus.Desc
 	}
 }
@@ -122,6 +123,8 @@ func (c *liveCollector) init() {
 		c.descs.sent = d("quictun_session_packets_sent_total", "QUIC packets sent by each session.", "session")
 		c.descs.lost = d("quictun_session_packets_lost_total", "QUIC packets each session's sender declared lost.", "session")
 		c.descs.received = d("quictun_session_packets_received_total", "QUIC packets received by each session.", "session")
+		c.descs.datagramsDropped = d("quictun_session_datagrams_dropped_total",
+			"QUIC datagrams each session received and quic-go discarded: its receive queue (128) was full while the session's datagram receiver was behind.", "session")
 		c.descs.sniffersAbandoned = d("quictun_sniffers_abandoned_total", "Sniffer actors that did not stop within their bound when their tunnel ended (a Sniff call that does not return).")
 		c.descs.sniffersStuck = d("quictun_sniffers_stuck", "Abandoned sniffer actors still inside their Sniff call (goroutines held by a sniffer).")
 	})
@@ -130,7 +133,7 @@ func (c *liveCollector) init() {
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.init()
 	for _, d := range []*prometheus.Desc{c.descs.open, c.descs.opened, c.descs.bytes, c.descs.sessions,
-		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received,
+		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received, c.descs.datagramsDropped,
 		c.descs.sniffersAbandoned, c.descs.sniffersStuck} {
 		ch <- d
 	}
@@ -161,6 +164,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.descs.sent, prometheus.CounterValue, float64(st.PacketsSent), name)
 		ch <- prometheus.MustNewConstMetric(c.descs.lost, prometheus.CounterValue, float64(st.PacketsLost), name)
 		ch <- prometheus.MustNewConstMetric(c.descs.received, prometheus.CounterValue, float64(st.PacketsReceived), name)
+		ch <- prometheus.MustNewConstMetric(c.descs.datagramsDropped, prometheus.CounterValue, float64(st.DatagramsDropped), name)
 	}
 }
 

@@ -837,6 +837,11 @@ type ConnectionStats struct {
 	// (does not monotonically increase, because packets that are declared lost
 	// can subsequently be received).
 	PacketsLost uint64
+
+	// DatagramsDropped is the number of DATAGRAM frames received and discarded
+	// because the receive queue (of 128) was full: the application did not call
+	// ReceiveDatagram in time. (quictun's patch set.)
+	DatagramsDropped uint64
 }
 
 // ConnectionStats returns statistics about the connection.
@@ -856,7 +861,16 @@ func (c *Conn) ConnectionStats() ConnectionStats {
 		PacketsReceived: c.connStats.PacketsReceived.Load(),
 		BytesLost:       c.connStats.BytesLost.Load(),
 		PacketsLost:     c.connStats.PacketsLost.Load(),
+
+		DatagramsDropped: c.datagramsDropped(),
 	}
+}
+
+func (c *Conn) datagramsDropped() uint64 {
+	if c.datagramQueue == nil {
+		return 0
+	}
+	return c.datagramQueue.dropped.Load()
 }
 
 // Time when the connection should time out

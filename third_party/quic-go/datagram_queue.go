@@ -3,6 +3,7 @@ package quic
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go/internal/utils"
 	"github.com/quic-go/quic-go/internal/utils/ringbuffer"
@@ -24,6 +25,7 @@ type datagramQueue struct {
 	rcvMx    sync.Mutex
 	rcvQueue [][]byte
 	rcvd     chan struct{} // used to notify Receive that a new datagram was received
+	dropped  atomic.Uint64 // received frames discarded because rcvQueue was full
 
 	closeErr error
 	closed   chan struct{}
@@ -119,6 +121,7 @@ func (h *datagramQueue) HandleDatagramFrame(f *wire.DatagramFrame) {
 	h.rcvMx.Unlock()
 
 	if !queued {
+		h.dropped.Add(1)
 		if h.logger.Debug() {
 			h.logger.Debugf("Discarding received DATAGRAM frame (%d bytes payload)", len(f.Data))
 		}
