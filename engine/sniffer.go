@@ -127,8 +127,7 @@ func (t *Tunnel) runSniffer(ctx context.Context, tp *tap, sniffers []sniff.Sniff
 	defer timeout.Stop()
 
 	var seen [2][]byte
-	candidates := slices.Clone(sniffers)
-	var matched sniff.Sniffer
+	j := jury[sniff.Sniffer]{candidates: slices.Clone(sniffers)}
 	var props map[string]string
 	for {
 		select {
@@ -148,48 +147,59 @@ func (t *Tunnel) runSniffer(ctx context.Context, tp *tap, sniffers []sniff.Sniff
 				drained = true
 			}
 		}
-		var res sniff.Result
-		if matched == nil {
-			for i := 0; i < len(candidates) && matched == nil; {
-				res = candidates[i].Sniff(seen[upstream], seen[downstream])
-				if ctx.Err() != nil {
-					return // a slow call outlived the tunnel
-				}
-				switch res.Verdict {
-				case sniff.NotMine:
-					candidates = slices.Delete(candidates, i, i+1)
-				case sniff.Match:
-					matched = candidates[i]
-				default:
-					i++
-				}
-			}
-			if matched == nil {
-				if len(candidates) == 0 {
-					return
-				}
-				continue
-			}
-		} else {
-			res = matched.Sniff(seen[upstream], seen[downstream])
-			if ctx.Err() != nil {
-				return
-			}
-			switch res.Verdict {
-			case sniff.NotMine:
-				return
-			case sniff.Undecided:
-				continue
-			}
+		res, show, stop := j.judge(ctx, func(s sniff.Sniffer) sniff.Result { return s.Sniff(seen[upstream], seen[downstream]) })
+		if stop {
+			return
+		}
+		if !show {
+			continue
 		}
 		if got := boundProps(res.Props); props == nil || !maps.Equal(props, got) {
 			props = got
-			t.SetProtocol(matched.Name(), props)
+			t.SetProtocol(j.matched.Name(), props)
 		}
 		if res.Done {
 			return
 		}
 	}
+}
+
+// jury is a sniffer actor's verdict rule, for streams and datagrams alike:
+// the candidates in order until one says Match, a NotMine dropping its
+// candidate for good; after a Match only the matched sniffer is asked.
+type jury[S interface{ Name() string }] struct {
+	candidates []S
+	matched    S
+	decided    bool
+}
+
+// judge asks for the verdict on what was seen now. show: res is the matched
+// sniffer's Match to show; stop: sniffing ends (no candidate left, the
+// matched one turned it down, or ctx ended while a sniffer ran).
+func (j *jury[S]) judge(ctx context.Context, ask func(S) sniff.Result) (res sniff.Result, show, stop bool) {
+	if j.decided {
+		res = ask(j.matched)
+		if ctx.Err() != nil {
+			return res, false, true
+		}
+		return res, res.Verdict != sniff.Undecided && res.Verdict != sniff.NotMine, res.Verdict == sniff.NotMine
+	}
+	for i := 0; i < len(j.candidates); {
+		res = ask(j.candidates[i])
+		if ctx.Err() != nil {
+			return res, false, true // a slow call outlived the tunnel
+		}
+		switch res.Verdict {
+		case sniff.NotMine:
+			j.candidates = slices.Delete(j.candidates, i, i+1)
+		case sniff.Match:
+			j.matched, j.decided = j.candidates[i], true
+			return res, true, false
+		default:
+			i++
+		}
+	}
+	return res, false, len(j.candidates) == 0
 }
 
 // boundProps copies what a sniffer reported within the bounds the built-in
@@ -268,8 +278,7 @@ func (t *Tunnel) runDatagramSniffer(ctx context.Context, tp *datagramTap, sniffe
 	timeout := time.NewTimer(window)
 	defer timeout.Stop()
 
-	candidates := slices.Clone(sniffers)
-	var matched sniff.DatagramSniffer
+	j := jury[sniff.DatagramSniffer]{candidates: slices.Clone(sniffers)}
 	var props map[string]string
 	for seen := 0; seen < 2*sniffDatagrams; seen++ {
 		var d sniff.Datagram
@@ -280,39 +289,12 @@ func (t *Tunnel) runDatagramSniffer(ctx context.Context, tp *datagramTap, sniffe
 		case <-timeout.C:
 			return
 		}
-		var res sniff.Result
-		if matched == nil {
-			for i := 0; i < len(candidates) && matched == nil; {
-				res = candidates[i].SniffDatagram(d)
-				if ctx.Err() != nil {
-					return // a slow call outlived the flow
-				}
-				switch res.Verdict {
-				case sniff.NotMine:
-					candidates = slices.Delete(candidates, i, i+1)
-				case sniff.Match:
-					matched = candidates[i]
-				default:
-					i++
-				}
-			}
-			if matched == nil {
-				if len(candidates) == 0 {
-					return
-				}
-				continue
-			}
-		} else {
-			res = matched.SniffDatagram(d)
-			if ctx.Err() != nil {
-				return
-			}
-			switch res.Verdict {
-			case sniff.NotMine:
-				return
-			case sniff.Undecided:
-				continue
-			}
+		res, show, stop := j.judge(ctx, func(s sniff.DatagramSniffer) sniff.Result { return s.SniffDatagram(d) })
+		if stop {
+			return
+		}
+		if !show {
+			continue
 		}
 		// A property once shown keeps its value; a later datagram only adds.
 		merged := maps.Clone(props)
@@ -327,7 +309,7 @@ func (t *Tunnel) runDatagramSniffer(ctx context.Context, tp *datagramTap, sniffe
 		}
 		if props == nil || !maps.Equal(props, merged) {
 			props = merged
-			t.SetProtocol(matched.Name(), props)
+			t.SetProtocol(j.matched.Name(), props)
 		}
 		if res.Done {
 			return
