@@ -2,13 +2,8 @@ package engine
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -18,6 +13,8 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/qlog"
 	"github.com/quic-go/quic-go/qlogwriter"
+
+	"github.com/quictun/quictun/internal/testtls"
 )
 
 func TestWritePace(t *testing.T) {
@@ -133,20 +130,6 @@ func (l *frameLog) overtaken(mark int, id, end int64) (int, bool) {
 	return 0, false
 }
 
-func priorityTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"priority-test"}}
-}
-
 // dropping drops every nth datagram it is asked to send, so that the sender
 // has lost data to resend.
 type dropping struct {
@@ -196,7 +179,7 @@ func interactiveOvertakesBulk(t *testing.T, dropEvery int) {
 	cliTr, srvTr := &quic.Transport{Conn: cliConn}, &quic.Transport{Conn: srvUDP}
 	defer srvTr.Close()
 	defer cliTr.Close()
-	ln, err := srvTr.Listen(priorityTLS(t), &quic.Config{MaxIncomingStreams: 100})
+	ln, err := srvTr.Listen(testtls.Server(t, "priority-test"), &quic.Config{MaxIncomingStreams: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,15 +3,11 @@ package netem
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"testing"
@@ -19,6 +15,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
+
+	"github.com/quictun/quictun/internal/testtls"
 )
 
 func listenLoopbackUDP(t *testing.T) *net.UDPConn {
@@ -136,7 +134,7 @@ func TestQUICOverLossyLink(t *testing.T) {
 		serverConn.Close()
 	}()
 
-	ln, err := serverTr.Listen(serverTLS(t), &quic.Config{})
+	ln, err := serverTr.Listen(testtls.Server(t, "netem-test"), &quic.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,26 +211,4 @@ func TestQUICOverLossyLink(t *testing.T) {
 		t.Errorf("no loss was emulated: up %+v down %+v", up, down)
 	}
 	t.Logf("up: %d datagrams sent, %d lost; down: %d sent, %d lost", up.Sent, up.DroppedLoss, down.Sent, down.DroppedLoss)
-}
-
-func serverTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		NextProtos:   []string{"netem-test"},
-	}
 }

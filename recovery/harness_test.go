@@ -2,16 +2,10 @@ package recovery
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
@@ -22,38 +16,12 @@ import (
 	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/quictun/quictun/internal/quicconf"
+	"github.com/quictun/quictun/internal/testtls"
 	"github.com/quictun/quictun/netem"
 )
 
 // testALPN is the ALPN of the test connections.
 const testALPN = "quictun-recovery-test"
-
-var (
-	tlsOnce sync.Once
-	tlsCert tls.Certificate
-)
-
-func serverTLS(tb testing.TB) *tls.Config {
-	tlsOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1),
-			Subject:      pkix.Name{CommonName: "localhost"},
-			DNSNames:     []string{"localhost"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		tlsCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-	})
-	return &tls.Config{Certificates: []tls.Certificate{tlsCert}, NextProtos: []string{testALPN}}
-}
 
 func clientTLS() *tls.Config {
 	return &tls.Config{InsecureSkipVerify: true, NextProtos: []string{testALPN}} //nolint:gosec // test peer with a throwaway certificate
@@ -240,7 +208,7 @@ func dialPairTraced(tb testing.TB, ctx context.Context, cs, ss side, trace *loss
 		p.link = p.client.emu.Stats
 	}
 	scfg, ccfg := tracedConfigs(trace, ss.recovery != nil, cs.recovery != nil)
-	ln, err := p.server.transport.Listen(serverTLS(tb), scfg)
+	ln, err := p.server.transport.Listen(testtls.Server(tb, testALPN), scfg)
 	if err != nil {
 		p.close()
 		tb.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/quictun/quictun/internal/testtls"
 	"github.com/quictun/quictun/netem"
 	"github.com/quictun/quictun/netem/host"
 )
@@ -80,7 +81,7 @@ func hostQUIC(b *testing.B, ctx context.Context, tb *host.Testbed, cfg *Config, 
 	}
 	p := &pair{client: mk(cu, true), server: mk(su, false)}
 	scfg, ccfg := tracedConfigs(trace, cfg != nil, cfg != nil)
-	ln, err := p.server.transport.Listen(serverTLS(b), scfg)
+	ln, err := p.server.transport.Listen(testtls.Server(b, testALPN), scfg)
 	if err != nil {
 		p.close()
 		b.Fatal(err)

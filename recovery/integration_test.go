@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
+	"github.com/quictun/quictun/internal/testtls"
 	"github.com/quictun/quictun/netem"
 )
 
@@ -231,7 +232,7 @@ func TestNATRebinding(t *testing.T) {
 	cli := &endpoint{udp: first, rec: cc, transport: &quic.Transport{Conn: cc}}
 	defer cli.close()
 	defer srv.close()
-	ln, err := srv.transport.Listen(serverTLS(t), quicConfig())
+	ln, err := srv.transport.Listen(testtls.Server(t, testALPN), quicConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

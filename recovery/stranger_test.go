@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/quictun/quictun/codecs/fecframe"
+	"github.com/quictun/quictun/internal/testtls"
 )
 
 // injector is a server socket through which a test plays an attacker: its
@@ -150,7 +151,7 @@ func TestFloodDuringLossyTransfer(t *testing.T) {
 	p := &pair{client: &endpoint{udp: clientSock.UDPConn, rec: cli, transport: &quic.Transport{Conn: cli}},
 		server: &endpoint{udp: inj.UDPConn, rec: srv, transport: &quic.Transport{Conn: srv}}}
 	defer p.close()
-	ln, err := p.server.transport.Listen(serverTLS(t), quicConfig())
+	ln, err := p.server.transport.Listen(testtls.Server(t, testALPN), quicConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

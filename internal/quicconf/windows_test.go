@@ -2,14 +2,9 @@ package quicconf
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"sync"
@@ -19,6 +14,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
+
+	"github.com/quictun/quictun/internal/testtls"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -54,7 +51,7 @@ func newSession(t *testing.T, qc *quic.Config) *session {
 	srvUDP, cliUDP := listen(), listen()
 	srvTr, cliTr := &quic.Transport{Conn: srvUDP}, &quic.Transport{Conn: cliUDP}
 	closers = append(closers, func() { cliTr.Close(); srvTr.Close() })
-	ln, err := srvTr.Listen(testTLS(t), qc)
+	ln, err := srvTr.Listen(testtls.Server(t, "quicconf-test"), qc)
 	if err != nil {
 		stop()
 		t.Fatal(err)
@@ -85,20 +82,6 @@ func newSession(t *testing.T, qc *quic.Config) *session {
 	closers = append(closers, func() { s.srv.CloseWithError(0, ""); accepting.Wait() })
 	s.stop = stop
 	return s
-}
-
-func testTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"quicconf-test"}}
 }
 
 // stallAfter is how long a write may move no byte before the test calls the
