@@ -103,7 +103,8 @@ type liveCollector struct {
 	once        sync.Once
 	descs       struct {
 		open, opened, bytes, sessions, rtt, minRTT, cwnd, sent, lost, received *prometheus.Desc
-		datagramsDropped                                                       *prometheus.Desc
+		datagramsDropped, datagramsSendDropped, sendWaits, sendWait            *prometheus.Desc
+		packetsDropped                                                         *prometheus.Desc
 		sniffersAbandoned, sniffersStuck                                       *prometheus.Desc
 	}
 }
@@ -124,7 +125,15 @@ func (c *liveCollector) init() {
 		c.descs.lost = d("quictun_session_packets_lost_total", "QUIC packets each session's sender declared lost.", "session")
 		c.descs.received = d("quictun_session_packets_received_total", "QUIC packets received by each session.", "session")
 		c.descs.datagramsDropped = d("quictun_session_datagrams_dropped_total",
-			"QUIC datagrams each session received and quic-go discarded: its receive queue (128) was full while the session's datagram receiver was behind.", "session")
+			"QUIC datagrams each session received and quic-go discarded: its receive queue was full while the session's datagram receiver was behind.", "session")
+		c.descs.datagramsSendDropped = d("quictun_session_datagrams_send_dropped_total",
+			"QUIC datagrams each session was given to send and quic-go discarded unsent (no longer fit in a packet).", "session")
+		c.descs.sendWaits = d("quictun_session_datagram_send_waits_total",
+			"Datagrams each session's senders had to wait to hand quic-go: its send queue (32) was full, held by the congestion controller.", "session")
+		c.descs.sendWait = d("quictun_session_datagram_send_wait_seconds_total",
+			"How long those waits took in all.", "session")
+		c.descs.packetsDropped = d("quictun_session_packets_dropped_total",
+			"QUIC packets each session received and quic-go discarded, by reason: 256 already waiting for the connection (queue full), or a duplicate (a copy, or a repair too late).", "session", "reason")
 		c.descs.sniffersAbandoned = d("quictun_sniffers_abandoned_total", "Sniffer actors that did not stop within their bound when their tunnel ended (a Sniff call that does not return).")
 		c.descs.sniffersStuck = d("quictun_sniffers_stuck", "Abandoned sniffer actors still inside their Sniff call (goroutines held by a sniffer).")
 	})
@@ -134,6 +143,7 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.init()
 	for _, d := range []*prometheus.Desc{c.descs.open, c.descs.opened, c.descs.bytes, c.descs.sessions,
 		c.descs.rtt, c.descs.minRTT, c.descs.cwnd, c.descs.sent, c.descs.lost, c.descs.received, c.descs.datagramsDropped,
+		c.descs.datagramsSendDropped, c.descs.sendWaits, c.descs.sendWait, c.descs.packetsDropped,
 		c.descs.sniffersAbandoned, c.descs.sniffersStuck} {
 		ch <- d
 	}
@@ -165,6 +175,11 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.descs.lost, prometheus.CounterValue, float64(st.PacketsLost), name)
 		ch <- prometheus.MustNewConstMetric(c.descs.received, prometheus.CounterValue, float64(st.PacketsReceived), name)
 		ch <- prometheus.MustNewConstMetric(c.descs.datagramsDropped, prometheus.CounterValue, float64(st.DatagramsDropped), name)
+		ch <- prometheus.MustNewConstMetric(c.descs.datagramsSendDropped, prometheus.CounterValue, float64(st.DatagramsSendDropped), name)
+		ch <- prometheus.MustNewConstMetric(c.descs.sendWaits, prometheus.CounterValue, float64(st.DatagramsSendWaits), name)
+		ch <- prometheus.MustNewConstMetric(c.descs.sendWait, prometheus.CounterValue, st.DatagramsSendWait.Seconds(), name)
+		ch <- prometheus.MustNewConstMetric(c.descs.packetsDropped, prometheus.CounterValue, float64(st.PacketsDroppedQueueFull), name, "queue full")
+		ch <- prometheus.MustNewConstMetric(c.descs.packetsDropped, prometheus.CounterValue, float64(st.PacketsDroppedDuplicate), name, "duplicate")
 	}
 }
 

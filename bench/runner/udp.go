@@ -152,10 +152,13 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 }
 
 // countersOfInterest are the metrics that say where inside a tunnel a datagram
-// was lost: taken in, dropped by reason, lost on the link and left unrepaired.
+// was lost or held: taken in, dropped by reason, lost on the link and left
+// unrepaired, and quic-go's own drops and send waits (session_datagram*
+// covers the datagram counters of both directions, packets_dropped those of
+// whole packets).
 var countersOfInterest = []string{"quictun_udp_datagrams_total", "quictun_udp_datagrams_dropped_total",
 	"quictun_recovery_lost_total", "quictun_recovery_repaired_total", "quictun_recovery_unrepaired_total",
-	"quictun_session_datagrams_dropped_total"}
+	"quictun_session_datagram", "quictun_session_packets_dropped_total"}
 
 // scrapeDatagramCounters reads the endpoints' /metrics (client, server) from inside
 // their hosts and keeps the non-zero countersOfInterest, each named with its side;

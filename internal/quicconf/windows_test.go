@@ -31,6 +31,13 @@ type session struct {
 
 func newSession(t *testing.T, qc *quic.Config) *session {
 	t.Helper()
+	return newWrappedSession(t, qc, nil)
+}
+
+// newWrappedSession is newSession with the client's UDP socket seen through
+// wrap (when not nil).
+func newWrappedSession(t *testing.T, qc *quic.Config, wrap func(net.PacketConn) net.PacketConn) *session {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var closers []func()
 	stop := func() {
@@ -49,7 +56,11 @@ func newSession(t *testing.T, qc *quic.Config) *session {
 		return c
 	}
 	srvUDP, cliUDP := listen(), listen()
-	srvTr, cliTr := &quic.Transport{Conn: srvUDP}, &quic.Transport{Conn: cliUDP}
+	var cliConn net.PacketConn = cliUDP
+	if wrap != nil {
+		cliConn = wrap(cliUDP)
+	}
+	srvTr, cliTr := &quic.Transport{Conn: srvUDP}, &quic.Transport{Conn: cliConn}
 	closers = append(closers, func() { cliTr.Close(); srvTr.Close() })
 	ln, err := srvTr.Listen(testtls.Server(t, "quicconf-test"), qc)
 	if err != nil {

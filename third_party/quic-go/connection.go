@@ -838,16 +838,34 @@ type ConnectionStats struct {
 	// can subsequently be received).
 	PacketsLost uint64
 
+	// The counters below are quictun's patch set: where stock quic-go drops or
+	// holds what it received or was given, with a debug log line at most.
+
 	// DatagramsDropped is the number of DATAGRAM frames received and discarded
-	// because the receive queue (of 128) was full: the application did not call
-	// ReceiveDatagram in time. (quictun's patch set.)
+	// because the receive queue (of 128) was full: the application did not
+	// call ReceiveDatagram in time.
 	DatagramsDropped uint64
+	// DatagramsSendDropped is the number of datagrams given to SendDatagram
+	// and discarded unsent because they no longer fit in a packet.
+	DatagramsSendDropped uint64
+	// DatagramsSendWaits is the number of SendDatagram calls that waited for
+	// room in the send queue (32 datagrams), and DatagramsSendWait how long
+	// they waited in all: the time the congestion controller held datagrams.
+	DatagramsSendWaits uint64
+	DatagramsSendWait  time.Duration
+	// PacketsDroppedQueueFull is the number of packets received and discarded
+	// because 256 were already waiting for the connection's run loop.
+	PacketsDroppedQueueFull uint64
+	// PacketsDroppedDuplicate is the number of 1-RTT packets discarded as
+	// (potential) duplicates: copies, and packets arriving after their number
+	// fell below what the receiver still tracks.
+	PacketsDroppedDuplicate uint64
 }
 
 // ConnectionStats returns statistics about the connection.
 // It can be called concurrently with other connection operations.
 func (c *Conn) ConnectionStats() ConnectionStats {
-	return ConnectionStats{
+	st := ConnectionStats{
 		MinRTT:        c.rttStats.MinRTT(),
 		LatestRTT:     c.rttStats.LatestRTT(),
 		SmoothedRTT:   c.rttStats.SmoothedRTT(),
@@ -862,15 +880,16 @@ func (c *Conn) ConnectionStats() ConnectionStats {
 		BytesLost:       c.connStats.BytesLost.Load(),
 		PacketsLost:     c.connStats.PacketsLost.Load(),
 
-		DatagramsDropped: c.datagramsDropped(),
+		PacketsDroppedQueueFull: c.connStats.PacketsDroppedQueueFull.Load(),
+		PacketsDroppedDuplicate: c.connStats.PacketsDroppedDuplicate.Load(),
 	}
-}
-
-func (c *Conn) datagramsDropped() uint64 {
-	if c.datagramQueue == nil {
-		return 0
+	if q := c.datagramQueue; q != nil {
+		st.DatagramsDropped = q.dropped.Load()
+		st.DatagramsSendDropped = q.sendDropped.Load()
+		st.DatagramsSendWaits = q.sendWaits.Load()
+		st.DatagramsSendWait = time.Duration(q.sendWait.Load())
 	}
-	return c.datagramQueue.dropped.Load()
+	return st
 }
 
 // Time when the connection should time out
@@ -1250,6 +1269,7 @@ func (c *Conn) handleShortHeaderPacket(
 	}
 
 	if c.receivedPacketHandler.IsPotentiallyDuplicate(pn, protocol.PacketNumberSpaceAppData) {
+		c.connStats.PacketsDroppedDuplicate.Add(1)
 		c.logger.Debugf("Dropping (potentially) duplicate packet.")
 		if c.qlogger != nil {
 			c.qlogger.RecordEvent(qlog.PacketDropped{
@@ -2038,6 +2058,7 @@ func (c *Conn) queuePacket(p receivedPacket, source *pathReceiver) {
 	// Discard packets once the amount of queued packets is larger than
 	// the channel size, protocol.MaxConnUnprocessedPackets
 	if !c.receivedPackets.Push(p, source) {
+		c.connStats.PacketsDroppedQueueFull.Add(1)
 		if c.qlogger != nil {
 			var datagramPayloadChecksum qlog.DatagramPayloadChecksum
 			if wire.IsLongHeaderPacket(p.data[0]) {

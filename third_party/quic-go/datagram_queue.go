@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go/internal/utils"
 	"github.com/quic-go/quic-go/internal/utils/ringbuffer"
@@ -21,6 +22,9 @@ type datagramQueue struct {
 	sendMx    sync.Mutex
 	sendQueue ringbuffer.RingBuffer[*wire.DatagramFrame]
 	sent      chan struct{} // used to notify Add that a datagram was dequeued
+	// Counted for ConnectionStats (quictun's patch set): frames dropped unsent
+	// (too large for the packet), Add calls that waited, and the ns they waited.
+	sendDropped, sendWaits, sendWait atomic.Uint64
 
 	rcvMx    sync.Mutex
 	rcvQueue [][]byte
@@ -53,6 +57,7 @@ func newDatagramQueue(hasData func(), logger utils.Logger, qlogger qlogwriter.Re
 func (h *datagramQueue) Add(f *wire.DatagramFrame) error {
 	h.sendMx.Lock()
 
+	var waitStart time.Time
 	for {
 		// don't queue frames after the connection is closed
 		select {
@@ -65,8 +70,15 @@ func (h *datagramQueue) Add(f *wire.DatagramFrame) error {
 		if h.sendQueue.Len() < maxDatagramSendQueueLen {
 			h.sendQueue.PushBack(f)
 			h.sendMx.Unlock()
+			if !waitStart.IsZero() {
+				h.sendWaits.Add(1)
+				h.sendWait.Add(uint64(time.Since(waitStart)))
+			}
 			h.hasData()
 			return nil
+		}
+		if waitStart.IsZero() {
+			waitStart = time.Now()
 		}
 		select {
 		case <-h.sent: // drain any stale notification, so we don't wake up immediately below

@@ -13,4 +13,8 @@ type ConnectionStats struct {
 	PacketsReceived atomic.Uint64
 	BytesLost       atomic.Uint64
 	PacketsLost     atomic.Uint64
+
+	// quictun's patch set: received packets discarded uncounted by stock quic-go.
+	PacketsDroppedQueueFull atomic.Uint64
+	PacketsDroppedDuplicate atomic.Uint64
 }
