@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/quictun/quictun/codecs/preamble"
+	"github.com/quictun/quictun/internal/quicconf"
 )
 
 // Redial backoff of the session keeper: capped exponential with jitter, so a
@@ -148,6 +149,9 @@ func (k *sessionKeeper) hold(ctx context.Context, conn *quic.Conn) (again, prove
 	defer serving.Wait() // after the session is closed below: it then returns
 	hello.Go(func() { helloDone <- k.hello(conn) })
 	if k.datagrams != nil {
+		// The server is the one this client chose to trust: its datagrams may
+		// queue deeper than a stranger's.
+		conn.SetDatagramReceiveQueue(quicconf.DatagramReceiveQueue)
 		// Ends with the session, which every way out of hold closes first.
 		hello.Go(func() { k.receiveDatagrams(conn) })
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/quictun/quictun/endpoints/identity"
 	"github.com/quictun/quictun/endpoints/policy"
 	"github.com/quictun/quictun/endpoints/trust"
+	"github.com/quictun/quictun/internal/quicconf"
 )
 
 // authState is who the server knows and what each may reach. Reload replaces
@@ -119,6 +120,7 @@ func (s *Server) authenticate(sess *serverSession, handlers *sync.WaitGroup) boo
 		return false // closed by an early stream
 	}
 	close(sess.authed)
+	sess.conn.SetDatagramReceiveQueue(quicconf.DatagramReceiveQueue)
 	// The loss-recovery layer gives an address coding state only while it has
 	// an authenticated session (recovery.Conn.Prove).
 	context.AfterFunc(sess.conn.Context(), s.rec.Prove(sess.conn.RemoteAddr()))

@@ -63,6 +63,15 @@ const StuckTolerance = MaxConnectionWindow/MaxStreamWindow - 3
 // The server endpoint lowers it to its tunnel limit per session.
 const MaxStreamsPerSession = 1 << 16
 
+// DatagramReceiveQueue is how many received QUIC datagrams quic-go keeps for
+// a session's datagram receiver once the peer has proved itself (a server's
+// session after its hello, a client's with the server it verified):
+// quic-go's own 128 are 25 ms of a 50 Mbit/s UDP flow, and a receiver
+// descheduled that long on a busy host dropped WireGuard's datagrams after
+// the recovery layer had repaired them. Each holds one packet's payload
+// (under 1.5 KiB): at most 1.5 MiB a session. A stranger keeps quic-go's 128.
+const DatagramReceiveQueue = 1024
+
 // Tunnel is a fresh copy of the configuration.
 func Tunnel() *quic.Config {
 	return &quic.Config{

@@ -842,8 +842,8 @@ type ConnectionStats struct {
 	// holds what it received or was given, with a debug log line at most.
 
 	// DatagramsDropped is the number of DATAGRAM frames received and discarded
-	// because the receive queue (of 128) was full: the application did not
-	// call ReceiveDatagram in time.
+	// because the receive queue (128, or SetDatagramReceiveQueue's) was full:
+	// the application did not call ReceiveDatagram in time.
 	DatagramsDropped uint64
 	// DatagramsSendDropped is the number of datagrams given to SendDatagram
 	// and discarded unsent because they no longer fit in a packet.
@@ -3200,6 +3200,18 @@ func (c *Conn) SendDatagram(p []byte) error {
 	f.Data = make([]byte, len(p))
 	copy(f.Data, p)
 	return c.datagramQueue.Add(f)
+}
+
+// SetDatagramReceiveQueue sets how many received datagrams wait for
+// ReceiveDatagram at most before more are dropped (DatagramsDropped counts
+// them); n <= 0 restores the default of 128. Each holds at most one packet's
+// payload. (quictun's patch set: a bound an application raises for a peer
+// it trusts with the memory, for a receiver that may be descheduled for
+// longer than 128 datagrams take to arrive.)
+func (c *Conn) SetDatagramReceiveQueue(n int) {
+	if c.datagramQueue != nil {
+		c.datagramQueue.SetReceiveQueue(n)
+	}
 }
 
 // ReceiveDatagram gets a message received in a QUIC datagram, as specified in RFC 9221.

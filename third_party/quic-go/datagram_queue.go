@@ -15,7 +15,9 @@ import (
 
 const (
 	maxDatagramSendQueueLen = 32
-	maxDatagramRcvQueueLen  = 128
+	// maxDatagramRcvQueueLen is the receive queue of a connection whose
+	// application did not choose one (SetDatagramReceiveQueue).
+	maxDatagramRcvQueueLen = 128
 )
 
 type datagramQueue struct {
@@ -28,6 +30,7 @@ type datagramQueue struct {
 
 	rcvMx    sync.Mutex
 	rcvQueue [][]byte
+	rcvLimit int           // frames rcvQueue holds at most
 	rcvd     chan struct{} // used to notify Receive that a new datagram was received
 	dropped  atomic.Uint64 // received frames discarded because rcvQueue was full
 
@@ -42,12 +45,13 @@ type datagramQueue struct {
 
 func newDatagramQueue(hasData func(), logger utils.Logger, qlogger qlogwriter.Recorder) *datagramQueue {
 	return &datagramQueue{
-		hasData: hasData,
-		rcvd:    make(chan struct{}, 1),
-		sent:    make(chan struct{}, 1),
-		closed:  make(chan struct{}),
-		logger:  logger,
-		qlogger: qlogger,
+		hasData:  hasData,
+		rcvLimit: maxDatagramRcvQueueLen,
+		rcvd:     make(chan struct{}, 1),
+		sent:     make(chan struct{}, 1),
+		closed:   make(chan struct{}),
+		logger:   logger,
+		qlogger:  qlogger,
 	}
 }
 
@@ -122,7 +126,7 @@ func (h *datagramQueue) HandleDatagramFrame(f *wire.DatagramFrame) {
 	copy(data, f.Data)
 	var queued bool
 	h.rcvMx.Lock()
-	if len(h.rcvQueue) < maxDatagramRcvQueueLen {
+	if len(h.rcvQueue) < h.rcvLimit {
 		h.rcvQueue = append(h.rcvQueue, data)
 		queued = true
 		select {
@@ -145,6 +149,17 @@ func (h *datagramQueue) HandleDatagramFrame(f *wire.DatagramFrame) {
 			})
 		}
 	}
+}
+
+// SetReceiveQueue sets how many received frames wait for Receive at most;
+// n <= 0 restores the default. Frames queued beyond a lowered limit stay.
+func (h *datagramQueue) SetReceiveQueue(n int) {
+	if n <= 0 {
+		n = maxDatagramRcvQueueLen
+	}
+	h.rcvMx.Lock()
+	h.rcvLimit = n
+	h.rcvMx.Unlock()
 }
 
 // Receive gets a received DATAGRAM frame.
