@@ -59,6 +59,30 @@ func startupDelay(minRTT time.Duration) time.Duration {
 	return min(max(minRTT/8, 4*time.Millisecond), 16*time.Millisecond)
 }
 
+// The standing-queue control. An estimate a little above the path's rate (the
+// maximum of noisy samples) paces a little too fast, and with nothing else in the
+// way the queue grows until the window stops it, at cwndGain BDPs in flight: a
+// full drop-tail queue of one BDP, and every keystroke behind it. So the window's
+// headroom above the BDP halves on each round trip whose least RTT stood above the
+// minimum by queueAllowed, and grows back by headroomStep a round trip without. A
+// queue that outlasts competingRounds at the least headroom is not ours (a
+// loss-based sender beside us keeps it full): yielding to it more would starve
+// us (so would a route that got longer), so the headroom stays whole for
+// competingHold round trips, twice as long each time it is found again.
+const (
+	queueMinRTT     = 10 * time.Millisecond // below it the scheduler's jitter is the queue
+	headroomStep    = 1.0 / 16
+	competingRounds = bwRounds + 2 // what takes an over-estimate to age out of bw
+	competingHold   = 8 * competingRounds
+	competingMaxLog = 5
+)
+
+// queueAllowed is the standing queue the control lets be: a tenth of the round
+// trip, 2 to 10 ms. The least headroom is half of it.
+func queueAllowed(minRTT time.Duration) time.Duration {
+	return min(max(minRTT/10, 2*time.Millisecond), 10*time.Millisecond)
+}
+
 // probeGains is ProbeBW's cycle: one round trip above the estimate to find more
 // bandwidth, one below to drain what that queued, six at it.
 var probeGains = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
@@ -110,13 +134,25 @@ type Sender struct {
 	probeStartBW     float64 // the estimate when the probe began
 	probeCwndLimited bool
 	appLimited       bool
+
+	// The standing-queue control: the least RTT of this round trip, the window's
+	// headroom above the BDP (in BDPs), the round trips in a row that found a
+	// queue at the least headroom, the round until which a queue is taken for
+	// another sender's, and how often that was found since a queue last drained.
+	roundMinRTT    time.Duration
+	headroom       float64
+	queuedRounds   int
+	competingUntil int64
+	competingFound int
+	yielding       bool    // every round trip since yieldBW found a queue
+	yieldBW        float64 // the estimate when the headroom last began to shrink
 }
 
 var _ qcc.SendAlgorithm = (*Sender)(nil)
 
 // New is a qcc.New: quic-go's Config.Congestion.
 func New(rtt qcc.RTTStats, initialMaxDatagramSize qcc.ByteCount) qcc.SendAlgorithm {
-	s := &Sender{rtt: rtt, mss: initialMaxDatagramSize}
+	s := &Sender{rtt: rtt, mss: initialMaxDatagramSize, headroom: cwndGain - 1}
 	s.cwnd = initialCwndPackets * s.mss
 	s.pacer.mss = s.mss
 	return s
@@ -225,12 +261,16 @@ func (s *Sender) OnPacketAcked(pn qcc.PacketNumber, acked, priorInFlight qcc.Byt
 	s.firstSentTime = p.sent
 
 	s.roundAcked++
+	if r := s.rtt.LatestRTT(); r > 0 && (s.roundMinRTT == 0 || r < s.roundMinRTT) {
+		s.roundMinRTT = r
+	}
 	roundStart := false
 	if p.delivered >= s.roundEnd {
 		s.round++
 		s.roundEnd = s.delivered
 		roundStart = true
 		s.checkLoss(now)
+		s.checkQueue()
 	}
 	// The rate over the packet's flight: the longer of its send and ack spans, so
 	// that neither a burst of sends nor a burst of acks inflates it; spans shorter
@@ -298,6 +338,40 @@ func (s *Sender) checkLoss(now qcc.Time) {
 	}
 }
 
+// checkQueue, at a round's start, moves the window's headroom on the least RTT
+// of the round that ended (see queueAllowed).
+func (s *Sender) checkQueue() {
+	least := s.roundMinRTT
+	s.roundMinRTT = 0
+	minRTT := s.rtt.MinRTT()
+	if s.mode != probeBW || minRTT < queueMinRTT || least == 0 || s.round < s.competingUntil {
+		return
+	}
+	allowed := queueAllowed(minRTT)
+	floor := float64(allowed) / 2 / float64(minRTT)
+	if least-minRTT <= allowed {
+		s.queuedRounds, s.competingFound, s.yielding = 0, 0, false
+		s.headroom = min(s.headroom+headroomStep, cwndGain-1)
+		return
+	}
+	if !s.yielding {
+		s.yielding, s.yieldBW = true, s.bw.get()
+	}
+	if s.headroom > floor {
+		s.headroom, s.queuedRounds = max(s.headroom/2, floor), 0
+		return
+	}
+	if s.queuedRounds++; s.queuedRounds > competingRounds {
+		// What the estimate lost while yielding was the other sender's gain.
+		if s.bw.get() < s.yieldBW {
+			s.bw.reset(s.yieldBW, s.round)
+		}
+		s.headroom, s.queuedRounds = cwndGain-1, 0
+		s.competingUntil = s.round + competingHold<<min(s.competingFound, competingMaxLog)
+		s.competingFound++
+	}
+}
+
 // checkFullPipe counts, at a round's start, the rounds in which the delivery
 // rate did not grow by a quarter.
 func (s *Sender) checkFullPipe() {
@@ -349,6 +423,9 @@ func (s *Sender) advanceCycle(now qcc.Time, inFlight qcc.ByteCount) {
 
 func (s *Sender) setCwnd(acked qcc.ByteCount) {
 	_, cg := s.gains()
+	if s.mode == probeBW {
+		cg = 1 + s.headroom
+	}
 	target := max(qcc.ByteCount(cg*float64(s.bdp()))+3*s.mss, minCwndPackets*s.mss)
 	if s.mode == startup {
 		// Slow start's doubling, by at most startupStep a round trip (RFC 3742's

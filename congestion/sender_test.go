@@ -53,16 +53,50 @@ func TestHeavyLossIsCongestion(t *testing.T) {
 }
 
 // Cruising, the sender keeps no standing queue: the mean queueing delay of its
-// packets stays a small part of the round trip, far below the queue's capacity.
+// packets stays a small part of the round trip, far below the queue's capacity,
+// and nothing overflows it after startup. With jitter in the acks the estimate,
+// a maximum of samples, is a little above the path's rate; without the
+// standing-queue control (checkQueue) the queue then filled to the window's
+// limit: a mean of 43 ms with 1 ms of jitter, and drops every probe.
 func TestKeepsNoStandingQueue(t *testing.T) {
-	p := newPath(20e6, 50*time.Millisecond, 50*time.Millisecond, 0.01)
-	p.run(5 * time.Second)
-	sum, sent := p.queueSum, p.sent
-	p.run(20 * time.Second)
-	mean := (p.queueSum - sum) / time.Duration(p.sent-sent)
-	t.Logf("mean queueing delay %v (max %v), queue drops %d", mean, p.maxQueue, p.queueDrops)
-	if mean > 10*time.Millisecond {
-		t.Errorf("mean queueing delay %v, want at most 10 ms", mean)
+	for _, jitter := range []time.Duration{0, time.Millisecond, 3 * time.Millisecond, 10 * time.Millisecond} {
+		p := newPath(20e6, 50*time.Millisecond, 50*time.Millisecond, 0.01)
+		p.jitter = jitter
+		p.run(5 * time.Second)
+		sum, sent, drops, before := p.queueSum, p.sent, p.queueDrops, p.delivered
+		p.run(20 * time.Second)
+		mean := (p.queueSum - sum) / time.Duration(p.sent-sent)
+		got := goodput(p.delivered-before, 20*time.Second)
+		t.Logf("jitter %v: mean queueing delay %v, queue drops %d after startup, %.1f Mbit/s, estimate %.2f",
+			jitter, mean, p.queueDrops-drops, got/1e6, p.s.BandwidthEstimate()*8/1e6)
+		if mean > 10*time.Millisecond || p.queueDrops > drops {
+			t.Errorf("jitter %v: mean queueing delay %v, %d queue drops after startup; want at most 10 ms, none", jitter, mean, p.queueDrops-drops)
+		}
+		if got < 0.95*20e6*(1-0.01) {
+			t.Errorf("jitter %v: %.1f Mbit/s, want at least 95%% of the link", jitter, got/1e6)
+		}
+	}
+}
+
+// A queue the sender did not cause (a loss-based sender beside it keeps it full,
+// a route got longer) does not drain when the sender yields: it stops yielding,
+// rather than shrink towards nothing, and still fills the path.
+func TestAQueueNotOursIsNotYieldedTo(t *testing.T) {
+	for _, rtt := range []time.Duration{50 * time.Millisecond, 200 * time.Millisecond} {
+		for _, standing := range []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond} {
+			p := newPath(100e6, rtt, rtt, 0.01)
+			p.jitter = time.Millisecond
+			p.run(5 * time.Second)
+			p.standing = standing
+			before := p.delivered
+			p.run(20 * time.Second)
+			got := goodput(p.delivered-before, 20*time.Second)
+			t.Logf("rtt %v, a standing queue of %v: %.1f Mbit/s, estimate %.1f, headroom %.2f",
+				rtt, standing, got/1e6, p.s.BandwidthEstimate()*8/1e6, p.s.headroom)
+			if got < 0.85*99e6 {
+				t.Errorf("rtt %v, a standing queue of %v: %.1f Mbit/s, want at least 85%% of 99", rtt, standing, got/1e6)
+			}
+		}
 	}
 }
 

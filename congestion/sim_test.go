@@ -23,6 +23,12 @@ type path struct {
 	// Every stallEvery the path stalls for stallFor: what arrives meanwhile is
 	// delivered at its end (a busy emulator, a Wi-Fi retry), in order.
 	stallEvery, stallFor time.Duration
+	// jitter delays each packet's arrival by up to this much more, at random
+	// (a scheduler, an emulator that forwards in batches); arrivals keep their order.
+	jitter time.Duration
+	// standing is a queue the sender did not cause (a loss-based sender beside it
+	// keeps it full, a route got longer): every packet waits at least this long.
+	standing time.Duration
 
 	rng      *rand.Rand
 	s        *Sender
@@ -94,7 +100,7 @@ func (p *path) send() {
 		p.onSend(p.now)
 	}
 	serve := time.Duration(float64(simMSS*8) / p.rate * float64(time.Second))
-	start := max(p.busy, p.now)
+	start := max(p.busy, p.now, p.now+p.standing)
 	wait := start - p.now
 	switch {
 	case wait > p.queue:
@@ -105,7 +111,14 @@ func (p *path) send() {
 		p.randomDrops++
 		p.lost = append(p.lost, p.pn)
 	default:
-		p.insert(event{at: p.stall(start + serve + p.rtt), pn: p.pn, sent: p.now, bytes: simMSS})
+		at := p.stall(start + serve + p.rtt)
+		if p.jitter > 0 {
+			at += time.Duration(p.rng.Int64N(int64(p.jitter)))
+			if n := len(p.events); n > 0 {
+				at = max(at, p.events[n-1].at)
+			}
+		}
+		p.insert(event{at: at, pn: p.pn, sent: p.now, bytes: simMSS})
 	}
 	p.busy = start + serve
 	p.maxQueue = max(p.maxQueue, wait)
