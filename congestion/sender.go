@@ -146,13 +146,14 @@ type Sender struct {
 	competingFound int
 	yielding       bool    // every round trip since yieldBW found a queue
 	yieldBW        float64 // the estimate when the headroom last began to shrink
+	probeGain      float64 // this cycle's (setProbeGain)
 }
 
 var _ qcc.SendAlgorithm = (*Sender)(nil)
 
 // New is a qcc.New: quic-go's Config.Congestion.
 func New(rtt qcc.RTTStats, initialMaxDatagramSize qcc.ByteCount) qcc.SendAlgorithm {
-	s := &Sender{rtt: rtt, mss: initialMaxDatagramSize, headroom: cwndGain - 1}
+	s := &Sender{rtt: rtt, mss: initialMaxDatagramSize, headroom: cwndGain - 1, probeGain: probeGains[0]}
 	s.cwnd = initialCwndPackets * s.mss
 	s.pacer.mss = s.mss
 	return s
@@ -185,6 +186,9 @@ func (s *Sender) gains() (pacing, cwnd float64) {
 			// Nothing queued that the phases below the probe would drain, and
 			// pacing near the application's own rate would hold its packets.
 			return max(probeGains[s.cycle], probeGains[0]), cwndGain
+		}
+		if s.cycle == 0 {
+			return s.probeGain, cwndGain
 		}
 		return probeGains[s.cycle], cwndGain
 	}
@@ -405,7 +409,7 @@ func (s *Sender) advanceCycle(now qcc.Time, inFlight qcc.ByteCount) {
 		// otherwise, pace at the probe's rate, so that the estimate, which is
 		// about the application's rate, never holds its packets back.
 		sentRate := float64(s.probeSent) / max(elapsed, time.Millisecond).Seconds()
-		s.appLimited = !s.probeCwndLimited && sentRate < 1.1*s.probeStartBW
+		s.appLimited = !s.probeCwndLimited && sentRate < (1+0.4*(s.probeGain-1))*s.probeStartBW
 		s.probeSent, s.probeCwndLimited = 0, false
 	}
 	s.cycle = (s.cycle + 1) % len(probeGains)
@@ -417,7 +421,23 @@ func (s *Sender) advanceCycle(now qcc.Time, inFlight qcc.ByteCount) {
 		if bw := s.bw.get(); bw >= 1.25*s.cycleBW && !s.filled {
 			s.mode, s.fullBW, s.fullBWRounds, s.queuedSince = startup, bw, 0, 0
 		}
+		s.setProbeGain()
 		s.cycleBW = s.bw.get()
+	}
+}
+
+// setProbeGain, as a cycle begins, sizes its probe. A probe of a quarter above
+// a path that is full queues a quarter of a round trip for a round trip (50 ms
+// on a 200 ms path, in front of every keystroke); so once a probe found no more
+// bandwidth, the next ones probe by queueAllowed only, until one finds more
+// (half its own gain): then the path has room again, and a full probe finds it
+// fast.
+func (s *Sender) setProbeGain() {
+	used := s.probeGain
+	grew := s.cycleBW > 0 && s.bw.get() >= (1+(used-1)/2)*s.cycleBW
+	s.probeGain = probeGains[0]
+	if minRTT := s.rtt.MinRTT(); minRTT >= queueMinRTT && !s.appLimited && !grew && s.cycleBW > 0 {
+		s.probeGain = min(1+float64(queueAllowed(minRTT))/float64(minRTT), probeGains[0])
 	}
 }
 

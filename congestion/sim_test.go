@@ -2,6 +2,7 @@ package congestion
 
 import (
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	qcc "github.com/quic-go/quic-go/congestion"
@@ -46,6 +47,7 @@ type path struct {
 	maxQueue    time.Duration
 	queueSum    time.Duration // queueing delay of every packet sent, summed
 	sent        int
+	waits       []time.Duration // each packet's queueing delay, once set non-nil
 }
 
 type event struct {
@@ -123,6 +125,9 @@ func (p *path) send() {
 	p.busy = start + serve
 	p.maxQueue = max(p.maxQueue, wait)
 	p.queueSum += wait
+	if p.waits != nil {
+		p.waits = append(p.waits, wait)
+	}
 }
 
 func (p *path) stall(at time.Duration) time.Duration {
@@ -195,4 +200,13 @@ func (r *rttStats) update(sample time.Duration) {
 	} else {
 		r.smoothed = (7*r.smoothed + sample) / 8
 	}
+}
+
+// quantile is the q-quantile of ds (sorted in place).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(int(q*float64(len(ds))), len(ds)-1)]
 }
