@@ -194,17 +194,21 @@ func (s *Sender) gains() (pacing, cwnd float64) {
 	}
 }
 
-// pacingRate is in bytes per second.
+// pacingRate is in bytes per second. In startup it is at least the window's
+// rate, as BBR's: an estimate made of a trickle (a session's first keepalives and
+// handshakes) would otherwise pace the start of a stream at a few times the
+// trickle, and hold it back for round trips while the window doubles.
 func (s *Sender) pacingRate() float64 {
 	pg, _ := s.gains()
-	if bw := s.bw.get(); bw > 0 {
-		return pg * bw
-	}
 	rtt := s.rtt.SmoothedRTT()
 	if rtt <= 0 {
 		rtt = s.minRTT()
 	}
-	return pg * float64(s.cwnd) / rtt.Seconds()
+	window := float64(s.cwnd) / rtt.Seconds()
+	if bw := s.bw.get(); bw > 0 && (s.mode != startup || bw >= window) {
+		return pg * bw
+	}
+	return pg * window
 }
 
 func (s *Sender) TimeUntilSend(qcc.ByteCount) qcc.Time {

@@ -356,3 +356,35 @@ func TestFindsFreedCapacity(t *testing.T) {
 		}
 	}
 }
+
+// A stream that starts on a session that only trickled so far (a UDP flow's
+// first datagrams, iperf3 -u at half the path) waits little in the sender: in
+// startup the pacer runs at least at the window's rate, so the trickle's tiny
+// estimate does not hold the stream back while the window doubles.
+func TestAStreamAfterATrickleWaitsLittle(t *testing.T) {
+	p := newPath(100e6, 50*time.Millisecond, 50*time.Millisecond, 0)
+	streamFrom, every := 2*time.Second, time.Duration(simMSS*8*float64(time.Second)/50e6)
+	trickled, sentAt := time.Duration(-time.Second), 0
+	var waits []time.Duration
+	made := func(now time.Duration) int { return int((now-streamFrom)/every) + 1 }
+	p.app = func(now time.Duration) bool {
+		if now < streamFrom {
+			return now-trickled >= 50*time.Millisecond
+		}
+		return made(now) > sentAt
+	}
+	p.onSend = func(now time.Duration) {
+		if now < streamFrom {
+			trickled = now
+			return
+		}
+		waits = append(waits, now-(streamFrom+time.Duration(sentAt)*every))
+		sentAt++
+	}
+	p.run(streamFrom + 2*time.Second)
+	p99, most := quantile(waits, 0.99), quantile(waits, 1)
+	t.Logf("50 Mbit/s after a trickle: %d packets, wait in the sender p99 %v, max %v", len(waits), p99, most)
+	if p99 > 50*time.Millisecond {
+		t.Errorf("wait in the sender p99 %v, want at most a round trip (50 ms)", p99)
+	}
+}
