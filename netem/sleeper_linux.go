@@ -6,13 +6,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quictun/quictun/internal/rtsys"
 	"golang.org/x/sys/unix"
 )
 
 // threadSleeper waits in ppoll(2) on an eventfd, on the scheduler's own locked OS
 // thread: the kernel wakes that thread directly when the timeout expires or Send
-// writes the eventfd, with no Go timer or netpoller thread in between, so a real-time
-// priority on the thread is enough to be woken on time on a busy machine.
+// writes the eventfd, with no Go timer or netpoller thread in between, and the raw
+// call keeps the thread's P (see internal/rtsys), so a real-time priority on the
+// thread is enough to be woken on time on a busy machine.
 type threadSleeper struct {
 	efd     int
 	stopped atomic.Bool
@@ -33,10 +35,10 @@ func (s *threadSleeper) wait(d time.Duration) bool {
 		t := unix.NsecToTimespec(int64(d))
 		ts = &t
 	}
-	n, err := unix.Ppoll(fds, ts, nil)
+	n, err := rtsys.Ppoll(fds, ts)
 	if err == nil && n > 0 {
 		var buf [8]byte
-		_, _ = unix.Read(s.efd, buf[:]) // reset the counter
+		_, _ = rtsys.Read(s.efd, buf[:]) // reset the counter
 	}
 	return !s.stopped.Load()
 }
@@ -45,7 +47,7 @@ func (s *threadSleeper) wake() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	// EAGAIN means the counter is already non-zero: the scheduler will wake anyway.
-	_, _ = unix.Write(s.efd, one[:])
+	_, _ = rtsys.Write(s.efd, one[:])
 }
 
 func (s *threadSleeper) stop() {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/quictun/quictun/internal/rtsys"
 	"github.com/quictun/quictun/netem"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,8 @@ import (
 // busy with the endpoints under test (and on a 2-core one, everything else), ordinary
 // goroutines are woken tens of milliseconds late. So the readers and the schedulers
 // run on their own OS threads at SCHED_FIFO priority, block in poll(2) on the TUN fd
-// directly (no netpoller thread in between), and drain every ready packet per wake-up.
+// directly (no netpoller thread in between) without giving up their P (internal/rtsys),
+// and drain every ready packet per wake-up.
 type forwarder struct {
 	fds        [2]int // TUN devices: client, server namespace
 	stopFD     int    // eventfd: readable once close has begun
@@ -111,7 +113,7 @@ func newForwarder(client, server int, link netem.Link, seed int64) (*forwarder, 
 
 func writeTo(fd int) netem.DeliverFunc {
 	return func(b []byte, _ net.Addr) error {
-		_, err := unix.Write(fd, b)
+		_, err := rtsys.Write(fd, b)
 		return err
 	}
 }
@@ -133,7 +135,7 @@ func (f *forwarder) forwardRoutine(dir int, pipe *netem.Pipe, started *sync.Wait
 	fds := []unix.PollFd{{Fd: int32(src), Events: unix.POLLIN}, {Fd: int32(f.stopFD), Events: unix.POLLIN}}
 	for {
 		fds[0].Revents, fds[1].Revents = 0, 0
-		if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+		if _, err := rtsys.Ppoll(fds, nil); err != nil && !errors.Is(err, unix.EINTR) {
 			f.readErrors[dir].Add(1)
 			return
 		}
@@ -142,7 +144,7 @@ func (f *forwarder) forwardRoutine(dir int, pipe *netem.Pipe, started *sync.Wait
 		}
 		// Drain everything that is ready before polling again.
 		for {
-			n, err := unix.Read(src, buf)
+			n, err := rtsys.Read(src, buf)
 			if err != nil {
 				if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
 					f.readErrors[dir].Add(1)
