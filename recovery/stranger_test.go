@@ -278,7 +278,17 @@ func strangerProgram(t *testing.T, c *Conn, prog []byte) {
 		}
 		return held
 	}
-	base := c.pool.out.Load() - provenHold() // the read batch
+	// The read batch's buffers; the flusher may move a proven peer's count between
+	// the two reads (see below), so take two readings that agree.
+	base := c.pool.out.Load() - provenHold()
+	for try := 0; try < 200; try++ {
+		again := c.pool.out.Load() - provenHold()
+		if again == base {
+			break
+		}
+		base = again
+		time.Sleep(time.Millisecond)
+	}
 	out := make([]byte, bufSize)
 	for len(prog) >= 4 {
 		op := prog[:4]
@@ -328,25 +338,30 @@ func strangerProgram(t *testing.T, c *Conn, prog []byte) {
 			c.pool.put(d.buf)
 		}
 		c.pending, c.pendingHead = c.pending[:0], 0
-		held := base
 		strangers := 0
 		for _, q := range c.peers.snapshot(nil) {
 			if !q.proven() {
 				strangers++
-				continue
-			}
-			if got := q.buffers.out.Load(); got > q.buffers.max {
+			} else if got := q.buffers.out.Load(); got > q.buffers.max {
 				t.Fatalf("a proven peer holds %d buffers, past its allowance of %d", got, q.buffers.max)
 			}
-			held += q.buffers.out.Load()
 		}
 		if strangers > maxStrangers {
 			t.Fatalf("%d strangers, want at most %d", strangers, maxStrangers)
 		}
-		// Read after the allowances: the flusher may free a quiet proven peer's
-		// buffers meanwhile, never a stranger's, which hold none.
-		if got := c.pool.out.Load(); got > held {
-			t.Fatalf("%d buffers out, of which proven peers hold %d: strangers hold the rest", got-base, held-base)
+		// Between two reads the flusher may free a quiet proven peer's buffers, or
+		// take one for a repair when a span runs out and give it back once sent; a
+		// buffer a stranger held would stay. So only an excess that lasts fails.
+		for try := 0; ; try++ {
+			held := base + provenHold()
+			got := c.pool.out.Load()
+			if got <= held {
+				break
+			}
+			if try == 200 {
+				t.Fatalf("%d buffers out, of which proven peers hold %d: strangers hold the rest", got-base, held-base)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
