@@ -88,7 +88,11 @@ type UDPSample struct {
 	// The probe's one-way delay from the client host's application to the server
 	// host's, over the datagrams that arrived, and the share that did not.
 	DelayP50Ms, DelayP99Ms float64
-	ProbeLostPercent       float64
+	// DelayP99SteadyMs leaves out the probes sent in the flow's first SteadyAfter:
+	// a tunnel whose window is still growing queues its start, and that is a
+	// different fault from a steady-state tail.
+	DelayP99SteadyMs float64
+	ProbeLostPercent float64
 	// Counters are a tunnel's own datagram counters at the end of the run (quictun:
 	// taken in, dropped by reason, lost on the link, unrepaired), each named with
 	// its side; nil for contenders without them.
@@ -108,6 +112,8 @@ type UDPRecord struct {
 	// AddedP99Ms is DelayP99Ms less the direct contender's in the same scenario and
 	// run; absent without one.
 	AddedP99Ms       *float64 `json:"added_p99_ms,omitempty"`
+	DelayP99SteadyMs float64  `json:"delay_p99_steady_ms"`
+	AddedP99SteadyMs *float64 `json:"added_p99_steady_ms,omitempty"`
 	ProbeLostPercent float64  `json:"probe_lost_percent"`
 	// Counters are the tunnel's own counters of each run (UDPSample.Counters).
 	Counters []map[string]float64 `json:"counters_runs,omitempty"`
@@ -126,7 +132,7 @@ func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 		return
 	}
 
-	var lost, jitter, p50, p99, plost, sent []float64
+	var lost, jitter, p50, p99, steady, plost, sent []float64
 	var counters []map[string]float64
 	for _, x := range samples {
 		if x.Err != "" || x.UDP == nil {
@@ -136,6 +142,7 @@ func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 		jitter = append(jitter, x.UDP.JitterMs)
 		p50 = append(p50, x.UDP.DelayP50Ms)
 		p99 = append(p99, x.UDP.DelayP99Ms)
+		steady = append(steady, x.UDP.DelayP99SteadyMs)
 		plost = append(plost, x.UDP.ProbeLostPercent)
 		sent = append(sent, float64(x.UDP.Datagrams))
 		if x.UDP.Counters != nil {
@@ -151,25 +158,31 @@ func summarizeUDP(r *Record, s Scenario, samples []Sample) {
 		Datagrams:  int64(stats.Summarize(sent).Median),
 		JitterMs:   stats.Summarize(jitter).Median,
 		DelayP50Ms: stats.Summarize(p50).Median, DelayP99Ms: stats.Summarize(p99).Median,
+		DelayP99SteadyMs: stats.Summarize(steady).Median,
 		ProbeLostPercent: stats.Summarize(plost).Median,
 		Counters:         counters,
 	}
 }
 
-// FillAddedDelay sets UDP.AddedP99Ms on every udp record of a scenario that has a
-// direct record.
+// FillAddedDelay sets UDP.AddedP99Ms and AddedP99SteadyMs on every udp record of
+// a scenario that has a direct record.
 func FillAddedDelay(records []Record) {
-	bare := map[string]float64{}
+	bare := map[string]*UDPRecord{}
 	for _, r := range records {
 		if r.Contender == Direct && r.UDP != nil {
-			bare[r.Suite+"/"+r.Scenario] = r.UDP.DelayP99Ms
+			bare[r.Suite+"/"+r.Scenario] = r.UDP
 		}
 	}
 	for i := range records {
 		r := &records[i]
 		if b, ok := bare[r.Suite+"/"+r.Scenario]; ok && r.UDP != nil && r.Contender != Direct {
-			added := r.UDP.DelayP99Ms - b
+			added := r.UDP.DelayP99Ms - b.DelayP99Ms
 			r.UDP.AddedP99Ms = &added
+			// Records of a bench before the steady figure have none to subtract.
+			if r.UDP.DelayP99SteadyMs > 0 && b.DelayP99SteadyMs > 0 {
+				steady := r.UDP.DelayP99SteadyMs - b.DelayP99SteadyMs
+				r.UDP.AddedP99SteadyMs = &steady
+			}
 		}
 	}
 }

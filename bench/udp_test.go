@@ -35,7 +35,7 @@ func TestUDPKindsValidate(t *testing.T) {
 func TestUDPRecordsAndAddedDelay(t *testing.T) {
 	s := Scenario{Suite: "u", Name: "a", Kind: UDP, UDPMbps: 50, DatagramBytes: 1200, Repetitions: 2}
 	sample := func(lost, p99 float64) Sample {
-		return Sample{Scenario: s, UDP: &UDPSample{Datagrams: 1000, LostPercent: lost, DelayP50Ms: 25, DelayP99Ms: p99}}
+		return Sample{Scenario: s, UDP: &UDPSample{Datagrams: 1000, LostPercent: lost, DelayP50Ms: 25, DelayP99Ms: p99, DelayP99SteadyMs: p99 - 4}}
 	}
 	records := []Record{
 		Summarize(s, Direct, []Sample{sample(5, 30), sample(5.2, 32)}),
@@ -45,6 +45,9 @@ func TestUDPRecordsAndAddedDelay(t *testing.T) {
 	q := records[1]
 	if q.Runs != 2 || q.Failed != 1 || q.UDP == nil || q.UDP.LostPercent != 0.02 || q.UDP.AddedP99Ms == nil || *q.UDP.AddedP99Ms != 7 {
 		t.Fatalf("quictun record: %+v %+v", q, q.UDP)
+	}
+	if q.UDP.AddedP99SteadyMs == nil || *q.UDP.AddedP99SteadyMs != 7 || q.UDP.DelayP99SteadyMs != 34 {
+		t.Fatalf("quictun's steady p99: %+v", q.UDP)
 	}
 	if records[0].UDP.AddedP99Ms != nil || len(q.Goodputs) != 0 {
 		t.Fatalf("direct has an added delay, or a udp record has goodputs: %+v", records)

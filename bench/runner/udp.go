@@ -49,6 +49,10 @@ const (
 	probeEvery = 5 * time.Millisecond
 	probeBytes = 100
 	probeLead  = time.Second
+	// steadyAfter is how much of the flow's start the steady p99 leaves out: at
+	// RTT 50 ms a window grown from quic-go's initial 32 packets reaches 50 Mbit/s
+	// within a few hundred ms, so a second covers the ramp with room to spare.
+	steadyAfter = time.Second
 )
 
 func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
@@ -101,7 +105,7 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	p.measuring.Store(true)
+	from := p.startMeasuring()
 	cpu := startCPU(path.Path)
 	args := []string{"-c", path.Dials[0].Addr().String(), "-p", strconv.Itoa(int(path.Dials[0].Port())),
 		"-u", "-b", strconv.FormatFloat(s.UDPMbps, 'f', -1, 64) + "M", "-l", strconv.Itoa(s.DatagramBytes),
@@ -134,7 +138,11 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 	if err := path.Failure(); err != nil {
 		return err
 	}
-	delays := p.delays()
+	delays := p.delays(0)
+	steady := p.delays(from + steadyAfter)
+	if len(steady) == 0 {
+		steady = delays
+	}
 	if sent == 0 || len(delays) == 0 {
 		return fmt.Errorf("delay probe: %d sent while iperf3 ran, %d arrived", sent, len(delays))
 	}
@@ -142,6 +150,7 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 		Datagrams: res.Packets, LostPercent: res.LostPercent, JitterMs: res.JitterMs,
 		DelayP50Ms:       percentile(delays, 50),
 		DelayP99Ms:       percentile(delays, 99),
+		DelayP99SteadyMs: percentile(steady, 99),
 		ProbeLostPercent: 100 * (1 - float64(len(delays))/float64(sent)),
 		Counters:         counters,
 	}
@@ -249,7 +258,7 @@ type probe struct {
 	measuring atomic.Bool // set while iperf3 runs: only those datagrams count
 
 	mu       sync.Mutex
-	measured map[uint64]bool // seq sent while measuring
+	measured map[uint64]time.Duration // seq sent while measuring -> when, since base
 	delay    map[uint64]time.Duration
 
 	quit     chan struct{}
@@ -258,7 +267,7 @@ type probe struct {
 }
 
 func newProbe(src, sink *net.UDPConn) *probe {
-	return &probe{src: src, sink: sink, base: time.Now(), measured: map[uint64]bool{}, delay: map[uint64]time.Duration{}, quit: make(chan struct{})}
+	return &probe{src: src, sink: sink, base: time.Now(), measured: map[uint64]time.Duration{}, delay: map[uint64]time.Duration{}, quit: make(chan struct{})}
 }
 
 func (p *probe) start() {
@@ -276,11 +285,12 @@ func (p *probe) send() {
 			return
 		case <-tick.C:
 		}
+		at := time.Since(p.base)
 		binary.BigEndian.PutUint64(buf, seq)
-		binary.BigEndian.PutUint64(buf[8:], uint64(time.Since(p.base)))
+		binary.BigEndian.PutUint64(buf[8:], uint64(at))
 		if p.measuring.Load() {
 			p.mu.Lock()
-			p.measured[seq] = true
+			p.measured[seq] = at
 			p.mu.Unlock()
 		}
 		_, _ = p.src.Write(buf) // a refused send is a lost probe
@@ -320,18 +330,29 @@ func (p *probe) stop() {
 	})
 }
 
+// startMeasuring counts the probes sent from now on and says when that was, since base.
+func (p *probe) startMeasuring() time.Duration {
+	at := time.Since(p.base)
+	p.measuring.Store(true)
+	return at
+}
+
 func (p *probe) sentMeasured() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.measured)
 }
 
-// delays are the one-way delays in ms of the probes sent while measuring that arrived.
-func (p *probe) delays() []float64 {
+// delays are the one-way delays in ms, sorted, of the probes sent while measuring,
+// at or after from (since base), that arrived.
+func (p *probe) delays(from time.Duration) []float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []float64
-	for seq := range p.measured {
+	for seq, at := range p.measured {
+		if at < from {
+			continue
+		}
 		if d, ok := p.delay[seq]; ok {
 			out = append(out, float64(d)/float64(time.Millisecond))
 		}
