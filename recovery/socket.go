@@ -13,6 +13,11 @@ import (
 // way quic-go does on a bare socket: one system call per datagram costs about as
 // much CPU as all of QUIC's crypto. On anything else (netem in tests) it falls
 // back to one ReadFrom/WriteTo per datagram.
+//
+// Where the kernel takes UDP_GRO it also hands over runs of datagrams from one
+// peer as one buffer (on loopback a sender's GSO run arrives unsplit), which
+// readBatch splits into the caller's buffers: the kernel then allocates and
+// queues one socket buffer per run instead of one per datagram.
 type socket struct {
 	inner net.PacketConn
 	udp   *net.UDPConn    // inner, when it is a UDP socket
@@ -20,6 +25,33 @@ type socket struct {
 	batch *ipv4.PacketConn
 	gso   bool // the kernel takes UDP_SEGMENT
 	v6    bool // udp is an AF_INET6 socket: IPv4 peers need mapped addresses
+	gro   *groReader
+}
+
+// groReader holds coalesced runs read with UDP_GRO until readBatch has split
+// them all: msgs[next:count] are left, the first of them from offset off.
+type groReader struct {
+	bufs        [groBatchSize][]byte
+	oob         [groBatchSize][]byte
+	msgs        [groBatchSize]ipv4.Message
+	count, next int
+	off         int
+}
+
+// groBatchSize runs of at most 64 KiB each per recvmmsg(2): 512 KiB per socket.
+const (
+	groBatchSize = 8
+	groBufSize   = 1 << 16
+)
+
+func newGROReader() *groReader {
+	g := &groReader{}
+	for i := range g.msgs {
+		g.bufs[i] = make([]byte, groBufSize)
+		g.oob[i] = make([]byte, groOOBSize)
+		g.msgs[i].Buffers = [][]byte{g.bufs[i]}
+	}
+	return g
 }
 
 // Limits of one GSO send (Linux: UDP_MAX_SEGMENTS, and the 64 KiB of a datagram).
@@ -43,12 +75,18 @@ func newSocket(inner net.PacketConn) *socket {
 		w.v6 = true
 	}
 	w.gso = probeGSO(raw)
+	if w.batch != nil && enableGRO(raw) {
+		w.gro = newGROReader()
+	}
 	return w
 }
 
 // readBatch reads at least one datagram into the buffers of ms (each Buffers[0]
 // set by the caller) and reports how many it filled, with N and Addr set.
 func (w *socket) readBatch(ms []ipv4.Message) (int, error) {
+	if w.gro != nil {
+		return w.readGRO(ms)
+	}
 	if w.batch != nil {
 		return w.batch.ReadBatch(ms, 0)
 	}
@@ -58,6 +96,41 @@ func (w *socket) readBatch(ms []ipv4.Message) (int, error) {
 	}
 	ms[0].N, ms[0].Addr = n, addr
 	return 1, nil
+}
+
+// readGRO is readBatch through the groReader: it reads only when every run read
+// before has been handed out, and then fills ms with as many datagrams as fit.
+// A datagram longer than its buffer in ms is cut short, as recvmmsg cuts it.
+func (w *socket) readGRO(ms []ipv4.Message) (int, error) {
+	g := w.gro
+	if g.next == g.count {
+		for i := range g.msgs {
+			g.msgs[i].OOB = g.oob[i]
+		}
+		n, err := w.batch.ReadBatch(g.msgs[:], 0)
+		if err != nil {
+			return 0, err
+		}
+		g.count, g.next, g.off = n, 0, 0
+	}
+	k := 0
+	for k < len(ms) && g.next < g.count {
+		m := &g.msgs[g.next]
+		run := g.bufs[g.next][:m.N]
+		seg := groSegmentSize(m.OOB[:m.NN])
+		if seg <= 0 || seg > len(run) {
+			seg = len(run)
+		}
+		end := min(g.off+seg, len(run))
+		ms[k].N = copy(ms[k].Buffers[0], run[g.off:end])
+		ms[k].Addr = m.Addr
+		k++
+		g.off = end
+		if g.off >= len(run) {
+			g.next, g.off = g.next+1, 0
+		}
+	}
+	return k, nil
 }
 
 // writeBatch sends the datagrams in order to one address. It reports the first

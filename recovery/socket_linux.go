@@ -26,6 +26,35 @@ func probeGSO(raw syscall.RawConn) bool {
 	return err == nil && serr == nil
 }
 
+// enableGRO asks the kernel to coalesce received runs (UDP_GRO) and says
+// whether it agreed.
+func enableGRO(raw syscall.RawConn) bool {
+	var serr error
+	err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	})
+	return err == nil && serr == nil
+}
+
+// groOOBSize holds the UDP_GRO control message (an int) and room for others.
+const groOOBSize = 64
+
+// groSegmentSize is the size of each datagram of a coalesced run, from its
+// UDP_GRO control message; 0 when there is none (one datagram).
+func groSegmentSize(oob []byte) int {
+	for len(oob) > 0 {
+		h, body, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return 0
+		}
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && len(body) >= 4 {
+			return int(binary.NativeEndian.Uint32(body))
+		}
+		oob = rest
+	}
+	return 0
+}
+
 func (w *socket) sendGSO(segs [][]byte, size int, sa unix.Sockaddr) error {
 	var oob [unix.SizeofCmsghdr + 8]byte // CmsgSpace(2) on every 64-bit Linux
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))

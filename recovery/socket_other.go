@@ -18,6 +18,13 @@ type sockAddr = *struct{}
 
 func probeGSO(syscall.RawConn) bool { return false }
 
+// There is no UDP_GRO off Linux.
+func enableGRO(syscall.RawConn) bool { return false }
+
+const groOOBSize = 0
+
+func groSegmentSize([]byte) int { return 0 }
+
 func (w *socket) sendGSO([][]byte, int, sockAddr) error {
 	return errors.New("recovery: GSO needs Linux")
 }
