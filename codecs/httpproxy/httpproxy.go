@@ -103,10 +103,11 @@ func ReadRequest(r io.Reader) (*Request, *bufio.Reader, error) {
 		// net/http keeps CONNECT's authority in URL.Host, or in RequestURI
 		// when it has no port.
 		host, port, err := net.SplitHostPort(req.RequestURI)
-		if err != nil || host == "" || !validPort(port) {
+		host = strings.Trim(host, "[]")
+		if err != nil || !validHost(host) || !validPort(port) {
 			return nil, nil, fail(http.StatusBadRequest, "CONNECT needs HOST:PORT, got %q", req.RequestURI)
 		}
-		out.Connect, out.Target = true, net.JoinHostPort(strings.Trim(host, "[]"), port)
+		out.Connect, out.Target = true, net.JoinHostPort(host, port)
 		return out, br, nil
 	}
 	if !req.URL.IsAbs() {
@@ -119,12 +120,29 @@ func ReadRequest(r io.Reader) (*Request, *bufio.Reader, error) {
 	if port == "" {
 		port = "80"
 	}
-	if host == "" || !validPort(port) {
+	if !validHost(host) || !validPort(port) {
 		return nil, nil, fail(http.StatusBadRequest, "bad host in %q", req.RequestURI)
 	}
 	out.Target = net.JoinHostPort(host, port)
 	out.Head = originHead(req)
 	return out, br, nil
+}
+
+// validHost takes an IP address or a DNS name (letters, digits, '-', '_',
+// '.'), so a target the server gets is one it can resolve, never a path.
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	for _, c := range []byte(h) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func validPort(p string) bool {

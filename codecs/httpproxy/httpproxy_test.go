@@ -24,6 +24,8 @@ func TestReadRequest(t *testing.T) {
 		{name: "connect ipv6", in: "CONNECT [2001:db8::1]:22 HTTP/1.1\r\n\r\n", connect: true, target: "[2001:db8::1]:22"},
 		{name: "connect without port", in: "CONNECT example.com HTTP/1.1\r\n\r\n", status: 400},
 		{name: "connect port 0", in: "CONNECT example.com:0 HTTP/1.1\r\n\r\n", status: 400},
+		{name: "connect to a path", in: "CONNECT /:1 HTTP/1.1\r\n\r\n", status: 400},
+		{name: "connect to a spaced host", in: "CONNECT a%20b:1 HTTP/1.1\r\n\r\n", status: 400},
 		{name: "plain", in: "GET http://intranet:8080/a/b?c=d HTTP/1.1\r\nHost: intranet:8080\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\nAccept: */*\r\n\r\n",
 			target: "intranet:8080", head: "GET /a/b?c=d HTTP/1.1\r\nHost: intranet:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"},
 		{name: "plain default port, body", in: "POST http://intranet/x HTTP/1.1\r\nHost: intranet\r\nContent-Length: 5\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\n\r\nhello",
