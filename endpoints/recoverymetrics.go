@@ -17,7 +17,8 @@ func newRecoveryCollector(rec *recovery.Conn, side string) *recoveryCollector {
 	for name, help := range map[string]string{
 		"quictun_recovery_datagrams_sent_total":     "Datagrams quic-go wrote through the loss-recovery layer.",
 		"quictun_recovery_datagrams_received_total": "Datagrams handed to quic-go, rebuilt ones included.",
-		"quictun_recovery_parity_sent_total":        "Repair datagrams sent.",
+		"quictun_recovery_parity_sent_total":        "Repair datagrams sent, copies included.",
+		"quictun_recovery_copies_sent_total":        "Repairs of one small datagram alone (an interactive one's copy).",
 		"quictun_recovery_lost_total":               "Datagrams seen missing on arrival, by cause (random, congestion, ambiguous).",
 		"quictun_recovery_repaired_total":           "Lost datagrams rebuilt and handed to quic-go.",
 		"quictun_recovery_unrepaired_total":         "Lost data datagrams neither received nor rebuilt.",
@@ -56,6 +57,7 @@ func (c *recoveryCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("quictun_recovery_datagrams_sent_total", st.DatagramsSent)
 	counter("quictun_recovery_datagrams_received_total", st.DatagramsReceived)
 	counter("quictun_recovery_parity_sent_total", st.ParitySent)
+	counter("quictun_recovery_copies_sent_total", st.CopiesSent)
 	counter("quictun_recovery_lost_total", st.Lost, "random")
 	counter("quictun_recovery_lost_total", st.CongestionLost, "congestion")
 	counter("quictun_recovery_lost_total", st.AmbiguousLost, "ambiguous")

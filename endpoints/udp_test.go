@@ -407,3 +407,35 @@ func TestUDPFlowSniffedOnBothEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// A flow that sends little is interactive: its datagrams go urgent, ahead of
+// bulk ones and past a full window (flowSide.SetInteractive: the pumps mark
+// only a Prioritized side); one that sends past the pumps' budget turns bulk.
+func TestUDPFlowIsInteractiveUntilItSendsInBulk(t *testing.T) {
+	app := startUDPApp(t, func([]byte) []byte { return nil })
+	defer app.close()
+	p := udpPair(t, app.token(), nil, engine.FlowTimeouts{})
+	defer p.stop()
+	c := dialUDP(t, p.client.Addr())
+	defer c.Close()
+	interactive := func() (on, ok bool) {
+		snaps := p.client.Registry().Snapshots()
+		if len(snaps) != 1 {
+			return false, false
+		}
+		return snaps[0].Interactive, true
+	}
+	waitFor(t, 10*time.Second, "an interactive flow", func() bool {
+		_, _ = c.Write([]byte("tick"))
+		on, ok := interactive()
+		return ok && on
+	})
+	big := make([]byte, 1200)
+	waitFor(t, 10*time.Second, "the flow turned bulk", func() bool {
+		for range 100 { // 120 kB: past 64 KiB in a quarter second
+			_, _ = c.Write(big)
+		}
+		on, ok := interactive()
+		return ok && !on
+	})
+}

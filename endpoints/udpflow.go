@@ -147,6 +147,7 @@ type flowSide struct {
 	seq     uint64
 	max     int // the largest QUIC datagram payload, learnt from quic-go
 	scratch []byte
+	urgent  bool // the pump finds the flow interactive (engine.Prioritized)
 
 	abort   sync.Once
 	watcher sync.WaitGroup
@@ -209,14 +210,23 @@ func (f *flowSide) Read(p []byte) (int, error) {
 	return copy(p, d), nil
 }
 
+// SetInteractive: the datagrams of a flow that sends little (a game, voice,
+// DNS) go before the session's bulk ones, and past a full congestion window
+// (quic-go's SendDatagramUrgent), so they never wait for a bulk flow's backlog.
+func (f *flowSide) SetInteractive(on bool) { f.urgent = on }
+
 // Write sends one datagram, in fragments when it does not fit in one QUIC
 // datagram. A full send queue makes it wait (quic-go's SendDatagram), which
 // slows the application's reads: the socket buffer then drops, as UDP does.
 func (f *flowSide) Write(p []byte) (int, error) {
+	send := f.conn.SendDatagram
+	if f.urgent {
+		send = f.conn.SendDatagramUrgent
+	}
 	for {
 		var fragmented bool
 		var err error
-		f.scratch, fragmented, err = udpframe.Fragments(f.flow, f.seq, p, f.max, f.scratch, f.conn.SendDatagram)
+		f.scratch, fragmented, err = udpframe.Fragments(f.flow, f.seq, p, f.max, f.scratch, send)
 		if fragmented {
 			f.seq++
 			f.stats.fragmented.Add(1)

@@ -106,7 +106,7 @@ type Conn struct {
 // counters are the Conn's statistics, updated where the events happen.
 type counters struct {
 	datagramsSent, datagramsReceived atomic.Uint64
-	dataSent, paritySent             atomic.Uint64
+	dataSent, paritySent, copiesSent atomic.Uint64
 	framedReceived, feedbackSent     atomic.Uint64
 	lost, congestionLost             atomic.Uint64
 	ambiguousLost                    atomic.Uint64
@@ -133,7 +133,8 @@ type Stats struct {
 	DatagramsSent     uint64 // datagrams quic-go wrote
 	DatagramsReceived uint64 // datagrams handed to quic-go, rebuilt ones included
 	DataSent          uint64 // sources sent
-	ParitySent        uint64 // repairs sent
+	ParitySent        uint64 // repairs sent, copies included
+	CopiesSent        uint64 // repairs of one small source (see sender.copy)
 	FramedReceived    uint64 // sources and repairs received
 	Lost              uint64 // datagrams seen missing on arrival (random loss)
 	CongestionLost    uint64 // datagrams seen missing while the path queue was full
@@ -240,6 +241,7 @@ func (c *Conn) Stats() Stats {
 		DatagramsReceived: c.stats.datagramsReceived.Load(),
 		DataSent:          c.stats.dataSent.Load(),
 		ParitySent:        c.stats.paritySent.Load(),
+		CopiesSent:        c.stats.copiesSent.Load(),
 		FramedReceived:    c.stats.framedReceived.Load(),
 		Lost:              c.stats.lost.Load(),
 		CongestionLost:    c.stats.congestionLost.Load(),

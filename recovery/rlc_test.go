@@ -269,3 +269,57 @@ func BenchmarkRLC(b *testing.B) {
 		rlcEncode(dst, id, 1000+id, shards)
 	}
 }
+
+func TestRLCCopyKeepsTheWindowsLossesOpen(t *testing.T) {
+	// Sources 0..9; 3 is lost. 8 is lost too and its copy (a repair of it
+	// alone) rebuilds it at once; that copy must not tell the decoder that no
+	// repair covers 3 any more: the window repair after it still does.
+	rng := rand.New(rand.NewPCG(5, 5))
+	pool := newBufferPool(1 << 10)
+	d := newRLCDecoder(pool)
+	const first = 1000
+	var sent [][]byte
+	put := func(id, from uint32, shards [][]byte) {
+		L := 0
+		for _, s := range shards {
+			L = max(L, len(s))
+		}
+		b := pool.get()
+		rlcEncode(b.b[16:16+L], id, from, shards)
+		if !d.repair(id, from, len(shards), b, 16, L, 0) {
+			pool.put(b)
+		}
+	}
+	for i := range 10 {
+		sh := rlcShard(rng, 1200)
+		sent = append(sent, sh)
+		if i == 3 || i == 8 {
+			continue
+		}
+		b := pool.get()
+		copy(b.b[fecframe.DataShardOffset:], sh)
+		if kept, _ := d.source(first+uint32(i), b, fecframe.DataShardOffset, len(sh), 0); !kept {
+			pool.put(b)
+		}
+	}
+	put(1, first+8, sent[8:9]) // the copy of 8, after 9 arrived
+	solved := map[uint32][]byte{}
+	rebuilt := func(i int) bool {
+		for _, s := range d.take() {
+			solved[s.ssn] = s.shard
+		}
+		got, ok := solved[first+uint32(i)]
+		return ok && len(got) >= len(sent[i]) && bytes.Equal(got[:len(sent[i])], sent[i])
+	}
+	if !rebuilt(8) {
+		t.Fatal("the copy did not rebuild its source")
+	}
+	put(2, first, sent)
+	if !rebuilt(3) {
+		t.Fatalf("the window repair did not rebuild the older loss (gave up %d)", d.gaveUp)
+	}
+	d.reset()
+	if out := pool.out.Load(); out != 0 {
+		t.Fatalf("%d buffers not returned to the pool", out)
+	}
+}

@@ -297,7 +297,9 @@ func (d *rlcDecoder) repair(id, first uint32, count int, buf *buffer, off, n int
 			break
 		}
 	}
-	if !before(first, d.coverFrom) {
+	// A repair of one source (the sender's copy of a small one) says nothing
+	// of where its window starts.
+	if count > 1 && !before(first, d.coverFrom) {
 		d.coverFrom = first
 	}
 	if !covers {

@@ -23,6 +23,9 @@ type shape struct {
 	span time.Duration
 	// every is how many sources go out per repair.
 	every float64
+	// copies: small sources also go out as a repair of their own (see
+	// sender.copy).
+	copies bool
 }
 
 // parityPer is the repairs sent per n sources.
@@ -42,6 +45,7 @@ type sender struct {
 	out      outBatch
 	retired  bool // the peer is gone; send plain
 	dataSent atomic.Uint64
+	copies   copyBudget
 	buffers  *allowance       // the peer's share of the pool
 	tag      *fecframe.Tagger // under the key the peer gave us
 }
@@ -132,6 +136,9 @@ func (s *sender) source(c *Conn, b []byte, buf *buffer, now time.Duration) {
 		e.credit--
 		s.repair(c, now)
 	}
+	if s.shape.copies && len(b) >= copyMin && len(b) <= copyMax && s.copies.take(now) {
+		s.copy(c, now)
+	}
 	if e.spanSources >= s.shape.k {
 		e.spanSources, e.spanRepairs = 0, 0 // fast enough for the rate alone
 	}
@@ -153,12 +160,39 @@ func (s *sender) closeSpan(c *Conn, now time.Duration) {
 // repair adds to the batch a repair over the window. Callers hold mu.
 func (s *sender) repair(c *Conn, now time.Duration) {
 	first, count, L := s.enc.shardLen(now)
-	if count == 0 {
-		return
+	if count > 0 && s.encodeRepair(c, first, count, L, now) {
+		s.enc.spanRepairs++
 	}
+}
+
+// Small sources: a keystroke, a game tick, a DNS query or a probe is one small
+// datagram among a bulk flow's, and its loss waits for the window's repairs,
+// up to every sources later (10 ms at 1% loss and 50 Mbit/s). A repair of that
+// source alone rebuilds it at once for a few dozen bytes. ACK-only packets
+// (under copyMin) need no rebuild; the budget bounds what a peer sending only
+// small datagrams costs.
+const (
+	copyMin, copyMax = 56, 400 // QUIC datagram bytes
+	copyRate         = 500     // copies per second, at most
+	copyBurst        = 32
+)
+
+// copy adds to the batch a repair of the newest source alone. Callers hold mu.
+func (s *sender) copy(c *Conn, now time.Duration) {
+	e := &s.enc
+	src := e.ring[(e.ssn-1)%rlcWindowMax]
+	if s.encodeRepair(c, e.ssn-1, 1, src.n-fecframe.DataShardOffset, now) {
+		c.stats.copiesSent.Add(1)
+	}
+}
+
+// encodeRepair adds to the batch a repair over the count sources from first,
+// L bytes long. It reports false when no buffer was left for it (the sources
+// go unprotected). Callers hold mu.
+func (s *sender) encodeRepair(c *Conn, first uint32, count, L int, now time.Duration) bool {
 	pb := s.buffers.get(c.pool)
 	if pb == nil {
-		return // out of buffers: these sources go unprotected
+		return false
 	}
 	s.enc.encode(pb.b[fecframe.RepairHeaderLen:fecframe.RepairHeaderLen+L], s.seq, first, count)
 	fecframe.PutRepair(pb.b[:], fecframe.Repair{Seq: s.seq, Timestamp: stamp(now), First: first, Count: uint16(count)})
@@ -167,7 +201,28 @@ func (s *sender) repair(c *Conn, now time.Duration) {
 	s.out.dgrams = append(s.out.dgrams, pb.b[:fecframe.RepairHeaderLen+L])
 	s.out.bufs = append(s.out.bufs, pb)
 	c.stats.paritySent.Add(1)
-	s.enc.spanRepairs++
+	return true
+}
+
+// copyBudget is a token bucket of copies: copyRate a second, copyBurst at once.
+type copyBudget struct {
+	started bool
+	tokens  float64
+	at      time.Duration
+}
+
+func (b *copyBudget) take(now time.Duration) bool {
+	if !b.started {
+		b.started, b.tokens = true, copyBurst
+	} else {
+		b.tokens = min(b.tokens+(now-b.at).Seconds()*copyRate, copyBurst)
+	}
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // flushDue closes the span when it has run out, and gives the window back once

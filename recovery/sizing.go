@@ -225,8 +225,13 @@ func (ct *controller) shape() shape {
 		window := float64(parityNeededFrom(1, w, rlcWindowMax/2, p, b, 1, float64(w)*ct.cfg.TargetResidual)) / float64(w)
 		sh.every = 1 / max(1.0/128, rlcMargin*b*p/(1-p), window)
 	}
+	sh.copies = p >= copyLoss
 	return sh
 }
+
+// copyLoss is the sizing loss from which small sources get copies: below it
+// (a clean path: the estimate's floor and error) they would rarely help.
+const copyLoss = 0.001
 
 // rlcMargin is how many more repairs than expected losses the sliding-window
 // code sends, at the sizing loss (which already errs high).

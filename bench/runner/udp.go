@@ -166,7 +166,7 @@ func (m measurement) udp(ctx context.Context, sample *bench.Sample) error {
 // covers the datagram counters of both directions, packets_dropped those of
 // whole packets).
 var countersOfInterest = []string{"quictun_udp_datagrams_total", "quictun_udp_datagrams_dropped_total",
-	"quictun_recovery_lost_total", "quictun_recovery_repaired_total", "quictun_recovery_unrepaired_total",
+	"quictun_recovery_lost_total", "quictun_recovery_parity_sent_total", "quictun_recovery_copies_sent_total", "quictun_recovery_repaired_total", "quictun_recovery_unrepaired_total",
 	"quictun_session_datagram", "quictun_session_packets_dropped_total"}
 
 // scrapeDatagramCounters reads the endpoints' /metrics (client, server) from inside

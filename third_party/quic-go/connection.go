@@ -211,6 +211,9 @@ type Conn struct {
 	receivedFirstPacket bool
 
 	blocked blockMode
+	// urgentPastWindow counts the urgent packets sent since the congestion
+	// window was last open (quictun's patch set).
+	urgentPastWindow int
 
 	// the minimum of the max_idle_timeout values advertised by both endpoints
 	idleTimeout  time.Duration
@@ -2578,6 +2581,7 @@ func (c *Conn) triggerSending(now monotime.Time) error {
 	sendMode := c.sentPacketHandler.SendMode(now)
 	switch sendMode {
 	case ackhandler.SendAny:
+		c.urgentPastWindow = 0
 		return c.sendPackets(now)
 	case ackhandler.SendNone:
 		c.blocked = blockModeHardBlocked
@@ -2597,6 +2601,10 @@ func (c *Conn) triggerSending(now monotime.Time) error {
 		// There will only be a new ACK after receiving new packets.
 		// SendAck is only returned when we're congestion limited, so we don't need to set the pacing timer.
 		c.blocked = blockModeCongestionLimited
+		if c.urgentPastWindow < maxUrgentPastWindow && c.datagramQueue != nil && c.datagramQueue.HasUrgent() {
+			c.urgentPastWindow++
+			return c.sendUrgentPacket(now)
+		}
 		return c.maybeSendAckOnlyPacket(now)
 	case ackhandler.SendPTOInitial, ackhandler.SendPTOHandshake, ackhandler.SendPTOAppData:
 		if err := c.sendProbePacket(sendMode, now); err != nil {
@@ -2800,6 +2808,28 @@ func (c *Conn) maybeSendAckOnlyPacket(now monotime.Time) error {
 
 	ecn := c.sentPacketHandler.ECNMode(true)
 	p, buf, err := c.packer.PackAckOnlyPacket(c.maxPacketSize(), now, c.version)
+	if err != nil {
+		if err == errNothingToPack {
+			return nil
+		}
+		return err
+	}
+	c.logShortHeaderPacket(p, ecn, buf.Len())
+	c.registerPackedShortHeaderPacket(p, ecn, now)
+	c.sendQueue.Send(buf, 0, ecn)
+	return nil
+}
+
+// maxUrgentPastWindow bounds the packets of urgent DATAGRAM frames sent while
+// the congestion window is full, until it opens again (quictun's patch set).
+const maxUrgentPastWindow = 8
+
+// sendUrgentPacket sends an ACK-only packet with the urgent DATAGRAM frames
+// that fit, past a full congestion window: a keystroke or a game's datagram
+// must not wait a round trip for the window that a bulk flow filled.
+func (c *Conn) sendUrgentPacket(now monotime.Time) error {
+	ecn := c.sentPacketHandler.ECNMode(true)
+	p, buf, err := c.packer.PackUrgentPacket(c.maxPacketSize(), now, c.version)
 	if err != nil {
 		if err == errNothingToPack {
 			return nil
@@ -3182,7 +3212,15 @@ func (c *Conn) recordStreamPriorityUpdated(id protocol.StreamID, urgency int8, i
 // The payload of the datagram needs to fit into a single QUIC packet.
 // In addition, a datagram may be dropped before being sent out if the available packet size suddenly decreases.
 // If the payload is too large to be sent at the current time, a [DatagramTooLargeError] is returned.
-func (c *Conn) SendDatagram(p []byte) error {
+func (c *Conn) SendDatagram(p []byte) error { return c.sendDatagram(p, false) }
+
+// SendDatagramUrgent is SendDatagram for a datagram that is sent before those
+// SendDatagram queued, and even while the congestion window is full (a few
+// packets until it opens). (quictun's patch set: for the datagrams of a flow
+// that sends little, whose latency is the point, beside a bulk one.)
+func (c *Conn) SendDatagramUrgent(p []byte) error { return c.sendDatagram(p, true) }
+
+func (c *Conn) sendDatagram(p []byte, urgent bool) error {
 	if !c.supportsDatagrams() {
 		return errors.New("datagram support disabled")
 	}
@@ -3199,6 +3237,9 @@ func (c *Conn) SendDatagram(p []byte) error {
 	}
 	f.Data = make([]byte, len(p))
 	copy(f.Data, p)
+	if urgent {
+		return c.datagramQueue.AddUrgent(f)
+	}
 	return c.datagramQueue.Add(f)
 }
 

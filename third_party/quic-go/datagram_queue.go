@@ -23,7 +23,12 @@ const (
 type datagramQueue struct {
 	sendMx    sync.Mutex
 	sendQueue ringbuffer.RingBuffer[*wire.DatagramFrame]
-	sent      chan struct{} // used to notify Add that a datagram was dequeued
+	// urgent frames are sent before sendQueue's, and may go out past a full
+	// congestion window (quictun's patch set: SendDatagramUrgent). peekedUrgent
+	// says which queue Peek's frame came from, for Pop.
+	urgent       ringbuffer.RingBuffer[*wire.DatagramFrame]
+	peekedUrgent bool
+	sent         chan struct{} // used to notify Add that a datagram was dequeued
 	// Counted for ConnectionStats (quictun's patch set): frames dropped unsent
 	// (too large for the packet), Add calls that waited, and the ns they waited.
 	sendDropped, sendWaits, sendWait atomic.Uint64
@@ -58,8 +63,18 @@ func newDatagramQueue(hasData func(), logger utils.Logger, qlogger qlogwriter.Re
 // Add queues a new DATAGRAM frame for sending.
 // Up to 32 DATAGRAM frames will be queued.
 // Once that limit is reached, Add blocks until the queue size has reduced.
-func (h *datagramQueue) Add(f *wire.DatagramFrame) error {
+func (h *datagramQueue) Add(f *wire.DatagramFrame) error { return h.add(f, false) }
+
+// AddUrgent queues a DATAGRAM frame ahead of those Add queued; it waits as Add
+// does once 32 urgent frames wait.
+func (h *datagramQueue) AddUrgent(f *wire.DatagramFrame) error { return h.add(f, true) }
+
+func (h *datagramQueue) add(f *wire.DatagramFrame, urgent bool) error {
 	h.sendMx.Lock()
+	queue := &h.sendQueue
+	if urgent {
+		queue = &h.urgent
+	}
 
 	var waitStart time.Time
 	for {
@@ -71,8 +86,8 @@ func (h *datagramQueue) Add(f *wire.DatagramFrame) error {
 		default:
 		}
 
-		if h.sendQueue.Len() < maxDatagramSendQueueLen {
-			h.sendQueue.PushBack(f)
+		if queue.Len() < maxDatagramSendQueueLen {
+			queue.PushBack(f)
 			h.sendMx.Unlock()
 			if !waitStart.IsZero() {
 				h.sendWaits.Add(1)
@@ -104,16 +119,40 @@ func (h *datagramQueue) Add(f *wire.DatagramFrame) error {
 func (h *datagramQueue) Peek() *wire.DatagramFrame {
 	h.sendMx.Lock()
 	defer h.sendMx.Unlock()
+	if h.peekedUrgent = !h.urgent.Empty(); h.peekedUrgent {
+		return h.urgent.PeekFront()
+	}
 	if h.sendQueue.Empty() {
 		return nil
 	}
 	return h.sendQueue.PeekFront()
 }
 
+// PeekUrgent is Peek of the urgent frames only.
+func (h *datagramQueue) PeekUrgent() *wire.DatagramFrame {
+	h.sendMx.Lock()
+	defer h.sendMx.Unlock()
+	if h.peekedUrgent = !h.urgent.Empty(); h.peekedUrgent {
+		return h.urgent.PeekFront()
+	}
+	return nil
+}
+
+// HasUrgent reports whether urgent frames wait.
+func (h *datagramQueue) HasUrgent() bool {
+	h.sendMx.Lock()
+	defer h.sendMx.Unlock()
+	return !h.urgent.Empty()
+}
+
 func (h *datagramQueue) Pop() {
 	h.sendMx.Lock()
 	defer h.sendMx.Unlock()
-	_ = h.sendQueue.PopFront()
+	if h.peekedUrgent {
+		_ = h.urgent.PopFront()
+	} else {
+		_ = h.sendQueue.PopFront()
+	}
 	select {
 	case h.sent <- struct{}{}:
 	default:

@@ -22,6 +22,7 @@ var errNothingToPack = errors.New("nothing to pack")
 type packer interface {
 	PackCoalescedPacket(onlyAck bool, maxPacketSize protocol.ByteCount, now monotime.Time, v protocol.Version) (*coalescedPacket, error)
 	PackAckOnlyPacket(maxPacketSize protocol.ByteCount, now monotime.Time, v protocol.Version) (shortHeaderPacket, *packetBuffer, error)
+	PackUrgentPacket(maxPacketSize protocol.ByteCount, now monotime.Time, v protocol.Version) (shortHeaderPacket, *packetBuffer, error)
 	AppendPacket(_ *packetBuffer, maxPacketSize protocol.ByteCount, now monotime.Time, v protocol.Version) (shortHeaderPacket, error)
 	PackPTOProbePacket(_ protocol.EncryptionLevel, _ protocol.ByteCount, addPingIfEmpty bool, now monotime.Time, v protocol.Version) (*coalescedPacket, error)
 	PackConnectionClose(*qerr.TransportError, protocol.ByteCount, protocol.Version) (*coalescedPacket, error)
@@ -137,6 +138,7 @@ type packetPacker struct {
 	framer              frameSource
 	acks                ackFrameSource
 	datagramQueue       *datagramQueue
+	withUrgent          bool // PackUrgentPacket is packing
 	retransmissionQueue *retransmissionQueue
 	rand                rand.Rand
 
@@ -492,6 +494,14 @@ func (p *packetPacker) PackAckOnlyPacket(maxSize protocol.ByteCount, now monotim
 	return packet, buf, err
 }
 
+// PackUrgentPacket is PackAckOnlyPacket with the urgent DATAGRAM frames that
+// fit (quictun's patch set: see Conn.SendDatagramUrgent).
+func (p *packetPacker) PackUrgentPacket(maxSize protocol.ByteCount, now monotime.Time, v protocol.Version) (shortHeaderPacket, *packetBuffer, error) {
+	p.withUrgent = true
+	defer func() { p.withUrgent = false }()
+	return p.PackAckOnlyPacket(maxSize, now, v)
+}
+
 // AppendPacket packs a packet in the application data packet number space.
 // It should be called after the handshake is confirmed.
 func (p *packetPacker) AppendPacket(buf *packetBuffer, maxSize protocol.ByteCount, now monotime.Time, v protocol.Version) (shortHeaderPacket, error) {
@@ -659,11 +669,22 @@ func (p *packetPacker) composeNextPacket(
 	v protocol.Version,
 ) payload {
 	if onlyAck {
+		var pl payload
 		if ack := p.acks.GetAckFrame(protocol.Encryption1RTT, now, true); ack != nil {
 			ack.Truncate(maxPayloadSize, v)
-			return payload{ack: ack, length: ack.Length(v)}
+			pl = payload{ack: ack, length: ack.Length(v)}
 		}
-		return payload{}
+		for p.withUrgent && p.datagramQueue != nil {
+			f := p.datagramQueue.PeekUrgent()
+			if f == nil || f.Length(v) > maxPayloadSize-pl.length {
+				break
+			}
+			p.datagramQueue.Pop()
+			pl.frames = append(pl.frames, ackhandler.Frame{Frame: f})
+			pl.numDatagramFrames++
+			pl.length += f.Length(v)
+		}
+		return pl
 	}
 
 	hasData := p.framer.HasData()

@@ -1,0 +1,87 @@
+package quicconf
+
+import (
+	"bytes"
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	qcc "github.com/quic-go/quic-go/congestion"
+
+	"github.com/quictun/quictun/congestion"
+)
+
+// gate is quictun's sender with a window the test can shut, and what it has
+// in flight.
+type gate struct {
+	qcc.SendAlgorithm
+	shut     *atomic.Bool
+	inFlight *atomic.Int64
+}
+
+func (g gate) CanSend(b qcc.ByteCount) bool { return !g.shut.Load() && g.SendAlgorithm.CanSend(b) }
+
+func (g gate) OnPacketSent(t qcc.Time, inFlight qcc.ByteCount, pn qcc.PacketNumber, n qcc.ByteCount, retransmittable bool) {
+	g.inFlight.Store(int64(inFlight))
+	g.SendAlgorithm.OnPacketSent(t, inFlight, pn, n, retransmittable)
+}
+
+func (g gate) OnPacketAcked(pn qcc.PacketNumber, acked, prior qcc.ByteCount, now qcc.Time) {
+	g.inFlight.Store(int64(prior - acked))
+	g.SendAlgorithm.OnPacketAcked(pn, acked, prior, now)
+}
+
+// An urgent datagram (SendDatagramUrgent, a flow that sends little) goes
+// before the bulk datagrams queued ahead of it, and past a congestion window
+// that is full: here shut, with nothing in flight, so no loss timer can send
+// anything either. The bulk one follows once the window opens.
+func TestUrgentDatagramPassesAShutWindow(t *testing.T) {
+	var shut atomic.Bool
+	var inFlight atomic.Int64
+	qc := Tunnel()
+	qc.KeepAlivePeriod = 0
+	qc.Congestion = func(rtt qcc.RTTStats, mss qcc.ByteCount) qcc.SendAlgorithm {
+		return gate{SendAlgorithm: congestion.New(rtt, mss), shut: &shut, inFlight: &inFlight}
+	}
+	s := newSession(t, qc)
+	defer s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	receive := func() []byte {
+		t.Helper()
+		d, err := s.srv.ReceiveDatagram(ctx)
+		if err != nil {
+			t.Fatalf("no datagram: %v", err)
+		}
+		return d
+	}
+	if err := s.cli.SendDatagram([]byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	receive()
+	for inFlight.Load() > 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the handshake's packets were never all acked")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	shut.Store(true)
+	bulk, urgent := []byte("bulk"), []byte("urgent")
+	if err := s.cli.SendDatagram(bulk); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cli.SendDatagramUrgent(urgent); err != nil {
+		t.Fatal(err)
+	}
+	if d := receive(); !bytes.Equal(d, urgent) {
+		t.Fatalf("got %q first while the window was shut, want the urgent datagram", d)
+	}
+	shut.Store(false)
+	if err := s.cli.SendDatagram([]byte("nudge")); err != nil { // the run loop looks again
+		t.Fatal(err)
+	}
+	if d := receive(); !bytes.Equal(d, bulk) {
+		t.Fatalf("got %q once the window opened, want the bulk datagram", d)
+	}
+}
