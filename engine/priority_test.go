@@ -130,6 +130,24 @@ func (l *frameLog) overtaken(mark int, id, end int64) (int, bool) {
 	return 0, false
 }
 
+// alone reports whether the packets that carry stream id up to offset end
+// carry no other stream's data.
+func (l *frameLog) alone(id, end int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.packets {
+		carries, others := false, false
+		for _, c := range p {
+			carries = carries || c.id == id && c.end >= end
+			others = others || c.id != id
+		}
+		if carries {
+			return !others
+		}
+	}
+	return false
+}
+
 // dropping drops every nth datagram it is asked to send, so that the sender
 // has lost data to resend.
 type dropping struct {
@@ -338,6 +356,10 @@ func interactiveOvertakesBulk(t *testing.T, dropEvery int) {
 		// The packet being packed when the write returned may go out first.
 		if n > 2 {
 			t.Errorf("message %d: %d packets of bulk data were packed after its write and before it", i, n)
+		}
+		// Small, so that the loss-recovery layer copies it.
+		if !log.alone(echo.id, int64(1+64*(i+1))) {
+			t.Errorf("message %d shares its packet with bulk data", i)
 		}
 	}
 	t.Logf("%d messages beside %d bulk tunnels (%d MiB): at most %d bulk packets packed ahead of one", messages, bulk, received.Load()>>20, worst)

@@ -204,6 +204,12 @@ func (f *framer) AppendStreamFrames(
 				controlFrameLen += l
 			}
 		}
+		// A packet with an urgent stream's data carries no less urgent data:
+		// it stays small, so that quictun's loss-recovery layer sends a copy of
+		// it (quictun's patch set).
+		if urgency < defaultUrgency && len(streamFrames) > 0 {
+			break
+		}
 	}
 
 	// The only way to become blocked on connection-level flow control is by sending STREAM frames.
