@@ -11,6 +11,13 @@ import (
 
 // drain waits until reg has no live tunnel or the deadline passes.
 func drain(reg *engine.Registry, deadline time.Time) {
+	// A UDP flow ends only when idle, and what it carries is best effort: it
+	// is not waited for.
+	for _, t := range reg.Tunnels() {
+		if t.Datagrams() {
+			t.Shut()
+		}
+	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {

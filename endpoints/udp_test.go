@@ -439,3 +439,24 @@ func TestUDPFlowIsInteractiveUntilItSendsInBulk(t *testing.T) {
 		return ok && !on
 	})
 }
+
+// A shutdown does not wait for UDP flows: one ends only when idle, and a
+// drain of DrainTimeout (here a minute) would hold every stop that long.
+func TestShutdownDoesNotDrainUDPFlows(t *testing.T) {
+	app := startUDPApp(t, echoDatagram)
+	defer app.close()
+	long := func(c *time.Duration) { *c = time.Minute }
+	p := startPair(t, pairOptions{
+		listenOn: address.Address{Network: address.UDP, Addr: "127.0.0.1:0"}, token: app.token(),
+		serverMods: func(c *ServerConfig) { long(&c.DrainTimeout) },
+		clientMods: func(c *ClientConfig) { long(&c.DrainTimeout) },
+	})
+	c := dialUDP(t, p.client.Addr())
+	defer c.Close()
+	exchange(t, c, []byte("flow"))
+	start := time.Now()
+	p.stop()
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("both endpoints took %v to stop beside an open flow, want well under their drain of a minute", took)
+	}
+}

@@ -106,6 +106,9 @@ var ErrKilled = errors.New("closed by operator")
 // Kill closes the tunnel: both the application and the stream are aborted.
 func (t *Tunnel) Kill() { t.kill(ErrKilled) }
 
+// Shut closes the tunnel as Kill does, because its endpoint stops.
+func (t *Tunnel) Shut() { t.kill(ErrShutdown) }
+
 // streamRef is the stream a tunnel rides on now.
 type streamRef struct {
 	id     int64
