@@ -124,22 +124,45 @@ func (p *proc) waitLog(t *testing.T, re string) []string {
 	return nil
 }
 
+// handedOut are the ports freePort gave, never given twice: the kernel hands a
+// port just closed out again, and a test's server and client then collided
+// (the client's listener on the server's API port).
+var handedOut struct {
+	sync.Mutex
+	ports map[string]bool
+}
+
 func freePort(t *testing.T, network string) string {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[string]bool{}
+	}
+	for range 100 {
+		var addr string
+		if network == "udp" {
+			c, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr = c.LocalAddr().String()
+			c.Close()
+		} else {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr = l.Addr().String()
+			l.Close()
 		}
-		defer c.Close()
-		return c.LocalAddr().String()
+		if _, port, _ := net.SplitHostPort(addr); !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return addr
+		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no port free that was not handed out before")
+	return ""
 }
 
 func echoServer(t *testing.T) string {
