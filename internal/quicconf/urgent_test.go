@@ -35,7 +35,8 @@ func (g gate) OnPacketAcked(pn qcc.PacketNumber, acked, prior qcc.ByteCount, now
 // An urgent datagram (SendDatagramUrgent, a flow that sends little) goes
 // before the bulk datagrams queued ahead of it, and past a congestion window
 // that is full: here shut, with nothing in flight, so no loss timer can send
-// anything either. The bulk one follows once the window opens.
+// anything either; at most 8 such packets until it opens, when the bulk one
+// follows.
 func TestUrgentDatagramPassesAShutWindow(t *testing.T) {
 	var shut atomic.Bool
 	var inFlight atomic.Int64
@@ -60,26 +61,48 @@ func TestUrgentDatagramPassesAShutWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive()
-	for inFlight.Load() > 0 {
-		if ctx.Err() != nil {
-			t.Fatal("the handshake's packets were never all acked")
+	// Nothing in flight: no loss timer is armed that could send anything.
+	settled := func() {
+		t.Helper()
+		for inFlight.Load() > 0 {
+			if ctx.Err() != nil {
+				t.Fatal("the packets sent were never all acked")
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
+	settled()
 	shut.Store(true)
-	bulk, urgent := []byte("bulk"), []byte("urgent")
+	bulk := []byte("bulk")
 	if err := s.cli.SendDatagram(bulk); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.cli.SendDatagramUrgent(urgent); err != nil {
-		t.Fatal(err)
+	// A sender of urgent datagrams cannot take the window for itself: each
+	// goes in a packet of its own (the one before acked), and the ninth waits.
+	for i := range 9 {
+		urgent := []byte{'u', byte('0' + i)}
+		if err := s.cli.SendDatagramUrgent(urgent); err != nil {
+			t.Fatal(err)
+		}
+		if i == 8 {
+			break
+		}
+		if d := receive(); !bytes.Equal(d, urgent) {
+			t.Fatalf("got %q while the window was shut, want urgent datagram %d", d, i)
+		}
+		settled()
 	}
-	if d := receive(); !bytes.Equal(d, urgent) {
-		t.Fatalf("got %q first while the window was shut, want the urgent datagram", d)
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	if d, err := s.srv.ReceiveDatagram(short); err == nil {
+		t.Fatalf("got %q past the 8 urgent packets a shut window lets through", d)
 	}
 	shut.Store(false)
 	if err := s.cli.SendDatagram([]byte("nudge")); err != nil { // the run loop looks again
 		t.Fatal(err)
+	}
+	if d := receive(); !bytes.Equal(d, []byte("u8")) {
+		t.Fatalf("got %q first once the window opened, want the waiting urgent datagram", d)
 	}
 	if d := receive(); !bytes.Equal(d, bulk) {
 		t.Fatalf("got %q once the window opened, want the bulk datagram", d)

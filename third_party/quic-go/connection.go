@@ -2595,17 +2595,17 @@ func (c *Conn) triggerSending(now monotime.Time) error {
 		// Allow sending of an ACK if we're pacing limit.
 		// This makes sure that a peer that is mostly receiving data (and thus has an inaccurate cwnd estimate)
 		// sends enough ACKs to allow its peer to utilize the bandwidth.
-		return c.maybeSendAckOnlyPacket(now)
+		return c.maybeSendAckOnlyPacket(now, false)
 	case ackhandler.SendAck:
 		// We can at most send a single ACK only packet.
 		// There will only be a new ACK after receiving new packets.
 		// SendAck is only returned when we're congestion limited, so we don't need to set the pacing timer.
 		c.blocked = blockModeCongestionLimited
-		if c.urgentPastWindow < maxUrgentPastWindow && c.datagramQueue != nil && c.datagramQueue.HasUrgent() {
+		urgent := c.urgentPastWindow < maxUrgentPastWindow && c.datagramQueue != nil && c.datagramQueue.HasUrgent()
+		if urgent {
 			c.urgentPastWindow++
-			return c.sendUrgentPacket(now)
 		}
-		return c.maybeSendAckOnlyPacket(now)
+		return c.maybeSendAckOnlyPacket(now, urgent)
 	case ackhandler.SendPTOInitial, ackhandler.SendPTOHandshake, ackhandler.SendPTOAppData:
 		if err := c.sendProbePacket(sendMode, now); err != nil {
 			return err
@@ -2793,7 +2793,11 @@ func (c *Conn) resetPacingDeadline() {
 	c.pacingDeadline = deadline
 }
 
-func (c *Conn) maybeSendAckOnlyPacket(now monotime.Time) error {
+// maybeSendAckOnlyPacket sends an ACK-only packet, with the urgent DATAGRAM
+// frames that fit if urgent (quictun's patch set: past a full congestion
+// window, a keystroke or a game's datagram must not wait a round trip for the
+// window that a bulk flow filled).
+func (c *Conn) maybeSendAckOnlyPacket(now monotime.Time, urgent bool) error {
 	if !c.handshakeConfirmed {
 		ecn := c.sentPacketHandler.ECNMode(false)
 		packet, err := c.packer.PackCoalescedPacket(true, c.maxPacketSize(), now, c.version)
@@ -2807,7 +2811,11 @@ func (c *Conn) maybeSendAckOnlyPacket(now monotime.Time) error {
 	}
 
 	ecn := c.sentPacketHandler.ECNMode(true)
-	p, buf, err := c.packer.PackAckOnlyPacket(c.maxPacketSize(), now, c.version)
+	pack := c.packer.PackAckOnlyPacket
+	if urgent {
+		pack = c.packer.PackUrgentPacket
+	}
+	p, buf, err := pack(c.maxPacketSize(), now, c.version)
 	if err != nil {
 		if err == errNothingToPack {
 			return nil
@@ -2823,24 +2831,6 @@ func (c *Conn) maybeSendAckOnlyPacket(now monotime.Time) error {
 // maxUrgentPastWindow bounds the packets of urgent DATAGRAM frames sent while
 // the congestion window is full, until it opens again (quictun's patch set).
 const maxUrgentPastWindow = 8
-
-// sendUrgentPacket sends an ACK-only packet with the urgent DATAGRAM frames
-// that fit, past a full congestion window: a keystroke or a game's datagram
-// must not wait a round trip for the window that a bulk flow filled.
-func (c *Conn) sendUrgentPacket(now monotime.Time) error {
-	ecn := c.sentPacketHandler.ECNMode(true)
-	p, buf, err := c.packer.PackUrgentPacket(c.maxPacketSize(), now, c.version)
-	if err != nil {
-		if err == errNothingToPack {
-			return nil
-		}
-		return err
-	}
-	c.logShortHeaderPacket(p, ecn, buf.Len())
-	c.registerPackedShortHeaderPacket(p, ecn, now)
-	c.sendQueue.Send(buf, 0, ecn)
-	return nil
-}
 
 func (c *Conn) sendProbePacket(sendMode ackhandler.SendMode, now monotime.Time) error {
 	var encLevel protocol.EncryptionLevel
