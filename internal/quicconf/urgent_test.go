@@ -3,6 +3,7 @@ package quicconf
 import (
 	"bytes"
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,24 +13,61 @@ import (
 	"github.com/quictun/quictun/congestion"
 )
 
-// gate is quictun's sender with a window the test can shut, and what it has
-// in flight.
+// gate is quictun's sender with a window the test can shut, and the
+// ack-eliciting packets it has in flight since tracking began (by number:
+// quic-go hands one priorInFlight to every packet an ACK frame acks, and
+// drops the handshake's packets with their keys, unannounced).
 type gate struct {
 	qcc.SendAlgorithm
 	shut     *atomic.Bool
-	inFlight *atomic.Int64
+	inFlight *flight
+}
+
+type flight struct {
+	sync.Mutex
+	track bool
+	pns   map[qcc.PacketNumber]bool
+}
+
+func (f *flight) set(pn qcc.PacketNumber, on bool) {
+	f.Lock()
+	defer f.Unlock()
+	if on && f.track {
+		f.pns[pn] = true
+	} else {
+		delete(f.pns, pn)
+	}
+}
+
+func (f *flight) start() {
+	f.Lock()
+	defer f.Unlock()
+	f.track = true
+}
+
+func (f *flight) empty() bool {
+	f.Lock()
+	defer f.Unlock()
+	return len(f.pns) == 0
 }
 
 func (g gate) CanSend(b qcc.ByteCount) bool { return !g.shut.Load() && g.SendAlgorithm.CanSend(b) }
 
 func (g gate) OnPacketSent(t qcc.Time, inFlight qcc.ByteCount, pn qcc.PacketNumber, n qcc.ByteCount, retransmittable bool) {
-	g.inFlight.Store(int64(inFlight))
+	if retransmittable {
+		g.inFlight.set(pn, true)
+	}
 	g.SendAlgorithm.OnPacketSent(t, inFlight, pn, n, retransmittable)
 }
 
 func (g gate) OnPacketAcked(pn qcc.PacketNumber, acked, prior qcc.ByteCount, now qcc.Time) {
-	g.inFlight.Store(int64(prior - acked))
+	g.inFlight.set(pn, false)
 	g.SendAlgorithm.OnPacketAcked(pn, acked, prior, now)
+}
+
+func (g gate) OnCongestionEvent(pn qcc.PacketNumber, lost, prior qcc.ByteCount) {
+	g.inFlight.set(pn, false)
+	g.SendAlgorithm.OnCongestionEvent(pn, lost, prior)
 }
 
 // An urgent datagram (SendDatagramUrgent, a flow that sends little) goes
@@ -39,11 +77,11 @@ func (g gate) OnPacketAcked(pn qcc.PacketNumber, acked, prior qcc.ByteCount, now
 // follows.
 func TestUrgentDatagramPassesAShutWindow(t *testing.T) {
 	var shut atomic.Bool
-	var inFlight atomic.Int64
+	inFlight := &flight{pns: map[qcc.PacketNumber]bool{}}
 	qc := Tunnel()
 	qc.KeepAlivePeriod = 0
 	qc.Congestion = func(rtt qcc.RTTStats, mss qcc.ByteCount) qcc.SendAlgorithm {
-		return gate{SendAlgorithm: congestion.New(rtt, mss), shut: &shut, inFlight: &inFlight}
+		return gate{SendAlgorithm: congestion.New(rtt, mss), shut: &shut, inFlight: inFlight}
 	}
 	s := newSession(t, qc)
 	defer s.stop()
@@ -61,10 +99,17 @@ func TestUrgentDatagramPassesAShutWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive()
+	// From a 1-RTT packet on: once the tracked ones are acked or lost, so is
+	// everything sent before them.
+	inFlight.start()
+	if err := s.cli.SendDatagram([]byte("warm again")); err != nil {
+		t.Fatal(err)
+	}
+	receive()
 	// Nothing in flight: no loss timer is armed that could send anything.
 	settled := func() {
 		t.Helper()
-		for inFlight.Load() > 0 {
+		for !inFlight.empty() {
 			if ctx.Err() != nil {
 				t.Fatal("the packets sent were never all acked")
 			}
